@@ -1,0 +1,703 @@
+"""Configuration: YAML into frozen, typed sections. The only module that reads YAML.
+
+``load_config(path)`` returns a :class:`Config`; nothing downstream sees a dict. Validation is
+strict and reports every problem at once, each naming the key path and the line::
+
+    gate.vad.aggressiveness: must be 0..3, got 7 (line 12)
+    gate.vad.agressiveness: unknown key; did you mean 'aggressiveness'? (line 13)
+
+Schema: each section is a frozen dataclass. A field's metadata carries its bounds (``min``,
+``max``), its documentation (``doc``) and, for strings, its allowed ``choices`` when the type is
+not already a ``Literal``. ``config/earshot.yaml`` documents every key; a test keeps the two
+in step.
+
+Secrets never live in YAML: the API key comes from ``$CREDENTIALS_DIRECTORY/openai-api-key``,
+``$OPENAI_API_KEY`` or ``realtime.auth.key_file`` (see :mod:`earshot.realtime.auth`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import types
+import typing
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from earshot.errors import ConfigError
+
+__all__ = [
+    "AudioConfig",
+    "AuthConfig",
+    "BargeInConfig",
+    "Config",
+    "ControlConfig",
+    "EarconsConfig",
+    "EchoFeedConfig",
+    "GateConfig",
+    "GpioConfig",
+    "HistoryConfig",
+    "HooksConfig",
+    "InputConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "OutputConfig",
+    "RealtimeConfig",
+    "ReconnectConfig",
+    "RecordingsConfig",
+    "SileroConfig",
+    "ToolConfig",
+    "TranscriptionConfig",
+    "TurnDetectionConfig",
+    "VadConfig",
+    "WakewordConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+
+def _f(default: Any, doc: str, **meta: Any) -> Any:
+    """A dataclass field with a default and schema metadata (``doc``, ``min``, ``max``)."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"doc": doc, **meta})
+
+
+def _section(cls: type[Any], doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+# ---------------------------------------------------------------------------------------- audio
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    """The microphone."""
+
+    device: str = _f("default", "ALSA PCM name of the microphone (alsa backend)")
+    file: Path | None = _f(None, "WAV played in as the microphone (file backend); any rate/channels")
+    sample_rate_hz: int = _f(16000, "requested capture rate; the granted rate is resampled", min=8000, max=192000)
+    channels: int = _f(1, "capture channels (multi-mic arrays: 2, 4, 6, 8)", min=1, max=16)
+    channel: int | None = _f(None, "use only this channel (0-based); null mixes all channels down", min=0, max=15)
+    period_ms: int = _f(10, "capture period in ms (FIFO-fed virtual devices deliver 10 ms)", min=5, max=100)
+    queue_ms: int = _f(2000, "bound of the capture queue; the oldest audio is dropped past it", min=100, max=30000)
+    gain_db: float = _f(0.0, "digital gain applied to the microphone", min=-40.0, max=40.0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    """The loudspeaker."""
+
+    device: str = _f("default", "ALSA PCM name of the loudspeaker (alsa backend)")
+    file: Path | None = _f(None, "WAV recording of the speaker on the input's clock (file backend)")
+    sample_rate_hz: int = _f(24000, "requested playback rate; the granted rate is resampled to", min=8000, max=192000)
+    channels: int = _f(1, "playback channels (the mono reply is copied to each)", min=1, max=8)
+    period_ms: int = _f(10, "playback period in ms", min=5, max=100)
+    buffer_ms: int = _f(40, "device buffer in ms; small keeps barge-in fast", min=10, max=500)
+    prebuffer_ms: int = _f(40, "jitter prebuffer before a reply starts playing", min=0, max=1000)
+    volume_db: float = _f(0.0, "digital gain applied to the reply", min=-60.0, max=20.0)
+    mixer_control: str = _f("Master", "ALSA mixer control used by the volume tool")
+    mixer_card: str = _f("default", "ALSA card (mixer device name) of mixer_control")
+
+
+@dataclass(frozen=True, slots=True)
+class EchoFeedConfig:
+    """Simulated speaker-to-microphone echo for the file backend."""
+
+    delay_ms: float = _f(20.0, "acoustic + device delay of the echo", min=0.0, max=1000.0)
+    gain_db: float = _f(-6.0, "level of the echo relative to what is played", min=-80.0, max=20.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    """Audio devices and backend."""
+
+    backend: Literal["alsa", "file"] = _f("alsa", "alsa: real devices; file: WAV in, WAV out, same clock")
+    input: InputConfig = _section(InputConfig, "the microphone")
+    output: OutputConfig = _section(OutputConfig, "the loudspeaker")
+    echo: EchoFeedConfig | None = _f(
+        None, "file backend only: feed a delayed, attenuated copy of playback into capture"
+    )
+    file_speed: float = _f(1.0, "file backend: pace factor of the clock (tests use > 1)", min=0.1, max=1000.0)
+    reopen_max_s: float = _f(10.0, "longest wait between attempts to reopen a missing device", min=0.5, max=600.0)
+
+
+# ----------------------------------------------------------------------------------------- gate
+
+
+@dataclass(frozen=True, slots=True)
+class SileroConfig:
+    """Silero VAD second stage (ONNX through onnxruntime)."""
+
+    enabled: Literal["auto", "on", "off"] = _f("auto", "auto: used when onnxruntime and the model are present")
+    model: Path | None = _f(None, "path of silero_vad.onnx; null looks in the install's share/earshot/models")
+    threshold: float = _f(0.5, "speech probability above which a frame is speech", min=0.05, max=0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    """Local voice activity detection (webrtcvad at 16 kHz, optional Silero second stage)."""
+
+    aggressiveness: int = _f(2, "webrtcvad mode (higher rejects more noise)", min=0, max=3)
+    frame_ms: Literal[10, 20, 30] = _f(30, "webrtcvad frame length")
+    start_ms: int = _f(90, "speech needed before speech is declared started", min=10, max=2000)
+    end_ms: int = _f(600, "silence needed before speech is declared ended", min=50, max=5000)
+    end_of_turn_ms: int = _f(800, "silence that ends the user's turn when turn detection is local", min=200, max=10000)
+    silero: SileroConfig = _section(SileroConfig, "noise-robust second stage")
+
+
+@dataclass(frozen=True, slots=True)
+class WakewordConfig:
+    """Wake-word detection."""
+
+    engine: Literal["template", "openwakeword", "pocketsphinx"] = _f("template", "wake-word engine")
+    model: str = _f("hey_jarvis", "openwakeword: bundled model name or path to a .tflite/.onnx model")
+    keyphrase: str = _f("hey jarvis", "pocketsphinx: the phrase, in words of its dictionary")
+    threshold: float | None = _f(None, "detection threshold; null uses the engine's default", min=0.0, max=1e6)
+    trigger_level: int = _f(1, "consecutive frames above threshold needed to fire", min=1, max=50)
+    refractory_s: float = _f(2.0, "ignore further detections for this long after one", min=0.0, max=60.0)
+    templates_dir: Path | None = _f(None, "template: enrolled takes; null = <state_dir>/wakeword")
+    ring_s: float = _f(2.0, "audio kept so the engine sees the phrase from its start", min=0.5, max=5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EarconsConfig:
+    """Short generated sounds: wake acknowledged, end of listening, error/offline."""
+
+    enabled: bool = _f(True, "play earcons")
+    volume_db: float = _f(-14.0, "earcon level in dBFS", min=-60.0, max=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class GpioConfig:
+    """A push-to-talk button and a hardware mute switch through libgpiod."""
+
+    chip: str = _f("/dev/gpiochip0", "GPIO chip device")
+    button_line: int | None = _f(None, "line offset of the talk button; null = no button", min=0, max=1023)
+    mute_line: int | None = _f(None, "line offset of a mute switch; null = none", min=0, max=1023)
+    active_low: bool = _f(True, "lines read 0 when pressed")
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    """What decides when the appliance is being spoken to."""
+
+    mode: Literal["wakeword", "vad", "manual"] = _f(
+        "wakeword", "wakeword; vad: any speech engages (kiosks); manual: button or `earshot engage`"
+    )
+    vad: VadConfig = _section(VadConfig, "voice activity detection")
+    wakeword: WakewordConfig = _section(WakewordConfig, "wake-word engine")
+    preroll_ms: int = _f(300, "audio kept from before the engagement point", min=0, max=3000)
+    follow_up_s: float = _f(6.0, "listen without the wake word after a reply", min=0.0, max=120.0)
+    no_speech_timeout_s: float = _f(8.0, "end an engagement when nobody speaks for this long", min=1.0, max=120.0)
+    max_engagement_s: float = _f(300.0, "longest single engagement (cost guardrail)", min=10.0, max=3600.0)
+    daily_cap_minutes: float | None = _f(
+        None, "connected minutes per day; past it the device rests", min=1.0, max=1440.0
+    )
+    earcons: EarconsConfig = _section(EarconsConfig, "earcons")
+    gpio: GpioConfig = _section(GpioConfig, "GPIO button and mute switch")
+
+
+# -------------------------------------------------------------------------------------- barge-in
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInConfig:
+    """Interrupting the assistant while it speaks."""
+
+    duplex: Literal["auto", "full", "gated", "half"] = _f(
+        "auto", "auto: chosen from the measured echo reduction; full; gated (wake word or loud speech); half"
+    )
+    echo_cancel: bool = _f(True, "run the echo canceller on the microphone while playing")
+    echo_filter_ms: int = _f(200, "echo canceller filter length (room tail)", min=20, max=1000)
+    holdoff_ms: int = _f(150, "ignore barge-in this long after playback starts", min=0, max=2000)
+    vad_aggressiveness: int = _f(3, "webrtcvad mode used on the echo-cancelled signal", min=0, max=3)
+    min_speech_ms: int = _f(120, "speech needed on the cancelled signal to barge in", min=20, max=2000)
+    energy_margin_db: float = _f(
+        8.0, "fallback: mic this much above the echo estimate counts as user", min=0.0, max=40.0
+    )
+    full_duplex_erle_db: float = _f(18.0, "echo reduction at or above which full duplex is used", min=0.0, max=60.0)
+    gated_erle_db: float = _f(6.0, "echo reduction at or above which gated duplex is used", min=0.0, max=60.0)
+
+
+# -------------------------------------------------------------------------------------- realtime
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDetectionConfig:
+    """Turn detection: the server's (``server_vad``/``semantic_vad``) or local (``none``)."""
+
+    type: Literal["server_vad", "semantic_vad", "none"] = _f("server_vad", "who decides the user's turn ended")
+    eagerness: Literal["low", "medium", "high", "auto"] = _f("auto", "semantic_vad only")
+    threshold: float = _f(0.5, "server_vad: activation threshold (raise in noisy rooms)", min=0.0, max=1.0)
+    prefix_padding_ms: int = _f(300, "server_vad: audio kept before speech start", min=0, max=5000)
+    silence_duration_ms: int = _f(500, "server_vad: silence that ends the turn", min=100, max=10000)
+    idle_timeout_ms: int | None = _f(None, "server_vad: the model speaks after this much silence", min=1000, max=600000)
+    create_response: bool = _f(True, "the server starts a response at the end of the turn")
+    interrupt_response: bool = _f(True, "the server interrupts its response when speech starts")
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionConfig:
+    """Input transcription (off when model is null). Also feeds history after a reconnect."""
+
+    model: str | None = _f(None, "e.g. gpt-4o-mini-transcribe; null = off")
+    language: str | None = _f(None, "ISO-639-1 code, e.g. en")
+    prompt: str | None = _f(None, "vocabulary hint")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Where the key comes from (never from this file)."""
+
+    key_file: Path | None = _f(None, "file holding the API key (after $CREDENTIALS_DIRECTORY and $OPENAI_API_KEY)")
+    token_url: str | None = _f(None, "mint an ephemeral client secret per connection by POSTing here")
+    token_ttl_s: int = _f(120, "lifetime asked for an ephemeral secret", min=10, max=7200)
+    token_timeout_s: float = _f(10.0, "timeout of the token request", min=1.0, max=120.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectConfig:
+    """Backoff after a lost connection."""
+
+    initial_s: float = _f(0.25, "first backoff delay (full jitter)", min=0.01, max=60.0)
+    max_s: float = _f(30.0, "backoff cap", min=0.1, max=3600.0)
+    slow_retry_s: float = _f(600.0, "retry period after a fatal-for-now error (bad key, quota)", min=5.0, max=86400.0)
+    offline_buffer_s: float = _f(15.0, "audio kept while disconnected; past it the engagement ends", min=1.0, max=120.0)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    """Conversation restored as text after a reconnect."""
+
+    max_items: int = _f(20, "most recent items replayed", min=0, max=200)
+    max_chars: int = _f(6000, "total characters replayed", min=0, max=100000)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolConfig:
+    """A local function the model may call: argv run without a shell, JSON arguments on stdin."""
+
+    name: str = _f("", "function name the model sees ([a-zA-Z0-9_-]{1,64})")
+    description: str = _f("", "what it does, for the model")
+    parameters: Mapping[str, Any] = _f(None, "JSON schema of the arguments (an object schema)")
+    command: tuple[str, ...] = _f((), "argv; the arguments arrive as JSON on stdin")
+    timeout_s: float = _f(5.0, "the tool is killed after this long", min=0.1, max=300.0)
+    max_output_bytes: int = _f(4096, "stdout beyond this is cut", min=16, max=1048576)
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeConfig:
+    """The OpenAI Realtime API session (GA interface)."""
+
+    url: str = _f("wss://api.openai.com/v1/realtime", "WebSocket endpoint; ws:// only to loopback")
+    model: str = _f("gpt-realtime-2.1", "model (pin a non-deprecated one for a fleet)")
+    instructions: str = _f(
+        "You are a helpful voice assistant on a small speaker. Answer briefly, in one or two sentences.",
+        "system instructions",
+    )
+    voice: str = _f("marin", "output voice (fixed after the first audio of a session)")
+    speed: float = _f(1.0, "speech speed", min=0.25, max=1.5)
+    format: Literal["pcm16", "g711_ulaw", "g711_alaw"] = _f(
+        "pcm16", "audio format both ways: PCM16 24 kHz or G.711 8 kHz"
+    )
+    noise_reduction: Literal["far_field", "near_field", "off"] = _f("far_field", "server-side noise reduction")
+    turn_detection: TurnDetectionConfig = _section(TurnDetectionConfig, "turn detection")
+    transcription: TranscriptionConfig = _section(TranscriptionConfig, "input transcription")
+    max_output_tokens: int | None = _f(None, "per response; null = no limit", min=1, max=4096)
+    append_ms: int = _f(40, "audio per input_audio_buffer.append message", min=20, max=100)
+    idle_close_s: float = _f(
+        20.0, "keep the session this long after the follow-up window, then close", min=0.0, max=3000.0
+    )
+    rotate_after_s: float = _f(
+        3000.0, "replace the session while idle after this long (server cap: 60 min)", min=60.0, max=3500.0
+    )
+    open_timeout_s: float = _f(10.0, "WebSocket handshake timeout", min=0.5, max=120.0)
+    ready_timeout_s: float = _f(10.0, "wait for session.created/session.updated", min=0.5, max=120.0)
+    ping_interval_s: float = _f(5.0, "WebSocket ping period", min=0.5, max=120.0)
+    ping_timeout_s: float = _f(10.0, "a missed pong after this long drops the connection", min=0.5, max=120.0)
+    reply_timeout_s: float = _f(30.0, "give up waiting for a reply after this long", min=1.0, max=600.0)
+    send_queue_ms: int = _f(15000, "bound of the outgoing audio queue", min=200, max=120000)
+    auth: AuthConfig = _section(AuthConfig, "credentials")
+    reconnect: ReconnectConfig = _section(ReconnectConfig, "reconnection")
+    history: HistoryConfig = _section(HistoryConfig, "history replay after reconnect")
+    builtin_tools: tuple[Literal["datetime", "volume"], ...] = _f(
+        ("datetime", "volume"), "built-in tools offered to the model"
+    )
+    tools: tuple[ToolConfig, ...] = _f((), "local tools (see ToolConfig)")
+
+
+# ---------------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The control socket (`earshot engage/cancel/status/mute`)."""
+
+    socket: Path | None = _f(None, "Unix socket path; null = $RUNTIME_DIRECTORY/control.sock or /run/earshot")
+    group: str | None = _f(None, "group allowed to use the socket (mode 0660); null = owner only")
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """Commands run on events (LEDs, automations): argv, no shell, event JSON on stdin."""
+
+    wake: tuple[str, ...] = _f((), "on a wake")
+    listening: tuple[str, ...] = _f((), "when listening to the user")
+    thinking: tuple[str, ...] = _f((), "when the user's turn ended")
+    speaking: tuple[str, ...] = _f((), "when the reply starts playing")
+    idle: tuple[str, ...] = _f((), "when the engagement ended")
+    error: tuple[str, ...] = _f((), "on an error")
+    offline: tuple[str, ...] = _f((), "when the service cannot be reached")
+    muted: tuple[str, ...] = _f((), "when the microphone is muted or unmuted")
+    timeout_s: float = _f(5.0, "a hook is killed after this long", min=0.1, max=120.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics (off by default)."""
+
+    textfile: Path | None = _f(None, "node-exporter textfile-collector file, written atomically")
+    port: int | None = _f(None, "serve /metrics on 127.0.0.1:port", min=1, max=65535)
+    interval_s: float = _f(15.0, "textfile write period", min=1.0, max=3600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingsConfig:
+    """Debug recordings of wake hits and user turns (off by default, for privacy)."""
+
+    enabled: bool = _f(False, "record WAVs + JSON sidecars in <state_dir>/recordings")
+    max_mb: float = _f(100.0, "size cap; the oldest are deleted first", min=1.0, max=100000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = _f("info", "log level")
+    journald: Literal["auto", "on", "off"] = _f("auto", "auto: journald when $JOURNAL_STREAM is set")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    audio: AudioConfig = _section(AudioConfig, "audio devices")
+    gate: GateConfig = _section(GateConfig, "listening gate")
+    bargein: BargeInConfig = _section(BargeInConfig, "barge-in")
+    realtime: RealtimeConfig = _section(RealtimeConfig, "Realtime API")
+    control: ControlConfig = _section(ControlConfig, "control socket")
+    hooks: HooksConfig = _section(HooksConfig, "event hooks")
+    metrics: MetricsConfig = _section(MetricsConfig, "metrics")
+    recordings: RecordingsConfig = _section(RecordingsConfig, "debug recordings")
+    logging: LoggingConfig = _section(LoggingConfig, "logging")
+    state_dir: Path | None = _f(
+        None, "state (enrolled wake words, counters); null = $STATE_DIRECTORY or ~/.local/state/earshot"
+    )
+
+
+# ----------------------------------------------------------------------------------- validation
+
+_SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
+
+
+class _Problems:
+    def __init__(self, lines: Mapping[str, int]) -> None:
+        self.lines = lines
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        self.items.append(f"{path}: {message}" + (f" (line {line})" if line else ""))
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: _Problems) -> Any:
+    """Convert ``value`` to ``tp``; on a problem record it and return ``_INVALID``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, path, meta, problems)
+        raise TypeError(f"unsupported union {tp}")  # pragma: no cover - schema bug
+    if value is None:
+        problems.add(path, "must not be empty")
+        return _INVALID
+    if origin is Literal:
+        if value not in args or type(value) is not type(args[0]):
+            choices = ", ".join(str(a) for a in args)
+            problems.add(path, f"must be one of {choices}, got {value!r}")
+            return _INVALID
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.add(path, f"must be a mapping, got {_yaml_kind(value)}")
+            return _INVALID
+        return _build(tp, value, path, problems)
+    if origin is tuple:
+        if not isinstance(value, list):
+            problems.add(path, f"must be a list, got {_yaml_kind(value)}")
+            return _INVALID
+        items = [_convert(args[0], v, f"{path}[{i}]", meta, problems) for i, v in enumerate(value)]
+        return tuple(items)
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, dict):
+            problems.add(path, f"must be a mapping, got {_yaml_kind(value)}")
+            return _INVALID
+        return _freeze(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.add(path, f"must be true or false, got {value!r}")
+            return _INVALID
+        return value
+    if tp is int or tp is float:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if tp is float:
+            ok = ok or isinstance(value, float)
+        if not ok:
+            problems.add(path, f"must be {_type_name(tp)}, got {value!r}")
+            return _INVALID
+        lo, hi = meta.get("min"), meta.get("max")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            problems.add(path, f"must be {_fmt(lo)}..{_fmt(hi)}, got {value}")
+            return _INVALID
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.add(path, f"must be a string, got {value!r}")
+            return _INVALID
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            problems.add(path, f"must be a path, got {value!r}")
+            return _INVALID
+        return Path(value).expanduser()
+    raise TypeError(f"unsupported type {tp} at {path}")  # pragma: no cover - schema bug
+
+
+def _fmt(x: Any) -> str:
+    return "" if x is None else (f"{x:g}" if isinstance(x, float) else str(x))
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class _Invalid:
+    pass
+
+
+_INVALID: Any = _Invalid()
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], path: str, problems: _Problems) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    prefix = f"{path}." if path else ""
+    for key, value in data.items():
+        key_path = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in fields:
+            hint = ""
+            if isinstance(key, str) and key.lower() in _SECRET_KEYS:
+                hint = "; secrets never live in the config: use $CREDENTIALS_DIRECTORY, $OPENAI_API_KEY or realtime.auth.key_file"
+            else:
+                close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+                if close:
+                    hint = f"; did you mean {close[0]!r}?"
+            problems.add(key_path, f"unknown key{hint}")
+            continue
+        converted = _convert(hints[key], value, key_path, fields[key].metadata, problems)
+        if converted is not _INVALID:
+            kwargs[key] = converted
+    try:
+        return cls(**kwargs)
+    except TypeError:  # pragma: no cover - only if a required field were added to the schema
+        problems.add(path or "<root>", "incomplete section")
+        return _INVALID
+
+
+def _line_map(node: yaml.Node, path: str, out: dict[str, int]) -> None:
+    """Record the 1-based line of every key path in a composed YAML tree."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            sub = f"{path}.{key}" if path else str(key)
+            out.setdefault(sub, key_node.start_mark.line + 1)
+            _line_map(value_node, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = f"{path}[{i}]"
+            out.setdefault(sub, item.start_mark.line + 1)
+            _line_map(item, sub, out)
+
+
+def _check_semantics(cfg: Config, problems: _Problems) -> None:
+    """Cross-field rules that a single field's type cannot express."""
+    audio = cfg.audio
+    if audio.backend == "file" and audio.input.file is None:
+        problems.add("audio.input.file", "required when audio.backend is file")
+    if audio.backend == "alsa" and audio.echo is not None:
+        problems.add("audio.echo", "only for audio.backend: file (a real room has its own echo)")
+    if audio.input.channel is not None and audio.input.channel >= audio.input.channels:
+        problems.add("audio.input.channel", f"must be below audio.input.channels ({audio.input.channels})")
+    url_problem = check_realtime_url(cfg.realtime.url)
+    if url_problem:
+        problems.add("realtime.url", url_problem)
+    if cfg.realtime.auth.token_url is not None:
+        tu = urllib.parse.urlsplit(cfg.realtime.auth.token_url)
+        if tu.scheme not in ("https", "http") or not tu.hostname:
+            problems.add("realtime.auth.token_url", "must be an https:// URL")
+        elif tu.scheme == "http" and not _is_loopback(tu.hostname):
+            problems.add("realtime.auth.token_url", "plain http:// is allowed only to a loopback address")
+    if cfg.realtime.ping_timeout_s < 0.5:  # pragma: no cover - guarded by bounds
+        problems.add("realtime.ping_timeout_s", "too small")
+    bi = cfg.bargein
+    if bi.gated_erle_db > bi.full_duplex_erle_db:
+        problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")
+    names: set[str] = set()
+    for i, tool in enumerate(cfg.realtime.tools):
+        p = f"realtime.tools[{i}]"
+        if not tool.name or not all(c.isalnum() or c in "_-" for c in tool.name) or len(tool.name) > 64:
+            problems.add(f"{p}.name", "must be 1-64 characters of letters, digits, _ or -")
+        elif tool.name in names or tool.name in cfg.realtime.builtin_tools:
+            problems.add(f"{p}.name", f"duplicate tool name {tool.name!r}")
+        names.add(tool.name)
+        if not tool.command:
+            problems.add(f"{p}.command", "must be a non-empty argv list")
+        if tool.parameters is not None and tool.parameters.get("type") != "object":
+            problems.add(f"{p}.parameters", "must be a JSON schema with type: object")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_realtime_url(url: str) -> str | None:
+    """Return why ``url`` is not an acceptable Realtime endpoint, or None when it is.
+
+    ``wss://`` is required, except that plain ``ws://`` is allowed to a loopback address
+    (the emulator, a local proxy): the key must never cross a network in clear text.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("wss", "ws") or not parts.hostname:
+        return f"must be a wss:// URL, got {url!r}"
+    if parts.scheme == "ws" and not _is_loopback(parts.hostname):
+        return "plain ws:// is allowed only to a loopback address (use wss://)"
+    return None
+
+
+def parse_config(text: str, *, source: str = "<config>") -> Config:
+    """Parse and validate YAML text.
+
+    Raises:
+        ConfigError: with every problem found, each naming its key path and line.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{source}: invalid YAML at {where}: {exc.problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+    if node is None or data is None:
+        raise ConfigError(f"{source}: the configuration is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a mapping of sections, got {_yaml_kind(data)}")
+    lines: dict[str, int] = {}
+    _line_map(node, "", lines)
+    problems = _Problems(lines)
+    cfg = _build(Config, data, "", problems)
+    if cfg is not _INVALID:
+        _check_semantics(cfg, problems)
+    if problems.items:
+        raise ConfigError(problems.items)
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or invalid (every problem listed).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from exc
+    cfg = parse_config(text, source=str(p))
+    return _resolve_relative(cfg, p.parent)
+
+
+def _resolve_relative(cfg: Config, base: Path) -> Config:
+    """Relative paths in the file are relative to the file's directory."""
+
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else (base / p)
+
+    audio = cfg.audio
+    new_in = dataclasses.replace(audio.input, file=fix(audio.input.file) or audio.input.file)
+    new_out = dataclasses.replace(audio.output, file=fix(audio.output.file) or audio.output.file)
+    return dataclasses.replace(cfg, audio=dataclasses.replace(audio, input=new_in, output=new_out))
+
+
+def default_config() -> Config:
+    """The configuration with every default (what an empty section means)."""
+    return Config()
+
+
+def iter_keys(cls: type[Any] = Config, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """Yield ``(key_path, default, doc)`` for every leaf key of the schema (docs and tests)."""
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        tp = typing.get_type_hints(cls)[f.name]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        target = (
+            tp
+            if dataclasses.is_dataclass(tp)
+            else (inner[0] if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) else None)
+        )
+        if target is not None and typing.get_origin(tp) is not tuple:
+            yield path, None, f.metadata.get("doc", "")
+            yield from iter_keys(target, f"{path}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            yield path, default, f.metadata.get("doc", "")
