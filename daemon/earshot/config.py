@@ -15,11 +15,16 @@ Secrets never live in YAML: the API key comes from ``$CREDENTIALS_DIRECTORY/open
 ``$OPENAI_API_KEY`` or ``realtime.auth.key_file`` (see :mod:`earshot.realtime.auth`).
 """
 
+# RUF009: ``_f`` and ``_section`` return ``dataclasses.field(...)`` with schema metadata; the rule
+# only recognises a literal ``field()`` call, so every default in this file would be a false positive.
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import ipaddress
+import math
 import types
 import typing
 import urllib.parse
@@ -57,7 +62,9 @@ __all__ = [
     "TurnDetectionConfig",
     "VadConfig",
     "WakewordConfig",
+    "check_realtime_url",
     "default_config",
+    "iter_keys",
     "load_config",
     "parse_config",
 ]
@@ -287,7 +294,7 @@ class ToolConfig:
 
     name: str = _f("", "function name the model sees ([a-zA-Z0-9_-]{1,64})")
     description: str = _f("", "what it does, for the model")
-    parameters: Mapping[str, Any] = _f(None, "JSON schema of the arguments (an object schema)")
+    parameters: Mapping[str, Any] | None = _f(None, "JSON schema of the arguments (an object schema)")
     command: tuple[str, ...] = _f((), "argv; the arguments arrive as JSON on stdin")
     timeout_s: float = _f(5.0, "the tool is killed after this long", min=0.1, max=300.0)
     max_output_bytes: int = _f(4096, "stdout beyond this is cut", min=16, max=1048576)
@@ -405,17 +412,37 @@ class Config:
 
 # ----------------------------------------------------------------------------------- validation
 
-_SECRET_KEYS = {"api_key", "key", "openai_api_key", "token", "secret", "password"}
+_SECRET_KEYS = {"api_key", "apikey", "key", "openai_api_key", "token", "secret", "password", "bearer"}
+_SECRET_HINT = (
+    "; secrets never live in the config: use $CREDENTIALS_DIRECTORY/openai-api-key, $OPENAI_API_KEY"
+    " or realtime.auth.key_file"
+)
 
 
 class _Problems:
+    """Every problem found, each line naming its key path and, when known, its YAML line."""
+
     def __init__(self, lines: Mapping[str, int]) -> None:
         self.lines = lines
-        self.items: list[str] = []
+        self._entries: list[tuple[float, str]] = []
 
-    def add(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        self.items.append(f"{path}: {message}" + (f" (line {line})" if line else ""))
+    def add(self, path: str, message: str, *, line: int | None = None) -> None:
+        line = line or self._line(path)
+        self._entries.append((line or math.inf, f"{path}: {message}" + (f" (line {line})" if line else "")))
+
+    @property
+    def items(self) -> list[str]:
+        """The problems in file order (those without a line last)."""
+        return [text for _, text in sorted(self._entries, key=lambda entry: entry[0])]
+
+    def _line(self, path: str) -> int | None:
+        # A cross-field problem may name a key that is absent: point at the nearest written parent.
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
 
 
 def _type_name(tp: Any) -> str:
@@ -444,7 +471,7 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
             problems.add(path, f"must be one of {choices}, got {value!r}")
             return _INVALID
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             problems.add(path, f"must be a mapping, got {_yaml_kind(value)}")
             return _INVALID
@@ -454,7 +481,7 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
             problems.add(path, f"must be a list, got {_yaml_kind(value)}")
             return _INVALID
         items = [_convert(args[0], v, f"{path}[{i}]", meta, problems) for i, v in enumerate(value)]
-        return tuple(items)
+        return _INVALID if any(item is _INVALID for item in items) else tuple(items)
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, dict):
             problems.add(path, f"must be a mapping, got {_yaml_kind(value)}")
@@ -472,9 +499,12 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
         if not ok:
             problems.add(path, f"must be {_type_name(tp)}, got {value!r}")
             return _INVALID
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.add(path, f"must be a finite number, got {value}")
+            return _INVALID
         lo, hi = meta.get("min"), meta.get("max")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            problems.add(path, f"must be {_fmt(lo)}..{_fmt(hi)}, got {value}")
+            problems.add(path, f"must be {_bounds(lo, hi)}, got {_fmt(value)}")
             return _INVALID
         return tp(value)
     if tp is str:
@@ -483,15 +513,25 @@ def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: 
             return _INVALID
         return value
     if tp is Path:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\0" in value:
             problems.add(path, f"must be a path, got {value!r}")
             return _INVALID
-        return Path(value).expanduser()
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # "~nosuchuser/..."
+            problems.add(path, f"cannot expand the home directory in {value!r}")
+            return _INVALID
     raise TypeError(f"unsupported type {tp} at {path}")  # pragma: no cover - schema bug
 
 
 def _fmt(x: Any) -> str:
     return "" if x is None else (f"{x:g}" if isinstance(x, float) else str(x))
+
+
+def _bounds(lo: Any, hi: Any) -> str:
+    if lo is not None and hi is not None:
+        return f"{_fmt(lo)}..{_fmt(hi)}"
+    return f">= {_fmt(lo)}" if lo is not None else f"<= {_fmt(hi)}"
 
 
 def _yaml_kind(value: Any) -> str:
@@ -517,7 +557,7 @@ class _Invalid:
 _INVALID: Any = _Invalid()
 
 
-def _build(cls: type[Any], data: Mapping[str, Any], path: str, problems: _Problems) -> Any:
+def _build(cls: type[Any], data: Mapping[Any, Any], path: str, problems: _Problems) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -526,8 +566,8 @@ def _build(cls: type[Any], data: Mapping[str, Any], path: str, problems: _Proble
         key_path = f"{prefix}{key}"
         if not isinstance(key, str) or key not in fields:
             hint = ""
-            if isinstance(key, str) and key.lower() in _SECRET_KEYS:
-                hint = "; secrets never live in the config: use $CREDENTIALS_DIRECTORY, $OPENAI_API_KEY or realtime.auth.key_file"
+            if isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS:
+                hint = _SECRET_HINT
             else:
                 close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
                 if close:
@@ -544,19 +584,28 @@ def _build(cls: type[Any], data: Mapping[str, Any], path: str, problems: _Proble
         return _INVALID
 
 
-def _line_map(node: yaml.Node, path: str, out: dict[str, int]) -> None:
-    """Record the 1-based line of every key path in a composed YAML tree."""
+def _line_map(node: yaml.Node, path: str, out: dict[str, int], duplicates: list[tuple[str, int]]) -> None:
+    """Record the 1-based line of every key path in a composed YAML tree, and repeated keys.
+
+    PyYAML keeps the last of two equal keys silently; a config that says the same thing twice is
+    almost always an editing mistake, so it is reported.
+    """
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
             sub = f"{path}.{key}" if path else str(key)
-            out.setdefault(sub, key_node.start_mark.line + 1)
-            _line_map(value_node, sub, out)
+            line = key_node.start_mark.line + 1
+            if sub in seen:
+                duplicates.append((sub, line))
+            seen.add(sub)
+            out.setdefault(sub, line)
+            _line_map(value_node, sub, out, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             sub = f"{path}[{i}]"
             out.setdefault(sub, item.start_mark.line + 1)
-            _line_map(item, sub, out)
+            _line_map(item, sub, out, duplicates)
 
 
 def _check_semantics(cfg: Config, problems: _Problems) -> None:
@@ -639,8 +688,11 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping of sections, got {_yaml_kind(data)}")
     lines: dict[str, int] = {}
-    _line_map(node, "", lines)
+    duplicates: list[tuple[str, int]] = []
+    _line_map(node, "", lines, duplicates)
     problems = _Problems(lines)
+    for dup_path, dup_line in duplicates:
+        problems.add(dup_path, "duplicate key (the last one would win)", line=dup_line)
     cfg = _build(Config, data, "", problems)
     if cfg is not _INVALID:
         _check_semantics(cfg, problems)
@@ -661,22 +713,37 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{p}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{p}: is a directory, not a config file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     cfg = parse_config(text, source=str(p))
-    return _resolve_relative(cfg, p.parent)
+    return _resolve_relative(cfg, p.absolute().parent)
 
 
-def _resolve_relative(cfg: Config, base: Path) -> Config:
-    """Relative paths in the file are relative to the file's directory."""
+_D = typing.TypeVar("_D")
 
-    def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p)
 
-    audio = cfg.audio
-    new_in = dataclasses.replace(audio.input, file=fix(audio.input.file) or audio.input.file)
-    new_out = dataclasses.replace(audio.output, file=fix(audio.output.file) or audio.output.file)
-    return dataclasses.replace(cfg, audio=dataclasses.replace(audio, input=new_in, output=new_out))
+def _resolve_relative(section: _D, base: Path) -> _D:
+    """Return ``section`` with every relative path made relative to ``base`` (the file's directory).
+
+    Walks the whole tree, so a path key added to any section is covered without being listed here.
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]  # _D is always a config dataclass
+        value = getattr(section, f.name)
+        if isinstance(value, Path):
+            if not value.is_absolute():
+                changes[f.name] = base / value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new = _resolve_relative(value, base)
+            if new is not value:
+                changes[f.name] = new
+        elif isinstance(value, tuple) and any(dataclasses.is_dataclass(v) for v in value):
+            changes[f.name] = tuple(_resolve_relative(v, base) for v in value)
+    return dataclasses.replace(section, **changes) if changes else section  # type: ignore[type-var]
 
 
 def default_config() -> Config:
@@ -690,11 +757,8 @@ def iter_keys(cls: type[Any] = Config, prefix: str = "") -> Iterator[tuple[str, 
         path = f"{prefix}{f.name}"
         tp = typing.get_type_hints(cls)[f.name]
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        target = (
-            tp
-            if dataclasses.is_dataclass(tp)
-            else (inner[0] if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) else None)
-        )
+        candidate = tp if dataclasses.is_dataclass(tp) else (inner[0] if len(inner) == 1 else None)
+        target = candidate if isinstance(candidate, type) and dataclasses.is_dataclass(candidate) else None
         if target is not None and typing.get_origin(tp) is not tuple:
             yield path, None, f.metadata.get("doc", "")
             yield from iter_keys(target, f"{path}.")
