@@ -1,0 +1,320 @@
+"""The ``earshot`` command.
+
+::
+
+    earshot [--log-level LEVEL] run [--config FILE]        the daemon, in the foreground (systemd's ExecStart)
+    earshot check-config [FILE]                            validate a config: exit 0, or 78 with the problems
+    earshot devices [--json]                               ALSA PCMs: capture/playback, supported rates
+    earshot version
+    earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
+    earshot engage | cancel | mute | unmute | status [--json]   talk to the running daemon
+    earshot enroll ...                                     record wake-word templates
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 (EX_CONFIG) configuration error. The
+subcommands backed by optional parts (devices, emulate, control, enroll, run) import them only
+when used, so ``check-config`` works on a machine without ALSA or a network stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from earshot import __version__
+from earshot.errors import EX_CONFIG, ConfigError
+
+__all__ = ["EX_CONFIG", "EX_OK", "EX_RUNTIME", "EX_USAGE", "default_socket_path", "main"]
+
+logger = logging.getLogger(__name__)
+
+EX_OK = 0
+EX_RUNTIME = 1
+EX_USAGE = 2
+
+DEFAULT_CONFIG = Path("/etc/earshot/earshot.yaml")
+_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute")
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``earshot`` command line; returns the process exit status."""
+    parser = _parser()
+    # emulate and enroll hand every argument after their name to the delegate's own parser.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.argv = extra
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="earshot",
+        description="Voice-appliance daemon: local wake word and VAD gate, OpenAI Realtime API only while engaged.",
+        epilog="exit status: 0 ok, 1 runtime failure, 2 usage error, 78 configuration error",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LEVELS,
+        default=None,
+        help="log level (default: logging.level from the config, else info)",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file (exit 0, or 78 with one line per problem)")
+    p.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    p.set_defaults(handler=_cmd_check_config)
+
+    p = sub.add_parser("devices", help="list ALSA PCM devices with capture/playback capability and rates")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_cmd_devices)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(handler=_cmd_version)
+
+    p = sub.add_parser("emulate", help="run the local Realtime API emulator (arguments go to it)", add_help=False)
+    p.set_defaults(handler=_cmd_emulate, passthrough=True)
+
+    p = sub.add_parser("enroll", help="record wake-word templates (arguments go to the enroller)", add_help=False)
+    p.set_defaults(handler=_cmd_enroll, passthrough=True)
+
+    helps = {
+        "engage": "start listening now, as if the wake word was heard",
+        "cancel": "end the current engagement (stop speaking, close the session)",
+        "status": "show what the running daemon is doing",
+        "mute": "mute the microphone (nothing is heard, nothing is sent)",
+        "unmute": "unmute the microphone",
+    }
+    for name in _CONTROL_COMMANDS:
+        p = sub.add_parser(name, help=helps[name])
+        p.add_argument("--socket", type=Path, default=None, help="control socket (default: from the config)")
+        p.add_argument("--config", type=Path, default=None, help=f"config naming the socket (default {DEFAULT_CONFIG})")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        p.set_defaults(handler=_cmd_control, command=name)
+    return parser
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def _load(module: str, name: str) -> Callable[..., Any]:
+    """Import ``module.name`` lazily (optional parts; an edge module may be missing on this machine).
+
+    Raises:
+        ImportError: the module or the attribute is missing.
+    """
+    target = getattr(importlib.import_module(module), name, None)
+    if not callable(target):
+        raise ImportError(f"{module} has no {name}()")
+    return cast("Callable[..., Any]", target)
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        _err(problem)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from earshot.config import load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    _out(f"{args.file}: ok")
+    return EX_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from earshot import logs
+    from earshot.config import load_config
+
+    # The whole config is validated before anything touches a device or the network.
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    logs.configure(args.log_level or config.logging.level, config.logging.journald)
+    try:
+        serve = _load("earshot.app", "serve")
+    except ImportError as exc:
+        logger.error("cannot start: %s", exc)
+        return EX_RUNTIME
+    return _as_status(serve(config, config_path=args.config))
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    _out(f"earshot {__version__}")
+    return EX_OK
+
+
+def _cmd_emulate(args: argparse.Namespace) -> int:
+    _configure_cli_logging(args)
+    try:
+        emulator_main = _load("earshot.emulator", "main")
+    except ImportError as exc:
+        _err(f"earshot emulate: the emulator is not available: {exc}")
+        return EX_RUNTIME
+    return _as_status(emulator_main(list(args.argv)))
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    _configure_cli_logging(args)
+    try:
+        enroll_main = _load("earshot.gate.enroll", "main")
+    except ImportError as exc:
+        _err(f"earshot enroll: enrolment is not available: {exc}")
+        return EX_RUNTIME
+    return _as_status(enroll_main(list(args.argv)))
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    _configure_cli_logging(args)
+    try:
+        list_devices = _load("earshot.audio.alsa", "list_devices")
+    except ImportError as exc:
+        _err(f"earshot devices: ALSA support is not available: {exc}")
+        return EX_RUNTIME
+    try:
+        devices = [_device_dict(d) for d in list_devices()]
+    except OSError as exc:  # AudioDeviceError is an OSError
+        _err(f"earshot devices: {exc}")
+        return EX_RUNTIME
+    if args.json:
+        _out(json.dumps(devices, indent=2))
+        return EX_OK
+    if not devices:
+        _out("no ALSA PCM devices found")
+        return EX_OK
+    for d in devices:
+        caps = "/".join(c for c in ("capture", "playback") if d[c]) or "-"
+        _out(f"{d['name']}  [{caps}]")
+        if d["description"]:
+            _out(f"    {d['description']}")
+        for direction in ("capture", "playback"):
+            rates = d[f"{direction}_rates"]
+            if d[direction] and rates:
+                _out(f"    {direction} rates: {', '.join(str(r) for r in rates)} Hz")
+    return EX_OK
+
+
+def _device_dict(device: Any) -> dict[str, Any]:
+    """Normalise a device record from ``earshot.audio.alsa.list_devices`` (attributes or a mapping)."""
+
+    def get(name: str, default: Any = None) -> Any:
+        if isinstance(device, dict):
+            return device.get(name, default)
+        return getattr(device, name, default)
+
+    rates = get("rates")
+    capture_rates = get("capture_rates", rates) or ()
+    playback_rates = get("playback_rates", rates) or ()
+    return {
+        "name": str(get("name", "?")),
+        "description": str(get("description", "") or ""),
+        "capture": bool(get("capture", bool(capture_rates))),
+        "playback": bool(get("playback", bool(playback_rates))),
+        "capture_rates": [int(r) for r in capture_rates],
+        "playback_rates": [int(r) for r in playback_rates],
+    }
+
+
+def default_socket_path(config_socket: Path | None = None) -> Path:
+    """The control socket: the config's ``control.socket``, else ``$RUNTIME_DIRECTORY``, else /run/earshot."""
+    if config_socket is not None:
+        return config_socket
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime or "/run/earshot") / "control.sock"
+
+
+def _control_socket(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    config_path = args.config if args.config is not None else DEFAULT_CONFIG
+    if args.config is not None or config_path.exists():
+        from earshot.config import load_config
+
+        # A config that names the socket must be valid to be trusted; problems are exit 78.
+        return default_socket_path(load_config(config_path).control.socket)
+    return default_socket_path()
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    _configure_cli_logging(args)
+    try:
+        path = _control_socket(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    try:
+        request = _load("earshot.control", "request")
+    except ImportError as exc:
+        _err(f"earshot {args.command}: the control client is not available: {exc}")
+        return EX_RUNTIME
+    try:
+        answer: dict[str, Any] = request(path, args.command)
+    except (OSError, TimeoutError) as exc:
+        _err(f"earshot {args.command}: cannot reach the daemon at {path}: {exc}")
+        return EX_RUNTIME
+    ok = bool(answer.get("ok", True))
+    if args.command == "status" and getattr(args, "json", False):
+        _out(json.dumps(answer, indent=2, sort_keys=True, default=str))
+    elif not ok:
+        _err(f"earshot {args.command}: {answer.get('error') or answer}")
+    elif args.command == "status":
+        for key, value in answer.items():
+            if key != "ok":
+                _out(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
+    elif answer.get("message"):
+        _out(answer["message"])
+    return EX_OK if ok else EX_RUNTIME
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def _configure_cli_logging(args: argparse.Namespace) -> None:
+    from earshot import logs
+
+    logs.configure(args.log_level or "warning", "off")
+
+
+def _as_status(result: object) -> int:
+    """Map what a delegated ``main()`` returned to an exit status (None means success)."""
+    if result is None:
+        return EX_OK
+    if isinstance(result, bool):
+        return EX_OK if result else EX_RUNTIME
+    if isinstance(result, int):
+        return result
+    return EX_RUNTIME
