@@ -9,6 +9,8 @@
     │   ├── LocalProtocolError(RealtimeError, AssertionError)   we sent something illegal: a bug
     │   ├── RemoteProtocolError                          malformed/unexpected server message
     │   ├── RealtimeServerError                          server ``error`` event: code, message, event_id
+    │   ├── HandshakeError                               the WebSocket upgrade failed: HTTP status, or timeout
+    │   ├── ConnectionLost                               the WebSocket closed or went silent: close code
     │   └── AuthenticationError(RealtimeError)           key missing/invalid: stop fast retries
     ├── ToolError                                        a local tool failed (becomes a tool output)
     └── InvalidTransition(DaemonError, AssertionError)  state-machine misuse: a bug
@@ -96,6 +98,33 @@ class RealtimeServerError(RealtimeError):
         if self.event_id:
             parts.append(f"(caused by {self.event_id})")
         return " ".join(parts)
+
+
+class HandshakeError(RealtimeError):
+    """The WebSocket could not be opened.
+
+    Attributes:
+        status: the HTTP status of a refused upgrade (401, 404, 429, 503 …), or None for a
+            timeout or a malformed handshake.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ConnectionLost(RealtimeError):
+    """An open WebSocket ended (closed by either side, dropped, or no pong in time).
+
+    Attributes:
+        code: the close code received (1001 going away, 1006 abnormal, 1011 …), or None.
+        reason: the close reason text (may be empty).
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(message)
 
 
 class AuthenticationError(RealtimeError):
