@@ -1,0 +1,388 @@
+"""Local barge-in detection while the device speaks, the duplex policy, and the wake guard.
+
+All three are pure: they take 10 ms chunks, the echo canceller's per-chunk :class:`EchoFrame` and
+16 kHz sample positions, and return decisions. The app wires them:
+
+- every capture chunk goes through :class:`~earshot.audio.echo.EchoCanceller` first; while the
+  device is SPEAKING, :meth:`BargeInDetector.process` gets the cleaned and raw chunks and returns a
+  :class:`BargeIn` (with the onset position of the user's speech, so the pre-roll before it can be
+  sent first) when the user talks over the reply;
+- the wake-word engine is fed the *cleaned* signal (never the raw microphone) and every wake is
+  checked with :meth:`WakeGuard.accept`, which rejects wakes the residual echo can explain: the
+  device saying "Jarvis" in a reply never wakes it.
+
+The duplex policy (:func:`choose_duplex`) picks how much to trust the cancelled signal from the
+echo reduction (ERLE) measured at run time:
+
+- FULL: VAD on the cleaned signal, just above the predicted residual echo, barges in;
+- GATED: only clearly louder speech (cleaned above the predicted residual echo by
+  ``energy_margin_db``: the playback-relative energy gate) or the wake word barges in;
+- HALF: the microphone is muted while speaking; only the wake word or the button interrupt.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+from numpy.typing import NDArray
+
+from earshot.audio.echo import EchoFrame
+from earshot.config import BargeInConfig
+
+__all__ = [
+    "BargeIn",
+    "BargeInDetector",
+    "DuplexDecision",
+    "DuplexMode",
+    "WakeGuard",
+    "choose_duplex",
+]
+
+logger = logging.getLogger(__name__)
+
+_FULL_SCALE_POWER = 32768.0**2
+_SILENCE_DBFS = -120.0
+# Below this the cleaned signal is room noise whatever the VAD says (webrtcvad mode 3 fires on
+# very quiet noise now and then).
+_SPEECH_FLOOR_DBFS = -55.0
+# In FULL duplex, VAD frames must still be this much above the predicted residual echo.
+_FULL_RESIDUAL_MARGIN_DB = 3.0
+# Non-speech frames tolerated inside one speech run (webrtcvad drops frames between syllables).
+_MAX_GAP_FRAMES = 3
+
+
+class DuplexMode(enum.Enum):
+    """How the microphone is used while the device speaks."""
+
+    FULL = "full"
+    GATED = "gated"
+    HALF = "half"
+
+
+@dataclass(frozen=True, slots=True)
+class DuplexDecision:
+    """A duplex mode and why it was chosen (for status and logs)."""
+
+    mode: DuplexMode
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.mode.value} ({self.reason})"
+
+
+def choose_duplex(config: BargeInConfig, erle_db: float | None, *, canceller: bool = True) -> DuplexDecision:
+    """Pick the duplex mode from the configuration and the measured echo reduction.
+
+    Args:
+        config: the barge-in section (``duplex``, ``echo_cancel``, ``full_duplex_erle_db``, ``gated_erle_db``).
+        erle_db: the echo reduction measured at run time, or None while not measured yet.
+        canceller: an echo canceller is running on the microphone.
+
+    Returns:
+        The decision. ``duplex: full|gated|half`` is obeyed as configured, except that full or gated
+        without a working canceller falls back to half (the raw microphone hears the reply). With
+        ``auto``: FULL at or above ``full_duplex_erle_db``, GATED at or above ``gated_erle_db`` or
+        while not yet measured, HALF below that or without a canceller.
+    """
+    if not config.echo_cancel or not canceller:
+        why = "echo cancellation off" if not config.echo_cancel else "no echo canceller"
+        return DuplexDecision(DuplexMode.HALF, why)
+    if config.duplex != "auto":
+        return DuplexDecision(DuplexMode(config.duplex), "configured")
+    if erle_db is None or not math.isfinite(erle_db):
+        return DuplexDecision(DuplexMode.GATED, "echo reduction not measured yet")
+    if erle_db >= config.full_duplex_erle_db:
+        return DuplexDecision(DuplexMode.FULL, f"echo reduction {erle_db:.1f} dB >= {config.full_duplex_erle_db:g} dB")
+    if erle_db >= config.gated_erle_db:
+        return DuplexDecision(
+            DuplexMode.GATED,
+            f"echo reduction {erle_db:.1f} dB < {config.full_duplex_erle_db:g} dB",
+        )
+    return DuplexDecision(DuplexMode.HALF, f"echo reduction {erle_db:.1f} dB < {config.gated_erle_db:g} dB")
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    """The user spoke over the reply.
+
+    Attributes:
+        position: 16 kHz sample position of the first speech chunk (the onset; send pre-roll from here).
+        detected_position: position of the chunk that confirmed it (onset + ``min_speech_ms`` or more).
+        mode: the duplex mode in force.
+        level_dbfs: mean level of the cleaned speech chunks in the run.
+        margin_db: that level above the predicted residual echo.
+    """
+
+    position: int
+    detected_position: int
+    mode: DuplexMode
+    level_dbfs: float
+    margin_db: float
+
+
+def _dbfs(pcm: NDArray[np.int16]) -> float:
+    if pcm.size == 0:
+        return _SILENCE_DBFS
+    x = pcm.astype(np.float32)
+    power = float(np.dot(x, x)) / pcm.size
+    return _SILENCE_DBFS if power <= 0.0 else max(_SILENCE_DBFS, 10.0 * math.log10(power / _FULL_SCALE_POWER))
+
+
+class BargeInDetector:
+    """Decides, chunk by chunk while the device speaks, whether the user is talking over it.
+
+    Usage: :meth:`start` when playback of a reply starts (this picks the duplex mode), then
+    :meth:`process` for every capture chunk until it returns a :class:`BargeIn` or :meth:`stop` is
+    called when the reply has played out. After a barge-in it stays quiet until the next :meth:`start`.
+
+    Args:
+        config: the barge-in section.
+        rate_hz: capture rate (webrtcvad takes 8, 16, 32 or 48 kHz).
+        frame_samples: samples per chunk (10, 20 or 30 ms for webrtcvad).
+    """
+
+    def __init__(self, config: BargeInConfig, *, rate_hz: int = 16000, frame_samples: int = 160) -> None:
+        self.config = config
+        self.rate_hz = rate_hz
+        self.frame_samples = frame_samples
+        self._vad = webrtcvad.Vad(config.vad_aggressiveness)
+        frame_ms = 1000 * frame_samples / rate_hz
+        self._min_speech_frames = max(1, math.ceil(config.min_speech_ms / frame_ms))
+        self._holdoff_samples = config.holdoff_ms * rate_hz // 1000
+        self._decision = choose_duplex(config, None)
+        self._canceller = True
+        self._awaiting_erle = False
+        self._armed = False
+        self._start_position = 0
+        self._reset_run()
+        self.user_speaking = False
+        """The last chunk counted as user speech (a near-end hint for the echo canceller)."""
+
+    def _reset_run(self) -> None:
+        self._run_onset: int | None = None
+        self._run_frames = 0
+        self._run_gap = 0
+        self._run_level_sum = 0.0
+        self._run_margin_sum = 0.0
+
+    @property
+    def duplex(self) -> DuplexDecision:
+        """The duplex mode in force and why (for status and logs)."""
+        return self._decision
+
+    @property
+    def armed(self) -> bool:
+        """Between :meth:`start` and :meth:`stop` (or a barge-in)."""
+        return self._armed
+
+    @property
+    def mic_open(self) -> bool:
+        """False while speaking in HALF duplex: the app sends no microphone audio upstream."""
+        return not (self._armed and self._decision.mode is DuplexMode.HALF)
+
+    def start(self, position: int, *, erle_db: float | None, canceller: bool = True) -> DuplexDecision:
+        """Playback of a reply started at capture position ``position``: arm and pick the duplex mode.
+
+        Args:
+            position: 16 kHz capture position at which the speaker started playing.
+            erle_db: the canceller's measured echo reduction (``EchoCanceller.erle_db``).
+            canceller: an echo canceller is running.
+
+        Returns:
+            The duplex decision in force for this reply.
+        """
+        decision = choose_duplex(self.config, erle_db, canceller=canceller)
+        if decision.mode is not self._decision.mode:
+            logger.info("duplex mode: %s", decision)
+        self._decision = decision
+        self._canceller = canceller
+        self._awaiting_erle = erle_db is None and decision.mode is DuplexMode.GATED and self.config.duplex == "auto"
+        self._armed = True
+        self._start_position = position
+        self.user_speaking = False
+        self._reset_run()
+        return decision
+
+    def stop(self) -> None:
+        """The reply played out (or was interrupted by other means): disarm."""
+        self._armed = False
+        self.user_speaking = False
+        self._reset_run()
+
+    def process(
+        self,
+        cleaned: NDArray[np.int16],
+        raw: NDArray[np.int16],
+        echo: EchoFrame | None,
+        position: int,
+    ) -> BargeIn | None:
+        """Judge one capture chunk.
+
+        Args:
+            cleaned: the echo-cancelled chunk (``frame_samples`` int16).
+            raw: the raw microphone chunk (used for levels when there is no canceller).
+            echo: the canceller's :attr:`~earshot.audio.echo.EchoCanceller.frame` for this chunk,
+                or None without a canceller.
+            position: 16 kHz capture position of the chunk's first sample.
+
+        Returns:
+            A :class:`BargeIn` on the chunk that confirms the user's speech, else None.
+        """
+        if not self._armed:
+            return None
+        if self._decision.mode is DuplexMode.HALF:
+            return None
+        if self._awaiting_erle and echo is not None and echo.erle_db is not None:
+            self._upgrade_when_measured(echo.erle_db)
+        if position < self._start_position + self._holdoff_samples:
+            # The canceller is (re)converging on the start of the reply.
+            self.user_speaking = False
+            self._reset_run()
+            return None
+
+        signal = cleaned if echo is not None else raw
+        level = echo.cleaned_dbfs if echo is not None else _dbfs(raw)
+        residual = echo.residual_echo_dbfs if echo is not None else level
+        margin = level - residual
+        needed = self.config.energy_margin_db if self._decision.mode is DuplexMode.GATED else _FULL_RESIDUAL_MARGIN_DB
+        speech = level >= _SPEECH_FLOOR_DBFS and margin >= needed and self._is_speech(signal)
+        self.user_speaking = speech
+        if speech:
+            if self._run_onset is None:
+                self._run_onset = position
+            self._run_frames += 1
+            self._run_gap = 0
+            self._run_level_sum += level
+            self._run_margin_sum += margin
+        elif self._run_onset is not None:
+            self._run_gap += 1
+            if self._run_gap > _MAX_GAP_FRAMES:
+                self._reset_run()
+        if self._run_onset is None or self._run_frames < self._min_speech_frames:
+            return None
+        event = BargeIn(
+            position=self._run_onset,
+            detected_position=position,
+            mode=self._decision.mode,
+            level_dbfs=self._run_level_sum / self._run_frames,
+            margin_db=self._run_margin_sum / self._run_frames,
+        )
+        logger.info(
+            "barge-in (%s): speech from %d, confirmed at %d, %.1f dB over residual echo",
+            event.mode.value,
+            event.position,
+            event.detected_position,
+            event.margin_db,
+        )
+        self._armed = False
+        self._reset_run()
+        return event
+
+    def observe_erle(self, erle_db: float | None) -> None:
+        """Re-pick the duplex mode from a new ERLE between replies (when not armed)."""
+        if self._armed:
+            return
+        decision = choose_duplex(self.config, erle_db, canceller=self._canceller)
+        if decision.mode is not self._decision.mode:
+            logger.info("duplex mode: %s", decision)
+        self._decision = decision
+
+    def _upgrade_when_measured(self, erle_db: float) -> None:
+        # The first reply starts before anything is measured; once the canceller has measured its
+        # echo reduction, re-decide mid-reply (once).
+        self._awaiting_erle = False
+        decision = choose_duplex(self.config, erle_db, canceller=self._canceller)
+        if decision.mode is DuplexMode.HALF:
+            # Never mute the microphone in the middle of a reply; the next start() applies it.
+            return
+        if decision.mode is not self._decision.mode:
+            logger.info("duplex mode: %s", decision)
+        self._decision = decision
+
+    def _is_speech(self, pcm: NDArray[np.int16]) -> bool:
+        if pcm.size != self.frame_samples:
+            return False
+        try:
+            return bool(self._vad.is_speech(pcm.astype("<i2", copy=False).tobytes(), self.rate_hz))
+        except Exception:  # noqa: BLE001 - webrtcvad raises a bare Error on odd frames; odd input is not speech
+            return False
+
+
+class WakeGuard:
+    """Rejects wakes that the device's own voice (the residual echo) can explain.
+
+    Feed :meth:`observe` with the canceller's frame for every capture chunk; when the wake-word
+    engine (fed the cleaned signal) fires, ask :meth:`accept` about the span of the wake word. A wake
+    during or just after playback is accepted only if the cleaned signal over that span is well above
+    the residual echo predicted for it; a wake with no playback in the span is always accepted.
+
+    Args:
+        margin_db: how far above the predicted residual echo the cleaned signal must be.
+        history_s: how much history to keep (at least the longest wake span asked about).
+        frame_samples: samples per chunk.
+        rate_hz: capture rate.
+    """
+
+    def __init__(
+        self, *, margin_db: float = 10.0, history_s: float = 4.0, frame_samples: int = 160, rate_hz: int = 16000
+    ) -> None:
+        self.margin_db = margin_db
+        self.frame_samples = frame_samples
+        frames = max(1, round(history_s * rate_hz / frame_samples))
+        # (position, cleaned power, residual echo power, reference active)
+        self._history: deque[tuple[int, float, float, bool]] = deque(maxlen=frames)
+        self.last_reason = ""
+        """Why the last :meth:`accept` decided as it did (for logs)."""
+
+    def observe(self, echo: EchoFrame, position: int) -> None:
+        """Record one processed capture chunk."""
+        self._history.append(
+            (position, _power_of(echo.cleaned_dbfs), _power_of(echo.residual_echo_dbfs), echo.reference_active)
+        )
+
+    def accept(self, start_position: int, end_position: int) -> bool:
+        """Decide whether a wake detected over ``[start_position, end_position)`` is the user's.
+
+        Args:
+            start_position: 16 kHz position where the wake word started (an estimate is fine).
+            end_position: position where it was detected.
+
+        Returns:
+            True to wake; False when the span overlaps playback and the cleaned signal is not
+            ``margin_db`` above the predicted residual echo (the device heard itself).
+        """
+        cleaned = residual = 0.0
+        active = 0
+        for pos, c, r, act in self._history:
+            if pos + self.frame_samples <= start_position or pos >= end_position or not act:
+                continue
+            cleaned += c
+            residual += r
+            active += 1
+        if active == 0:
+            self.last_reason = "no playback during the wake word"
+            return True
+        if residual <= 0.0:
+            self.last_reason = "no residual echo predicted"
+            return True
+        margin = 10.0 * math.log10(max(cleaned, 1e-12) / residual)
+        ok = margin >= self.margin_db
+        self.last_reason = (
+            f"cleaned signal {margin:.1f} dB over the residual echo during playback "
+            f"({'>=' if ok else '<'} {self.margin_db:g} dB)"
+        )
+        if not ok:
+            logger.info("wake rejected: %s", self.last_reason)
+        return ok
+
+
+def _power_of(level_dbfs: float) -> float:
+    if level_dbfs <= _SILENCE_DBFS:
+        return 0.0
+    return float(_FULL_SCALE_POWER * 10.0 ** (level_dbfs / 10.0))
