@@ -1,0 +1,319 @@
+"""Voice activity detection: webrtcvad with hysteresis, an optional Silero second stage, end of turn.
+
+webrtcvad is nearly free (a few µs per frame) and good in a quiet room, but it calls most frames of
+pink noise or fan hum speech. Silero VAD (an ONNX model run through onnxruntime) is robust in noise
+but costs ~100 µs per 32 ms window. So webrtcvad is the first stage and *wakes* Silero: Silero only
+runs while webrtcvad has heard something speech-like in the last ``_SILERO_HOLD_MS``; while it runs
+its probability decides each frame. A silent room costs only webrtcvad.
+
+Everything here is pure: samples and their 16 kHz positions in, events out.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webrtcvad
+from numpy.typing import NDArray
+
+from earshot.config import SileroConfig, VadConfig
+from earshot.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+RATE_HZ = 16000
+SILERO_WINDOW_SAMPLES = 512
+"""Silero v5/v6 at 16 kHz takes exactly 512 new samples per call."""
+SILERO_CONTEXT_SAMPLES = 64
+"""…preceded by the last 64 samples of the previous call's input (the model's context)."""
+_SILERO_HOLD_MS = 300
+"""Silero keeps running this long after webrtcvad last said speech."""
+_SILERO_WARMUP_WINDOWS = 3
+"""Windows of the recent past fed to a freshly reset Silero so its state has settled."""
+_SILERO_NEG_MARGIN = 0.15
+"""Once in speech, Silero's probability may fall this far below the threshold (its own recommendation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VadStart:
+    """Speech began at ``position`` (16 kHz sample index of its first frame)."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class VadEnd:
+    """Speech ended at ``position`` (the sample after its last speech frame)."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class VadEndOfTurn:
+    """``end_of_turn_ms`` of silence followed speech that ended at ``position``."""
+
+    position: int
+
+
+VadEvent = VadStart | VadEnd | VadEndOfTurn
+
+
+def default_silero_model() -> Path:
+    """Where ``scripts/setup`` puts Silero's ONNX file: ``<venv>/share/earshot/models/silero_vad.onnx``."""
+    return Path(sys.prefix) / "share" / "earshot" / "models" / "silero_vad.onnx"
+
+
+class Silero:
+    """Silero VAD v5/v6 through onnxruntime, streaming at 16 kHz.
+
+    The model's inputs are ``input`` float32 ``[1, 64 + 512]`` (the previous call's last 64 samples,
+    then 512 new ones, scaled to [-1, 1]), ``state`` float32 ``[2, 1, 128]`` and ``sr`` int64 scalar;
+    the outputs are the speech probability ``[1, 1]`` and the next state.
+
+    Args:
+        model: path of ``silero_vad.onnx``.
+
+    Raises:
+        ConfigError: onnxruntime is missing or the file cannot be loaded.
+    """
+
+    def __init__(self, model: Path) -> None:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise ConfigError("gate.vad.silero: onnxruntime is not installed") from exc
+        options = onnxruntime.SessionOptions()
+        # One thread: the gate must not spread a 100 µs job over every core.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session: Any = onnxruntime.InferenceSession(
+                str(model), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ConfigError(f"gate.vad.silero.model: cannot load {model}: {exc}") from exc
+        self._sr = np.array(RATE_HZ, dtype=np.int64)
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(SILERO_CONTEXT_SAMPLES, dtype=np.float32)
+        self._input = np.zeros((1, SILERO_CONTEXT_SAMPLES + SILERO_WINDOW_SAMPLES), dtype=np.float32)
+        self.calls = 0
+
+    def reset(self) -> None:
+        """Forget the recurrent state and context (the next window starts a fresh stream)."""
+        self._state[:] = 0.0
+        self._context[:] = 0.0
+
+    def probability(self, window: NDArray[np.int16]) -> float:
+        """Speech probability of the next 512-sample window of the stream."""
+        if len(window) != SILERO_WINDOW_SAMPLES:
+            raise ValueError(f"Silero takes {SILERO_WINDOW_SAMPLES} samples, got {len(window)}")
+        self._input[0, :SILERO_CONTEXT_SAMPLES] = self._context
+        self._input[0, SILERO_CONTEXT_SAMPLES:] = window * (1.0 / 32768.0)
+        out, state = self._session.run(None, {"input": self._input, "state": self._state, "sr": self._sr})
+        self._state = state
+        self._context = self._input[0, -SILERO_CONTEXT_SAMPLES:].copy()
+        self.calls += 1
+        return float(out[0, 0])
+
+
+def build_silero(config: SileroConfig) -> Silero | None:
+    """The Silero stage the config asks for: ``auto`` uses it when onnxruntime and the model are present.
+
+    Raises:
+        ConfigError: ``enabled: on`` and the model or onnxruntime is missing.
+    """
+    if config.enabled == "off":
+        return None
+    model = config.model or default_silero_model()
+    if config.enabled == "auto":
+        if not model.is_file():
+            logger.info("Silero VAD model not found at %s; webrtcvad only", model)
+            return None
+        try:
+            return Silero(model)
+        except ConfigError as exc:
+            logger.warning("Silero VAD unavailable (%s); webrtcvad only", exc)
+            return None
+    if not model.is_file():
+        raise ConfigError(f"gate.vad.silero.model: {model} does not exist (scripts/setup installs it)")
+    return Silero(model)
+
+
+class Vad:
+    """Voice activity with start/end hysteresis and local end-of-turn detection.
+
+    Feed consecutive audio with :meth:`process`; each call returns the events it completed. Speech
+    starts after ``start_ms`` of consecutive speech frames (the event carries the position of the
+    first of them), ends after ``end_ms`` of non-speech, and ``end_of_turn_ms`` of non-speech after
+    speech also yields :class:`VadEndOfTurn` (for ``turn_detection: none``).
+
+    Args:
+        config: the ``gate.vad`` section.
+        silero: the second stage; ``None`` for webrtcvad only. ``build_silero(config.silero)`` gives
+            what the config asks for.
+    """
+
+    def __init__(self, config: VadConfig, *, silero: Silero | None = None) -> None:
+        self._config = config
+        self._webrtc = webrtcvad.Vad(config.aggressiveness)
+        self._silero = silero
+        self._silero_threshold = config.silero.threshold
+        self.frame_samples = RATE_HZ * config.frame_ms // 1000
+        self._start_frames = max(1, -(-config.start_ms // config.frame_ms))
+        self._end_frames = max(1, -(-config.end_ms // config.frame_ms))
+        self._eot_frames = max(1, -(-config.end_of_turn_ms // config.frame_ms))
+        self._hold_frames = max(1, -(-_SILERO_HOLD_MS // config.frame_ms))
+        # Recent audio for Silero's warm-up: a few windows before webrtcvad woke it.
+        self._history: deque[NDArray[np.int16]] = deque(
+            maxlen=-(-(_SILERO_WARMUP_WINDOWS * SILERO_WINDOW_SAMPLES) // self.frame_samples) + 1
+        )
+        self.frames = 0
+        """Frames classified so far (for statistics)."""
+        self.speech_frames = 0
+        """Frames classified as speech so far."""
+        self.reset()
+
+    @property
+    def silero(self) -> Silero | None:
+        """The second stage, if any."""
+        return self._silero
+
+    @property
+    def in_speech(self) -> bool:
+        """True between :class:`VadStart` and :class:`VadEnd`."""
+        return self._in_speech
+
+    @property
+    def speech_start(self) -> int | None:
+        """Position of the current speech's first frame, while in speech."""
+        return self._speech_start if self._in_speech else None
+
+    def reset(self) -> None:
+        """Forget everything: the next call starts a fresh stream in silence."""
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending_position: int | None = None
+        self._in_speech = False
+        self._run_speech = 0
+        self._run_start = 0
+        self._run_silence = 0
+        self._speech_start = 0
+        self._speech_end: int | None = None
+        self._turn_open = False
+        self._history.clear()
+        self._silero_active = False
+        self._silero_hold = 0
+        self._silero_buf = np.zeros(0, dtype=np.int16)
+        self._silero_prob = 0.0
+        if self._silero is not None:
+            self._silero.reset()
+
+    def process(self, pcm16k: NDArray[np.int16], position: int) -> list[VadEvent]:
+        """Classify more audio.
+
+        Args:
+            pcm16k: mono int16 at 16 kHz, any length.
+            position: the 16 kHz sample index of ``pcm16k[0]``. A jump (lost capture) drops the
+                partial frame and counts the gap as silence.
+
+        Returns:
+            The events completed by this audio, in order.
+        """
+        events: list[VadEvent] = []
+        if self._pending_position is not None:
+            expected = self._pending_position + len(self._pending)
+            if position != expected:
+                gap_frames = max(0, position - expected) // self.frame_samples
+                self._pending = np.zeros(0, dtype=np.int16)
+                for _ in range(min(gap_frames, self._eot_frames + 1)):
+                    self._decide(False, expected, events)
+                    expected += self.frame_samples
+        else:
+            self._pending_position = position
+        if len(self._pending) == 0:
+            self._pending_position = position
+            buf = np.asarray(pcm16k, dtype=np.int16)
+        else:
+            buf = np.concatenate((self._pending, np.asarray(pcm16k, dtype=np.int16)))
+        n = self.frame_samples
+        start = self._pending_position
+        assert start is not None
+        used = 0
+        while used + n <= len(buf):
+            frame = buf[used : used + n]
+            self._decide(self._classify(frame), start + used, events)
+            used += n
+        self._pending = buf[used:].copy()
+        self._pending_position = start + used
+        return events
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _classify(self, frame: NDArray[np.int16]) -> bool:
+        voiced = bool(self._webrtc.is_speech(frame.tobytes(), RATE_HZ))
+        if self._silero is None:
+            return voiced
+        if voiced:
+            self._silero_hold = self._hold_frames
+            if not self._silero_active:
+                self._wake_silero()
+        elif self._silero_active:
+            self._silero_hold -= 1
+            if self._silero_hold <= 0 and not self._in_speech:
+                self._silero_active = False
+                self._silero_prob = 0.0
+        self._history.append(frame)
+        if not self._silero_active:
+            return False
+        self._silero_buf = np.concatenate((self._silero_buf, frame))
+        while len(self._silero_buf) >= SILERO_WINDOW_SAMPLES:
+            self._silero_prob = self._silero.probability(self._silero_buf[:SILERO_WINDOW_SAMPLES])
+            self._silero_buf = self._silero_buf[SILERO_WINDOW_SAMPLES:]
+        threshold = self._silero_threshold - (_SILERO_NEG_MARGIN if self._in_speech else 0.0)
+        return self._silero_prob >= threshold
+
+    def _wake_silero(self) -> None:
+        assert self._silero is not None
+        self._silero.reset()
+        self._silero_active = True
+        self._silero_prob = 0.0
+        # Settle the fresh recurrent state on the audio just before the wake-up.
+        past = np.concatenate(list(self._history)) if self._history else np.zeros(0, dtype=np.int16)
+        past = past[len(past) % SILERO_WINDOW_SAMPLES :]
+        for i in range(0, len(past), SILERO_WINDOW_SAMPLES):
+            self._silero_prob = self._silero.probability(past[i : i + SILERO_WINDOW_SAMPLES])
+        self._silero_buf = np.zeros(0, dtype=np.int16)
+
+    def _decide(self, speech: bool, frame_position: int, events: list[VadEvent]) -> None:
+        self.frames += 1
+        n = self.frame_samples
+        if speech:
+            self.speech_frames += 1
+            if self._run_speech == 0:
+                self._run_start = frame_position
+            self._run_speech += 1
+            self._run_silence = 0
+            if not self._in_speech and self._run_speech >= self._start_frames:
+                self._in_speech = True
+                self._turn_open = True
+                self._speech_start = self._run_start
+                events.append(VadStart(self._run_start))
+            if self._in_speech:
+                self._speech_end = frame_position + n
+            return
+        self._run_speech = 0
+        self._run_silence += 1
+        if self._in_speech and self._run_silence >= self._end_frames:
+            self._in_speech = False
+            assert self._speech_end is not None
+            events.append(VadEnd(self._speech_end))
+        if self._turn_open and not self._in_speech and self._run_silence >= self._eot_frames:
+            self._turn_open = False
+            assert self._speech_end is not None
+            events.append(VadEndOfTurn(self._speech_end))
