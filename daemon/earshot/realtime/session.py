@@ -1,0 +1,850 @@
+"""RealtimeSession: the GA Realtime protocol as a sans-I/O state machine, one per connection.
+
+Inputs are method calls with an explicit ``now`` (monotonic seconds): the connection opened, a
+message received, audio appended, a local end of turn, a barge-in with what was heard, a tool
+result, the connection lost. Outputs are JSON text frames (:meth:`messages_to_send`) and events
+for the app (:meth:`events_received`). Nothing here reads a clock, touches a socket or sleeps.
+
+The handshake (PROTOCOL.md §1.5, §2): on ``session.created`` a full ``session.update`` is sent;
+only ``session.updated`` makes the session ready. Then, in this order: the text history given to
+the constructor is replayed (``conversation.item.create`` items chained with
+``previous_item_id``), the ``replay_audio`` of an interrupted user turn is streamed as
+``input_audio_buffer.append`` (the server's VAD, or the app's :meth:`commit_turn`, ends that turn
+as usual), then the audio appended while not ready, then live audio. Audio is batched into
+``append_ms`` messages.
+
+Responses: a busy flag goes up on ``response.created`` and down on ``response.done``;
+``response.create`` is never sent while busy (or while our own create is in flight) and is
+queued instead. Barge-in (:meth:`interrupt`) truncates the assistant item at what was heard,
+cancels the response when the server will not, and drops late deltas of that response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from earshot.config import RealtimeConfig
+from earshot.errors import RealtimeError, RealtimeServerError, RemoteProtocolError
+from earshot.realtime import events as ev
+from earshot.realtime.policy import HistoryItem, trim_history
+from earshot.realtime.tools import ToolSpec
+
+__all__ = [
+    "AudioDone",
+    "HistoryItem",
+    "PlayAudio",
+    "RealtimeSession",
+    "ResponseDone",
+    "ResponseStarted",
+    "ServerError",
+    "SessionEvent",
+    "SessionExpired",
+    "SessionReady",
+    "SpeechStarted",
+    "SpeechStopped",
+    "ToolCall",
+    "Transcript",
+    "TurnCommitted",
+    "build_session_config",
+]
+
+logger = logging.getLogger(__name__)
+
+COMMIT_MIN_MS = 100
+"""The server refuses to commit less than this (``input_audio_buffer_commit_empty``, PROTOCOL.md §4.3)."""
+RATE_LIMIT_RETRIES_S = (1.0, 3.0)
+"""Delays before re-creating a response that failed with ``inference_rate_limit_exceeded``."""
+_MAX_TRACKED_ITEMS = 16
+_MAX_ENTRIES = 400
+_MAX_SENT_IDS = 256
+
+
+# ---------------------------------------------------------------------------- events for the app
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    """``session.updated`` arrived: our configuration is in effect and audio flows."""
+
+    session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Assistant audio to play: mono int16 at :attr:`RealtimeSession.output_rate_hz`."""
+
+    item_id: str
+    content_index: int
+    response_id: str
+    pcm: NDArray[np.int16]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    """No more audio will come for this item."""
+
+    item_id: str
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    """``response.created``."""
+
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """``response.done``: status is completed, cancelled, failed or incomplete."""
+
+    response_id: str
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Server VAD heard the user start (the server-side barge-in trigger)."""
+
+    audio_start_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    """Server VAD heard the user stop."""
+
+    audio_end_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCommitted:
+    """The user's turn became the item ``item_id``."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """A transcript piece (``final``: the whole text of the item)."""
+
+    role: Literal["user", "assistant"]
+    item_id: str
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a tool; answer with :meth:`RealtimeSession.tool_result`."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """A server ``error`` worth reporting (harmless ones are not reported).
+
+    Attributes:
+        code: the server's code (may be None).
+        message: the server's message.
+        event_id: our client event that caused it, when known.
+        fatal: no retry can fix it (bad key, quota, …): the connection is given up.
+        client_event_type: the type of that client event, when known.
+    """
+
+    code: str | None
+    message: str
+    event_id: str | None
+    fatal: bool
+    client_event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpired:
+    """The server ended the session at its 60-minute cap; a new connection continues."""
+
+
+SessionEvent = (
+    SessionReady
+    | PlayAudio
+    | AudioDone
+    | ResponseStarted
+    | ResponseDone
+    | SpeechStarted
+    | SpeechStopped
+    | TurnCommitted
+    | Transcript
+    | ToolCall
+    | ServerError
+    | SessionExpired
+)
+
+
+# -------------------------------------------------------------------------------- session.update
+
+
+def build_session_config(config: RealtimeConfig, tools: Sequence[ToolSpec] = ()) -> dict[str, Any]:
+    """The GA ``session`` object for ``session.update`` (PROTOCOL.md §2.1), every VAD field explicit."""
+    audio_format: dict[str, Any]
+    if config.format == "pcm16":
+        audio_format = {"type": "audio/pcm", "rate": 24000}
+    elif config.format == "g711_ulaw":
+        audio_format = {"type": "audio/pcmu"}
+    else:
+        audio_format = {"type": "audio/pcma"}
+    td = config.turn_detection
+    turn_detection: dict[str, Any] | None
+    if td.type == "server_vad":
+        turn_detection = {
+            "type": "server_vad",
+            "threshold": td.threshold,
+            "prefix_padding_ms": td.prefix_padding_ms,
+            "silence_duration_ms": td.silence_duration_ms,
+            "idle_timeout_ms": td.idle_timeout_ms,
+            "create_response": td.create_response,
+            "interrupt_response": td.interrupt_response,
+        }
+    elif td.type == "semantic_vad":
+        turn_detection = {
+            "type": "semantic_vad",
+            "eagerness": td.eagerness,
+            "create_response": td.create_response,
+            "interrupt_response": td.interrupt_response,
+        }
+    else:
+        turn_detection = None
+    transcription: dict[str, Any] | None = None
+    if config.transcription.model:
+        transcription = {"model": config.transcription.model}
+        if config.transcription.language:
+            transcription["language"] = config.transcription.language
+        if config.transcription.prompt:
+            transcription["prompt"] = config.transcription.prompt
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": config.model,
+        "instructions": config.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": dict(audio_format),
+                "noise_reduction": None if config.noise_reduction == "off" else {"type": config.noise_reduction},
+                "transcription": transcription,
+                "turn_detection": turn_detection,
+            },
+            "output": {"format": dict(audio_format), "voice": config.voice, "speed": config.speed},
+        },
+        "tools": [t.to_session_tool() for t in tools],
+        "tool_choice": "auto" if tools else "none",
+        "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
+    }
+    return session
+
+
+# ---------------------------------------------------------------------------------- the machine
+
+
+@dataclass(slots=True)
+class _ItemAudio:
+    response_id: str
+    content_index: int
+    received_samples: int = 0
+    done: bool = False
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class _Entry:
+    role: Literal["user", "assistant"]
+    item_id: str | None
+    text: str = ""
+    settled: bool = False
+    response_id: str | None = None
+    heard_ms: int | None = None
+    total_ms: int = 0
+
+
+@dataclass(slots=True)
+class _Chunk:
+    start: int
+    pcm: NDArray[np.int16] = field(repr=False)
+
+
+class RealtimeSession:
+    """The protocol state of one Realtime connection.
+
+    Args:
+        config: the ``realtime`` section.
+        tools: the tools declared to the model.
+        history: text turns to restore after ``session.updated`` (trimmed to ``config.history``).
+        replay_audio: the audio of a user turn cut by the previous connection (input wire rate),
+            streamed again before anything appended here.
+
+    The caller drains :meth:`messages_to_send` and :meth:`events_received` after every input, and
+    calls :meth:`tick` at :meth:`next_deadline`. When :attr:`failure` is set the connection must be
+    closed and the error handed to the reconnect policy.
+    """
+
+    def __init__(
+        self,
+        config: RealtimeConfig,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        history: Sequence[HistoryItem] = (),
+        replay_audio: NDArray[np.int16] | None = None,
+    ) -> None:
+        self._config = config
+        self._tools = tuple(tools)
+        self._format: ev.AudioFormat = config.format
+        self.input_rate_hz = ev.WIRE_RATE_HZ[config.format]
+        self.output_rate_hz = ev.WIRE_RATE_HZ[config.format]
+        self._batch_samples = max(1, self.input_rate_hz * config.append_ms // 1000)
+        self._max_buffer_samples = int(config.reconnect.offline_buffer_s * self.input_rate_hz)
+        self._vad = config.turn_detection.type != "none"
+
+        self._out: list[str] = []
+        self._events: list[SessionEvent] = []
+        self._seq = 0
+        self._sent_types: OrderedDict[str, str] = OrderedDict()
+
+        self.session_id: str | None = None
+        self.expires_at: int | None = None
+        self.failure: RealtimeError | None = None
+        self.protocol_errors = 0
+        self.dropped_audio_samples = 0
+        self.dropped_deltas = 0
+        self._opened = False
+        self._created = False
+        self._ready = False
+        self._closed = False
+        self._ready_deadline: float | None = None
+
+        # audio upstream
+        self._pending: deque[NDArray[np.int16]] = deque()
+        self._pending_samples = 0
+        self._batch: list[NDArray[np.int16]] = []
+        self._batch_len = 0
+        self._input_samples = 0  # every sample given to the session, in order = the server's audio timeline
+        self._uncommitted_samples = 0
+        self._turn_chunks: deque[_Chunk] = deque()
+        self._turn_chunk_samples = 0
+        self._settled_sample = 0
+        self._speech_start_sample: int | None = None
+        self._speech_end_sample: int | None = None
+        self._commit_sample = 0
+        self._response_turn_end = 0
+        if replay_audio is not None and replay_audio.size:
+            self._queue_pending(np.asarray(replay_audio, dtype=np.int16).reshape(-1))
+
+        # responses
+        self._active_response: str | None = None
+        self._create_in_flight: str | None = None
+        self._create_wanted = False
+        self._cancel_on_created = False
+        self._cancelled: deque[str] = deque(maxlen=32)
+        self._pending_calls: set[str] = set()
+        self._rate_limit_retry_at: float | None = None
+        self._rate_limit_attempt = 0
+
+        # assistant audio per item, for truncation
+        self._items: OrderedDict[str, _ItemAudio] = OrderedDict()
+
+        # history
+        limits = config.history
+        self._prior = trim_history(list(history), max_items=limits.max_items, max_chars=limits.max_chars)
+        self._entries: list[_Entry] = []
+        self._entry_by_item: dict[str, _Entry] = {}
+
+    # ---------------------------------------------------------------------------------- properties
+
+    @property
+    def ready(self) -> bool:
+        """``session.updated`` has arrived and the connection is not lost."""
+        return self._ready and not self._closed
+
+    @property
+    def busy(self) -> bool:
+        """A response is active (or our ``response.create`` is on its way)."""
+        return self._active_response is not None or self._create_in_flight is not None
+
+    @property
+    def history(self) -> list[HistoryItem]:
+        """The conversation as text, oldest first, for replay into the next session.
+
+        It holds the restored history plus every settled turn of this session: user transcripts
+        (when input transcription is on) and assistant transcripts of responses that ended
+        (an item cut by barge-in keeps about the part that was heard, marked ``truncated``).
+        A user turn still waiting for its reply, and a reply cut by a lost connection, are left out:
+        the turn's audio is replayed instead (:meth:`unsettled_audio`).
+        """
+        items = list(self._prior)
+        for entry in self._entries:
+            if not entry.settled or not entry.text.strip():
+                continue
+            if entry.role == "assistant" and entry.heard_ms is not None:
+                items.append(HistoryItem("assistant", _cut_text(entry.text, entry.heard_ms, entry.total_ms), True))
+            else:
+                items.append(HistoryItem(entry.role, entry.text))
+        limits = self._config.history
+        return trim_history(items, max_items=limits.max_items, max_chars=limits.max_chars)
+
+    def unsettled_audio(self) -> NDArray[np.int16]:
+        """The audio of the user turn not yet answered (input wire rate), for replay after a drop.
+
+        It starts where the last answered turn ended (or at the server's speech start when it is
+        later) and holds at most ``reconnect.offline_buffer_s`` (the most recent part).
+        """
+        start = self._settled_sample
+        if self._speech_start_sample is not None and self._speech_start_sample > start:
+            start = self._speech_start_sample
+        parts: list[NDArray[np.int16]] = []
+        for chunk in self._turn_chunks:
+            end = chunk.start + chunk.pcm.size
+            if end <= start:
+                continue
+            parts.append(chunk.pcm[max(0, start - chunk.start) :])
+        if not parts:
+            return np.zeros(0, dtype=np.int16)
+        audio = np.concatenate(parts)
+        return audio[-self._max_buffer_samples :] if audio.size > self._max_buffer_samples else audio
+
+    # ---------------------------------------------------------------------------------- outputs
+
+    def messages_to_send(self) -> list[str]:
+        """JSON text frames to send, in order (the list is handed over and cleared)."""
+        out, self._out = self._out, []
+        return out
+
+    def events_received(self) -> list[SessionEvent]:
+        """Events for the app, in order (the list is handed over and cleared)."""
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` must be called next, or None."""
+        deadlines = [d for d in (self._ready_deadline, self._rate_limit_retry_at) if d is not None]
+        return min(deadlines) if deadlines and not self._closed else None
+
+    # ----------------------------------------------------------------------------------- inputs
+
+    def connection_opened(self, now: float) -> None:
+        """The WebSocket is open; ``session.created`` must arrive within ``ready_timeout_s``."""
+        self._opened = True
+        self._ready_deadline = now + self._config.ready_timeout_s
+
+    def connection_lost(self, now: float) -> None:
+        """The WebSocket is gone: nothing more is sent; history and unsettled audio stay readable."""
+        self._closed = True
+        self._out.clear()
+        self._ready_deadline = None
+        self._rate_limit_retry_at = None
+
+    def tick(self, now: float) -> None:
+        """Handle deadlines: the ready timeout, a delayed response retry."""
+        if self._closed:
+            return
+        if self._ready_deadline is not None and now >= self._ready_deadline and not self._ready:
+            self._ready_deadline = None
+            what = "session.updated" if self._created else "session.created"
+            self._fail(RemoteProtocolError(f"no {what} within {self._config.ready_timeout_s:g} s"))
+        if self._rate_limit_retry_at is not None and now >= self._rate_limit_retry_at:
+            self._rate_limit_retry_at = None
+            self._request_response()
+
+    def append_audio(self, pcm: NDArray[np.int16], now: float) -> None:
+        """Audio for the server: mono int16 at :attr:`input_rate_hz`.
+
+        Before ready it is queued (bounded by ``reconnect.offline_buffer_s``; the oldest is dropped
+        past it); after, it is sent in ``append_ms`` messages.
+        """
+        if self._closed:
+            return
+        pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
+        if not pcm.size:
+            return
+        if not self._ready:
+            self._queue_pending(pcm)
+            return
+        self._stream(pcm)
+
+    def flush_audio(self, now: float) -> None:
+        """Send the partial batch now (end of a turn, before a commit)."""
+        if self._ready and not self._closed and self._batch_len:
+            self._send_batch(np.concatenate(self._batch))
+            self._batch, self._batch_len = [], 0
+
+    def commit_turn(self, now: float) -> None:
+        """Local end of turn: commit the input buffer and ask for a response.
+
+        Less than 100 ms of uncommitted audio is not committed (the server would refuse it); a
+        :class:`ServerError` with code ``input_audio_buffer_commit_empty`` reports the short turn.
+        """
+        if self._closed:
+            return
+        if not self._ready:
+            logger.warning("end of turn before the session is ready: ignored")
+            return
+        self.flush_audio(now)
+        if self._uncommitted_samples * 1000 < COMMIT_MIN_MS * self.input_rate_hz:
+            self._events.append(
+                ServerError(ev.CODE_COMMIT_EMPTY, "turn too short to commit (under 100 ms)", None, False)
+            )
+            return
+        self._send(ev.audio_commit(self._next_id("commit")))
+        self._mark_committed()
+        self._request_response()
+
+    def interrupt(
+        self, *, heard_samples: Mapping[str, int], local: bool, now: float, heard_rate_hz: int = 24000
+    ) -> None:
+        """Barge-in: the user spoke over the reply and playback was stopped.
+
+        Args:
+            heard_samples: samples of each assistant item actually played (``Playback.stop()``).
+            local: the daemon detected the speech (the server did not, so it will not cancel).
+            now: monotonic seconds.
+            heard_rate_hz: the rate ``heard_samples`` count at (the playback rate, 24 kHz).
+
+        The current assistant item is truncated at what was heard (clamped to [1, ms received]);
+        nothing is sent for an item of which nothing was heard or that had finished playing. The
+        response is cancelled when ``local`` (or when the server does not interrupt by itself) and
+        its late deltas are dropped. With local turn detection the input buffer is cleared too:
+        call this before appending the new turn's audio.
+        """
+        if self._closed:
+            return
+        for item_id, item in self._items.items():
+            if item.closed:
+                continue
+            item.closed = True
+            heard = heard_samples.get(item_id, 0)
+            if heard <= 0:
+                continue
+            received_ms = item.received_samples * 1000 // self.output_rate_hz
+            if item.done and heard * self.output_rate_hz >= item.received_samples * heard_rate_hz:
+                continue  # played out: nothing to truncate
+            heard_ms = heard * 1000 // heard_rate_hz
+            end_ms = max(1, min(heard_ms, received_ms))
+            # conversation.item.truncate: audio_end_ms must not exceed the audio the server sent for the item
+            if self._ready:
+                self._send(ev.item_truncate(item_id, item.content_index, end_ms, self._next_id("truncate")))
+            entry = self._entry_by_item.get(item_id)
+            if entry is not None:
+                entry.heard_ms = end_ms
+        td = self._config.turn_detection
+        server_cancels = self._vad and td.interrupt_response and not local
+        if self._active_response is not None:
+            if self._active_response not in self._cancelled:
+                self._cancelled.append(self._active_response)
+                if not server_cancels and self._ready:
+                    self._send(ev.response_cancel(self._active_response, self._next_id("cancel")))
+        elif self._create_in_flight is not None:
+            self._cancel_on_created = True  # a cancel before response.created is a no-op (PROTOCOL.md §4.4)
+        self._create_wanted = False
+        self._rate_limit_retry_at = None
+        if not self._vad:
+            self._batch, self._batch_len = [], 0
+            if self._ready:
+                self._send(ev.audio_clear(self._next_id("clear")))
+            self._uncommitted_samples = 0
+
+    def tool_result(self, call_id: str, output: str, now: float) -> None:
+        """The output of a tool call: sent as a ``function_call_output`` item; a response follows.
+
+        ``response.create`` is sent once every call of the response is answered and the response
+        that asked is done.
+        """
+        if self._closed or not self._ready:
+            return
+        if call_id not in self._pending_calls:
+            logger.warning("tool result for unknown call %s: dropped", call_id)
+            return
+        self._pending_calls.discard(call_id)
+        self._send(ev.item_create(ev.function_call_output_item(call_id, output), event_id=self._next_id("tool")))
+        if not self._pending_calls:
+            self._request_response()
+
+    def receive_message(self, raw: str | bytes, now: float) -> None:
+        """A message from the server. Malformed ones are counted and skipped, never raised."""
+        if self._closed:
+            return
+        try:
+            event = ev.parse_server_event(raw, self._format)
+        except RemoteProtocolError as exc:
+            self.protocol_errors += 1
+            logger.warning("< unusable server message (%d so far): %s", self.protocol_errors, exc)
+            return
+        self._dispatch(event, now)
+
+    # ---------------------------------------------------------------------------------- dispatch
+
+    def _dispatch(self, event: ev.ServerEvent, now: float) -> None:
+        if isinstance(event, ev.AudioDeltaEvent):
+            self._on_audio(event)
+        elif isinstance(event, ev.TranscriptEvent):
+            self._on_transcript(event)
+        elif isinstance(event, ev.SessionCreatedEvent):
+            if not self._created:
+                self._created = True
+                self.session_id, self.expires_at = event.session_id, event.expires_at
+                self._send(ev.session_update(build_session_config(self._config, self._tools), self._next_id("update")))
+        elif isinstance(event, ev.SessionUpdatedEvent):
+            if self._created and not self._ready:
+                self._become_ready()
+        elif isinstance(event, ev.ErrorEvent):
+            self._on_error(event)
+        elif isinstance(event, ev.ResponseCreatedEvent):
+            self._on_response_created(event)
+        elif isinstance(event, ev.ResponseDoneEvent):
+            self._on_response_done(event, now)
+        elif isinstance(event, ev.OutputItemEvent):
+            if not event.done and event.item_type == "message" and event.item_id:
+                self._entry_for(event.item_id, "assistant").response_id = event.response_id
+        elif isinstance(event, ev.AudioDoneEvent):
+            item = self._items.get(event.item_id)
+            if item is not None:
+                item.done = True
+            if event.response_id not in self._cancelled:
+                self._events.append(AudioDone(event.item_id, event.response_id))
+        elif isinstance(event, ev.SpeechStartedEvent):
+            start = max(0, event.audio_start_ms) * self.input_rate_hz // 1000
+            if self._speech_start_sample is None or self._speech_start_sample < self._settled_sample:
+                self._speech_start_sample = start
+            self._events.append(SpeechStarted(event.audio_start_ms, event.item_id))
+        elif isinstance(event, ev.SpeechStoppedEvent):
+            self._speech_end_sample = max(0, event.audio_end_ms) * self.input_rate_hz // 1000
+            self._events.append(SpeechStopped(event.audio_end_ms, event.item_id))
+        elif isinstance(event, ev.CommittedEvent):
+            if self._vad:
+                self._mark_committed()
+            self._entry_for(event.item_id, "user")
+            self._events.append(TurnCommitted(event.item_id))
+        elif isinstance(event, ev.InputTranscriptionEvent):
+            self._on_input_transcription(event)
+        elif isinstance(event, ev.FunctionCallEvent):
+            self._pending_calls.add(event.call_id)
+            self._events.append(ToolCall(event.call_id, event.name, event.arguments))
+        elif isinstance(event, ev.UnknownServerEvent):
+            logger.debug("< %s (not used)", event.type)
+        # ItemEvent, ItemTruncatedEvent, ClearedEvent: nothing to do
+
+    def _become_ready(self) -> None:
+        self._ready = True
+        self._ready_deadline = None
+        previous = "root"
+        for i, item in enumerate(self._prior):
+            item_id = f"earshot_h{i}"
+            self._send(
+                ev.item_create(
+                    ev.message_item(item.role, item.text, item_id),
+                    previous_item_id=previous,
+                    event_id=self._next_id("history"),
+                )
+            )
+            previous = item_id
+        while self._pending:
+            self._stream(self._pending.popleft())
+        self._pending_samples = 0
+        self._events.append(SessionReady(self.session_id))
+        if self._create_wanted:
+            self._create_wanted = False
+            self._request_response()
+
+    def _on_audio(self, event: ev.AudioDeltaEvent) -> None:
+        entry = self._entry_by_item.get(event.item_id)
+        if entry is not None:
+            entry.total_ms += event.pcm.size * 1000 // self.output_rate_hz
+        if event.response_id in self._cancelled:
+            self.dropped_deltas += 1
+            return
+        item = self._items.get(event.item_id)
+        if item is None:
+            item = self._items[event.item_id] = _ItemAudio(event.response_id, event.content_index)
+            while len(self._items) > _MAX_TRACKED_ITEMS:
+                self._items.popitem(last=False)
+        item.received_samples += event.pcm.size
+        self._events.append(PlayAudio(event.item_id, event.content_index, event.response_id, event.pcm))
+
+    def _on_transcript(self, event: ev.TranscriptEvent) -> None:
+        entry = self._entry_for(event.item_id, "assistant")
+        entry.response_id = entry.response_id or event.response_id
+        entry.text = event.text if event.final else entry.text + event.text
+        if event.response_id not in self._cancelled:
+            self._events.append(Transcript("assistant", event.item_id, event.text, event.final))
+
+    def _on_input_transcription(self, event: ev.InputTranscriptionEvent) -> None:
+        if event.failed:
+            logger.info("input transcription failed for %s", event.item_id)
+            return
+        entry = self._entry_for(event.item_id, "user")
+        entry.text = event.text if event.final else entry.text + event.text
+        self._events.append(Transcript("user", event.item_id, event.text, event.final))
+
+    def _on_response_created(self, event: ev.ResponseCreatedEvent) -> None:
+        self._active_response = event.response_id
+        self._create_in_flight = None
+        self._response_turn_end = self._commit_sample
+        self._events.append(ResponseStarted(event.response_id))
+        if self._cancel_on_created:
+            self._cancel_on_created = False
+            self._cancelled.append(event.response_id)
+            self._send(ev.response_cancel(event.response_id, self._next_id("cancel")))
+
+    def _on_response_done(self, event: ev.ResponseDoneEvent, now: float) -> None:
+        if self._active_response == event.response_id or self._active_response is None:
+            self._active_response = None
+        settled = event.status != "failed"
+        if settled:
+            # the user turn this response answered is settled: it will not be replayed as audio
+            self._settled_sample = max(self._settled_sample, self._response_turn_end)
+            self._speech_start_sample = None
+            for entry in self._entries:
+                if entry.role == "user" or entry.response_id == event.response_id:
+                    entry.settled = True
+        reason = event.reason or event.error_code
+        self._events.append(ResponseDone(event.response_id, event.status, reason))
+        if event.status == "failed" and event.error_code == ev.CODE_RATE_LIMIT:
+            if self._rate_limit_attempt < len(RATE_LIMIT_RETRIES_S):
+                self._rate_limit_retry_at = now + RATE_LIMIT_RETRIES_S[self._rate_limit_attempt]
+                self._rate_limit_attempt += 1
+                logger.warning("response rate-limited; retrying in %.0f s", RATE_LIMIT_RETRIES_S[0])
+            return
+        if event.status == "completed":
+            self._rate_limit_attempt = 0
+        if self._create_wanted:
+            self._create_wanted = False
+            self._request_response()
+
+    def _on_error(self, event: ev.ErrorEvent) -> None:
+        code, message = event.code, event.message
+        caused_by = self._sent_types.get(event.event_id) if event.event_id else None
+        if caused_by == ev.RESPONSE_CREATE and self._create_in_flight == event.event_id:
+            self._create_in_flight = None
+        harmless = (
+            code == ev.CODE_RESPONSE_CANCEL_NOT_ACTIVE
+            or message.startswith(ev.CANCEL_FAILED_PREFIX)
+            or ev.TRUNCATE_TOO_LONG_MARKER in message
+            or ev.TRUNCATE_NOT_AUDIO_MARKER in message
+            or (code == ev.CODE_COMMIT_EMPTY and self._vad)
+        )
+        if harmless:
+            logger.debug("< error %s (harmless): %s", code, message)
+            return
+        if code == ev.CODE_ACTIVE_RESPONSE:
+            # our create raced a response the server started (VAD): create again when that one is done
+            logger.debug("< error %s: response.create queued", code)
+            self._create_wanted = True
+            return
+        if code == ev.CODE_SESSION_EXPIRED:
+            logger.info("session expired: %s", message)
+            self._events.append(SessionExpired())
+            self._fail(RealtimeServerError(message, code=code, error_type=event.error_type))
+            return
+        fatal = code in ev.FATAL_CODES
+        log = logger.error if fatal else logger.warning
+        log("< error %s: %s (caused by %s %s)", code or event.error_type, message, caused_by, event.event_id)
+        self._events.append(ServerError(code, message, event.event_id, fatal, caused_by))
+        if fatal or caused_by == ev.SESSION_UPDATE:
+            self._fail(RealtimeServerError(message, code=code, event_id=event.event_id, error_type=event.error_type))
+
+    # ---------------------------------------------------------------------------------- helpers
+
+    def _fail(self, error: RealtimeError) -> None:
+        if self.failure is None:
+            self.failure = error
+
+    def _next_id(self, kind: str) -> str:
+        self._seq += 1
+        return f"earshot_{kind}_{self._seq}"
+
+    def _send(self, event: dict[str, Any]) -> None:
+        event_id = event.get("event_id")
+        if isinstance(event_id, str):
+            self._sent_types[event_id] = event["type"]
+            while len(self._sent_types) > _MAX_SENT_IDS:
+                self._sent_types.popitem(last=False)
+            logger.debug("> %s %s", event["type"], event_id)
+        self._out.append(ev.dumps(event))
+
+    def _request_response(self) -> None:
+        if not self._ready or self.busy or self._pending_calls:
+            self._create_wanted = True
+            return
+        event_id = self._next_id("response")
+        self._create_in_flight = event_id
+        self._send(ev.response_create(event_id))
+
+    def _mark_committed(self) -> None:
+        self._uncommitted_samples = 0
+        end = self._input_samples
+        if self._vad and self._speech_end_sample is not None:
+            end = min(end, self._speech_end_sample)
+        self._commit_sample = max(self._commit_sample, end)
+
+    def _queue_pending(self, pcm: NDArray[np.int16]) -> None:
+        self._pending.append(pcm)
+        self._pending_samples += pcm.size
+        while self._pending_samples > self._max_buffer_samples and len(self._pending) > 1:
+            dropped = self._pending.popleft()
+            self._pending_samples -= dropped.size
+            self.dropped_audio_samples += dropped.size
+            logger.warning("audio waiting for the session exceeds the bound: %d samples dropped", dropped.size)
+
+    def _stream(self, pcm: NDArray[np.int16]) -> None:
+        self._turn_chunks.append(_Chunk(self._input_samples, pcm))
+        self._turn_chunk_samples += pcm.size
+        while (
+            self._turn_chunks and self._turn_chunk_samples - self._turn_chunks[0].pcm.size >= self._max_buffer_samples
+        ):
+            self._turn_chunk_samples -= self._turn_chunks.popleft().pcm.size
+        self._input_samples += pcm.size
+        self._uncommitted_samples += pcm.size
+        self._batch.append(pcm)
+        self._batch_len += pcm.size
+        if self._batch_len < self._batch_samples:
+            return
+        data = np.concatenate(self._batch)
+        whole = data.size - data.size % self._batch_samples
+        for start in range(0, whole, self._batch_samples):
+            self._send_batch(data[start : start + self._batch_samples])
+        rest = data[whole:]
+        self._batch = [rest] if rest.size else []
+        self._batch_len = rest.size
+
+    def _send_batch(self, pcm: NDArray[np.int16]) -> None:
+        self._out.append(ev.dumps(ev.audio_append(ev.encode_audio(pcm, self._format))))
+
+    def _entry_for(self, item_id: str, role: Literal["user", "assistant"]) -> _Entry:
+        entry = self._entry_by_item.get(item_id)
+        if entry is None:
+            entry = _Entry(role, item_id)
+            self._entry_by_item[item_id] = entry
+            self._entries.append(entry)
+            if len(self._entries) > _MAX_ENTRIES:
+                old = self._entries.pop(0)
+                if old.item_id is not None:
+                    self._entry_by_item.pop(old.item_id, None)
+        return entry
+
+
+def _cut_text(text: str, heard_ms: int, total_ms: int) -> str:
+    """About the part of ``text`` that was heard, cut at a word boundary, with an ellipsis."""
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return text
+    keep = int(len(text) * heard_ms / total_ms)
+    cut = text[:keep]
+    if keep < len(text) and " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip() + "…"
