@@ -179,10 +179,7 @@ class Recorder:
             if total <= self.max_bytes:
                 break
             for path, size in groups[stem]:
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
+                path.unlink(missing_ok=True)
                 total -= size
             deleted += 1
         if deleted:
