@@ -53,8 +53,11 @@ _SILENCE_DBFS = -120.0
 _SPEECH_FLOOR_DBFS = -55.0
 # In FULL duplex, VAD frames must still be this much above the predicted residual echo.
 _FULL_RESIDUAL_MARGIN_DB = 3.0
-# Non-speech frames tolerated inside one speech run (webrtcvad drops frames between syllables).
-_MAX_GAP_FRAMES = 3
+# Hysteresis: barge in when min_speech_ms of speech frames fall within a window this many times
+# longer (syllable gaps, fricatives and double-talk dips break up the VAD's runs of speech).
+_WINDOW_FACTOR = 2
+# In auto duplex, FULL falls back to GATED mid-reply only this far below full_duplex_erle_db.
+_DUPLEX_HYSTERESIS_DB = 3.0
 
 
 class DuplexMode(enum.Enum):
@@ -154,10 +157,11 @@ class BargeInDetector:
         self._vad = webrtcvad.Vad(config.vad_aggressiveness)
         frame_ms = 1000 * frame_samples / rate_hz
         self._min_speech_frames = max(1, math.ceil(config.min_speech_ms / frame_ms))
+        self._window_samples = _WINDOW_FACTOR * self._min_speech_frames * frame_samples
         self._holdoff_samples = config.holdoff_ms * rate_hz // 1000
         self._decision = choose_duplex(config, None)
         self._canceller = True
-        self._awaiting_erle = False
+        self._follow = False
         self._armed = False
         self._start_position = 0
         self._reset_run()
@@ -165,11 +169,8 @@ class BargeInDetector:
         """The last chunk counted as user speech (a near-end hint for the echo canceller)."""
 
     def _reset_run(self) -> None:
-        self._run_onset: int | None = None
-        self._run_frames = 0
-        self._run_gap = 0
-        self._run_level_sum = 0.0
-        self._run_margin_sum = 0.0
+        # (position, level, margin) of the speech frames within the window, oldest first.
+        self._run: deque[tuple[int, float, float]] = deque()
 
     @property
     def duplex(self) -> DuplexDecision:
@@ -202,7 +203,7 @@ class BargeInDetector:
             logger.info("duplex mode: %s", decision)
         self._decision = decision
         self._canceller = canceller
-        self._awaiting_erle = erle_db is None and decision.mode is DuplexMode.GATED and self.config.duplex == "auto"
+        self._follow = self.config.duplex == "auto" and decision.mode is not DuplexMode.HALF
         self._armed = True
         self._start_position = position
         self.user_speaking = False
@@ -238,8 +239,8 @@ class BargeInDetector:
             return None
         if self._decision.mode is DuplexMode.HALF:
             return None
-        if self._awaiting_erle and echo is not None and echo.erle_db is not None:
-            self._upgrade_when_measured(echo.erle_db)
+        if self._follow and echo is not None and echo.erle_db is not None:
+            self._follow_erle(echo.erle_db)
         if position < self._start_position + self._holdoff_samples:
             # The canceller is (re)converging on the start of the reply.
             self.user_speaking = False
@@ -253,25 +254,20 @@ class BargeInDetector:
         needed = self.config.energy_margin_db if self._decision.mode is DuplexMode.GATED else _FULL_RESIDUAL_MARGIN_DB
         speech = level >= _SPEECH_FLOOR_DBFS and margin >= needed and self._is_speech(signal)
         self.user_speaking = speech
+        window_start = position - self._window_samples
+        while self._run and self._run[0][0] <= window_start:
+            self._run.popleft()
         if speech:
-            if self._run_onset is None:
-                self._run_onset = position
-            self._run_frames += 1
-            self._run_gap = 0
-            self._run_level_sum += level
-            self._run_margin_sum += margin
-        elif self._run_onset is not None:
-            self._run_gap += 1
-            if self._run_gap > _MAX_GAP_FRAMES:
-                self._reset_run()
-        if self._run_onset is None or self._run_frames < self._min_speech_frames:
+            self._run.append((position, level, margin))
+        if len(self._run) < self._min_speech_frames:
             return None
+        count = len(self._run)
         event = BargeIn(
-            position=self._run_onset,
+            position=self._run[0][0],
             detected_position=position,
             mode=self._decision.mode,
-            level_dbfs=self._run_level_sum / self._run_frames,
-            margin_db=self._run_margin_sum / self._run_frames,
+            level_dbfs=sum(f[1] for f in self._run) / count,
+            margin_db=sum(f[2] for f in self._run) / count,
         )
         logger.info(
             "barge-in (%s): speech from %d, confirmed at %d, %.1f dB over residual echo",
@@ -293,16 +289,22 @@ class BargeInDetector:
             logger.info("duplex mode: %s", decision)
         self._decision = decision
 
-    def _upgrade_when_measured(self, erle_db: float) -> None:
-        # The first reply starts before anything is measured; once the canceller has measured its
-        # echo reduction, re-decide mid-reply (once).
-        self._awaiting_erle = False
-        decision = choose_duplex(self.config, erle_db, canceller=self._canceller)
-        if decision.mode is DuplexMode.HALF:
-            # Never mute the microphone in the middle of a reply; the next start() applies it.
+    def _follow_erle(self, erle_db: float) -> None:
+        # The echo reduction keeps improving while the canceller converges (and drops when the room
+        # changes): follow it during the reply between GATED and FULL, with hysteresis so the mode
+        # does not flap at the threshold. HALF is never entered mid-reply: muting the microphone in
+        # the middle of a reply would drop a user already talking; the next start() applies it.
+        full = self.config.full_duplex_erle_db
+        mode = self._decision.mode
+        if mode is DuplexMode.GATED and erle_db >= full:
+            decision = DuplexDecision(DuplexMode.FULL, f"echo reduction {erle_db:.1f} dB >= {full:g} dB")
+        elif mode is DuplexMode.FULL and erle_db < full - _DUPLEX_HYSTERESIS_DB:
+            decision = DuplexDecision(
+                DuplexMode.GATED, f"echo reduction {erle_db:.1f} dB < {full - _DUPLEX_HYSTERESIS_DB:g} dB"
+            )
+        else:
             return
-        if decision.mode is not self._decision.mode:
-            logger.info("duplex mode: %s", decision)
+        logger.info("duplex mode: %s", decision)
         self._decision = decision
 
     def _is_speech(self, pcm: NDArray[np.int16]) -> bool:
