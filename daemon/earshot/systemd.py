@@ -114,6 +114,12 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def _notify_address(value: str) -> str | bytes | None:
     """The sendto() address for a ``$NOTIFY_SOCKET`` value, or None if unusable."""
