@@ -1,0 +1,126 @@
+"""The emulator's voice: reply text spoken by flite or espeak-ng when installed, a tone otherwise.
+
+Everything comes out as mono int16 at 24 kHz (the GA ``audio/pcm`` rate); :func:`to_wire` converts
+to the session's output format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+from numpy.typing import NDArray
+
+from earshot.emulator import g711
+
+logger = logging.getLogger(__name__)
+
+RATE_HZ = 24000
+G711_RATE_HZ = 8000
+_CACHE_LIMIT = 64
+_cache: dict[tuple[str, str], NDArray[np.int16]] = {}
+
+
+def engine_available(engine: str) -> bool:
+    """Whether a speech engine (``flite`` or ``espeak-ng``) is on PATH; ``tone`` always is."""
+    return engine == "tone" or shutil.which(engine) is not None
+
+
+def pick_engine(preferred: str = "auto") -> str:
+    """The engine to use: ``preferred`` if installed, else flite, espeak-ng, then a tone."""
+    if preferred != "auto" and engine_available(preferred):
+        return preferred
+    for engine in ("flite", "espeak-ng"):
+        if engine_available(engine):
+            return engine
+    return "tone"
+
+
+def tone(text: str) -> NDArray[np.int16]:
+    """Syllable-like tone bursts, about as long as ``text`` would take to say (24 kHz)."""
+    syllables = max(1, len(text) // 3)
+    t = np.arange(int(0.15 * RATE_HZ)) / RATE_HZ
+    burst = 0.3 * np.sin(2 * np.pi * 220.0 * t) * np.hanning(t.size)
+    gap = np.zeros(int(0.05 * RATE_HZ))
+    signal = np.concatenate([np.concatenate([burst, gap]) for _ in range(syllables)])
+    return (signal * 32767).astype(np.int16)
+
+
+def _read_wav(path: Path) -> NDArray[np.int16]:
+    with wave.open(str(path), "rb") as w:
+        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        data = w.readframes(w.getnframes())
+    if width != 2:
+        raise ValueError(f"{width * 8}-bit WAV from the speech engine")
+    pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
+    if channels > 1:
+        pcm = pcm.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return resample(pcm, rate, RATE_HZ)
+
+
+def resample(pcm: NDArray[np.int16], in_hz: int, out_hz: int) -> NDArray[np.int16]:
+    """Whole-buffer resampling (soxr)."""
+    if in_hz == out_hz or pcm.size == 0:
+        return pcm
+    out: NDArray[np.int16] = soxr.resample(pcm, in_hz, out_hz)
+    return out.astype(np.int16)
+
+
+async def speak(text: str, engine: str = "auto") -> NDArray[np.int16]:
+    """``text`` as speech at 24 kHz; a tone if no engine is installed or the engine fails."""
+    engine = pick_engine(engine)
+    key = (engine, text)
+    if key in _cache:
+        return _cache[key]
+    pcm = tone(text)
+    if engine != "tone" and text.strip():
+        with tempfile.TemporaryDirectory(prefix="earshot-emulator-") as tmp:
+            out = Path(tmp) / "reply.wav"
+            argv = ["flite", "-t", text, "-o", str(out)] if engine == "flite" else ["espeak-ng", "-w", str(out), text]
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+            _, stderr = await proc.communicate()
+            if proc.returncode == 0 and out.exists():
+                pcm = await asyncio.to_thread(_read_wav, out)
+            else:
+                logger.warning("%s failed (%s): %s; replying with a tone", engine, proc.returncode, stderr[:200])
+    if len(_cache) >= _CACHE_LIMIT:
+        _cache.pop(next(iter(_cache)))
+    _cache[key] = pcm
+    return pcm
+
+
+def format_rate_hz(fmt: dict[str, object]) -> int:
+    """Sample rate of a GA audio format object (``audio/pcm`` 24000, G.711 8000)."""
+    return RATE_HZ if fmt.get("type") == "audio/pcm" else G711_RATE_HZ
+
+
+def to_wire(pcm24k: NDArray[np.int16], fmt: dict[str, object]) -> bytes:
+    """24 kHz PCM to bytes in the GA format ``fmt`` (PCM16 LE, or G.711 at 8 kHz)."""
+    kind = fmt.get("type")
+    if kind == "audio/pcm":
+        return pcm24k.astype("<i2").tobytes()
+    return g711.encode(resample(pcm24k, RATE_HZ, G711_RATE_HZ), "ulaw" if kind == "audio/pcmu" else "alaw")
+
+
+def from_wire(b64: str, fmt: dict[str, object]) -> NDArray[np.int16]:
+    """A base64 ``append`` payload in format ``fmt`` as int16 samples at the format's own rate.
+
+    Raises:
+        ValueError: bad base64, or an odd byte count for PCM16.
+    """
+    data = base64.b64decode(b64, validate=True)
+    kind = fmt.get("type")
+    if kind == "audio/pcm":
+        if len(data) % 2:
+            raise ValueError(f"odd byte count {len(data)} for 16-bit PCM")
+        return np.frombuffer(data, dtype="<i2").astype(np.int16)
+    return g711.decode(data, "ulaw" if kind == "audio/pcmu" else "alaw")
