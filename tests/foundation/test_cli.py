@@ -1,0 +1,120 @@
+"""The earshot command's exit codes, run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EARSHOT = ROOT / ".venv" / "bin" / "earshot"
+BAD = "gate:\n  vad:\n    aggressiveness: 7\n    agressiveness: 1\nrealtime:\n  url: ws://example.com/x\n"
+
+
+def earshot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = [str(EARSHOT)] if EARSHOT.exists() else [sys.executable, "-m", "earshot"]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("NOTIFY_SOCKET", None)
+    return subprocess.run([*exe, *args], capture_output=True, text=True, timeout=60, env=full_env)
+
+
+def test_check_config_ok() -> None:
+    """The shipped config checks clean: exit 0."""
+    r = earshot("check-config", str(ROOT / "config" / "earshot.yaml"))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.endswith(": ok\n")
+
+
+def test_check_config_bad_is_78_one_line_per_problem(tmp_path: Path) -> None:
+    """A bad config exits 78 with one line per problem on stderr, naming key and line."""
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    r = earshot("check-config", str(f))
+    assert r.returncode == 78
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "gate.vad.aggressiveness: must be 0..3, got 7 (line 3)",
+        "gate.vad.agressiveness: unknown key; did you mean 'aggressiveness'? (line 4)",
+        "realtime.url: plain ws:// is allowed only to a loopback address (use wss://) (line 6)",
+    ]
+
+
+def test_check_config_missing_file_is_78(tmp_path: Path) -> None:
+    """A missing file is a configuration error too."""
+    r = earshot("check-config", str(tmp_path / "absent.yaml"))
+    assert r.returncode == 78
+    assert r.stderr == f"{tmp_path / 'absent.yaml'}: no such file\n"
+
+
+def test_run_validates_before_anything_else(tmp_path: Path) -> None:
+    """earshot run on a bad config exits 78 with the same lines, before touching a device."""
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    r = earshot("run", "--config", str(f))
+    assert r.returncode == 78
+    assert len(r.stderr.splitlines()) == 3
+    assert r.stderr.splitlines()[0] == "gate.vad.aggressiveness: must be 0..3, got 7 (line 3)"
+
+
+def test_python_dash_m_works() -> None:
+    """python -m earshot is the same command."""
+    r = subprocess.run(
+        [sys.executable, "-m", "earshot", "version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.returncode == 0
+    assert r.stdout.startswith("earshot ")
+
+
+def test_version() -> None:
+    """earshot version prints the package version."""
+    from earshot import __version__
+
+    r = earshot("version")
+    assert (r.returncode, r.stdout) == (0, f"earshot {__version__}\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["bogus"],
+        ["version", "--unknown"],
+        ["--log-level", "loud", "version"],
+        ["status", "--jsonx"],
+    ],
+)
+def test_usage_errors_are_2(args: list[str]) -> None:
+    """Usage errors exit 2."""
+    assert earshot(*args).returncode == 2
+
+
+def test_control_without_daemon_is_1(tmp_path: Path) -> None:
+    """A control command with nobody listening is a runtime failure (1) that names the socket."""
+    sock = tmp_path / "control.sock"
+    r = earshot("status", "--socket", str(sock))
+    assert r.returncode == 1
+    assert str(sock) in r.stderr or "not available" in r.stderr
+
+
+def test_control_with_bad_config_is_78(tmp_path: Path) -> None:
+    """A control command whose --config is invalid exits 78."""
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    assert earshot("engage", "--config", str(f)).returncode == 78
+
+
+def test_devices_exit_code() -> None:
+    """devices lists PCMs (0) or, without ALSA support, fails cleanly (1) with a message, never a traceback."""
+    r = earshot("devices", "--json")
+    assert r.returncode in (0, 1)
+    assert "Traceback" not in r.stderr
+    if r.returncode == 0:
+        import json
+
+        for device in json.loads(r.stdout):
+            assert set(device) == {"name", "description", "capture", "playback", "capture_rates", "playback_rates"}
+    else:
+        assert r.stderr.startswith("earshot devices: ")
