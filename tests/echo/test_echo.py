@@ -1,0 +1,187 @@
+"""The echo canceller on real speech through a synthetic room."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import webrtcvad
+
+from earshot.audio.echo import EchoCanceller
+from earshot.config import BargeInConfig
+from earshot.gate.bargein import DuplexMode, choose_duplex
+from tests.echo.scenes import RATE_HZ, Room, chunks, mix, reply
+
+
+def cancel(mic: np.ndarray, reference: np.ndarray, **kwargs: int) -> tuple[np.ndarray, EchoCanceller]:
+    ec = EchoCanceller(**kwargs)
+    out = []
+    for _, (m, r) in chunks(mic, reference):
+        ec.add_reference(r)
+        out.append(ec.process(m))
+    return np.concatenate(out), ec
+
+
+def energy_db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-9))
+
+
+@pytest.mark.parametrize(
+    "room",
+    [Room(delay_ms=20, seed=1), Room(delay_ms=40, seed=2), Room(delay_ms=60, seed=3, noise_dbfs=-55.0)],
+    ids=["20ms", "40ms", "60ms-noisy"],
+)
+def test_erle_after_convergence(room: Room) -> None:
+    """After convergence the echo is reduced by at least 20 dB, and the running estimate agrees."""
+    reference = reply(30.0)
+    mic = mix(reference=reference, room=room)
+    cleaned, ec = cancel(mic, reference)
+    settled = 10 * RATE_HZ
+    true_erle = energy_db(mic[settled : cleaned.size]) - energy_db(cleaned[settled:])
+    assert true_erle >= 20.0
+    assert ec.erle_db is not None
+    assert ec.erle_db >= 20.0
+    assert abs(ec.erle_db - true_erle) < 6.0
+    assert ec.erl_db is not None
+    assert 0.0 < ec.erl_db < 20.0  # -6 dB gain through a unit-energy room response: a few dB of loss
+
+
+def test_vad_rarely_fires_on_cancelled_echo() -> None:
+    """webrtcvad mode 3 calls at most 1 % of echo-only cancelled chunks speech."""
+    reference = reply(60.0)
+    cleaned, ec = cancel(mix(reference=reference, room=Room()), reference)
+    vad = webrtcvad.Vad(3)
+    frames = [c for pos, (c,) in chunks(cleaned) if pos >= 5 * RATE_HZ]
+    fired = sum(vad.is_speech(c.tobytes(), RATE_HZ) for c in frames)
+    raw_fired = sum(vad.is_speech(c.tobytes(), RATE_HZ) for _, (c,) in chunks(mix(reference=reference, room=Room())))
+    assert raw_fired > len(frames) // 2  # the uncancelled echo is speech to the VAD
+    assert fired <= 0.01 * len(frames)
+
+
+def test_bypass_passes_capture_untouched() -> None:
+    """With no reference the canceller returns the microphone as is and never runs the filter."""
+    rng = np.random.default_rng(0)
+    ec = EchoCanceller()
+    for _ in range(50):
+        mic = rng.integers(-3000, 3000, 160).astype(np.int16)
+        assert np.array_equal(ec.process(mic), mic)
+    assert ec.processed_frames == 0
+    assert ec.frame.bypassed
+    assert not ec.active
+    ec.add_reference(np.full(160, 8000, dtype=np.int16))
+    ec.process(np.zeros(160, dtype=np.int16))
+    assert ec.processed_frames == 1
+    assert ec.active
+
+
+def test_bypass_resumes_after_the_filter_span() -> None:
+    """After playback ends the canceller keeps running over the echo tail, then bypasses."""
+    ec = EchoCanceller(filter_ms=200, bypass_after_ms=500)
+    ec.add_reference(reply(1.0))
+    for _ in range(100):
+        ec.process(np.zeros(160, dtype=np.int16))
+    silent_chunks = 0
+    while ec.active:
+        ec.process(np.zeros(160, dtype=np.int16))
+        silent_chunks += 1
+        assert silent_chunks < 100
+    assert 20 <= silent_chunks <= 60
+
+
+def test_reference_underflow_is_zero_padded_and_counted() -> None:
+    """Capture running ahead of the reference consumes zeros and counts them."""
+    ec = EchoCanceller()
+    ec.add_reference(np.full(1000, 5000, dtype=np.int16))
+    for _ in range(7):
+        assert ec.process(np.zeros(160, dtype=np.int16)).size == 160
+    assert ec.reference_queued == 0
+    assert ec.underflow_samples == 7 * 160 - 1000
+
+
+def test_reference_overflow_drops_the_oldest() -> None:
+    """A full reference FIFO drops its oldest samples and counts them."""
+    ec = EchoCanceller(max_reference_ms=100)
+    ec.add_reference(np.arange(1000, dtype=np.int16))
+    ec.add_reference(np.arange(1000, 2000, dtype=np.int16))
+    assert ec.reference_queued == 1600
+    assert ec.dropped_reference_samples == 400
+    ec.add_reference(np.zeros(5000, dtype=np.int16))
+    assert ec.reference_queued == 1600
+    assert ec.dropped_reference_samples == 400 + 1600 + 5000 - 1600
+
+
+def test_reference_fifo_keeps_play_order_across_wraparound() -> None:
+    """Reference added in odd sizes comes out in order, one chunk per capture chunk."""
+    reference = reply(4.0)
+    room = Room(delay_ms=10, noise_dbfs=None)
+    mic = mix(reference=reference, room=room)
+    # Feed the reference in irregular pieces ahead of capture (like a sink's periods).
+    ec = EchoCanceller(max_reference_ms=300)
+    out = []
+    fed = 0
+    sizes = [441, 93, 1024, 160, 7]
+    k = 0
+    for pos, (m,) in chunks(mic):
+        while fed < min(pos + 2000, reference.size):
+            n = sizes[k % len(sizes)]
+            k += 1
+            ec.add_reference(reference[fed : fed + n])
+            fed += n
+        out.append(ec.process(m))
+    cleaned = np.concatenate(out)
+    # Ahead by up to ~2000 samples (125 ms): still inside the 200 ms filter, so it cancels.
+    assert ec.dropped_reference_samples == 0
+    assert energy_db(mic[2 * RATE_HZ : cleaned.size]) - energy_db(cleaned[2 * RATE_HZ :]) >= 15.0
+
+
+def test_misaligned_reference_is_measured_as_poor_and_picks_half_duplex() -> None:
+    """An echo path longer than the filter is not cancelled; the measurement says so and auto picks HALF."""
+    reference = reply(20.0)
+    mic = mix(reference=reference, room=Room(delay_ms=400.0, seed=4))
+    _, ec = cancel(mic, reference, filter_ms=100)
+    assert ec.erle_db is not None
+    assert ec.erle_db < BargeInConfig().gated_erle_db
+    assert choose_duplex(BargeInConfig(), ec.erle_db).mode is DuplexMode.HALF
+
+
+def test_erle_unknown_before_any_playback() -> None:
+    """Nothing is reported before echo-only audio was measured."""
+    ec = EchoCanceller()
+    for _ in range(300):
+        ec.process(np.zeros(160, dtype=np.int16))
+    assert ec.erle_db is None
+    assert ec.erl_db is None
+    assert ec.frame.erle_db is None
+
+
+def test_near_end_chunks_stay_out_of_the_measurement() -> None:
+    """Chunks flagged as near-end speech do not change the ERLE estimate."""
+    reference = reply(12.0)
+    mic = mix(reference=reference, room=Room())
+    ec = EchoCanceller()
+    for _, (m, r) in chunks(mic, reference):
+        ec.add_reference(r)
+        ec.process(m)
+    before = ec.erle_db
+    # Quiet chunks that the energy double-talk test would not catch: only the flag keeps them out.
+    quiet = np.zeros(160, dtype=np.int16)
+    for _ in range(200):
+        ec.add_reference(reference[RATE_HZ : RATE_HZ + 160])
+        ec.process(quiet, near_end=True)
+    assert ec.erle_db == before
+    for _ in range(200):
+        ec.add_reference(reference[RATE_HZ : RATE_HZ + 160])
+        ec.process(quiet)
+    assert ec.erle_db != before
+
+
+def test_odd_input_never_crashes() -> None:
+    """Short, long, float and empty chunks come back as 160 int16 samples."""
+    ec = EchoCanceller()
+    ec.add_reference(np.ones((300, 1), dtype=np.float64) * 4000.0)
+    ec.add_reference(np.array([], dtype=np.int16))
+    for mic in (np.zeros(100, np.int16), np.ones(500, np.int16), np.full(160, 1e9), np.array([], np.int16)):
+        out = ec.process(mic)
+        assert out.dtype == np.int16
+        assert out.size == 160
+    ec.close()
+    assert ec.process(np.ones(160, np.int16)).size == 160
