@@ -87,7 +87,13 @@ async def speak(text: str, engine: str = "auto") -> NDArray[np.int16]:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
             )
-            _, stderr = await proc.communicate()
+            try:
+                _, stderr = await proc.communicate()
+            except BaseException:  # cancelled (the connection closed): leave no process behind
+                if proc.returncode is None:
+                    proc.kill()
+                await asyncio.shield(proc.wait())
+                raise
             if proc.returncode == 0 and out.exists():
                 pcm = await asyncio.to_thread(_read_wav, out)
             else:
