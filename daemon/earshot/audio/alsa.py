@@ -1,0 +1,639 @@
+"""ALSA capture and playback: the only module importing ``alsaaudio``.
+
+Each device has one thread that only does blocking ``read``/``write`` and hands data across with
+``loop.call_soon_threadsafe``; conversion (channel select/downmix, resampling, framing) runs on the
+loop. Devices are opened with the requested rate/period, and what ALSA grants (``info()``) is adapted
+to. A device that is missing or fails is reopened with backoff (capped by ``audio.reopen_max_s``)
+without blocking the daemon; a device whose read/write hangs (e.g. a sound server that died) is
+abandoned after ``stall_s`` and reopened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import alsaaudio
+import numpy as np
+from numpy.typing import NDArray
+
+from earshot.audio.backend import (
+    CAPTURE_CHUNK_SAMPLES,
+    CAPTURE_RATE_HZ,
+    PLAYBACK_RATE_HZ,
+    CaptureChunk,
+    DeviceState,
+    DeviceStatus,
+)
+from earshot.audio.dsp import Framer, apply_gain_db, downmix, upmix
+from earshot.audio.resample import StreamResampler
+from earshot.config import InputConfig, OutputConfig
+from earshot.errors import AudioDeviceError
+
+__all__ = ["AlsaSink", "AlsaSource", "DeviceInfo", "list_devices"]
+
+logger = logging.getLogger(__name__)
+
+_PERIODS = 4
+_PROBE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
+
+
+def _backoff(max_s: float) -> Iterator[float]:
+    delay = 0.1
+    while True:
+        yield delay
+        delay = min(max_s, delay * 2)
+
+
+def _open(device: str, kind: int, rate: int, channels: int, period_frames: int) -> Any:
+    try:
+        return alsaaudio.PCM(
+            kind,
+            alsaaudio.PCM_NORMAL,
+            device=device,
+            rate=rate,
+            channels=channels,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            periodsize=period_frames,
+            periods=_PERIODS,
+        )
+    except alsaaudio.ALSAAudioError as exc:
+        raise AudioDeviceError(device, str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Granted:
+    rate_hz: int
+    channels: int
+    period_frames: int
+    buffer_frames: int
+
+
+def _granted(pcm: Any) -> _Granted:
+    info = pcm.info()
+    return _Granted(int(info["rate"]), int(info["channels"]), int(info["period_size"]), int(info["buffer_size"]))
+
+
+# ---------------------------------------------------------------------------------------------- capture
+
+
+class AlsaSource:
+    """The microphone: 10 ms chunks of 16 kHz mono from any rate/channel count the device grants.
+
+    Args:
+        config: the ``audio.input`` section.
+        reopen_max_s: longest wait between attempts to reopen a missing or failed device.
+        stall_s: a device that delivers nothing for this long is considered lost and reopened.
+    """
+
+    def __init__(self, config: InputConfig, *, reopen_max_s: float = 10.0, stall_s: float = 3.0) -> None:
+        self._config = config
+        self._reopen_max_s = reopen_max_s
+        self._stall_s = stall_s
+        self._max_chunks = max(1, config.queue_ms // 10)
+        self._queue: collections.deque[CaptureChunk] = collections.deque()
+        self._ready = asyncio.Event()
+        self._status = DeviceStatus(config.device, DeviceState.MISSING)
+        self._generation = 0
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+        self._position = 0
+        self._last_data = 0.0
+        self._conv: tuple[int, _Granted, StreamResampler, Framer] | None = None
+        self._watch: asyncio.TimerHandle | None = None
+
+    @property
+    def status(self) -> DeviceStatus:
+        """Device name, state, xruns, overruns, reopens, last error, granted rate/period."""
+        return self._status
+
+    def start(self) -> None:
+        """Start the capture thread (done by :meth:`chunks`); must be called from the event loop."""
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._last_data = time.monotonic()
+        self._spawn()
+        self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
+
+    def _spawn(self) -> None:
+        self._generation += 1
+        gen = self._generation
+        threading.Thread(target=self._thread, args=(gen,), name=f"earshot-capture-{gen}", daemon=True).start()
+
+    async def chunks(self) -> AsyncIterator[CaptureChunk]:
+        """Yield 10 ms chunks forever; a device fault never ends the iteration (see ``status``)."""
+        self.start()
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            yield self._queue.popleft()
+
+    def close(self) -> None:
+        """Stop the thread (it closes the PCM when its blocking read returns)."""
+        self._stop.set()
+        self._generation += 1
+        if self._watch is not None:
+            self._watch.cancel()
+        self._status = replace(self._status, state=DeviceState.CLOSED)
+
+    # -------------------------------------------------------------- the thread: open, read, nothing else
+
+    def _thread(self, gen: int) -> None:
+        cfg = self._config
+        loop = self._loop
+        assert loop is not None
+        delays = _backoff(self._reopen_max_s)
+        rate_hint = cfg.sample_rate_hz
+        while not self._stop.is_set() and gen == self._generation:
+            try:
+                pcm = _open(
+                    cfg.device,
+                    alsaaudio.PCM_CAPTURE,
+                    rate_hint,
+                    cfg.channels,
+                    max(1, rate_hint * cfg.period_ms // 1000),
+                )
+                granted = _granted(pcm)
+            except AudioDeviceError as exc:
+                loop.call_soon_threadsafe(self._on_missing, gen, exc.message)
+                self._stop.wait(next(delays))
+                continue
+            delays = _backoff(self._reopen_max_s)
+            loop.call_soon_threadsafe(self._on_open, gen, granted)
+            try:
+                while not self._stop.is_set() and gen == self._generation:
+                    n, data = pcm.read()
+                    if n < 0:
+                        loop.call_soon_threadsafe(self._on_xrun, gen, n)
+                    elif n:
+                        loop.call_soon_threadsafe(self._on_data, gen, data)
+            except alsaaudio.ALSAAudioError as exc:
+                loop.call_soon_threadsafe(self._on_missing, gen, str(exc), True)
+                self._stop.wait(next(delays))
+            finally:
+                with contextlib.suppress(alsaaudio.ALSAAudioError):
+                    pcm.close()
+
+    # -------------------------------------------------------------- loop side
+
+    def _on_missing(self, gen: int, message: str, was_open: bool = False) -> None:
+        if gen != self._generation:
+            return
+        state = DeviceState.REOPENING if was_open or self._status.reopens else DeviceState.MISSING
+        if self._status.state is not state or self._status.error != message:
+            logger.warning("capture device %s %s: %s", self._config.device, state.value, message)
+        self._status = replace(self._status, state=state, error=message, rate_hz=0, period_frames=0)
+        self._conv = None
+        self._last_data = time.monotonic()
+
+    def _on_open(self, gen: int, granted: _Granted) -> None:
+        if gen != self._generation:
+            return
+        reopened = self._status.state is DeviceState.REOPENING or self._status.reopens > 0 or self._conv is not None
+        logger.info(
+            "capture device %s open: %d Hz, %d ch, period %d frames",
+            self._config.device,
+            granted.rate_hz,
+            granted.channels,
+            granted.period_frames,
+        )
+        self._status = replace(
+            self._status,
+            state=DeviceState.OK,
+            error=None,
+            rate_hz=granted.rate_hz,
+            period_frames=granted.period_frames,
+            reopens=self._status.reopens + (1 if reopened else 0),
+        )
+        self._conv = (gen, granted, StreamResampler(granted.rate_hz, CAPTURE_RATE_HZ), Framer(CAPTURE_CHUNK_SAMPLES))
+        # Time passed while the device was away is a gap in positions, so positions keep measuring time.
+        elapsed = round((time.monotonic() - self._t0) * CAPTURE_RATE_HZ)
+        if elapsed - self._position > CAPTURE_RATE_HZ // 10:
+            self._position = elapsed - elapsed % CAPTURE_CHUNK_SAMPLES
+        self._last_data = time.monotonic()
+
+    def _on_xrun(self, gen: int, code: int) -> None:
+        if gen != self._generation:
+            return
+        self._status = replace(self._status, xruns=self._status.xruns + 1)
+        logger.warning("capture xrun on %s (%d), recovered", self._config.device, code)
+
+    def _on_data(self, gen: int, data: bytes) -> None:
+        if gen != self._generation or self._conv is None:
+            return
+        self._last_data = time.monotonic()
+        _, granted, resampler, framer = self._conv
+        raw = np.frombuffer(data, dtype="<i2").astype(np.int16)
+        mono = downmix(raw, granted.channels, self._config.channel)
+        if self._config.gain_db:
+            mono = apply_gain_db(mono, self._config.gain_db)
+        for frame in framer.push(resampler.process(mono)):
+            if len(self._queue) >= self._max_chunks:
+                self._queue.popleft()
+                self._status = replace(self._status, overruns=self._status.overruns + 1)
+            self._queue.append(CaptureChunk(frame, self._position))
+            self._position += CAPTURE_CHUNK_SAMPLES
+        self._ready.set()
+
+    def _check_stall(self) -> None:
+        assert self._loop is not None
+        if self._stop.is_set():
+            return
+        if self._status.state is DeviceState.OK and time.monotonic() - self._last_data > self._stall_s:
+            self._on_missing(self._generation, f"no audio for {self._stall_s:.1f} s", True)
+            self._spawn()  # the stalled thread sees a new generation when (if) its read returns
+        self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
+
+
+# ---------------------------------------------------------------------------------------------- playback
+
+
+class AlsaSink:
+    """The loudspeaker: 24 kHz mono in, converted to the granted device rate and channel count.
+
+    The played position is exact to the device pointer: samples written − (software queue + device
+    delay), with the device delay taken as ``buffer_size − avail()``.
+
+    Args:
+        config: the ``audio.output`` section.
+        reopen_max_s: longest wait between attempts to reopen a missing or failed device.
+        stall_s: a write that hangs this long marks the device lost and reopens it.
+    """
+
+    rate_hz = PLAYBACK_RATE_HZ
+
+    def __init__(self, config: OutputConfig, *, reopen_max_s: float = 10.0, stall_s: float = 3.0) -> None:
+        self._config = config
+        self._reopen_max_s = reopen_max_s
+        self._stall_s = stall_s
+        self._status = DeviceStatus(config.device, DeviceState.MISSING)
+        self._cond = threading.Condition()
+        self._sw: collections.deque[bytes] = collections.deque()  # device-format periods not yet written
+        self._sw_frames = 0
+        self._capacity_frames = 0
+        self._pcm: Any = None
+        self._granted: _Granted | None = None
+        self._dev_written = 0  # device frames handed to pcm.write since the last reset
+        self._in24 = 0  # 24 kHz samples accepted by write() since the last reset
+        self._base24 = 0  # played 24 kHz samples before the last reset point
+        self._played24_mark = 0  # played position at the last reference pop
+        self._history: collections.deque[NDArray[np.int16]] = collections.deque()  # unheard 24 kHz audio
+        self._history_start = 0
+        self._ref_resampler = StreamResampler(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ)
+        self._resampler: StreamResampler | None = None
+        self._space = asyncio.Event()
+        self._generation = 0
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy_since: float | None = None
+        self._watch: asyncio.TimerHandle | None = None
+
+    @property
+    def status(self) -> DeviceStatus:
+        """Device name, state, xruns, reopens, last error, granted rate/period."""
+        return self._status
+
+    def start(self) -> None:
+        """Start the playback thread (done by the first write); must be called from the event loop."""
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._spawn()
+        self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
+
+    def _spawn(self) -> None:
+        self._generation += 1
+        gen = self._generation
+        threading.Thread(target=self._thread, args=(gen,), name=f"earshot-playback-{gen}", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the playback thread; the PCM is closed by it."""
+        self._stop.set()
+        self._generation += 1
+        with self._cond:
+            self._cond.notify_all()
+        if self._watch is not None:
+            self._watch.cancel()
+        self._status = replace(self._status, state=DeviceState.CLOSED)
+
+    # -------------------------------------------------------------- position accounting (loop side)
+
+    def _device_delay(self) -> int:
+        pcm, granted = self._pcm, self._granted
+        if pcm is None or granted is None:
+            return 0
+        try:
+            avail = int(pcm.avail())
+        except alsaaudio.ALSAAudioError:
+            return 0
+        if avail < 0:  # -EPIPE: underrun, the device buffer is empty
+            return 0
+        return max(0, granted.buffer_frames - avail)
+
+    def _played24(self) -> int:
+        granted = self._granted
+        if granted is None:
+            return self._base24 + self._in24
+        with self._cond:
+            dev_written = self._dev_written
+        played_dev = max(0, dev_written - self._device_delay())
+        return self._base24 + min(self._in24, played_dev * PLAYBACK_RATE_HZ // granted.rate_hz)
+
+    def queued_samples(self) -> int:
+        """24 kHz samples written but not yet heard (resampler + software queue + device buffer)."""
+        return self._base24 + self._in24 - self._played24()
+
+    async def write(self, pcm: NDArray[np.int16]) -> None:
+        """Queue 24 kHz mono samples; waits while the queue is full.
+
+        Cancellation-safe and atomic: when cancelled, nothing of ``pcm`` was queued. While the device
+        is missing, audio is discarded at once (status says so).
+        """
+        self.start()
+        arr = np.asarray(pcm, dtype=np.int16)
+        if arr.size == 0:
+            return
+        granted = self._granted
+        while granted is not None:
+            with self._cond:
+                free = self._capacity_frames - self._sw_frames
+            need = min(self._capacity_frames, round(arr.size * granted.rate_hz / PLAYBACK_RATE_HZ))
+            if free >= need:
+                break
+            self._space.clear()
+            await self._space.wait()
+            granted = self._granted
+        if granted is None or self._resampler is None:
+            return
+        if self._config.volume_db:
+            arr = apply_gain_db(arr, self._config.volume_db)
+        self._history.append(arr)
+        self._in24 += int(arr.size)
+        dev = upmix(self._resampler.process(arr), granted.channels)
+        data = dev.astype("<i2").tobytes()
+        bpf = 2 * granted.channels
+        with self._cond:
+            self._sw.append(data)
+            self._sw_frames += len(data) // bpf
+            self._cond.notify()
+
+    def drop(self) -> None:
+        """Discard everything not yet heard: the software queue and the device buffer, now."""
+        played = self._played24()
+        with self._cond:
+            self._sw.clear()
+            self._sw_frames = 0
+            self._dev_written = 0
+            self._base24 = played
+            self._in24 = 0
+            if self._pcm is not None:
+                with contextlib.suppress(alsaaudio.ALSAAudioError):
+                    self._pcm.drop()
+        self._trim_history(played, drop_rest=True)
+        if self._resampler is not None:
+            self._resampler.reset()
+        self._space.set()
+
+    async def drain(self) -> None:
+        """Wait until everything written has been played (polled at a quarter period). Cancellation-safe."""
+        self.start()
+        if self._resampler is not None and self._granted is not None:
+            tail = self._resampler.flush()
+            if tail.size:
+                data = upmix(tail, self._granted.channels).astype("<i2").tobytes()
+                with self._cond:
+                    self._sw.append(data)
+                    self._sw_frames += len(data) // (2 * self._granted.channels)
+                    self._cond.notify()
+        # The device pointer moves without any event to wait on: polling is inherent.
+        while self.queued_samples() > 0 and self._granted is not None:  # noqa: ASYNC110
+            await asyncio.sleep(max(0.002, self._config.period_ms / 4000))
+
+    def pop_reference(self) -> NDArray[np.int16]:
+        """16 kHz mono of what the device played since the last call (nothing while idle)."""
+        played = self._played24()
+        out = self._trim_history(played, drop_rest=False)
+        return self._ref_resampler.process(out) if out.size else np.zeros(0, dtype=np.int16)
+
+    def _trim_history(self, played: int, *, drop_rest: bool) -> NDArray[np.int16]:
+        """Remove (and return) the history up to ``played``; with ``drop_rest`` forget the unheard rest too."""
+        n = played - self._history_start
+        parts: list[NDArray[np.int16]] = []
+        while n > 0 and self._history:
+            head = self._history[0]
+            take = min(n, head.size)
+            parts.append(head[:take])
+            if take == head.size:
+                self._history.popleft()
+            else:
+                self._history[0] = head[take:]
+            n -= take
+            self._history_start += take
+        if drop_rest:
+            self._history.clear()
+            self._history_start = played
+        self._history_start = max(self._history_start, played) if not self._history else self._history_start
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    # -------------------------------------------------------------- the thread
+
+    def _thread(self, gen: int) -> None:
+        cfg = self._config
+        loop = self._loop
+        assert loop is not None
+        delays = _backoff(self._reopen_max_s)
+        while not self._stop.is_set() and gen == self._generation:
+            try:
+                pcm = _open(
+                    cfg.device,
+                    alsaaudio.PCM_PLAYBACK,
+                    cfg.sample_rate_hz,
+                    cfg.channels,
+                    max(1, cfg.sample_rate_hz * cfg.period_ms // 1000),
+                )
+                granted = _granted(pcm)
+            except AudioDeviceError as exc:
+                loop.call_soon_threadsafe(self._on_missing, gen, exc.message, False)
+                self._stop.wait(next(delays))
+                continue
+            delays = _backoff(self._reopen_max_s)
+            opened = threading.Event()
+            loop.call_soon_threadsafe(self._on_open, gen, pcm, granted, opened)
+            opened.wait(5.0)
+            bpf = 2 * granted.channels
+            try:
+                while not self._stop.is_set() and gen == self._generation:
+                    with self._cond:
+                        while not self._sw and not self._stop.is_set() and gen == self._generation:
+                            self._cond.wait(0.5)
+                        if not self._sw:
+                            continue
+                        data = self._sw.popleft()
+                    self._busy_since = time.monotonic()
+                    try:
+                        n = pcm.write(data)
+                    except alsaaudio.ALSAAudioError:
+                        if pcm.state() in (alsaaudio.PCM_STATE_SETUP, alsaaudio.PCM_STATE_PREPARED):
+                            # drop() from the loop interrupted this write: the data was discarded anyway
+                            self._busy_since = None
+                            continue
+                        raise
+                    self._busy_since = None
+                    if n == -errno.EPIPE:  # underrun, pyalsaaudio prepared the device: write again
+                        loop.call_soon_threadsafe(self._on_xrun, gen)
+                        n = pcm.write(data)
+                    with self._cond:
+                        self._sw_frames = max(0, self._sw_frames - len(data) // bpf)
+                        self._dev_written += max(0, n)
+                    loop.call_soon_threadsafe(self._space.set)
+            except alsaaudio.ALSAAudioError as exc:
+                loop.call_soon_threadsafe(self._on_missing, gen, str(exc), True)
+                self._stop.wait(next(delays))
+            finally:
+                self._busy_since = None
+                with contextlib.suppress(alsaaudio.ALSAAudioError):
+                    pcm.close()
+
+    def _on_open(self, gen: int, pcm: Any, granted: _Granted, opened: threading.Event) -> None:
+        if gen != self._generation:
+            opened.set()
+            return
+        reopened = self._status.reopens > 0 or self._status.state is DeviceState.REOPENING
+        logger.info(
+            "playback device %s open: %d Hz, %d ch, period %d frames, buffer %d frames",
+            self._config.device,
+            granted.rate_hz,
+            granted.channels,
+            granted.period_frames,
+            granted.buffer_frames,
+        )
+        self._forget_unheard()
+        with self._cond:
+            self._pcm = pcm
+            self._granted = granted
+            self._capacity_frames = max(granted.period_frames, granted.buffer_frames)
+        self._resampler = StreamResampler(PLAYBACK_RATE_HZ, granted.rate_hz)
+        self._status = replace(
+            self._status,
+            state=DeviceState.OK,
+            error=None,
+            rate_hz=granted.rate_hz,
+            period_frames=granted.period_frames,
+            reopens=self._status.reopens + (1 if reopened else 0),
+        )
+        self._space.set()
+        opened.set()
+
+    def _forget_unheard(self) -> None:
+        played = self._played24()
+        with self._cond:
+            self._sw.clear()
+            self._sw_frames = 0
+            self._dev_written = 0
+            self._base24 = played
+            self._in24 = 0
+        self._trim_history(played, drop_rest=True)
+
+    def _on_missing(self, gen: int, message: str, was_open: bool) -> None:
+        if gen != self._generation:
+            return
+        state = (
+            DeviceState.REOPENING
+            if was_open
+            else (DeviceState.REOPENING if self._status.state is DeviceState.REOPENING else DeviceState.MISSING)
+        )
+        if self._status.state is not state or self._status.error != message:
+            logger.warning("playback device %s %s: %s", self._config.device, state.value, message)
+        # Whatever was queued is lost with the device: it counts as not heard.
+        self._forget_unheard()
+        with self._cond:
+            self._pcm = None
+            self._granted = None
+        self._resampler = None
+        self._status = replace(self._status, state=state, error=message, rate_hz=0, period_frames=0)
+        self._space.set()
+
+    def _on_xrun(self, gen: int) -> None:
+        if gen == self._generation:
+            self._status = replace(self._status, xruns=self._status.xruns + 1)
+
+    def _check_stall(self) -> None:
+        assert self._loop is not None
+        if self._stop.is_set():
+            return
+        busy = self._busy_since
+        if self._status.state is DeviceState.OK and busy is not None and time.monotonic() - busy > self._stall_s:
+            self._on_missing(self._generation, f"write stalled for {self._stall_s:.1f} s", True)
+            self._spawn()
+        self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
+
+
+# ---------------------------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One ALSA PCM as ``earshot devices`` shows it."""
+
+    name: str
+    description: str
+    can_capture: bool
+    can_play: bool
+    capture_rates: tuple[int, ...]
+    playback_rates: tuple[int, ...]
+
+
+def _probe(name: str, kind: int) -> tuple[bool, tuple[int, ...]]:
+    try:
+        pcm = alsaaudio.PCM(kind, alsaaudio.PCM_NONBLOCK, device=name)
+    except alsaaudio.ALSAAudioError:
+        return False, ()
+    try:
+        rates = pcm.getrates()
+        if isinstance(rates, tuple) and len(rates) == 2 and isinstance(rates[0], int):
+            lo, hi = rates
+            found = tuple(r for r in _PROBE_RATES if lo <= r <= hi)
+        elif isinstance(rates, (list, tuple)):
+            found = tuple(int(r) for r in rates)
+        else:
+            found = (int(rates),)
+    except (alsaaudio.ALSAAudioError, ValueError, TypeError):
+        found = ()
+    finally:
+        pcm.close()
+    return True, found
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every PCM alsa-lib knows (hints), with whether it opens for capture/playback and its rates.
+
+    Devices busy or absent show as unable to capture/play; nothing here raises on a bad device.
+    """
+    names: dict[str, str] = {}
+    for kind in (alsaaudio.PCM_CAPTURE, alsaaudio.PCM_PLAYBACK):
+        with contextlib.suppress(alsaaudio.ALSAAudioError):
+            for name in alsaaudio.pcms(kind):
+                names.setdefault(name, "")
+    with contextlib.suppress(alsaaudio.ALSAAudioError, AttributeError):
+        for card_index in alsaaudio.card_indexes():
+            long_name = alsaaudio.card_name(card_index)[1]
+            for key in names:
+                if f"CARD={alsaaudio.card_name(card_index)[0]}" in key:
+                    names[key] = long_name
+    out = []
+    for name, desc in names.items():
+        can_capture, capture_rates = _probe(name, alsaaudio.PCM_CAPTURE)
+        can_play, playback_rates = _probe(name, alsaaudio.PCM_PLAYBACK)
+        out.append(DeviceInfo(name, desc, can_capture, can_play, capture_rates, playback_rates))
+    return out

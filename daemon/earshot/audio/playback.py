@@ -1,0 +1,318 @@
+"""Reply scheduling above an :class:`~earshot.audio.backend.AudioSink` with exact heard-sample accounting.
+
+The sink's clock is the truth: the played position is "samples handed to the sink − samples the sink
+still holds" (``AudioSink.queued_samples``), and every sample handed over is recorded on a timeline
+with the key (item id) it belongs to, so the samples heard of each item are exact at any moment,
+including the instant of a barge-in.
+
+Keys starting with ``earcon:`` are cues: played like replies and fed to the echo reference by the
+sink, but never counted in the heard dictionaries (they are not part of any truncation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from earshot.audio.backend import PLAYBACK_RATE_HZ, AudioSink
+from earshot.audio.dsp import fade_out
+
+__all__ = ["EARCON_PREFIX", "MAX_FADE_MS", "Playback", "PlaybackEvent", "PlaybackFinished", "PlaybackStarted"]
+
+logger = logging.getLogger(__name__)
+
+EARCON_PREFIX = "earcon:"
+MAX_FADE_MS = 12
+_CHUNK_SAMPLES = PLAYBACK_RATE_HZ // 100  # hand the sink 10 ms at a time: drop granularity stays small
+_KEEP_KEYS = 256  # heard counts kept for heard_samples() after a reply is over
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackStarted:
+    """The first samples of ``key`` were handed to the device."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackFinished:
+    """A reply (everything enqueued before :meth:`Playback.finish`) has really been played out.
+
+    Attributes:
+        heard: samples (24 kHz) heard per item key of that reply; earcons are not included.
+    """
+
+    heard: dict[str, int] = field(default_factory=dict)
+
+
+PlaybackEvent = PlaybackStarted | PlaybackFinished
+
+
+def is_earcon(key: str) -> bool:
+    """Whether ``key`` names a cue rather than a reply item."""
+    return key.startswith(EARCON_PREFIX)
+
+
+@dataclass(slots=True)
+class _Span:
+    """Samples handed to the sink: sink positions ``start`` to ``start + len(pcm)``."""
+
+    start: int
+    key: str | None  # None: a barge-in fade, already counted
+    pcm: NDArray[np.int16]
+
+    @property
+    def end(self) -> int:
+        return self.start + int(self.pcm.size)
+
+
+@dataclass(frozen=True, slots=True)
+class _EndOfReply:
+    keys: tuple[str, ...]
+
+
+class Playback:
+    """Feed reply audio to a sink with a jitter prebuffer, and account for what was heard.
+
+    Args:
+        sink: the loudspeaker (24 kHz mono int16 in).
+        prebuffer_ms: audio gathered before playing starts while the device is idle (jitter margin).
+        on_event: called with :class:`PlaybackStarted` / :class:`PlaybackFinished` from the :meth:`run` task.
+    """
+
+    def __init__(
+        self, sink: AudioSink, *, prebuffer_ms: int, on_event: Callable[[PlaybackEvent], None] | None = None
+    ) -> None:
+        self._sink = sink
+        self._prebuffer_samples = prebuffer_ms * PLAYBACK_RATE_HZ // 1000
+        self._on_event = on_event or (lambda _event: None)
+        self._pending: deque[tuple[str, NDArray[np.int16]] | _EndOfReply] = deque()
+        self._pending_samples = 0
+        self._open_keys: list[str] = []  # keys of the reply being enqueued (before finish())
+        self._spans: deque[_Span] = deque()  # handed to the sink, not yet fully heard
+        self._written = 0  # sink position one past the last sample handed over
+        self._accounted = 0  # sink position up to which heard counts are up to date
+        self._heard: dict[str, int] = {}
+        self._handed: dict[str, int] = {}
+        self._started: set[str] = set()
+        self._fade: list[tuple[NDArray[np.int16]]] = []
+        self._flowing = False
+        self._io: asyncio.Future[None] | None = None
+        self._io_samples = 0
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ producer side (non-blocking)
+
+    def enqueue(self, key: str, pcm24k: NDArray[np.int16]) -> None:
+        """Queue audio of ``key`` (an item id, or ``earcon:<name>``); never blocks."""
+        arr = np.asarray(pcm24k, dtype=np.int16)
+        if arr.size == 0:
+            return
+        if not is_earcon(key):
+            if key not in self._open_keys:
+                self._open_keys.append(key)
+            self._heard.setdefault(key, 0)
+            self._handed.setdefault(key, 0)
+        self._pending.append((key, arr))
+        self._pending_samples += int(arr.size)
+        self._wake.set()
+
+    def finish(self) -> None:
+        """No more audio for the current reply: play out what is queued, then fire :class:`PlaybackFinished`."""
+        self._pending.append(_EndOfReply(tuple(self._open_keys)))
+        self._open_keys = []
+        self._wake.set()
+
+    def stop(self, fade_ms: int = 10) -> dict[str, int]:
+        """Barge-in: fade out over at most 12 ms, drop everything else.
+
+        Returns:
+            Samples (24 kHz) heard of each reply key enqueued and not yet reported by a
+            :class:`PlaybackFinished`, including the faded samples. Earcons are left out.
+        """
+        played = self._played_position()
+        self._account(played)
+        if self._io is not None and not self._io.done():
+            self._io.cancel()  # an atomic sink write: cancelled means nothing was queued
+        self._io = None
+        self._io_samples = 0
+        fade_samples = max(0, min(fade_ms, MAX_FADE_MS)) * PLAYBACK_RATE_HZ // 1000
+        pieces = self._unheard_audio(played, fade_samples)
+        self._sink.drop()
+        self._spans.clear()
+        self._written = played
+        self._accounted = played
+        reported: list[str] = list(self._open_keys)
+        for entry in self._pending:
+            if isinstance(entry, _EndOfReply):
+                reported[:0] = [k for k in entry.keys if k not in reported]
+        self._pending.clear()
+        self._pending_samples = 0
+        self._open_keys = []
+        self._fade = []
+        total = sum(int(p.size) for _, p in pieces)
+        if total:
+            ramp = fade_out(np.concatenate([p for _, p in pieces]))
+            self._fade.append((ramp,))
+            for key, piece in pieces:
+                if not is_earcon(key):
+                    self._heard[key] = self._heard.get(key, 0) + int(piece.size)
+        self._flowing = False
+        self._wake.set()
+        heard = {key: self._heard.get(key, 0) for key in reported if not is_earcon(key)}
+        logger.debug("playback stopped: heard %s", heard)
+        self._trim_keys()
+        return heard
+
+    def heard_samples(self, key: str) -> int:
+        """Samples (24 kHz) of ``key`` heard so far."""
+        self._account(self._played_position())
+        return self._heard.get(key, 0)
+
+    def handed_samples(self, key: str) -> int:
+        """Samples (24 kHz) of ``key`` handed to the device so far (heard or still in its buffer)."""
+        return self._handed.get(key, 0)
+
+    @property
+    def active(self) -> bool:
+        """Something is queued, being written, or still in the device."""
+        return bool(
+            self._pending_samples
+            or self._fade
+            or (self._io is not None and not self._io.done())
+            or self._sink.queued_samples() > 0
+        )
+
+    # ------------------------------------------------------------------ accounting
+
+    def _played_position(self) -> int:
+        inflight = self._io_samples if self._io is not None and not self._io.done() else 0
+        queued = self._sink.queued_samples() + inflight
+        return max(self._accounted, self._written - queued)
+
+    def _account(self, played: int) -> None:
+        while self._spans and self._accounted < played:
+            span = self._spans[0]
+            upto = min(played, span.end)
+            if span.key is not None and not is_earcon(span.key):
+                self._heard[span.key] = self._heard.get(span.key, 0) + (upto - max(self._accounted, span.start))
+            self._accounted = upto
+            if upto >= span.end:
+                self._spans.popleft()
+        self._accounted = max(self._accounted, played)
+
+    def _unheard_audio(self, played: int, n: int) -> list[tuple[str, NDArray[np.int16]]]:
+        """The next ``n`` samples that would have been heard after ``played``, with their keys."""
+        out: list[tuple[str, NDArray[np.int16]]] = []
+        for span in self._spans:
+            if n <= 0:
+                break
+            if span.end <= played or span.key is None:
+                continue
+            piece = span.pcm[max(0, played - span.start) :][:n]
+            if piece.size:
+                out.append((span.key, piece))
+                n -= int(piece.size)
+        for entry in self._pending:
+            if n <= 0 or isinstance(entry, _EndOfReply):
+                break
+            key, pcm = entry
+            piece = pcm[:n]
+            out.append((key, piece))
+            n -= int(piece.size)
+        return out
+
+    def _trim_keys(self) -> None:
+        live = set(self._open_keys) | {s.key for s in self._spans if s.key}
+        while len(self._heard) > _KEEP_KEYS:
+            oldest = next((k for k in self._heard if k not in live), None)
+            if oldest is None:
+                break
+            del self._heard[oldest]
+            self._handed.pop(oldest, None)
+            self._started.discard(oldest)
+
+    # ------------------------------------------------------------------ the task
+
+    def _ready_to_write(self) -> bool:
+        if not self._pending or isinstance(self._pending[0], _EndOfReply):
+            return False
+        if self._flowing and self._sink.queued_samples() > 0:
+            return True
+        key = self._pending[0][0]
+        if is_earcon(key) or self._pending_samples >= self._prebuffer_samples:
+            return True
+        return any(isinstance(e, _EndOfReply) for e in self._pending)
+
+    def _take_chunk(self) -> tuple[str, NDArray[np.int16]]:
+        entry = self._pending[0]
+        assert not isinstance(entry, _EndOfReply)
+        key, pcm = entry
+        chunk = pcm[:_CHUNK_SAMPLES]
+        if pcm.size > _CHUNK_SAMPLES:
+            self._pending[0] = (key, pcm[_CHUNK_SAMPLES:])
+        else:
+            self._pending.popleft()
+        self._pending_samples -= int(chunk.size)
+        return key, chunk
+
+    async def _sink_io(self, call: Coroutine[Any, Any, None], samples: int) -> bool:
+        """Run a sink call that :meth:`stop` may cancel; False when it was cancelled by stop()."""
+        self._io = asyncio.ensure_future(call)
+        self._io_samples = samples
+        io = self._io
+        try:
+            await io
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                io.cancel()
+                raise
+            return False
+        finally:
+            if self._io is io:
+                self._io = None
+                self._io_samples = 0
+        return True
+
+    async def run(self) -> None:
+        """Feed the sink until cancelled. Cancellation-safe: the sink is left as it is (call stop first to silence)."""
+        while True:
+            if self._fade:
+                (ramp,) = self._fade.pop(0)
+                self._spans.append(_Span(self._written, None, ramp))
+                self._written += int(ramp.size)
+                await self._sink_io(self._sink.write(ramp), int(ramp.size))
+                continue
+            if self._pending and isinstance(self._pending[0], _EndOfReply):
+                marker = self._pending[0]
+                if await self._sink_io(self._sink.drain(), 0):
+                    if self._pending and self._pending[0] is marker:
+                        self._pending.popleft()
+                    self._account(self._played_position())
+                    self._flowing = False
+                    heard = {k: self._heard.get(k, 0) for k in marker.keys}
+                    self._on_event(PlaybackFinished(heard))
+                    self._trim_keys()
+                continue
+            if self._ready_to_write():
+                key, chunk = self._take_chunk()
+                self._flowing = True
+                if not is_earcon(key):
+                    self._handed[key] = self._handed.get(key, 0) + int(chunk.size)
+                if key not in self._started:
+                    self._started.add(key)
+                    self._on_event(PlaybackStarted(key))
+                self._spans.append(_Span(self._written, key, chunk))
+                self._written += int(chunk.size)
+                await self._sink_io(self._sink.write(chunk), int(chunk.size))
+                continue
+            self._wake.clear()
+            await self._wake.wait()
