@@ -28,6 +28,7 @@ from earshot.errors import (
     ConfigError,
     ConnectionLost,
     HandshakeError,
+    RealtimeError,
     RealtimeServerError,
 )
 from earshot.realtime import events
@@ -67,6 +68,9 @@ def classify(error: BaseException) -> Verdict:
         if status is None or status == 429 or status >= 500 or status == 408:
             return Verdict.RETRY
         return Verdict.FATAL_FOR_NOW  # 401/403 bad key, 404 unknown model, other 4xx: our request is wrong
+    status = getattr(error, "status", None)
+    if isinstance(error, RealtimeError) and isinstance(status, int):  # e.g. the token endpoint's HTTP status
+        return Verdict.RETRY if status in (408, 429) or status >= 500 else Verdict.FATAL_FOR_NOW
     if isinstance(error, ConnectionLost):
         return Verdict.FATAL_FOR_NOW if error.code == BETA_DISABLED_CLOSE_CODE else Verdict.RETRY
     # OSError (refused, unreachable, reset), TimeoutError, RemoteProtocolError, anything else in the tree

@@ -1,0 +1,472 @@
+"""The WebSocket edge: the only module importing ``websockets`` (asyncio API, websockets >= 14).
+
+:func:`open_websocket` opens one connection the way PROTOCOL.md §1 asks (``Authorization:
+Bearer``, ``max_size=None``, compression off, pings, an open timeout, TLS verified with the default
+context for ``wss://``, plain ``ws://`` refused except to loopback) and maps websockets' exceptions
+into ``earshot.errors`` (:class:`HandshakeError` keeps the HTTP status, :class:`ConnectionLost`
+the close code) for :func:`earshot.realtime.policy.classify`.
+
+:class:`Link` is what the app drives: ``open()`` when engaged, ``close()`` when done; while open
+it keeps a connection up, one :class:`RealtimeSession` per connection, reconnecting with backoff
+(full jitter, reset after a connection that became ready; a slow retry when fatal-for-now;
+``wake_now()`` retries at once). Across a reconnect the new session gets the conversation as text
+and the audio of the user turn the drop interrupted. Sending never blocks the caller: frames go
+through a bounded queue to a writer task; if the network stalls long enough to fill it, the
+connection is dropped and re-established instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import websockets
+from numpy.typing import NDArray
+from websockets.asyncio.client import ClientConnection, connect
+
+from earshot.config import RealtimeConfig, check_realtime_url
+from earshot.errors import ConfigError, ConnectionLost, HandshakeError, RealtimeError
+from earshot.realtime import events as ev
+from earshot.realtime.policy import Reconnector, Verdict
+from earshot.realtime.session import HistoryItem, RealtimeSession, SessionEvent
+from earshot.realtime.tools import ToolSpec
+
+__all__ = ["Link", "LinkDown", "LinkEvent", "OfflineOverflow", "SendQueue", "open_websocket", "realtime_url"]
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 2.0
+_APPEND_PREFIX = '{"type":"' + ev.INPUT_AUDIO_BUFFER_APPEND + '"'
+
+
+def realtime_url(url: str, model: str) -> str:
+    """``url`` with ``?model=`` added when it has none (PROTOCOL.md §1.1)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key in ("model", "call_id") for key, _ in query):
+        query.append(("model", model))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+async def open_websocket(url: str, headers: Mapping[str, str], config: RealtimeConfig) -> ClientConnection:
+    """Open the WebSocket to the Realtime endpoint.
+
+    Args:
+        url: the endpoint (``?model=`` included or added by the caller).
+        headers: ``Authorization: Bearer …`` (from :func:`earshot.realtime.auth.headers_for`).
+        config: timeouts and ping settings.
+
+    Raises:
+        ConfigError: the URL is not acceptable (not wss://, or ws:// to a non-loopback host).
+        HandshakeError: the upgrade was refused (``status``) or timed out / was malformed.
+        OSError: the TCP or TLS connection failed.
+
+    Cancelling is safe: nothing is left open.
+    """
+    problem = check_realtime_url(url)
+    if problem:
+        raise ConfigError(f"realtime.url: {problem}")
+    tls = ssl.create_default_context() if url.startswith("wss:") else None
+    try:
+        return await connect(
+            url,
+            additional_headers=dict(headers),
+            max_size=None,  # server events can be several MB (conversation.item.retrieved)
+            compression=None,  # base64 audio barely compresses; deflate costs CPU on a Pi
+            open_timeout=config.open_timeout_s,
+            ping_interval=config.ping_interval_s,
+            ping_timeout=config.ping_timeout_s,
+            close_timeout=CLOSE_TIMEOUT_S,
+            ssl=tls,
+            user_agent_header="earshot",
+        )
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        raise HandshakeError(f"upgrade refused with HTTP {status}", status=status) from exc
+    except TimeoutError as exc:
+        raise HandshakeError(f"no WebSocket handshake within {config.open_timeout_s:g} s") from exc
+    except (websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        raise HandshakeError(f"WebSocket handshake failed: {exc}") from exc
+
+
+def _lost(exc: websockets.ConnectionClosed) -> ConnectionLost:
+    code = exc.rcvd.code if exc.rcvd is not None else 1006
+    reason = exc.rcvd.reason if exc.rcvd is not None else ""
+    return ConnectionLost(f"connection closed: {exc}", code=code, reason=reason)
+
+
+class SendQueue:
+    """Frames waiting for the writer. Control frames always fit; audio is bounded.
+
+    Args:
+        max_audio_chars: bound on the queued ``input_audio_buffer.append`` frames, in characters.
+    """
+
+    def __init__(self, max_audio_chars: int) -> None:
+        self._frames: deque[str] = deque()
+        self._audio_chars = 0
+        self.max_audio_chars = max_audio_chars
+        self.ready = asyncio.Event()
+
+    def put(self, frame: str) -> bool:
+        """Queue a frame; False (and nothing queued) when audio would exceed the bound."""
+        if frame.startswith(_APPEND_PREFIX):
+            if self._audio_chars + len(frame) > self.max_audio_chars:
+                return False
+            self._audio_chars += len(frame)
+        self._frames.append(frame)
+        self.ready.set()
+        return True
+
+    def pop(self) -> str | None:
+        """The oldest frame, or None."""
+        if not self._frames:
+            self.ready.clear()
+            return None
+        frame = self._frames.popleft()
+        if frame.startswith(_APPEND_PREFIX):
+            self._audio_chars -= len(frame)
+        return frame
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def audio_chars(self) -> int:
+        """Characters of audio frames queued."""
+        return self._audio_chars
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """The connection failed or ended; the next attempt is in ``retry_in_s``.
+
+    Attributes:
+        error: one line saying why (never the key).
+        verdict: RETRY or FATAL_FOR_NOW (bad key, quota …: slow retry).
+        retry_in_s: delay before the next attempt.
+        attempt: consecutive failures.
+    """
+
+    error: str
+    verdict: Verdict
+    retry_in_s: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineOverflow:
+    """More than ``reconnect.offline_buffer_s`` of audio arrived while disconnected: end the engagement."""
+
+
+LinkEvent = SessionEvent | LinkDown | OfflineOverflow
+HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
+
+
+class Link:
+    """The app's handle on the Realtime connection (run :meth:`run` as one task).
+
+    Args:
+        config: the ``realtime`` section.
+        headers: called before every connection attempt for fresh auth headers (an ephemeral
+            secret is minted per connection); may raise ``AuthenticationError``.
+        on_event: receives every :class:`SessionEvent` plus :class:`LinkDown` /
+            :class:`OfflineOverflow`, on the event loop, in order.
+        tools: tools declared in every session.
+        rng: jitter source (seeded in tests).
+    """
+
+    def __init__(
+        self,
+        config: RealtimeConfig,
+        *,
+        headers: HeadersFn,
+        on_event: Callable[[LinkEvent], None],
+        tools: Sequence[ToolSpec] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._headers = headers
+        self._on_event = on_event
+        self._tools = tuple(tools)
+        self._reconnector = Reconnector(
+            initial_s=config.reconnect.initial_s,
+            max_s=config.reconnect.max_s,
+            slow_retry_s=config.reconnect.slow_retry_s,
+            rng=rng or random.Random(),
+        )
+        rate = ev.WIRE_RATE_HZ[config.format]
+        bytes_per_sample = 2 if config.format == "pcm16" else 1
+        frame_overhead = 64
+        per_ms = rate * bytes_per_sample / 1000 * 4 / 3 + frame_overhead / config.append_ms
+        self._queue = SendQueue(int(config.send_queue_ms * per_ms))
+        self._max_offline_samples = int(config.reconnect.offline_buffer_s * rate)
+        self._changed = asyncio.Event()
+        self._engaged = False
+        self._wake = False
+        self._rotate = False
+        self._ws: ClientConnection | None = None
+        self._abort: RealtimeError | None = None
+        self._session: RealtimeSession | None = None
+        self._history: list[HistoryItem] = []
+        self._replay: NDArray[np.int16] | None = None
+        self._offline: deque[NDArray[np.int16]] = deque()
+        self._offline_samples = 0
+        self._offline_overflowed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.last_error: str | None = None
+        self.verdict: Verdict | None = None
+
+    # ------------------------------------------------------------------------------- app side
+
+    @property
+    def session(self) -> RealtimeSession | None:
+        """The current session (None between connections)."""
+        return self._session
+
+    @property
+    def engaged(self) -> bool:
+        """:meth:`open` was called and :meth:`close` not since."""
+        return self._engaged
+
+    def open(self) -> None:
+        """Connect (and keep reconnecting) until :meth:`close`."""
+        if not self._engaged:
+            self._engaged = True
+            self._offline_overflowed = False
+            self._changed.set()
+
+    def close(self) -> None:
+        """Close the connection and forget the conversation; :meth:`open` starts a new one."""
+        self._engaged = False
+        self._history = []
+        self._replay = None
+        self._offline.clear()
+        self._offline_samples = 0
+        self._changed.set()
+        self._close_ws()
+
+    def rotate(self) -> None:
+        """Replace the session now (while idle, before the server's 60-minute cap), keeping the history."""
+        if self._ws is not None:
+            self._rotate = True
+            self._close_ws()
+
+    def wake_now(self) -> None:
+        """Retry at once (SIGHUP, a changed credential): forget the backoff."""
+        self._reconnector.reset()
+        self._wake = True
+        self._changed.set()
+
+    def send_audio(self, pcm: NDArray[np.int16], now: float) -> None:
+        """Microphone audio at the session's input rate. Never blocks.
+
+        Between connections it is kept (up to ``reconnect.offline_buffer_s``, then
+        :class:`OfflineOverflow` is reported once) and sent first on the next session.
+        """
+        if not self._engaged:
+            return
+        session = self._session
+        if session is not None:
+            session.append_audio(pcm, now)
+            self._pump()
+            return
+        self._offline.append(np.asarray(pcm, dtype=np.int16).reshape(-1))
+        self._offline_samples += pcm.size
+        while self._offline_samples > self._max_offline_samples and self._offline:
+            self._offline_samples -= self._offline.popleft().size
+            if not self._offline_overflowed:
+                self._offline_overflowed = True
+                self._on_event(OfflineOverflow())
+
+    def flush_audio(self, now: float) -> None:
+        """Send the partial audio batch now."""
+        if self._session is not None:
+            self._session.flush_audio(now)
+            self._pump()
+
+    def commit_turn(self, now: float) -> None:
+        """Local end of turn (see :meth:`RealtimeSession.commit_turn`)."""
+        if self._session is not None:
+            self._session.commit_turn(now)
+            self._pump()
+
+    def interrupt(self, *, heard_samples: Mapping[str, int], local: bool, now: float) -> None:
+        """Barge-in (see :meth:`RealtimeSession.interrupt`)."""
+        if self._session is not None:
+            self._session.interrupt(heard_samples=heard_samples, local=local, now=now)
+            self._pump()
+
+    def tool_result(self, call_id: str, output: str, now: float) -> None:
+        """A tool's output (see :meth:`RealtimeSession.tool_result`)."""
+        if self._session is not None:
+            self._session.tool_result(call_id, output, now)
+            self._pump()
+
+    # ---------------------------------------------------------------------------------- loop
+
+    async def run(self) -> None:
+        """Keep a connection while engaged. Runs until cancelled; network faults never end it.
+
+        Cancelling is safe: the open connection is closed (bounded by the close timeout).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while not self._engaged:
+                    self._changed.clear()
+                    await self._changed.wait()
+                error, stayed_up = await self._connect_once(loop)
+                if not self.engaged:  # the property: close() may have run meanwhile
+                    self._reconnector.reset()
+                    continue
+                if self._rotate and error is None:
+                    self._rotate = False
+                    self._reconnector.reset()
+                    continue
+                self._rotate = False
+                failure: BaseException = error or ConnectionLost("the server closed the connection")
+                delay = self._reconnector.failed(failure, stayed_up=stayed_up)
+                self.last_error, self.verdict = _one_line(failure), delay.verdict
+                log = logger.warning if delay.verdict is Verdict.FATAL_FOR_NOW or delay.attempt > 3 else logger.info
+                log(
+                    "realtime connection lost (%s); %s in %.1f s",
+                    self.last_error,
+                    "slow retry" if delay.verdict is Verdict.FATAL_FOR_NOW else "reconnecting",
+                    delay.seconds,
+                )
+                self._on_event(LinkDown(self.last_error, delay.verdict, delay.seconds, delay.attempt))
+                await self._sleep(loop, delay.seconds)
+        finally:
+            self._close_ws()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        until = loop.time() + seconds
+        self._wake = False
+        while self._engaged and not self._wake and (left := until - loop.time()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
+        self._wake = False
+
+    async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> tuple[BaseException | None, bool]:
+        session = RealtimeSession(self._config, tools=self._tools, history=self._history, replay_audio=self._replay)
+        self._replay = None
+        while self._offline:
+            session.append_audio(self._offline.popleft(), loop.time())
+        self._offline_samples = 0
+        self._session = session
+        self._abort = None
+        error: BaseException | None = None
+        try:
+            headers = await self._headers()
+            ws = await open_websocket(realtime_url(self._config.url, self._config.model), headers, self._config)
+            self._ws = ws
+            try:
+                await self._serve(ws, session, loop)
+            finally:
+                self._ws = None
+                with contextlib.suppress(Exception):  # best effort: the peer may be gone already
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await ws.close()
+        except (RealtimeError, ConfigError, OSError) as exc:  # TimeoutError is an OSError
+            error = exc
+        was_ready = session.ready
+        session.connection_lost(loop.time())
+        self._session = None
+        self._drop_queue()
+        self._history = session.history
+        if self._engaged:
+            self._replay = session.unsettled_audio()
+        return error, was_ready
+
+    async def _serve(self, ws: ClientConnection, session: RealtimeSession, loop: asyncio.AbstractEventLoop) -> None:
+        session.connection_opened(loop.time())
+        writer = asyncio.create_task(self._writer(ws))
+        try:
+            while True:
+                deadline = session.next_deadline()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        raw = await ws.recv()  # cancel-safe in websockets' asyncio API
+                except TimeoutError:
+                    session.tick(loop.time())
+                    self._pump()
+                except websockets.ConnectionClosedOK as exc:
+                    if self._abort is not None:
+                        raise self._abort from exc
+                    if not self._engaged or self._rotate:
+                        return
+                    raise _lost(exc) from exc
+                except websockets.ConnectionClosed as exc:
+                    raise (self._abort or _lost(exc)) from exc
+                else:
+                    session.receive_message(raw, loop.time())
+                    self._pump()
+                if session.failure is not None:
+                    raise session.failure
+                if self._abort is not None:
+                    raise self._abort
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _writer(self, ws: ClientConnection) -> None:
+        queue = self._queue
+        try:
+            while True:
+                await queue.ready.wait()
+                while (frame := queue.pop()) is not None:
+                    await ws.send(frame)
+        except websockets.ConnectionClosed:
+            return  # the reader sees the close too
+
+    def _pump(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        for frame in session.messages_to_send():
+            if not self._queue.put(frame) and self._abort is None:
+                self._abort = ConnectionLost(
+                    f"send queue over {self._config.send_queue_ms} ms of audio: the network is stalled"
+                )
+                logger.warning("realtime: %s", self._abort)
+                self._abort_ws()
+        for event in session.events_received():
+            self._on_event(event)
+        if session.failure is not None and self._abort is None:
+            self._abort = session.failure
+            self._close_ws()
+
+    def _drop_queue(self) -> None:
+        while self._queue.pop() is not None:
+            pass
+
+    def _close_ws(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            task = asyncio.get_running_loop().create_task(ws.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _abort_ws(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
