@@ -182,7 +182,9 @@ def test_plain_ws_only_to_loopback(url: str, ok: bool) -> None:
     if ok:
         assert parse_config(text).realtime.url == url
     elif url.startswith("ws://"):
-        assert problems(text) == ["realtime.url: plain ws:// is allowed only to a loopback address (use wss://) (line 2)"]
+        assert problems(text) == [
+            "realtime.url: plain ws:// is allowed only to a loopback address (use wss://) (line 2)"
+        ]
     else:
         assert problems(text) == [f"realtime.url: must be a wss:// URL, got {url!r} (line 2)"]
 

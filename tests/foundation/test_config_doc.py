@@ -54,8 +54,10 @@ def test_every_key_is_documented_with_its_default() -> None:
     for path, default, _ in iter_keys():
         if path not in doc:
             missing.append(path)
-        elif doc[path] is not None and yaml.safe_load(doc[path]) != as_yaml(default):
-            wrong.append(f"{path}: file says {doc[path]}, schema says {default!r}")
+        else:
+            written = doc[path]
+            if written is not None and yaml.safe_load(written) != as_yaml(default):
+                wrong.append(f"{path}: file says {written}, schema says {default!r}")
     hint = "run scripts/config-doc to regenerate config/earshot.yaml"
     assert not missing, f"undocumented keys ({hint}): {missing}"
     assert not wrong, f"wrong defaults ({hint}): {wrong}"

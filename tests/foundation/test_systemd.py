@@ -152,35 +152,52 @@ def test_health_blocked_loop() -> None:
     assert h.healthy(10.0, max_gap_s=5.0)
 
 
+class ObservedHealth(Health):
+    """Health that reports each verdict of the watchdog task, so the test waits on facts, not time."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.verdicts: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def problem(self, now: float, max_gap_s: float) -> str | None:
+        verdict = super().problem(now, max_gap_s)
+        self.verdicts.put_nowait(verdict)
+        return verdict
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(100))
+        except BlockingIOError:
+            return got
+
+
 async def test_watchdog_sent_only_while_healthy(notify_socket: tuple[socket.socket, str]) -> None:
-    """run_watchdog sends WATCHDOG=1 while frames arrive and withholds it when they stop."""
+    """run_watchdog sends WATCHDOG=1 while frames arrive, withholds it when they stop, resumes after."""
     sock, path = notify_socket
     sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "40000"})
-    assert n.watchdog_interval_s() == 0.04
-    h = Health(now=loop.time())
-    task = asyncio.create_task(run_watchdog(n, h, max_gap_s=0.5, clock=loop.time))
+    now = [100.0]  # the monotonic clock the app and the watchdog share, driven by the test
+    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000"})
+    assert n.watchdog_interval_s() == 0.02
+    h = ObservedHealth(now=now[0])
+    task = asyncio.create_task(run_watchdog(n, h, max_gap_s=5.0, clock=lambda: now[0]))
     try:
-        # Frames arriving: keep-alives flow.
-        first = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
-        assert first == b"WATCHDOG=1"
-        # Frames stop: after max_gap_s no more keep-alives arrive.
-        stalled_at = loop.time()
-        while h.healthy(loop.time(), 0.5):
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)  # let an in-flight tick land
-        while True:
-            try:
-                sock.recv(100)
-            except BlockingIOError:
-                break
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(loop.sock_recv(sock, 100), 0.3)
+        assert await asyncio.wait_for(h.verdicts.get(), 5) is None
+        assert drain(sock) == [b"WATCHDOG=1"]
+        # Frames stop: 6 s pass on the capture clock with no progress.
+        now[0] += 6.0
+        while (await asyncio.wait_for(h.verdicts.get(), 5)) is None:
+            drain(sock)
+        drain(sock)
+        assert await asyncio.wait_for(h.verdicts.get(), 5) == "no capture frames for 6.0 s"
+        assert drain(sock) == []
         # Frames resume: keep-alives resume.
-        h.capture_progress(loop.time())
-        assert await asyncio.wait_for(loop.sock_recv(sock, 100), 5) == b"WATCHDOG=1"
-        assert loop.time() > stalled_at
+        h.capture_progress(now[0])
+        while (await asyncio.wait_for(h.verdicts.get(), 5)) is not None:
+            pass
+        assert drain(sock) == [b"WATCHDOG=1"]
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
