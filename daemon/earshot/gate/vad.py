@@ -162,7 +162,6 @@ class Vad:
 
     def __init__(self, config: VadConfig, *, silero: Silero | None = None) -> None:
         self._config = config
-        self._webrtc = webrtcvad.Vad(config.aggressiveness)
         self._silero = silero
         self._silero_threshold = config.silero.threshold
         self.frame_samples = RATE_HZ * config.frame_ms // 1000
@@ -197,6 +196,7 @@ class Vad:
 
     def reset(self) -> None:
         """Forget everything: the next call starts a fresh stream in silence."""
+        self._webrtc = webrtcvad.Vad(self._config.aggressiveness)  # it keeps its own hangover state
         self._pending = np.zeros(0, dtype=np.int16)
         self._pending_position: int | None = None
         self._in_speech = False
