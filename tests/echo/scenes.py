@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 
 from tests.support.speech import read_wav, synth
 
-
 RATE_HZ = 16000
 CHUNK = 160
 ASSISTANT_VOICE = "slt"
@@ -68,7 +67,8 @@ def room_response(seed: int, length_ms: int = 30) -> NDArray[np.float64]:
     n = RATE_HZ * length_ms // 1000
     tail = rng.standard_normal(n) * np.exp(-np.arange(n) / (n / 5))
     tail[0] = 3.0
-    return tail / np.sqrt(np.sum(tail**2))
+    response: NDArray[np.float64] = tail / np.sqrt(np.sum(tail**2))
+    return response
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,16 @@ class Room:
         wet = np.convolve(reference.astype(np.float64), room_response(self.seed))[: reference.size]
         delay = round(self.delay_ms * RATE_HZ / 1000)
         delayed = np.concatenate([np.zeros(delay), wet])[: reference.size]
-        return delayed * 10.0 ** (self.gain_db / 20.0)
+        echo: NDArray[np.float64] = delayed * 10.0 ** (self.gain_db / 20.0)
+        return echo
 
     def noise(self, n: int) -> NDArray[np.float64]:
         """Background noise (white, at ``noise_dbfs``) or silence."""
         if self.noise_dbfs is None:
             return np.zeros(n)
         rng = np.random.default_rng(self.seed + 1000)
-        return rng.standard_normal(n) * 32768.0 * 10.0 ** (self.noise_dbfs / 20.0)
+        noise: NDArray[np.float64] = rng.standard_normal(n) * 32768.0 * 10.0 ** (self.noise_dbfs / 20.0)
+        return noise
 
 
 def to_int16(x: NDArray[np.float64]) -> NDArray[np.int16]:

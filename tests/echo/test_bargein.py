@@ -1,0 +1,203 @@
+"""Local barge-in detection over the echo, and the duplex policy."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from earshot.audio.echo import EchoFrame
+from earshot.config import BargeInConfig
+from earshot.gate.bargein import BargeInDetector, DuplexMode, choose_duplex
+from tests.echo.scenes import (
+    RATE_HZ,
+    USER_PHRASES,
+    USER_VOICE,
+    Room,
+    mix,
+    place,
+    reply,
+    run_scene,
+    speech,
+    speech_onset,
+)
+
+CONFIG = BargeInConfig()
+
+
+@pytest.mark.parametrize(
+    ("erle_db", "mode"),
+    [
+        (35.0, DuplexMode.FULL),
+        (18.0, DuplexMode.FULL),
+        (17.9, DuplexMode.GATED),
+        (6.0, DuplexMode.GATED),
+        (5.9, DuplexMode.HALF),
+        (0.0, DuplexMode.HALF),
+        (-3.0, DuplexMode.HALF),
+        (None, DuplexMode.GATED),
+    ],
+)
+def test_auto_duplex_follows_the_measured_echo_reduction(erle_db: float | None, mode: DuplexMode) -> None:
+    """Good cancellation gives FULL, poor GATED, none HALF; unmeasured starts GATED."""
+    decision = choose_duplex(CONFIG, erle_db)
+    assert decision.mode is mode
+    assert decision.reason
+    assert str(decision).startswith(mode.value)
+
+
+def test_duplex_without_a_canceller_is_half() -> None:
+    """No canceller (or echo_cancel off) always means HALF, whatever was configured."""
+    assert choose_duplex(CONFIG, 40.0, canceller=False).mode is DuplexMode.HALF
+    off = dataclasses.replace(CONFIG, echo_cancel=False, duplex="full")
+    assert choose_duplex(off, 40.0).mode is DuplexMode.HALF
+
+
+@pytest.mark.parametrize("duplex", ["full", "gated", "half"])
+def test_configured_duplex_is_obeyed(duplex: Literal["full", "gated", "half"]) -> None:
+    """A configured mode wins over the measurement."""
+    cfg = dataclasses.replace(CONFIG, duplex=duplex)
+    assert choose_duplex(cfg, 0.0).mode.value == duplex
+    assert choose_duplex(cfg, 50.0).reason == "configured"
+
+
+def test_no_barge_in_over_a_long_echo_only_reply() -> None:
+    """Seventy seconds of the device's own voice through the room never barges in."""
+    reference = reply(70.0)
+    run = run_scene(mix(reference=reference, room=Room()), reference, CONFIG, rearm=True)
+    assert run.barge_ins == []
+    assert run.erle_db is not None
+    assert run.erle_db >= CONFIG.full_duplex_erle_db  # so most of it ran in FULL duplex
+
+
+def test_user_is_heard_over_the_echo() -> None:
+    """A different voice talking over the reply barges in, at its onset, in at least 10 of 12 trials."""
+    warm = 8 * RATE_HZ
+    results = []
+    for i, phrase in enumerate(USER_PHRASES):
+        # A previous reply has warmed the canceller up, as in a running daemon.
+        reference = np.concatenate([reply(7.0, first=i), np.zeros(RATE_HZ, np.int16), reply(8.0, first=i + 2)])
+        user = speech(phrase, USER_VOICE)
+        at = warm + 3 * RATE_HZ + i * 2400
+        near = place(user, at=at, n=reference.size, gain_db=-6.0 + (i % 4 - 2))
+        mic = mix(reference=reference, room=Room(delay_ms=20 + 4 * i, seed=i), near=near)
+        run = run_scene(mic, reference, CONFIG, start_position=warm)
+        truth = at + speech_onset(user)
+        results.append((phrase, truth, run.barge_ins))
+    onset_errors_ms = [(b[0] - t) * 1000 / RATE_HZ for _, t, b in results if b]
+    summary = f"onset errors (ms): {onset_errors_ms}; results: {results}"
+    assert len(onset_errors_ms) >= 10, summary
+    # Never before the user started (that would be the echo), and within the first word.
+    assert all(-50 <= e <= 500 for e in onset_errors_ms), summary
+    assert all(len(b) <= 1 for _, _, b in results), summary
+
+
+def test_speech_in_the_hold_off_is_not_a_barge_in() -> None:
+    """Speech inside the hold-off after playback starts is ignored; speech after it counts from then on."""
+    user = speech("no no no, stop talking right now please", USER_VOICE)
+    det = BargeInDetector(dataclasses.replace(CONFIG, holdoff_ms=1000, duplex="full"))
+    det.start(RATE_HZ, erle_db=30.0)
+    onset = _feed(det, user, margin_db=30.0, erle=30.0)
+    assert onset is not None
+    assert onset >= 2 * RATE_HZ
+    det = BargeInDetector(dataclasses.replace(CONFIG, holdoff_ms=0, duplex="full"))
+    det.start(RATE_HZ, erle_db=30.0)
+    early = _feed(det, user, margin_db=30.0, erle=30.0)
+    assert early is not None
+    assert early < onset
+
+
+def test_half_duplex_never_barges_in_and_mutes_the_mic() -> None:
+    """In HALF duplex the detector stays silent and reports the microphone muted while speaking."""
+    det = BargeInDetector(dataclasses.replace(CONFIG, duplex="half"))
+    decision = det.start(0, erle_db=40.0)
+    assert decision.mode is DuplexMode.HALF
+    assert not det.mic_open
+    user = speech("stop stop stop please stop", USER_VOICE)
+    frame = _frame(cleaned=-20.0, residual=-80.0, erle=40.0)
+    for pos in range(0, user.size - 160, 160):
+        assert det.process(user[pos : pos + 160], user[pos : pos + 160], frame, pos + RATE_HZ) is None
+    det.stop()
+    assert det.mic_open
+
+
+def _frame(*, cleaned: float, residual: float, erle: float | None) -> EchoFrame:
+    return EchoFrame(
+        mic_dbfs=cleaned,
+        cleaned_dbfs=cleaned,
+        reference_dbfs=-20.0,
+        echo_dbfs=residual + (erle or 0.0),
+        residual_echo_dbfs=residual,
+        erle_db=erle,
+        reference_active=True,
+        bypassed=False,
+    )
+
+
+def _feed(det: BargeInDetector, pcm: np.ndarray, *, margin_db: float, erle: float | None) -> int | None:
+    """Feed real speech with frames saying the cleaned level is ``margin_db`` over the residual echo."""
+    for pos in range(0, pcm.size - 160, 160):
+        chunk = pcm[pos : pos + 160]
+        level = 10 * np.log10(np.mean(chunk.astype(np.float64) ** 2) / 32768.0**2 + 1e-12)
+        event = det.process(chunk, chunk, _frame(cleaned=level, residual=level - margin_db, erle=erle), pos + RATE_HZ)
+        if event is not None:
+            return event.position
+    return None
+
+
+def test_gated_duplex_needs_clearly_louder_speech() -> None:
+    """GATED barges in only when the speech stands energy_margin_db over the residual echo; FULL needs less."""
+    user = np.concatenate([np.zeros(1600, np.int16), speech("wait, stop there please", USER_VOICE)])
+    gated = dataclasses.replace(CONFIG, duplex="gated")
+    for margin, expected in ((5.0, False), (CONFIG.energy_margin_db + 1.0, True)):
+        det = BargeInDetector(gated)
+        det.start(0, erle_db=10.0)
+        assert (_feed(det, user, margin_db=margin, erle=10.0) is not None) is expected
+    det = BargeInDetector(dataclasses.replace(CONFIG, duplex="full"))
+    det.start(0, erle_db=30.0)
+    onset = _feed(det, user, margin_db=5.0, erle=30.0)
+    assert onset is not None
+    assert onset >= RATE_HZ + 1600 - 160
+
+
+def test_quiet_speech_under_the_residual_echo_is_not_a_barge_in() -> None:
+    """Speech-like frames that the residual echo explains never count, even in FULL duplex."""
+    user = speech("wait, stop there please", USER_VOICE)
+    det = BargeInDetector(dataclasses.replace(CONFIG, duplex="full"))
+    det.start(0, erle_db=30.0)
+    assert _feed(det, user, margin_db=0.0, erle=30.0) is None
+
+
+def test_auto_duplex_upgrades_mid_reply_once_measured() -> None:
+    """The first reply starts GATED and moves to FULL once the canceller reports a good ERLE."""
+    det = BargeInDetector(CONFIG)
+    assert det.start(0, erle_db=None).mode is DuplexMode.GATED
+    silence = np.zeros(160, np.int16)
+    modes = []
+    for pos, erle in enumerate((10.0, 25.0, 16.0, 2.0), start=1):
+        det.process(silence, silence, _frame(cleaned=-90.0, residual=-70.0, erle=erle), pos * 160)
+        modes.append(det.duplex.mode)
+    # Up at 18 dB, down only below 15 dB (hysteresis), and never HALF mid-reply.
+    assert modes == [DuplexMode.GATED, DuplexMode.FULL, DuplexMode.FULL, DuplexMode.GATED]
+    assert det.mic_open
+
+
+def test_detector_is_quiet_when_not_speaking_and_after_a_barge_in() -> None:
+    """Unarmed, or once it has fired, the detector returns nothing until the next start."""
+    user = speech("stop, stop, stop, stop", USER_VOICE)
+    det = BargeInDetector(dataclasses.replace(CONFIG, duplex="full"))
+    assert _feed(det, user, margin_db=30.0, erle=30.0) is None
+    det.start(0, erle_db=30.0)
+    assert _feed(det, user, margin_db=30.0, erle=30.0) is not None
+    assert not det.armed
+    assert _feed(det, user, margin_db=30.0, erle=30.0) is None
+
+
+def test_odd_chunks_are_not_speech() -> None:
+    """Wrongly sized chunks and a missing echo frame never crash the detector."""
+    det = BargeInDetector(dataclasses.replace(CONFIG, duplex="full"))
+    det.start(0, erle_db=30.0)
+    for pcm in (np.zeros(0, np.int16), np.ones(7, np.int16), np.ones(480, np.int16)):
+        assert det.process(pcm, pcm, None, 10 * RATE_HZ) is None
