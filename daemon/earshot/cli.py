@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from earshot import __version__
-from earshot.errors import EX_CONFIG, ConfigError
+from earshot.errors import EX_CONFIG, ConfigError, DaemonError
 
 __all__ = ["EX_CONFIG", "EX_OK", "EX_RUNTIME", "EX_USAGE", "default_socket_path", "main"]
 
@@ -242,8 +242,8 @@ def _device_dict(device: Any) -> dict[str, Any]:
     return {
         "name": str(get("name", "?")),
         "description": str(get("description", "") or ""),
-        "capture": bool(get("capture", bool(capture_rates))),
-        "playback": bool(get("playback", bool(playback_rates))),
+        "capture": bool(get("can_capture", get("capture", bool(capture_rates)))),
+        "playback": bool(get("can_play", get("playback", bool(playback_rates)))),
         "capture_rates": [int(r) for r in capture_rates],
         "playback_rates": [int(r) for r in playback_rates],
     }
@@ -283,8 +283,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
         return EX_RUNTIME
     try:
         answer: dict[str, Any] = request(path, args.command)
-    except (OSError, TimeoutError) as exc:
-        _err(f"earshot {args.command}: cannot reach the daemon at {path}: {exc}")
+    except (DaemonError, OSError, TimeoutError) as exc:
+        # control.request says in words what went wrong (not running, refused, timed out).
+        _err(f"earshot {args.command}: {exc}")
         return EX_RUNTIME
     ok = bool(answer.get("ok", True))
     if args.command == "status" and getattr(args, "json", False):
