@@ -30,7 +30,8 @@ async def test_handshake_session_created_then_updated(emulator: Emulator) -> Non
         assert (await client.recv())["type"] == "conversation.created"
         event_id = await client.send(session_update())
         updated = await client.until("session.updated")
-        assert "event_id" in updated and updated["event_id"] != event_id
+        assert "event_id" in updated
+        assert updated["event_id"] != event_id
         session = updated["session"]
         assert session["instructions"] == "Be brief."
         assert session["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
@@ -82,13 +83,15 @@ async def test_spoken_turn_gets_a_spoken_reply(emulator: Emulator) -> None:
     positions = [types.index(t, types.index(order[i - 1]) if i else 0) for i, t in enumerate(order)]
     assert positions == sorted(positions)
     user_item = client.events[types.index("conversation.item.added")]["item"]
-    assert user_item["role"] == "user" and user_item["content"][0]["type"] == "input_audio"
+    assert user_item["role"] == "user"
+    assert user_item["content"][0]["type"] == "input_audio"
     assert "audio" not in user_item["content"][0]
     assert done["response"]["status"] == "completed"
     assert done["response"]["usage"]["output_tokens"] > 0
     audio = b"".join(base64.b64decode(e["delta"]) for e in client.events if e["type"] == "response.output_audio.delta")
     reply = np.frombuffer(audio, dtype="<i2")
-    assert reply.size > 24000 // 2 and np.abs(reply).max() > 1000  # speech, not silence
+    assert reply.size > 24000 // 2
+    assert np.abs(reply).max() > 1000
     transcript = next(e for e in client.events if e["type"] == "response.output_audio_transcript.done")["transcript"]
     assert transcript == "This is reply number 1 from the emulator."
     deltas = "".join(e["delta"] for e in client.events if e["type"] == "response.output_audio_transcript.delta")
@@ -184,7 +187,8 @@ async def test_text_modality(emulator: Emulator) -> None:
         await client.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
         await client.until("response.done")
     types = client.types()
-    assert "response.output_text.delta" in types and "response.output_audio.delta" not in types
+    assert "response.output_text.delta" in types
+    assert "response.output_audio.delta" not in types
     text = next(e for e in client.events if e["type"] == "response.output_text.done")["text"]
     assert text == "This is reply number 1 from the emulator."
 
@@ -238,7 +242,8 @@ async def test_truncate_success_and_errors(emulator: Emulator) -> None:
         )
         error = await client.until("error")
         assert error["error"]["message"] == f"Audio content of {sent_ms}ms is already shorter than {too_far}ms"
-        assert error["error"]["type"] == "invalid_request_error" and error["error"]["event_id"] == event_id
+        assert error["error"]["type"] == "invalid_request_error"
+        assert error["error"]["event_id"] == event_id
         await client.send(
             {
                 "type": "conversation.item.create",
@@ -325,7 +330,8 @@ async def test_function_call_round_trip() -> None:
         await client.send({"type": "response.create"})
         args_done = await client.until("response.function_call_arguments.done")
         done = await client.until("response.done")
-        assert args_done["name"] == "get_time" and json.loads(args_done["arguments"]) == {"zone": "UTC"}
+        assert args_done["name"] == "get_time"
+        assert json.loads(args_done["arguments"]) == {"zone": "UTC"}
         deltas = "".join(e["delta"] for e in client.events if e["type"] == "response.function_call_arguments.delta")
         assert deltas == args_done["arguments"]
         assert done["response"]["output"][0]["type"] == "function_call"
@@ -410,7 +416,8 @@ async def test_client_violations_recorded(emulator: Emulator) -> None:
         await client.send({"type": "conversation.item.truncate", "item_id": "x", "content_index": 0})
         await client.until("error")
     problems = [v.problem for v in emulator.violations if v.direction == "client"]
-    assert "unknown key $.session.voice" in problems and "unknown key $.session.input_audio_format" in problems
+    assert "unknown key $.session.voice" in problems
+    assert "unknown key $.session.input_audio_format" in problems
     assert any("audio_end_ms" in p for p in problems)
 
 
