@@ -107,11 +107,14 @@ def upmix(mono: NDArray[np.int16], channels: int) -> NDArray[np.int16]:
 
 
 def fade_out(pcm: NDArray[np.int16]) -> NDArray[np.int16]:
-    """Apply a linear fade from full level to silence across the whole block (used for barge-in)."""
+    """Apply a linear fade towards silence across the whole block (used for barge-in).
+
+    The ramp runs from ``n/(n+1)`` down to ``1/(n+1)``: silence is the sample after the block.
+    """
     arr = np.asarray(pcm, dtype=np.int16)
     if arr.size == 0:
         return arr.copy()
-    ramp = np.linspace(1.0, 0.0, arr.size + 1, dtype=np.float64)[1:]
+    ramp = np.linspace(1.0, 0.0, arr.size + 2, dtype=np.float64)[1:-1]
     return np.rint(arr.astype(np.float64) * ramp).astype(np.int16)
 
 

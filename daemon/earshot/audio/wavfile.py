@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.010
 _TICK_OUT = PLAYBACK_RATE_HZ // 100
 _AHEAD_CHUNKS = 4
+_WRITER_YIELDS = 6
 _REFERENCE_KEEP = CAPTURE_RATE_HZ * 10
 
 
@@ -79,6 +80,14 @@ def read_input_wav(path: Path, *, channel: int | None = None) -> NDArray[np.int1
         channel = None
     mono = downmix(pcm, channels, channel)
     return resample(mono, rate, CAPTURE_RATE_HZ)
+
+
+def _resampler_lag(in_hz: int, out_hz: int) -> int:
+    """Output samples a fresh :class:`StreamResampler` holds back (its filter delay)."""
+    probe = StreamResampler(in_hz, out_hz)
+    n_in = in_hz // 10
+    produced = probe.process(np.zeros(n_in, dtype=np.int16)).size
+    return n_in * out_hz // in_hz - int(produced)
 
 
 class FileSource:
@@ -165,6 +174,8 @@ class FileAudio:
         self._ref_resampler = StreamResampler(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ)
         self._echo_gain = 10.0 ** (config.echo.gain_db / 20.0) if config.echo else 0.0
         delay = round(config.echo.delay_ms * CAPTURE_RATE_HZ / 1000) if config.echo else 0
+        # The 24→16 kHz reference comes out of the resampler late by its filter delay: take it off the echo delay.
+        delay = max(0, delay - _resampler_lag(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ))
         self._echo_line: NDArray[np.int16] = np.zeros(delay, dtype=np.int16)
         self._echo = config.echo is not None
         self._queue: asyncio.Queue[CaptureChunk | None] = asyncio.Queue(maxsize=_AHEAD_CHUNKS)
@@ -179,6 +190,7 @@ class FileAudio:
             self._wav.setsampwidth(2)
             self._wav.setframerate(self._out_rate)
         self._task: asyncio.Task[None] | None = None
+        self._writers_waiting = 0
         self._state = DeviceState.OK
         self.ticks = 0
         """Ticks of the clock so far (10 ms of audio each)."""
@@ -200,6 +212,11 @@ class FileAudio:
             delay = t0 + tick * TICK_S / self._speed - loop.time()
             await asyncio.sleep(max(0.0, delay))
             played16 = self._tick_output()
+            if self._queued < self._capacity:
+                # At high speed factors a tick is shorter than a loop iteration: let a writer refill the
+                # buffer before the next tick, as a real-time writer would within 10 ms.
+                for _ in range(_WRITER_YIELDS):
+                    await asyncio.sleep(0)
             if tick < n_chunks:
                 start = tick * CAPTURE_CHUNK_SAMPLES
                 pcm = np.zeros(CAPTURE_CHUNK_SAMPLES, dtype=np.int16)
@@ -271,7 +288,11 @@ class FileAudio:
         need = min(int(pcm.size), self._capacity)
         while self._capacity - self._queued < need:
             self._space.clear()
-            await self._space.wait()
+            self._writers_waiting += 1
+            try:
+                await self._space.wait()
+            finally:
+                self._writers_waiting -= 1
         if pcm.size:
             self._buffer.append(pcm.copy())
             self._queued += int(pcm.size)
