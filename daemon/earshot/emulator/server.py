@@ -443,6 +443,9 @@ class _Connection:
             handler(event)
         except _ServerError as exc:
             self.error(exc.message, code=exc.code, param=exc.param, event_id=event_id)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # shape not checked without the SDK
+            self.emu.add_violation(self.record.index, "client", f"malformed {kind}: {exc!r}", _redact(event))
+            self.error(f"Invalid {kind} event: {exc!r}", code="invalid_value", event_id=event_id)
 
     def _on_session_update(self, event: dict[str, Any]) -> None:
         update = event["session"]
