@@ -241,6 +241,7 @@ class MetricsExporter:
         self.server = MetricsServer(self.render, port=port) if port is not None else None
         self._task: asyncio.Task[None] | None = None
         self._last_problem: str | None = None
+        self._inflight: asyncio.Future[None] | None = None
         self.writes = 0
 
     def render(self) -> str:
@@ -248,21 +249,35 @@ class MetricsExporter:
         return render(self._stats, self._clock(), self._wall())
 
     async def write_once(self) -> None:
-        """Render and write the textfile now (from a thread). Never raises ``OSError``."""
+        """Render and write the textfile now (from a thread). Never raises ``OSError``.
+
+        Cancellation-safe: a write already handed to the thread completes (and is counted);
+        :meth:`aclose` waits for it before the last write.
+        """
         path = self._config.textfile
         if path is None:
             return
         text = self.render()
-        try:
-            await asyncio.to_thread(write_textfile, path, text)
-        except OSError as exc:
+        write = asyncio.ensure_future(asyncio.to_thread(write_textfile, path, text))
+        write.add_done_callback(self._written)
+        self._inflight = write
+        with contextlib.suppress(OSError):  # reported by _written
+            await asyncio.shield(write)
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        if write.cancelled():  # pragma: no cover - the thread's future is never cancelled
+            return
+        exc = write.exception()
+        if isinstance(exc, OSError):
             problem = f"{exc.strerror or exc}"
             if problem != self._last_problem:
-                logger.warning("cannot write metrics to %s: %s", path, problem)
+                logger.warning("cannot write metrics to %s: %s", self._config.textfile, problem)
             self._last_problem = problem
-            return
-        self._last_problem = None
-        self.writes += 1
+        elif exc is not None:
+            logger.error("metrics textfile write failed", exc_info=exc)
+        else:
+            self._last_problem = None
+            self.writes += 1
 
     async def _textfile_loop(self) -> None:
         while True:
@@ -286,6 +301,8 @@ class MetricsExporter:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            if self._inflight is not None:
+                await asyncio.gather(self._inflight, return_exceptions=True)
             await self.write_once()
         if self.server is not None:
             await self.server.aclose()

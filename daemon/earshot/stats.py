@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -536,13 +537,13 @@ def atomic_write(path: Path, text: str, *, mode: int) -> None:
         OSError: the directory cannot be created or written; the temporary file is removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A unique temporary name: two writers (a periodic task and a last write on exit) never collide.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
-            os.fchmod(fd, mode)  # O_CREAT's mode is masked by the umask
-            data = text.encode("utf-8")
-            view = memoryview(data)
+            os.fchmod(fd, mode)
+            view = memoryview(text.encode("utf-8"))
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
