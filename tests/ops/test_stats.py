@@ -1,0 +1,121 @@
+"""Stats: usage persisted across restarts and split at local midnight; engagement summaries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from earshot.stats import Histogram, Stats, engagement_summary
+
+
+def wall(day: int, hour: int, minute: int = 0, second: float = 0.0) -> float:
+    return dt.datetime(2026, 11, day, hour, minute).timestamp() + second
+
+
+def test_usage_survives_a_restart_and_rolls_over_at_local_midnight(tmp_path: Path) -> None:
+    s = Stats(state_dir=tmp_path, now=0.0, now_wall=wall(20, 23, 50))
+    s.set_connection("connected", 0.0, wall(20, 23, 50))
+    s.set_connection("disconnected", 300.0, wall(20, 23, 55))  # 5 min on the 20th
+    assert s.connected_minutes_today(300.0, wall(20, 23, 55)) == pytest.approx(5.0)
+    assert s.save_usage(300.0, wall(20, 23, 55))
+    assert stat.S_IMODE((tmp_path / "usage.json").stat().st_mode) == 0o600
+
+    # "restart": a new Stats reads the ledger
+    s = Stats(state_dir=tmp_path, now=1000.0, now_wall=wall(20, 23, 56))
+    assert s.connected_minutes_today(1000.0, wall(20, 23, 56)) == pytest.approx(5.0)
+    # a session across midnight: 23:58 → 00:04 counts 2 min on the 20th and 4 on the 21st
+    s.set_connection("connected", 1000.0, wall(20, 23, 58))
+    assert s.connected_minutes_today(1360.0, wall(21, 0, 4)) == pytest.approx(4.0)
+    s.set_connection("offline", 1360.0, wall(21, 0, 4))
+    assert s.save_usage(1360.0, wall(21, 0, 4))
+    assert not s.save_usage(1400.0, wall(21, 0, 5))  # nothing changed: no write
+    days = json.loads((tmp_path / "usage.json").read_text())["connected_seconds"]
+    assert days == {"2026-11-20": pytest.approx(420.0), "2026-11-21": pytest.approx(240.0)}
+
+    s = Stats(state_dir=tmp_path, now=0.0, now_wall=wall(21, 12))
+    assert s.connected_minutes_today(0.0, wall(21, 12)) == pytest.approx(4.0)
+    assert s.connected_minutes_today(0.0, wall(22, 0, 1)) == 0.0  # a new day starts from zero
+
+
+def test_wall_clock_jump_neither_invents_nor_erases_time(tmp_path: Path) -> None:
+    s = Stats(state_dir=tmp_path, now=0.0, now_wall=wall(1, 8))
+    s.set_connection("connected", 10.0, wall(1, 8))
+    # NTP moves the wall clock 3 days ahead while 60 s pass on the monotonic clock
+    assert s.connected_minutes_today(70.0, wall(4, 9)) == pytest.approx(1.0)
+    s.set_connection("disconnected", 70.0, wall(4, 9))
+    assert s.connected_minutes_today(70.0, wall(1, 8)) == 0.0
+
+
+def test_corrupt_usage_file_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "usage.json").write_text("{not json")
+    s = Stats(state_dir=tmp_path, now=0.0, now_wall=wall(5, 10))
+    assert s.connected_minutes_today(0.0, wall(5, 10)) == 0.0
+    (tmp_path / "usage.json").write_text(
+        json.dumps({"connected_seconds": {"2026-11-05": -5, "bad": 3, "2026-11-06": 60}})
+    )
+    s = Stats(state_dir=tmp_path, now=0.0, now_wall=wall(6, 10))
+    assert s.connected_minutes_today(0.0, wall(6, 10)) == pytest.approx(1.0)
+    assert s.connected_minutes_today(0.0, wall(5, 10)) == 0.0
+
+
+def test_snapshot_is_json_and_never_holds_a_key() -> None:
+    s = Stats(state_dir=None, now=0.0, now_wall=wall(3, 9))
+    s.error("invalid_api_key", "Incorrect API key provided: sk-proj-abcdefghijklmnop1234", wall(3, 9, 1))
+    s.update_device("input", {"device": "hw:1", "state": "ok", "overruns": 5})
+    s.update_device("input", {"device": "hw:1", "state": "ok", "overruns": 7})
+    s.update_device("input", {"device": "hw:1", "state": "reopened", "overruns": 1})  # reset by a reopen
+    snap = s.snapshot(5.0, wall(3, 9, 1))
+    text = json.dumps(snap)
+    assert "sk-proj-abcdefghijklmnop1234" not in text
+    assert snap["errors"] == {"invalid_api_key": 1}
+    assert snap["last_error"]["text"].startswith("invalid_api_key: Incorrect API key provided: [REDACTED]")
+    assert snap["counters"]["overruns"] == 8
+    assert snap["devices"]["input"]["state"] == "reopened"
+
+
+def test_histogram_buckets_are_inclusive_upper_bounds() -> None:
+    h = Histogram((100, 200))
+    for v in (100.0, 100.5, 250.0, float("nan"), -3.0):
+        h.observe(v)
+    assert h.cumulative() == [(100.0, 2), (200.0, 3), (float("inf"), 4)]
+    assert h.count == 4
+    with pytest.raises(ValueError, match="increasing"):
+        Histogram((200, 100))
+
+
+def test_engagement_summary_line_and_fields() -> None:
+    s = Stats(state_dir=None, now=0.0, now_wall=wall(7, 18))
+    record = s.engagement_started(10.0, wall(7, 18), trigger="wakeword")
+    s.session_ready(412.0)
+    s.turn()
+    s.reply_started(650.0)
+    s.bargein(230.0)
+    s.turn()
+    s.reply_started(850.0)
+    s.reconnect()
+    ended = s.engagement_ended(42.5, reason="follow_up_over")
+    assert ended is record
+    message, fields = engagement_summary(record, 50.0)
+    assert message == (
+        f"engagement {record.engagement_id} (wakeword) ended: follow_up_over, 32.5 s, 2 turns, 1 barge-in,"
+        " 1 reconnect; ready 412 ms, reply start 750 ms avg (max 850), barge-in 230 ms avg"
+    )
+    assert fields["EARSHOT_EVENT"] == "engagement"
+    assert fields["EARSHOT_TURNS"] == "2"
+    assert fields["EARSHOT_BARGEINS"] == "1"
+    assert fields["EARSHOT_RECONNECTS"] == "1"
+    assert fields["EARSHOT_DURATION_S"] == "32.5"
+    assert fields["EARSHOT_REPLY_START_MS"] == "750"
+    assert all(k.isupper() and isinstance(v, str) for k, v in fields.items())
+    assert s.engagements == 1
+    assert s.engagement is None
+    # an engagement that never got a session: no latency fields
+    r2 = s.engagement_started(60.0, wall(7, 18, 1), trigger="control")
+    s.engagement_ended(61.0, reason="cancel")
+    message, fields = engagement_summary(r2, 61.0)
+    assert message.endswith("cancel, 1.0 s, 0 turns, 0 barge-ins, 0 reconnects")
+    assert "EARSHOT_WAKE_TO_READY_MS" not in fields
