@@ -341,7 +341,23 @@ async def test_mint_redirect_is_not_followed(token_server: TokenServer) -> None:
     assert len(token_server.requests) == 1
 
 
-@pytest.mark.parametrize("url", ["http://example.com/t", "ftp://127.0.0.1/t", "not a url"])
+async def test_mint_against_something_that_is_not_http() -> None:
+    import asyncio
+
+    async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(babble, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(RealtimeError, match="bad HTTP answer"):
+            await mint_client_secret(f"http://127.0.0.1:{port}/t", None, SESSION, 60, 5.0)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/t", "ftp://127.0.0.1/t", "not a url", "http://127.0.0.1:x/t"])
 async def test_mint_refuses_clear_text_off_loopback(url: str) -> None:
     with pytest.raises(ConfigError):
         await mint_client_secret(url, Secret(KEY_ENV, source="env"), SESSION, 60, 5.0)

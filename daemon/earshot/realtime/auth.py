@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
@@ -367,6 +368,10 @@ async def mint_client_secret(
         ConfigError: ``token_url`` is not https (or http to loopback).
     """
     parts = urllib.parse.urlsplit(token_url)
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError("realtime.auth.token_url: invalid port") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError("realtime.auth.token_url: must be an https:// URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -397,6 +402,8 @@ async def mint_client_secret(
         raise RealtimeError(f"token request to {where} failed: {_scrub(str(reason), key)}") from None
     except OSError as exc:
         raise RealtimeError(f"token request to {where} failed: {exc.strerror or type(exc).__name__}") from None
+    except http.client.HTTPException as exc:  # not HTTP at all (BadStatusLine, IncompleteRead…)
+        raise RealtimeError(f"token request to {where} failed: bad HTTP answer ({type(exc).__name__})") from None
     if status in (401, 403):
         raise AuthenticationError(
             f"token endpoint {where} rejected the credential (HTTP {status}): {_scrub(_error_message(data), key)}"
