@@ -1,7 +1,8 @@
-import subprocess
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from earshot.audio.resample import StreamResampler, resample
 from earshot.audio.ring import AudioRing
 
 
-def _audioop():  # type: ignore[no-untyped-def]
+def _audioop() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import audioop
@@ -65,8 +66,19 @@ def test_fade_out_ends_silent_and_starts_near_full() -> None:
     assert np.all(np.diff(faded.astype(int)) <= 0)
 
 
-@pytest.mark.parametrize(("in_hz", "out_hz"), [(8000, 16000), (16000, 24000), (24000, 16000), (44100, 16000),
-                                               (48000, 24000), (24000, 48000), (16000, 8000), (24000, 44100)])
+@pytest.mark.parametrize(
+    ("in_hz", "out_hz"),
+    [
+        (8000, 16000),
+        (16000, 24000),
+        (24000, 16000),
+        (44100, 16000),
+        (48000, 24000),
+        (24000, 48000),
+        (16000, 8000),
+        (24000, 44100),
+    ],
+)
 def test_streamed_resampling_is_identical_to_whole_buffer(in_hz: int, out_hz: int) -> None:
     rng = np.random.default_rng(in_hz + out_hz)
     data = rng.integers(-20000, 20000, in_hz).astype(np.int16)
@@ -109,8 +121,31 @@ def test_g711_decode_matches_sox(tmp_path: Path, encoding: str, decode: object) 
     src = tmp_path / "in.raw"
     src.write_bytes(codes)
     out = tmp_path / "out.raw"
-    subprocess.run(["sox", "-t", "raw", "-r", "8000", "-e", encoding, "-b", "8", "-c", "1", str(src),
-                    "-t", "raw", "-e", "signed", "-b", "16", "-L", str(out)], check=True)
+    subprocess.run(
+        [
+            "sox",
+            "-t",
+            "raw",
+            "-r",
+            "8000",
+            "-e",
+            encoding,
+            "-b",
+            "8",
+            "-c",
+            "1",
+            str(src),
+            "-t",
+            "raw",
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-L",
+            str(out),
+        ],
+        check=True,
+    )
     ref = np.frombuffer(out.read_bytes(), dtype="<i2")
     assert np.array_equal(decode(codes), ref)  # type: ignore[operator]
 

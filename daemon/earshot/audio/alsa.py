@@ -43,7 +43,19 @@ __all__ = ["AlsaSink", "AlsaSource", "DeviceInfo", "list_devices"]
 logger = logging.getLogger(__name__)
 
 _PERIODS = 4
+_SINK_QUALITY = "LQ"
 _PROBE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
+
+
+class _LoopGone(Exception):
+    """The event loop closed under a device thread: the thread ends."""
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError as exc:  # the loop is closed: nobody is listening any more
+        raise _LoopGone from exc
 
 
 def _backoff(max_s: float) -> Iterator[float]:
@@ -110,6 +122,7 @@ class AlsaSource:
         self._last_data = 0.0
         self._conv: tuple[int, _Granted, StreamResampler, Framer] | None = None
         self._watch: asyncio.TimerHandle | None = None
+        self._thread_obj: threading.Thread | None = None
 
     @property
     def status(self) -> DeviceStatus:
@@ -128,7 +141,10 @@ class AlsaSource:
     def _spawn(self) -> None:
         self._generation += 1
         gen = self._generation
-        threading.Thread(target=self._thread, args=(gen,), name=f"earshot-capture-{gen}", daemon=True).start()
+        self._thread_obj = threading.Thread(
+            target=self._thread, args=(gen,), name=f"earshot-capture-{gen}", daemon=True
+        )
+        self._thread_obj.start()
 
     async def chunks(self) -> AsyncIterator[CaptureChunk]:
         """Yield 10 ms chunks forever; a device fault never ends the iteration (see ``status``)."""
@@ -139,17 +155,23 @@ class AlsaSource:
                 await self._ready.wait()
             yield self._queue.popleft()
 
-    def close(self) -> None:
-        """Stop the thread (it closes the PCM when its blocking read returns)."""
+    def close(self, timeout_s: float = 0.5) -> None:
+        """Stop the thread; it closes the PCM when its blocking read returns (waited for up to ``timeout_s``)."""
         self._stop.set()
         self._generation += 1
         if self._watch is not None:
             self._watch.cancel()
+        if self._thread_obj is not None:
+            self._thread_obj.join(timeout_s)
         self._status = replace(self._status, state=DeviceState.CLOSED)
 
     # -------------------------------------------------------------- the thread: open, read, nothing else
 
     def _thread(self, gen: int) -> None:
+        with contextlib.suppress(_LoopGone):
+            self._run_thread(gen)
+
+    def _run_thread(self, gen: int) -> None:
         cfg = self._config
         loop = self._loop
         assert loop is not None
@@ -166,20 +188,20 @@ class AlsaSource:
                 )
                 granted = _granted(pcm)
             except AudioDeviceError as exc:
-                loop.call_soon_threadsafe(self._on_missing, gen, exc.message)
+                _post(loop, self._on_missing, gen, exc.message)
                 self._stop.wait(next(delays))
                 continue
             delays = _backoff(self._reopen_max_s)
-            loop.call_soon_threadsafe(self._on_open, gen, granted)
+            _post(loop, self._on_open, gen, granted)
             try:
                 while not self._stop.is_set() and gen == self._generation:
                     n, data = pcm.read()
                     if n < 0:
-                        loop.call_soon_threadsafe(self._on_xrun, gen, n)
+                        _post(loop, self._on_xrun, gen, n)
                     elif n:
-                        loop.call_soon_threadsafe(self._on_data, gen, data)
+                        _post(loop, self._on_data, gen, data)
             except alsaaudio.ALSAAudioError as exc:
-                loop.call_soon_threadsafe(self._on_missing, gen, str(exc), True)
+                _post(loop, self._on_missing, gen, str(exc), True)
                 self._stop.wait(next(delays))
             finally:
                 with contextlib.suppress(alsaaudio.ALSAAudioError):
@@ -290,14 +312,19 @@ class AlsaSink:
         self._played24_mark = 0  # played position at the last reference pop
         self._history: collections.deque[NDArray[np.int16]] = collections.deque()  # unheard 24 kHz audio
         self._history_start = 0
-        self._ref_resampler = StreamResampler(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ)
+        # Playback and reference conversions use soxr's low-latency recipe: HQ holds back up to 30 ms in
+        # streaming mode, which would add to reply start and to the reference's lag behind the speaker.
+        self._ref_resampler = StreamResampler(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ, quality=_SINK_QUALITY)
+        self._ref_tail: NDArray[np.int16] = np.zeros(0, dtype=np.int16)
         self._resampler: StreamResampler | None = None
         self._space = asyncio.Event()
         self._generation = 0
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy_since: float | None = None
+        self._settled = asyncio.Event()
         self._watch: asyncio.TimerHandle | None = None
+        self._thread_obj: threading.Thread | None = None
 
     @property
     def status(self) -> DeviceStatus:
@@ -315,16 +342,21 @@ class AlsaSink:
     def _spawn(self) -> None:
         self._generation += 1
         gen = self._generation
-        threading.Thread(target=self._thread, args=(gen,), name=f"earshot-playback-{gen}", daemon=True).start()
+        self._thread_obj = threading.Thread(
+            target=self._thread, args=(gen,), name=f"earshot-playback-{gen}", daemon=True
+        )
+        self._thread_obj.start()
 
-    def close(self) -> None:
-        """Stop the playback thread; the PCM is closed by it."""
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop the playback thread, which closes the PCM (waited for up to ``timeout_s``)."""
         self._stop.set()
         self._generation += 1
         with self._cond:
             self._cond.notify_all()
         if self._watch is not None:
             self._watch.cancel()
+        if self._thread_obj is not None:
+            self._thread_obj.join(timeout_s)
         self._status = replace(self._status, state=DeviceState.CLOSED)
 
     # -------------------------------------------------------------- position accounting (loop side)
@@ -364,6 +396,7 @@ class AlsaSink:
         arr = np.asarray(pcm, dtype=np.int16)
         if arr.size == 0:
             return
+        await self._settled.wait()  # the first open attempt has succeeded or failed
         granted = self._granted
         while granted is not None:
             with self._cond:
@@ -408,6 +441,7 @@ class AlsaSink:
     async def drain(self) -> None:
         """Wait until everything written has been played (polled at a quarter period). Cancellation-safe."""
         self.start()
+        await self._settled.wait()
         if self._resampler is not None and self._granted is not None:
             tail = self._resampler.flush()
             if tail.size:
@@ -419,12 +453,20 @@ class AlsaSink:
         # The device pointer moves without any event to wait on: polling is inherent.
         while self.queued_samples() > 0 and self._granted is not None:  # noqa: ASYNC110
             await asyncio.sleep(max(0.002, self._config.period_ms / 4000))
+        # Everything was heard: the reference's filter tail belongs to it too.
+        heard = self._trim_history(self._played24(), drop_rest=False)
+        self._ref_tail = np.concatenate(
+            (self._ref_tail, self._ref_resampler.process(heard), self._ref_resampler.flush())
+        )
 
     def pop_reference(self) -> NDArray[np.int16]:
         """16 kHz mono of what the device played since the last call (nothing while idle)."""
         played = self._played24()
         out = self._trim_history(played, drop_rest=False)
-        return self._ref_resampler.process(out) if out.size else np.zeros(0, dtype=np.int16)
+        ref = self._ref_resampler.process(out) if out.size else np.zeros(0, dtype=np.int16)
+        if self._ref_tail.size:
+            ref, self._ref_tail = np.concatenate((self._ref_tail, ref)), np.zeros(0, dtype=np.int16)
+        return ref
 
     def _trim_history(self, played: int, *, drop_rest: bool) -> NDArray[np.int16]:
         """Remove (and return) the history up to ``played``; with ``drop_rest`` forget the unheard rest too."""
@@ -449,6 +491,10 @@ class AlsaSink:
     # -------------------------------------------------------------- the thread
 
     def _thread(self, gen: int) -> None:
+        with contextlib.suppress(_LoopGone):
+            self._run_thread(gen)
+
+    def _run_thread(self, gen: int) -> None:
         cfg = self._config
         loop = self._loop
         assert loop is not None
@@ -464,12 +510,12 @@ class AlsaSink:
                 )
                 granted = _granted(pcm)
             except AudioDeviceError as exc:
-                loop.call_soon_threadsafe(self._on_missing, gen, exc.message, False)
+                _post(loop, self._on_missing, gen, exc.message, False)
                 self._stop.wait(next(delays))
                 continue
             delays = _backoff(self._reopen_max_s)
             opened = threading.Event()
-            loop.call_soon_threadsafe(self._on_open, gen, pcm, granted, opened)
+            _post(loop, self._on_open, gen, pcm, granted, opened)
             opened.wait(5.0)
             bpf = 2 * granted.channels
             try:
@@ -491,14 +537,14 @@ class AlsaSink:
                         raise
                     self._busy_since = None
                     if n == -errno.EPIPE:  # underrun, pyalsaaudio prepared the device: write again
-                        loop.call_soon_threadsafe(self._on_xrun, gen)
+                        _post(loop, self._on_xrun, gen)
                         n = pcm.write(data)
                     with self._cond:
                         self._sw_frames = max(0, self._sw_frames - len(data) // bpf)
                         self._dev_written += max(0, n)
-                    loop.call_soon_threadsafe(self._space.set)
+                    _post(loop, self._space.set)
             except alsaaudio.ALSAAudioError as exc:
-                loop.call_soon_threadsafe(self._on_missing, gen, str(exc), True)
+                _post(loop, self._on_missing, gen, str(exc), True)
                 self._stop.wait(next(delays))
             finally:
                 self._busy_since = None
@@ -523,7 +569,7 @@ class AlsaSink:
             self._pcm = pcm
             self._granted = granted
             self._capacity_frames = max(granted.period_frames, granted.buffer_frames)
-        self._resampler = StreamResampler(PLAYBACK_RATE_HZ, granted.rate_hz)
+        self._resampler = StreamResampler(PLAYBACK_RATE_HZ, granted.rate_hz, quality=_SINK_QUALITY)
         self._status = replace(
             self._status,
             state=DeviceState.OK,
@@ -533,6 +579,7 @@ class AlsaSink:
             reopens=self._status.reopens + (1 if reopened else 0),
         )
         self._space.set()
+        self._settled.set()
         opened.set()
 
     def _forget_unheard(self) -> None:
@@ -563,6 +610,7 @@ class AlsaSink:
         self._resampler = None
         self._status = replace(self._status, state=state, error=message, rate_hz=0, period_frames=0)
         self._space.set()
+        self._settled.set()
 
     def _on_xrun(self, gen: int) -> None:
         if gen == self._generation:

@@ -1,8 +1,9 @@
 """Streaming sample-rate conversion on soxr.
 
 soxr works in float32 here and the conversion back to int16 is ours (soxr's own int16 output
-dithers, which depends on chunking). soxr's streaming mode gives output bit-identical to resampling the whole buffer at once (measured:
-0.26 ms CPU per audio second in 20 ms chunks), so chunk boundaries leave no artefacts.
+dithers, which depends on chunking). soxr's streaming mode then gives output bit-identical to
+resampling the whole buffer at once (measured: 0.26 ms CPU per audio second in 20 ms chunks), so chunk
+boundaries leave no artefacts.
 """
 
 from __future__ import annotations

@@ -1,0 +1,198 @@
+import asyncio
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earshot.audio.alsa import AlsaSink, AlsaSource, list_devices
+from earshot.audio.backend import CaptureChunk, DeviceState
+from earshot.audio.playback import Playback, PlaybackFinished
+from earshot.audio.resample import resample
+from earshot.config import InputConfig, OutputConfig
+
+from .conftest import AlsaConf
+
+
+async def _take(source: AlsaSource, n: int) -> list[CaptureChunk]:
+    out: list[CaptureChunk] = []
+    async with asyncio.timeout(20):
+        async for chunk in source.chunks():
+            out.append(chunk)
+            if len(out) == n:
+                break
+    return out
+
+
+def _ramp(n: int, channels: int = 1) -> np.ndarray:
+    mono = ((np.arange(n) * 37) % 20000 - 10000).astype(np.int16)
+    return np.repeat(mono, channels) if channels > 1 else mono
+
+
+async def test_capture_from_file_infile_delivers_exact_chunks(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    data = _ramp(16000)
+    raw = tmp_path / "mic.raw"
+    raw.write_bytes(np.concatenate([data, np.zeros(16000, np.int16)]).astype("<i2").tobytes())  # padded
+    alsa_conf(f'pcm.mic {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}\n')
+    source = AlsaSource(InputConfig(device="mic", sample_rate_hz=16000, period_ms=10, queue_ms=30000))
+    chunks = await _take(source, 50)
+    status = source.status
+    source.close()
+    assert [c.position for c in chunks] == [i * 160 for i in range(50)]
+    assert np.array_equal(np.concatenate([c.pcm for c in chunks]), data[:8000])
+    assert status.state is DeviceState.OK
+    assert status.rate_hz == 16000
+    assert status.period_frames == 160
+
+
+async def test_capture_at_48k_four_channels_selects_a_channel_and_resamples(
+    alsa_conf: AlsaConf, tmp_path: Path
+) -> None:
+    t = np.arange(48000) / 48000
+    tone = (np.sin(2 * np.pi * 700 * t) * 9000).astype(np.int16)
+    frames = np.zeros((48000, 4), np.int16)
+    frames[:, 2] = tone  # only channel 2 carries the voice
+    raw = tmp_path / "array.raw"
+    raw.write_bytes(np.concatenate([frames.reshape(-1), np.zeros(48000 * 4, np.int16)]).astype("<i2").tobytes())
+    alsa_conf(f'pcm.array {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}\n')
+    source = AlsaSource(InputConfig(device="array", sample_rate_hz=48000, channels=4, channel=2, queue_ms=30000))
+    chunks = await _take(source, 90)
+    source.close()
+    pcm = np.concatenate([c.pcm for c in chunks])
+    assert source.status.rate_hz == 48000
+    spectrum = np.abs(np.fft.rfft(pcm.astype(float)))
+    assert np.argmax(spectrum) * 16000 / pcm.size == pytest.approx(700, abs=3)
+    expected = resample(tone, 48000, 16000)[: pcm.size]
+    assert np.max(np.abs(pcm[200:].astype(int) - expected[200:].astype(int))) <= 2
+
+
+async def test_capture_through_plug_converts_rate_and_channels(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    t = np.arange(44100) / 44100
+    tone = (np.sin(2 * np.pi * 300 * t) * 8000).astype(np.int16)
+    raw = tmp_path / "stereo44.raw"
+    raw.write_bytes(np.concatenate([np.repeat(tone, 2), np.zeros(88200, np.int16)]).astype("<i2").tobytes())
+    alsa_conf(
+        f'pcm.card {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}\n'
+        'pcm.plugmic { type plug slave { pcm "card" rate 44100 channels 2 format S16_LE } }\n'
+    )
+    source = AlsaSource(InputConfig(device="plugmic", sample_rate_hz=16000, queue_ms=30000))
+    chunks = await _take(source, 60)
+    pcm = np.concatenate([c.pcm for c in chunks])
+    spectrum = np.abs(np.fft.rfft(pcm.astype(float)))
+    # alsa-lib's own rate plugin over a file-backed slave runs a few % fast at the start; unconverted 44.1 kHz
+    # read as 16 kHz would be 827 Hz.
+    assert np.argmax(spectrum) * 16000 / pcm.size == pytest.approx(300, rel=0.05)
+    assert source.status.rate_hz == 16000
+    assert np.max(np.abs(pcm[400:])) == pytest.approx(8000, rel=0.1)
+    source.close()
+
+
+async def test_live_capture_from_a_fifo_follows_the_writer(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    fifo = tmp_path / "mic.fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)  # before the PCM opens it: the open never blocks, no EOF later
+    alsa_conf(f'pcm.live {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n')
+    source = AlsaSource(InputConfig(device="live"))
+    got: list[CaptureChunk] = []
+    try:
+        async with asyncio.timeout(20):
+            it = source.chunks()
+            for k in range(20):
+                os.write(fd, np.full(160, k * 100, np.int16).astype("<i2").tobytes())
+                got.append(await anext(it))
+    finally:
+        source.close()
+        os.close(fd)
+    assert [int(c.pcm[0]) for c in got] == [k * 100 for k in range(20)]
+    assert all(np.all(c.pcm == c.pcm[0]) for c in got)
+
+
+async def test_missing_capture_device_is_reopened_when_it_appears(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    fifo = tmp_path / "late.fifo"
+    alsa_conf(f'pcm.usb {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n')
+    source = AlsaSource(InputConfig(device="usb"), reopen_max_s=0.5)
+    it = source.chunks()
+    first = asyncio.ensure_future(anext(it))
+    async with asyncio.timeout(10):
+        while source.status.error is None:  # noqa: ASYNC110 - status has no change event to wait on
+            await asyncio.sleep(0.01)
+    assert source.status.state is DeviceState.MISSING
+    assert "usb" in source.status.describe()
+    assert not first.done()  # waiting, not failing
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)
+    try:
+        async with asyncio.timeout(10):
+            while source.status.state.value != "ok":  # noqa: ASYNC110 - status has no change event
+                await asyncio.sleep(0.01)
+            os.write(fd, np.full(160, 5, np.int16).astype("<i2").tobytes())
+            chunk = await first
+    finally:
+        source.close()
+        os.close(fd)
+    assert np.all(chunk.pcm == 5)
+    assert chunk.position > 0  # the time the device was missing is a gap in positions
+
+
+async def test_playback_is_converted_and_recorded_through_file(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    out = tmp_path / "speaker.raw"
+    alsa_conf(
+        f'pcm.rec {{ type file slave.pcm "null" file "{out}" format "raw" }}\n'
+        'pcm.speaker { type plug slave { pcm "rec" rate 48000 channels 2 format S16_LE } }\n'
+    )
+    sink = AlsaSink(OutputConfig(device="speaker", sample_rate_hz=48000, channels=2, buffer_ms=40))
+    t = np.arange(24000) / 24000
+    tone = (np.sin(2 * np.pi * 440 * t) * 10000).astype(np.int16)
+    async with asyncio.timeout(20):
+        for part in np.array_split(tone, 50):
+            await sink.write(part)
+        await sink.drain()
+    assert sink.queued_samples() == 0
+    ref = sink.pop_reference()
+    sink.close()
+    recorded = np.frombuffer(out.read_bytes(), dtype="<i2").reshape(-1, 2)
+    assert np.array_equal(recorded[:, 0], recorded[:, 1])
+    expected = resample(tone, 24000, 48000)
+    assert recorded.shape[0] >= expected.size - 48
+    n = min(expected.size, recorded.shape[0])
+    expected = resample(tone, 24000, 48000, quality="LQ")
+    assert np.max(np.abs(recorded[:n, 0].astype(int) - expected[:n].astype(int))) <= 1  # the converted tone
+    assert ref.size == pytest.approx(16000, abs=32)  # the 16 kHz echo reference of all that was played
+
+
+async def test_playback_accounting_on_a_null_device(alsa_conf: AlsaConf) -> None:
+    alsa_conf("pcm.nul { type null }\n")
+    sink = AlsaSink(OutputConfig(device="nul"))
+    done = asyncio.Event()
+    finished: list[PlaybackFinished] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, PlaybackFinished):
+            finished.append(event)
+            done.set()
+
+    playback = Playback(sink, prebuffer_ms=40, on_event=on_event)
+    runner = asyncio.create_task(playback.run())
+    playback.enqueue("item_x", np.full(4800, 100, np.int16))
+    playback.enqueue("item_y", np.full(2400, 100, np.int16))
+    playback.finish()
+    async with asyncio.timeout(20):
+        await done.wait()
+    runner.cancel()
+    sink.close()
+    assert finished == [PlaybackFinished({"item_x": 4800, "item_y": 2400})]
+    assert not playback.active
+
+
+def test_list_devices_reports_capture_and_playback(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    raw = tmp_path / "m.raw"
+    raw.write_bytes(bytes(64000))
+    alsa_conf(
+        'pcm.spk { type null hint { show on description "test speaker" } }\n'
+        f'pcm.mic {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" '
+        'hint { show on description "test mic" } }\n'
+    )
+    devices = {d.name: d for d in list_devices()}
+    assert devices["spk"].can_play
+    assert devices["mic"].can_capture
+    assert 16000 in devices["spk"].playback_rates
