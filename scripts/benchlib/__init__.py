@@ -1,0 +1,1 @@
+"""The benchmark harness behind ``scripts/bench``: component CPU, daemon runs, the report."""
