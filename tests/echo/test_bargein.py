@@ -130,6 +130,7 @@ def _frame(*, cleaned: float, residual: float, erle: float | None) -> EchoFrame:
         reference_dbfs=-20.0,
         echo_dbfs=residual + (erle or 0.0),
         residual_echo_dbfs=residual,
+        noise_floor_dbfs=-90.0,
         erle_db=erle,
         reference_active=True,
         bypassed=False,

@@ -64,8 +64,10 @@ class EchoFrame:
         reference_dbfs: level of the reference over the filter span (the audio that can still echo).
         echo_dbfs: predicted echo level in the raw microphone (reference + measured ERL); the
             microphone level itself while the ERL is not measured yet; -120 with no reference.
-        residual_echo_dbfs: predicted echo left in the cleaned signal (echo estimate - measured ERLE);
-            equal to ``echo_dbfs`` while the ERLE is not measured yet or the canceller is bypassed.
+        residual_echo_dbfs: predicted level of the cleaned signal without near-end speech: the echo
+            left after cancellation (echo estimate - measured ERLE) plus the cleaned signal's noise
+            floor; the echo estimate itself while the ERLE is not measured yet; -120 when bypassed.
+        noise_floor_dbfs: tracked noise floor of the cleaned signal (minimum statistics).
         erle_db: the echo reduction measured so far (:attr:`EchoCanceller.erle_db`), or None.
         reference_active: the reference had energy within the filter span.
         bypassed: the chunk was passed through untouched (no reference for a while).
@@ -76,6 +78,7 @@ class EchoFrame:
     reference_dbfs: float
     echo_dbfs: float
     residual_echo_dbfs: float
+    noise_floor_dbfs: float
     erle_db: float | None
     reference_active: bool
     bypassed: bool
@@ -87,6 +90,7 @@ _IDLE_FRAME = EchoFrame(
     reference_dbfs=_SILENCE_DBFS,
     echo_dbfs=_SILENCE_DBFS,
     residual_echo_dbfs=_SILENCE_DBFS,
+    noise_floor_dbfs=_SILENCE_DBFS,
     erle_db=None,
     reference_active=False,
     bypassed=True,
@@ -178,6 +182,8 @@ class EchoCanceller:
         self._sum_ref = 0.0
         self._sum_out = 0.0
         self._measured_frames = 0
+        self._floor_dbfs = 0.0  # the first processed chunk pulls it down
+        self._floor_rise_db = 3.0 / frames_per_s  # 3 dB/s
 
         self.dropped_reference_samples = 0
         """Reference samples dropped because the FIFO was full (capture stalled while playing)."""
@@ -274,6 +280,7 @@ class EchoCanceller:
                 reference_dbfs=dbfs(span_power),
                 echo_dbfs=_SILENCE_DBFS,
                 residual_echo_dbfs=_SILENCE_DBFS,
+                noise_floor_dbfs=self._floor_dbfs,
                 erle_db=self.erle_db,
                 reference_active=False,
                 bypassed=True,
@@ -302,13 +309,21 @@ class EchoCanceller:
             echo = dbfs(mic_power)
         else:
             echo = dbfs(span_power) - erl
-        residual = echo if erle is None or not active else max(_SILENCE_DBFS, echo - erle)
+        cleaned_dbfs = dbfs(out_power)
+        # Minimum statistics: follow dips at once, rise slowly (speech never holds a floor up).
+        self._floor_dbfs = min(self._floor_dbfs + self._floor_rise_db, cleaned_dbfs)
+        if erle is None or not active:
+            residual = echo
+        else:
+            # Echo left after cancellation, plus the noise the cleaned signal never goes below.
+            residual = dbfs(_FULL_SCALE_POWER * (10.0 ** ((echo - erle) / 10.0) + 10.0 ** (self._floor_dbfs / 10.0)))
         self.frame = EchoFrame(
             mic_dbfs=dbfs(mic_power),
-            cleaned_dbfs=dbfs(out_power),
+            cleaned_dbfs=cleaned_dbfs,
             reference_dbfs=dbfs(span_power),
             echo_dbfs=echo,
             residual_echo_dbfs=residual,
+            noise_floor_dbfs=self._floor_dbfs,
             erle_db=erle,
             reference_active=active,
             bypassed=False,
