@@ -164,7 +164,9 @@ class VadConfig:
 class WakewordConfig:
     """Wake-word detection."""
 
-    engine: Literal["template", "openwakeword", "pocketsphinx"] = _f("template", "wake-word engine")
+    engine: Literal["template", "openwakeword", "pocketsphinx"] = _f(
+        "openwakeword", "wake-word engine (template: your own enrolled voice, see earshot enroll)"
+    )
     model: str = _f("hey_jarvis", "openwakeword: bundled model name or path to a .tflite/.onnx model")
     keyphrase: str = _f("hey jarvis", "pocketsphinx: the phrase, in words of its dictionary")
     threshold: float | None = _f(None, "detection threshold; null uses the engine's default", min=0.0, max=1e6)

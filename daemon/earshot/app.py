@@ -1,0 +1,403 @@
+"""The supervisor: builds the parts from config, runs them in one TaskGroup, handles signals.
+
+``serve(config)`` is what ``earshot run`` calls. Startup order: audio opened (a missing device
+does not block: the source reopens it in the background), READY=1, then the tasks: capture →
+:class:`~earshot.pipeline.Conversation`, playback, the Realtime link (connects only while
+engaged), timers, the watchdog, the control socket and metrics.
+
+Stopping: SIGTERM/SIGINT set a stop event; the TaskGroup is torn down, the connection closed
+and the audio devices released within a bounded time, and the process exits 0. SIGHUP reloads
+the config (RELOADING=1 … READY=1); an invalid new config keeps the old one and logs why.
+With the file backend the daemon exits 0 when the input WAV has ended and the exchange in
+progress has finished (reply played, or a timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from earshot.audio.backend import open_audio
+from earshot.audio.echo import EchoCanceller
+from earshot.audio.playback import Playback
+from earshot.config import Config, load_config
+from earshot.control import ControlServer, default_socket_path
+from earshot.engage import Phase
+from earshot.errors import EX_CONFIG, AudioDeviceError, ConfigError, DaemonError
+from earshot.gate.bargein import BargeInDetector, WakeGuard
+from earshot.gate.gate import Gate
+from earshot.gate.wakeword import build_wakeword
+from earshot.hooks import Hooks
+from earshot.metrics import MetricsExporter
+from earshot.pipeline import HOOK_FOR_PHASE, PHASE_STATUS, Conversation
+from earshot.realtime.auth import connection_secret, credential_mtime, headers_for
+from earshot.realtime.connection import Link
+from earshot.realtime.session import build_session_config
+from earshot.realtime.tools import AmixerMixer, ToolRunner
+from earshot.recordings import Recorder
+from earshot.stats import Stats, engagement_summary
+from earshot.systemd import Health, Notifier, run_watchdog
+
+__all__ = ["Daemon", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it cleanly."""
+
+
+def serve(config: Config, *, config_path: Path | None = None) -> int:
+    """Run the daemon until SIGTERM (or, with the file backend, the end of the input). Returns the exit code.
+
+    A configuration problem found while building the parts (e.g. the template wake-word engine with
+    nothing enrolled) exits 78 like any config error, so systemd does not restart into it.
+    """
+    try:
+        return asyncio.run(Daemon(config, config_path=config_path).run())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logger.error("%s", problem)
+        return EX_CONFIG
+
+
+def state_dir(config: Config, environ: dict[str, str] | None = None) -> Path:
+    """Where state lives: ``state_dir``, else ``$STATE_DIRECTORY`` (systemd), else ~/.local/state/earshot."""
+    env = os.environ if environ is None else environ
+    if config.state_dir is not None:
+        return config.state_dir
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    return Path.home() / ".local" / "state" / "earshot"
+
+
+class Daemon:
+    """One running earshot. Build with a config; :meth:`run` until stopped.
+
+    Args:
+        config: the validated configuration.
+        config_path: where it came from (SIGHUP reloads it).
+        notifier: sd_notify sender (default: from ``$NOTIFY_SOCKET``).
+        environ: environment for credentials and paths (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.conversation: Conversation | None = None
+        self.stats: Stats | None = None
+        self.hooks: Hooks | None = None
+        self.link: Link | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._credential_mtime: float | None = None
+        self._playback: Playback | None = None
+        self.exit_code = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code. Cancelling is safe."""
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        cfg = self.config
+        sdir = state_dir(cfg, self.environ)
+        try:
+            sdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.warning("state directory %s unusable (%s): counters and enrolment are not kept", sdir, exc)
+        self.stats = Stats(state_dir=sdir, now=loop.time(), now_wall=time.time())
+        self.hooks = Hooks(cfg.hooks, stats=self.stats, env=self.environ)
+        self.recorder = Recorder(cfg.recordings, sdir, stats=self.stats)
+        source, sink = open_audio(cfg.audio)
+        health = Health(time.monotonic())
+        self._health = health
+        playback = Playback(sink, prebuffer_ms=cfg.audio.output.prebuffer_ms, on_event=self._on_playback_event)
+        self._playback = playback
+        self._sink = sink
+        runner = ToolRunner(cfg.realtime, mixer=_mixer(cfg), env=self.environ)
+        self.tools = runner
+        self.link = Link(cfg.realtime, headers=self._headers, on_event=self._on_link_event, tools=runner.specs())
+        gate, echo, bargein, guard = _build_gate(cfg, sdir)
+        conv = Conversation(
+            cfg,
+            gate=gate,
+            playback=playback,
+            link=self.link,
+            echo=echo,
+            bargein=bargein,
+            wake_guard=guard,
+            stats=self.stats,
+            on_phase=self._on_phase,
+            on_hook=self._fire_hook,
+            run_tool=self._run_tool,
+        )
+        cap = cfg.gate.daily_cap_minutes
+        if cap is not None:
+            stats = self.stats
+            conv.daily_cap_reached = lambda now: stats.connected_minutes_today(now, time.time()) >= cap
+        self.conversation = conv
+        self._credential_mtime = credential_mtime(cfg.realtime.auth, self.environ)
+        control: ControlServer | None = ControlServer(
+            default_socket_path(cfg.control, self.environ), cfg.control.group, self
+        )
+        metrics = MetricsExporter(cfg.metrics, self.stats, clock=loop.time)
+        try:
+            await control.start()  # type: ignore[union-attr]
+        except OSError as exc:
+            logger.warning("control socket unavailable (%s): earshot engage/status will not reach this daemon", exc)
+            control = None
+        await metrics.start()
+        self.notifier.ready(PHASE_STATUS[Phase.IDLE])
+        logger.info("earshot started: gate %s, audio %s, %s", cfg.gate.mode, cfg.audio.backend, cfg.realtime.url)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._capture_loop(source), name="capture")
+                tg.create_task(playback.run(), name="playback")
+                tg.create_task(self.link.run(), name="realtime")
+                tg.create_task(self._timer_loop(), name="timers")
+                tg.create_task(run_watchdog(self.notifier, health), name="watchdog")
+                tg.create_task(self._wait_stop(), name="stop")
+        except* _Stop:
+            pass
+        finally:
+            self.notifier.stopping("Stopping")
+            await self._shutdown(source, sink, control, metrics)
+        logger.info("earshot stopped")
+        return self.exit_code
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the daemon to stop (idempotent; safe from signal handlers)."""
+        if self._stop_event is not None and not self._stop_event.is_set():
+            logger.info("stopping: %s", reason)
+            self._stop_event.set()
+
+    async def _wait_stop(self) -> None:
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+        raise _Stop
+
+    async def _shutdown(self, source: Any, sink: Any, control: ControlServer | None, metrics: MetricsExporter) -> None:
+        """Release everything within a bounded time (inside systemd's TimeoutStopSec)."""
+        for task in self._tool_tasks:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                if control is not None:
+                    await control.aclose()
+                await metrics.aclose()
+                if self.hooks is not None:
+                    await self.hooks.aclose()
+                for obj in (source, sink):
+                    for name in ("aclose", "close"):
+                        closer = getattr(obj, name, None)
+                        if closer is not None:
+                            result = closer()
+                            if asyncio.iscoroutine(result):
+                                await result
+                            break
+        if self.stats is not None:
+            loop = asyncio.get_running_loop()
+            self.stats.save_usage(loop.time(), time.time())
+
+    # ------------------------------------------------------------------ loops
+
+    async def _capture_loop(self, source: Any) -> None:
+        conv = self.conversation
+        assert conv is not None
+        loop = asyncio.get_running_loop()
+        sink = self._sink
+        echo = conv.echo
+        async for chunk in source.chunks():
+            now = loop.time()
+            self._health.capture_progress(time.monotonic())
+            ref = sink.pop_reference()
+            if echo is not None and len(ref):
+                echo.add_reference(ref)
+            conv.on_capture(chunk.pcm, chunk.position, now)
+        # Only the file backend's input ends: finish the exchange in progress, then stop.
+        logger.info("input ended; finishing the exchange in progress")
+        await self._finish_exchange()
+        self.stop("input ended")
+
+    async def _finish_exchange(self) -> None:
+        conv = self.conversation
+        assert conv is not None
+        assert self._playback is not None
+        loop = asyncio.get_running_loop()
+        limit = self.config.realtime.reply_timeout_s + self.config.realtime.ready_timeout_s
+        deadline = loop.time() + limit
+        busy = (Phase.CONNECTING, Phase.LISTENING, Phase.THINKING, Phase.SPEAKING)
+        while loop.time() < deadline:
+            if conv.phase not in busy and not self._playback.active:
+                return
+            await asyncio.sleep(0.02)
+        logger.warning("the exchange did not finish within %.0f s", limit)
+
+    async def _timer_loop(self) -> None:
+        conv = self.conversation
+        assert conv is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.05)
+            conv.tick(loop.time())
+            self._check_credential()
+
+    # ------------------------------------------------------------------ callbacks
+
+    async def _headers(self) -> dict[str, str]:
+        assert self.link is not None
+        session = build_session_config(self.config.realtime, self.tools.specs())
+        secret = await connection_secret(self.config.realtime.auth, self.environ, session)
+        return headers_for(secret)
+
+    def _on_link_event(self, ev: Any) -> None:
+        if self.conversation is not None:
+            self.conversation.on_link_event(ev, asyncio.get_running_loop().time())
+
+    def _on_playback_event(self, ev: Any) -> None:
+        if self.conversation is not None:
+            self.conversation.on_playback_event(ev, asyncio.get_running_loop().time())
+
+    def _on_phase(self, old: Phase, new: Phase, reason: str) -> None:
+        self.notifier.status(PHASE_STATUS[new])
+        if self.stats is not None:
+            self.stats.set_phase(new.value)
+        self._fire_hook(HOOK_FOR_PHASE[new], {"phase": new.value, "previous": old.value, "reason": reason})
+        if new is Phase.IDLE and self.stats is not None and self.stats.last_engagement is not None:
+            message, fields = engagement_summary(self.stats.last_engagement, asyncio.get_running_loop().time())
+            logger.info("%s", message, extra=fields)
+
+    def _fire_hook(self, event: str, data: dict[str, Any]) -> None:
+        if self.hooks is not None:
+            self.hooks.fire(event, data)
+
+    def _run_tool(self, call_id: str, name: str, arguments: str) -> None:
+        async def call() -> None:
+            output = await self.tools.run(name, arguments)
+            if self.link is not None:
+                self.link.tool_result(call_id, output, asyncio.get_running_loop().time())
+
+        task = asyncio.get_running_loop().create_task(call(), name=f"tool {name}")
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
+
+    def _check_credential(self) -> None:
+        mtime = credential_mtime(self.config.realtime.auth, self.environ)
+        if mtime != self._credential_mtime:
+            self._credential_mtime = mtime
+            logger.info("the credential changed: retrying at once")
+            self._retry_now()
+
+    def _retry_now(self) -> None:
+        if self.conversation is not None:
+            self.conversation.retry_now()
+        if self.link is not None:
+            self.link.wake_now()
+
+    def _reload(self) -> None:
+        """SIGHUP: reload the config; keep the old one when the new one is invalid; retry at once."""
+        self.notifier.reloading()
+        self._retry_now()
+        if self.config_path is None:
+            self.notifier.ready("Reload: no config file; retried the connection")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                logger.error("reload: %s", problem)
+            logger.error("reload failed: keeping the running configuration")
+            self.notifier.ready("Reload failed: kept the running configuration")
+            return
+        if new.audio != self.config.audio or new.gate != self.config.gate or new.realtime != self.config.realtime:
+            logger.warning("reload: audio, gate and realtime changes take effect after a restart")
+        self.config = dataclasses.replace(self.config, hooks=new.hooks, logging=new.logging, bargein=new.bargein)
+        if self.hooks is not None:
+            self.hooks = Hooks(new.hooks, stats=self.stats, env=self.environ)
+        logger.info("configuration reloaded")
+        phase = self.conversation.phase if self.conversation is not None else Phase.IDLE
+        self.notifier.ready(PHASE_STATUS[phase])
+
+    # ------------------------------------------------------------------ control socket
+
+    async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Serve one control-socket command: engage, cancel, status, mute, unmute."""
+        conv = self.conversation
+        if conv is None:
+            raise DaemonError("starting up")
+        now = asyncio.get_running_loop().time()
+        if cmd == "engage":
+            if conv.muted:
+                raise DaemonError("muted: unmute first")
+            ok = conv.engage(now, source="control")
+            return {"engaged": ok, "phase": conv.phase.value}
+        if cmd == "cancel":
+            conv.cancel(now, "cancelled by earshot cancel")
+            return {"phase": conv.phase.value}
+        if cmd in ("mute", "unmute"):
+            conv.muted = cmd == "mute"
+            if conv.muted and conv.phase is not Phase.IDLE:
+                conv.cancel(now, "muted")
+            self._fire_hook("muted", {"muted": conv.muted})
+            if self.stats is not None:
+                self.stats.set_muted(conv.muted)
+            self.notifier.status("Microphone muted" if conv.muted else PHASE_STATUS[conv.phase])
+            return {"muted": conv.muted}
+        if cmd == "status":
+            return self.status()
+        raise DaemonError(f"unknown command {cmd!r}")
+
+    def status(self) -> dict[str, Any]:
+        """The status snapshot (never contains the key)."""
+        loop = asyncio.get_running_loop()
+        snap: dict[str, Any] = self.stats.snapshot(loop.time(), time.time()) if self.stats is not None else {}
+        conv = self.conversation
+        if conv is not None:
+            snap["phase"] = conv.phase.value
+            snap["muted"] = conv.muted
+            if conv.bargein is not None:
+                snap["duplex_reason"] = conv.bargein.duplex.reason
+            if conv.resting_reason:
+                snap["resting"] = conv.resting_reason
+        return snap
+
+
+def _mixer(cfg: Config) -> Any:
+    if "volume" not in cfg.realtime.builtin_tools:
+        return None
+    return AmixerMixer.from_config(cfg.audio.output)
+
+
+def _build_gate(cfg: Config, sdir: Path) -> tuple[Gate, Any, Any, Any]:
+    """The gate and, when enabled, the echo canceller, barge-in detector and wake guard."""
+    engine = build_wakeword(cfg.gate.wakeword, sdir) if cfg.gate.mode == "wakeword" else None
+    gate = Gate(cfg.gate, wakeword=engine)
+    echo = None
+    if cfg.bargein.echo_cancel:
+        try:
+            echo = EchoCanceller(filter_ms=cfg.bargein.echo_filter_ms)
+        except AudioDeviceError as exc:
+            logger.warning("no echo canceller (%s): half duplex while speaking", exc)
+    bargein = BargeInDetector(cfg.bargein)
+    guard = WakeGuard() if echo is not None else None
+    return gate, echo, bargein, guard
