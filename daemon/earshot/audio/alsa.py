@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 _PERIODS = 4
 _SINK_QUALITY = "LQ"
+_FIRST_DATA_GRACE_S = 5.0
 _PROBE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
 
 
@@ -123,6 +124,8 @@ class AlsaSource:
         self._conv: tuple[int, _Granted, StreamResampler, Framer] | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._thread_obj: threading.Thread | None = None
+        self._ever_opened = False
+        self._got_data = False
 
     @property
     def status(self) -> DeviceStatus:
@@ -212,7 +215,7 @@ class AlsaSource:
     def _on_missing(self, gen: int, message: str, was_open: bool = False) -> None:
         if gen != self._generation:
             return
-        state = DeviceState.REOPENING if was_open or self._status.reopens else DeviceState.MISSING
+        state = DeviceState.REOPENING if was_open or self._ever_opened else DeviceState.MISSING
         if self._status.state is not state or self._status.error != message:
             logger.warning("capture device %s %s: %s", self._config.device, state.value, message)
         self._status = replace(self._status, state=state, error=message, rate_hz=0, period_frames=0)
@@ -222,7 +225,7 @@ class AlsaSource:
     def _on_open(self, gen: int, granted: _Granted) -> None:
         if gen != self._generation:
             return
-        reopened = self._status.state is DeviceState.REOPENING or self._status.reopens > 0 or self._conv is not None
+        reopened = self._ever_opened
         logger.info(
             "capture device %s open: %d Hz, %d ch, period %d frames",
             self._config.device,
@@ -238,8 +241,13 @@ class AlsaSource:
             period_frames=granted.period_frames,
             reopens=self._status.reopens + (1 if reopened else 0),
         )
+        self._got_data = False
         self._conv = (gen, granted, StreamResampler(granted.rate_hz, CAPTURE_RATE_HZ), Framer(CAPTURE_CHUNK_SAMPLES))
         # Time passed while the device was away is a gap in positions, so positions keep measuring time.
+        # Positions count from the first successful open (a slow first open is not a gap).
+        if not self._ever_opened:
+            self._ever_opened = True
+            self._t0 = time.monotonic()
         elapsed = round((time.monotonic() - self._t0) * CAPTURE_RATE_HZ)
         if elapsed - self._position > CAPTURE_RATE_HZ // 10:
             self._position = elapsed - elapsed % CAPTURE_CHUNK_SAMPLES
@@ -255,6 +263,7 @@ class AlsaSource:
         if gen != self._generation or self._conv is None:
             return
         self._last_data = time.monotonic()
+        self._got_data = True
         _, granted, resampler, framer = self._conv
         raw = np.frombuffer(data, dtype="<i2").astype(np.int16)
         mono = downmix(raw, granted.channels, self._config.channel)
@@ -272,8 +281,10 @@ class AlsaSource:
         assert self._loop is not None
         if self._stop.is_set():
             return
-        if self._status.state is DeviceState.OK and time.monotonic() - self._last_data > self._stall_s:
-            self._on_missing(self._generation, f"no audio for {self._stall_s:.1f} s", True)
+        # Some devices (sound servers) take a couple of seconds to deliver the first period after opening.
+        limit = self._stall_s if self._got_data else max(self._stall_s, _FIRST_DATA_GRACE_S)
+        if self._status.state is DeviceState.OK and time.monotonic() - self._last_data > limit:
+            self._on_missing(self._generation, f"no audio for {limit:.1f} s", True)
             self._spawn()  # the stalled thread sees a new generation when (if) its read returns
         self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
 
@@ -323,6 +334,7 @@ class AlsaSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy_since: float | None = None
         self._settled = asyncio.Event()
+        self._ever_opened = False
         self._watch: asyncio.TimerHandle | None = None
         self._thread_obj: threading.Thread | None = None
 
@@ -555,7 +567,8 @@ class AlsaSink:
         if gen != self._generation:
             opened.set()
             return
-        reopened = self._status.reopens > 0 or self._status.state is DeviceState.REOPENING
+        reopened = self._ever_opened
+        self._ever_opened = True
         logger.info(
             "playback device %s open: %d Hz, %d ch, period %d frames, buffer %d frames",
             self._config.device,
@@ -595,11 +608,7 @@ class AlsaSink:
     def _on_missing(self, gen: int, message: str, was_open: bool) -> None:
         if gen != self._generation:
             return
-        state = (
-            DeviceState.REOPENING
-            if was_open
-            else (DeviceState.REOPENING if self._status.state is DeviceState.REOPENING else DeviceState.MISSING)
-        )
+        state = DeviceState.REOPENING if was_open or self._ever_opened else DeviceState.MISSING
         if self._status.state is not state or self._status.error != message:
             logger.warning("playback device %s %s: %s", self._config.device, state.value, message)
         # Whatever was queued is lost with the device: it counts as not heard.

@@ -1,0 +1,123 @@
+"""The real-time tier: PulseAudio null sinks through alsa-lib's pulse plugin run at real speed."""
+
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earshot.audio.alsa import AlsaSink, AlsaSource
+from earshot.audio.backend import DeviceState
+from earshot.config import InputConfig, OutputConfig
+
+from .conftest import AlsaConf
+
+pytestmark = [
+    pytest.mark.realtime_audio,
+    pytest.mark.skipif(os.environ.get("EARSHOT_SKIP_REALTIME") == "1", reason="EARSHOT_SKIP_REALTIME=1"),
+    pytest.mark.skipif(shutil.which("pulseaudio") is None, reason="pulseaudio not installed"),
+]
+
+
+class Pulse:
+    def __init__(self, tmp_path: Path) -> None:
+        self.runtime = tmp_path / "xdg"
+        self.runtime.mkdir(mode=0o700, exist_ok=True)
+        self.socket = tmp_path / "pulse.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> bool:
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(self.runtime), "HOME": str(self.runtime)}
+        self.proc = subprocess.Popen(
+            ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "--use-pid-file=no", "--disallow-exit",
+             "--load=module-null-sink sink_name=spk",
+             f"--load=module-native-protocol-unix auth-anonymous=1 socket={self.socket}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ok = subprocess.run(
+                ["pactl", "info"], env={**env, "PULSE_SERVER": f"unix:{self.socket}"}, capture_output=True
+            )
+            if ok.returncode == 0:
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.05)
+        return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self.socket.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def pulse(tmp_path: Path, alsa_conf: AlsaConf) -> Iterator[Pulse]:
+    server = Pulse(tmp_path)
+    if not server.start():
+        server.kill()
+        pytest.skip("PulseAudio could not start here")
+    alsa_conf(
+        f'pcm.speaker {{ type pulse server "unix:{server.socket}" device "spk" }}\n'
+        f'pcm.monitor {{ type pulse server "unix:{server.socket}" device "spk.monitor" }}\n'
+    )
+    yield server
+    server.kill()
+
+
+async def test_played_position_follows_a_real_time_device_within_a_period(pulse: Pulse) -> None:
+    period = 240
+    sink = AlsaSink(OutputConfig(device="speaker", sample_rate_hz=24000, period_ms=10, buffer_ms=80))
+    block = np.full(period, 1000, np.int16)
+    samples: list[tuple[float, int]] = []
+    written = 0
+    async with asyncio.timeout(30):
+        while True:
+            await sink.write(block)
+            written += period
+            played = written - sink.queued_samples()
+            if played > 0:
+                samples.append((time.monotonic(), played))
+            if len(samples) > 2 and samples[-1][1] - samples[0][1] >= 24000 * 3:
+                break
+    status = sink.status
+    sink.close()
+    # Skip the first second of flow (the sound server settles), then compare against the wall clock.
+    start = next(i for i, (_, p) in enumerate(samples) if p - samples[0][1] >= 24000)
+    t0, p0 = samples[start]
+    errors = [(p - p0) - (t - t0) * 24000 for t, p in samples[start:]]
+    assert max(abs(e) for e in errors) <= period, f"played-position error up to {max(map(abs, errors))} samples"
+    assert status.state is DeviceState.OK
+    assert status.xruns == 0
+
+
+async def test_capture_survives_the_sound_server_dying_and_coming_back(pulse: Pulse) -> None:
+    source = AlsaSource(InputConfig(device="monitor"), reopen_max_s=0.5, stall_s=1.0)
+    it = source.chunks()
+    async with asyncio.timeout(30):
+        before = [await anext(it) for _ in range(20)]
+        pulse.kill()
+        while source.status.state is DeviceState.OK:  # noqa: ASYNC110 - status has no change event
+            await asyncio.sleep(0.05)
+        assert "monitor" in source.status.describe()
+        assert pulse.start()
+        while True:
+            chunk = await anext(it)
+            status = source.status  # read afresh: the device thread changes it
+            if status.state.value == "ok" and status.reopens >= 1:
+                break
+        after = [await anext(it) for _ in range(20)]
+    source.close()
+    assert [c.position for c in before] == [i * 160 for i in range(20)]
+    assert after[0].position > before[-1].position + 160  # the outage is a gap in positions
+    assert all(b.position - a.position == 160 for a, b in itertools.pairwise(after))
+    assert chunk.pcm.size == 160
