@@ -66,7 +66,7 @@ def _backoff(max_s: float) -> Iterator[float]:
         delay = min(max_s, delay * 2)
 
 
-def _open(device: str, kind: int, rate: int, channels: int, period_frames: int) -> Any:
+def _open(device: str, kind: int, rate: int, channels: int, period_frames: int, periods: int = _PERIODS) -> Any:
     try:
         return alsaaudio.PCM(
             kind,
@@ -76,7 +76,7 @@ def _open(device: str, kind: int, rate: int, channels: int, period_frames: int) 
             channels=channels,
             format=alsaaudio.PCM_FORMAT_S16_LE,
             periodsize=period_frames,
-            periods=_PERIODS,
+            periods=periods,
         )
     except alsaaudio.ALSAAudioError as exc:
         raise AudioDeviceError(device, str(exc)) from exc
@@ -519,6 +519,7 @@ class AlsaSink:
                     cfg.sample_rate_hz,
                     cfg.channels,
                     max(1, cfg.sample_rate_hz * cfg.period_ms // 1000),
+                    max(2, cfg.buffer_ms // cfg.period_ms),
                 )
                 granted = _granted(pcm)
             except AudioDeviceError as exc:
