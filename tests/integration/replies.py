@@ -57,15 +57,15 @@ def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 
     k0 = int(nz[0])
     probe = reply[k0 : k0 + RATE_HZ // 20]
     candidates = np.flatnonzero(output[after:] == probe[0]) + after
-    start = None
-    for c in candidates:
-        c = int(c)
+    start: int | None = None
+    for candidate in candidates.tolist():
+        c = int(candidate)
         if c + probe.size <= output.size and np.array_equal(output[c : c + probe.size], probe):
             start = c - k0
             break
     if start is None:
         return None
-    n = min(reply.size, output.size - start)
+    n = int(min(reply.size, output.size - start))
     seg = output[start : start + n].astype(np.int32)
     ref = reply[:n].astype(np.int32)
     exact = seg == ref
@@ -75,7 +75,7 @@ def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 
     first_bad = int(mismatch[0])
     # A fade: the output follows the reply scaled down, then silence.
     fade_end = first_bad
-    limit = min(n, first_bad + RATE_HZ * 12 // 1000 + 1)
+    limit = int(min(n, first_bad + RATE_HZ * 12 // 1000 + 1))
     while fade_end < limit and abs(seg[fade_end]) <= abs(ref[fade_end]) and seg[fade_end] * ref[fade_end] >= 0:
         if seg[fade_end] == 0 and ref[fade_end] != 0 and not seg[fade_end:limit].any():
             break

@@ -96,7 +96,9 @@ async def test_echo_only_reply_plays_to_its_end(tmp_path: Path) -> None:
     assert run.marks("reply played out")
     # The echo really was in the microphone (the canceller measured it), so the test could fail.
     echo = run.daemon.conversation.echo if run.daemon.conversation is not None else None
-    assert echo is not None and echo.erle_db is not None and echo.erl_db is not None
+    assert echo is not None
+    assert echo.erle_db is not None
+    assert echo.erl_db is not None
     assert 3.0 <= echo.erl_db <= 9.0  # the feed's -6 dB
 
 
@@ -121,6 +123,8 @@ async def test_reply_saying_the_wake_word_does_not_wake_the_device(tmp_path: Pat
     record = emu.sessions[0]
     assert len(record.responses) == 1
     played = locate(run.output, reply, after=round(w_end * RATE_HZ))
-    assert played is not None and played.played == played.length
-    assert record.truncations == [] and record.cancels == []
+    assert played is not None
+    assert played.played == played.length
+    assert record.truncations == []
+    assert record.cancels == []
     assert not run.marks("barge-in")
