@@ -590,6 +590,7 @@ class _Connection:
         }
         self.record.user_audio[item_id] = voice.resample(pcm, self.buffer_rate_hz, voice.RATE_HZ)
         self.pending_audio_ms += audio_ms
+        logger.info("session %d: user turn committed (%d ms of audio)", self.record.index, audio_ms)
         self._add_item(item, previous)
 
     def _add_item(self, item: dict[str, Any], previous: str | None) -> None:
@@ -706,7 +707,9 @@ class _Connection:
                 )
         except _ServerError as exc:
             truncation.error = exc.message
+            logger.info("session %d: truncate %s at %d ms refused: %s", self.record.index, item_id, end_ms, exc.message)
             raise
+        logger.info("session %d: truncate %s at %d ms (%s ms sent)", self.record.index, item_id, end_ms, sent_ms)
         for part in item.get("content", []):
             if part.get("type") == "output_audio":
                 part["transcript"] = ""  # the server drops the unheard transcript
@@ -1151,6 +1154,9 @@ class Emulator:
 
     async def __aenter__(self) -> Emulator:
         self._released.clear()
+        # The SDK's pydantic schema takes seconds to build; build it before listening so that the first
+        # connection's handshake-to-session.created time is honest (it is cached per process).
+        await asyncio.to_thread(schema.available)
         self._server = await serve(
             self._handler,
             self.options.host,
