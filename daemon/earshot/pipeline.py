@@ -389,7 +389,10 @@ class Conversation:
                 self.engagement.reply_started(now)
                 if self.bargein is not None:
                     erle = self.echo.erle_db if self.echo is not None else None
-                    decision = self.bargein.start(self._position, erle_db=erle, canceller=self.echo is not None)
+                    erl = self.echo.erl_db if self.echo is not None else None
+                    decision = self.bargein.start(
+                        self._position, erle_db=erle, erl_db=erl, canceller=self.echo is not None
+                    )
                     if self.stats is not None:
                         self.stats.set_duplex(decision.mode.value)
         elif isinstance(ev, PlaybackFinished) and ev.heard and self.phase is Phase.SPEAKING and self._response_done:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from earshot.emulator import WAKE_WORD_REPLY, DefaultScript, Emulator, EmulatorOptions
+from earshot.gate.bargein import DuplexMode
 from tests.integration.replies import RATE_HZ, check_events, locate, reply_pcm
 from tests.support.daemon import run_daemon
 from tests.support.speech import concat, read_wav, silence, synth
@@ -24,8 +26,13 @@ LONG_REPLY = (
 SHORT_REPLY = "Okay, I stopped."
 
 
-async def test_bargein_mid_reply_truncates_what_was_heard(tmp_path: Path) -> None:
-    """A user talking over a long reply stops it at once; the truncate matches what was played."""
+@pytest.mark.parametrize("echo", [True, False], ids=["echo-feed", "no-echo"])
+async def test_bargein_mid_reply_truncates_what_was_heard(tmp_path: Path, echo: bool) -> None:
+    """A user talking over a long reply stops it at once; the truncate matches what was played.
+
+    Without any echo in the microphone (no acoustic path) the echo reduction means nothing: the
+    quiet echo path must still give full duplex, not a muted microphone.
+    """
     question, _ = read_wav(synth("what is the capital of france"))
     interruption, _ = read_wav(synth("stop, stop, tell me something else instead", voice="rms"))
     lead = 0.5
@@ -36,11 +43,18 @@ async def test_bargein_mid_reply_truncates_what_was_heard(tmp_path: Path) -> Non
     reply2 = await reply_pcm(SHORT_REPLY)
     script = DefaultScript(replies=[LONG_REPLY, SHORT_REPLY])
     async with Emulator(EmulatorOptions(strict=True, script=script)) as emu:
-        run = await run_daemon(tmp_path, pcm, url=emu.url, config=ECHO)
+        run = await run_daemon(tmp_path, pcm, url=emu.url, config=ECHO if echo else {})
         check_events(emu)
     assert run.exit_code == 0
     assert len(emu.sessions) == 1
     record = emu.sessions[0]
+    conv = run.daemon.conversation
+    assert conv is not None
+    assert conv.bargein is not None
+    if echo:
+        assert conv.bargein.duplex.mode is not DuplexMode.HALF
+    else:
+        assert conv.bargein.duplex.mode is DuplexMode.FULL, conv.bargein.duplex
 
     played = locate(run.output, reply1, after=round(q_end * RATE_HZ))
     assert played is not None, "the first reply never played"

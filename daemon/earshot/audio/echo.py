@@ -71,6 +71,7 @@ class EchoFrame:
         erle_db: the echo reduction measured so far (:attr:`EchoCanceller.erle_db`), or None.
         reference_active: the reference had energy within the filter span.
         bypassed: the chunk was passed through untouched (no reference for a while).
+        erl_db: the echo return loss measured so far (:attr:`EchoCanceller.erl_db`), or None.
     """
 
     mic_dbfs: float
@@ -82,6 +83,7 @@ class EchoFrame:
     erle_db: float | None
     reference_active: bool
     bypassed: bool
+    erl_db: float | None = None
 
 
 _IDLE_FRAME = EchoFrame(
@@ -284,6 +286,7 @@ class EchoCanceller:
                 erle_db=self.erle_db,
                 reference_active=False,
                 bypassed=True,
+                erl_db=self.erl_db,
             )
             return src.copy()
 
@@ -327,6 +330,7 @@ class EchoCanceller:
             erle_db=erle,
             reference_active=active,
             bypassed=False,
+            erl_db=erl,
         )
         return out
 
@@ -354,10 +358,14 @@ class EchoCanceller:
 
     @property
     def erl_db(self) -> float | None:
-        """Echo return loss (reference to microphone, dB; positive = the echo is quieter), or None."""
-        if self._measured_frames < self._min_measure_frames or self._sum_mic <= 0.0 or self._sum_ref <= 0.0:
+        """Echo return loss (reference to microphone, dB; positive = the echo is quieter), or None.
+
+        A microphone that stays silent while the speaker plays (no acoustic path, or digital silence)
+        gives a very large finite ERL: there is no echo to cancel.
+        """
+        if self._measured_frames < self._min_measure_frames or self._sum_ref <= 0.0:
             return None
-        return 10.0 * math.log10(self._sum_ref / self._sum_mic)
+        return 10.0 * math.log10(self._sum_ref / max(self._sum_mic, 1e-3))
 
     @property
     def active(self) -> bool:

@@ -12,7 +12,9 @@ All three are pure: they take 10 ms chunks, the echo canceller's per-chunk :clas
   device saying "Jarvis" in a reply never wakes it.
 
 The duplex policy (:func:`choose_duplex`) picks how much to trust the cancelled signal from the
-echo reduction (ERLE) measured at run time:
+echo reduction (ERLE) measured at run time, unless the echo path itself is quiet (the measured echo
+return loss, ERL, says the microphone hardly hears the speaker: then ERLE means nothing and FULL is
+safe):
 
 - FULL: VAD on the cleaned signal, just above the predicted residual echo, barges in;
 - GATED: only clearly louder speech (cleaned above the predicted residual echo by
@@ -36,6 +38,7 @@ from earshot.audio.echo import EchoFrame
 from earshot.config import BargeInConfig
 
 __all__ = [
+    "QUIET_ECHO_ERL_DB",
     "BargeIn",
     "BargeInDetector",
     "DuplexDecision",
@@ -58,6 +61,9 @@ _FULL_RESIDUAL_MARGIN_DB = 3.0
 _WINDOW_FACTOR = 2
 # In auto duplex, FULL falls back to GATED mid-reply only this far below full_duplex_erle_db.
 _DUPLEX_HYSTERESIS_DB = 3.0
+QUIET_ECHO_ERL_DB = 30.0
+"""An echo return loss at or above this (the echo at least 30 dB below what is played) is a quiet
+echo path: no echo worth cancelling reaches the microphone, so full duplex is safe whatever the ERLE."""
 
 
 class DuplexMode(enum.Enum):
@@ -79,25 +85,36 @@ class DuplexDecision:
         return f"{self.mode.value} ({self.reason})"
 
 
-def choose_duplex(config: BargeInConfig, erle_db: float | None, *, canceller: bool = True) -> DuplexDecision:
+def choose_duplex(
+    config: BargeInConfig,
+    erle_db: float | None,
+    *,
+    canceller: bool = True,
+    erl_db: float | None = None,
+) -> DuplexDecision:
     """Pick the duplex mode from the configuration and the measured echo reduction.
 
     Args:
         config: the barge-in section (``duplex``, ``echo_cancel``, ``full_duplex_erle_db``, ``gated_erle_db``).
         erle_db: the echo reduction measured at run time, or None while not measured yet.
         canceller: an echo canceller is running on the microphone.
+        erl_db: the echo return loss measured at run time (``EchoCanceller.erl_db``), or None.
 
     Returns:
         The decision. ``duplex: full|gated|half`` is obeyed as configured, except that full or gated
         without a working canceller falls back to half (the raw microphone hears the reply). With
-        ``auto``: FULL at or above ``full_duplex_erle_db``, GATED at or above ``gated_erle_db`` or
-        while not yet measured, HALF below that or without a canceller.
+        ``auto``: FULL when the echo path is quiet (ERL at or above :data:`QUIET_ECHO_ERL_DB`: with
+        no echo in the microphone the echo reduction is meaningless) or at or above
+        ``full_duplex_erle_db``, GATED at or above ``gated_erle_db`` or while not yet measured, HALF
+        below that or without a canceller.
     """
     if not config.echo_cancel or not canceller:
         why = "echo cancellation off" if not config.echo_cancel else "no echo canceller"
         return DuplexDecision(DuplexMode.HALF, why)
     if config.duplex != "auto":
         return DuplexDecision(DuplexMode(config.duplex), "configured")
+    if erl_db is not None and erl_db >= QUIET_ECHO_ERL_DB:
+        return DuplexDecision(DuplexMode.FULL, f"echo path quiet: echo {erl_db:.0f} dB below playback")
     if erle_db is None or not math.isfinite(erle_db):
         return DuplexDecision(DuplexMode.GATED, "echo reduction not measured yet")
     if erle_db >= config.full_duplex_erle_db:
@@ -187,18 +204,21 @@ class BargeInDetector:
         """False while speaking in HALF duplex: the app sends no microphone audio upstream."""
         return not (self._armed and self._decision.mode is DuplexMode.HALF)
 
-    def start(self, position: int, *, erle_db: float | None, canceller: bool = True) -> DuplexDecision:
+    def start(
+        self, position: int, *, erle_db: float | None, canceller: bool = True, erl_db: float | None = None
+    ) -> DuplexDecision:
         """Playback of a reply started at capture position ``position``: arm and pick the duplex mode.
 
         Args:
             position: 16 kHz capture position at which the speaker started playing.
             erle_db: the canceller's measured echo reduction (``EchoCanceller.erle_db``).
             canceller: an echo canceller is running.
+            erl_db: the canceller's measured echo return loss (``EchoCanceller.erl_db``).
 
         Returns:
             The duplex decision in force for this reply.
         """
-        decision = choose_duplex(self.config, erle_db, canceller=canceller)
+        decision = choose_duplex(self.config, erle_db, canceller=canceller, erl_db=erl_db)
         if decision.mode is not self._decision.mode:
             logger.info("duplex mode: %s", decision)
         self._decision = decision
@@ -239,8 +259,8 @@ class BargeInDetector:
             return None
         if self._decision.mode is DuplexMode.HALF:
             return None
-        if self._follow and echo is not None and echo.erle_db is not None:
-            self._follow_erle(echo.erle_db)
+        if self._follow and echo is not None:
+            self._follow_echo(echo.erle_db, echo.erl_db)
         if position < self._start_position + self._holdoff_samples:
             # The canceller is (re)converging on the start of the reply.
             self.user_speaking = False
@@ -280,25 +300,34 @@ class BargeInDetector:
         self._reset_run()
         return event
 
-    def observe_erle(self, erle_db: float | None) -> None:
-        """Re-pick the duplex mode from a new ERLE between replies (when not armed)."""
+    def observe_erle(self, erle_db: float | None, erl_db: float | None = None) -> None:
+        """Re-pick the duplex mode from a new ERLE (and ERL) between replies (when not armed)."""
         if self._armed:
             return
-        decision = choose_duplex(self.config, erle_db, canceller=self._canceller)
+        decision = choose_duplex(self.config, erle_db, canceller=self._canceller, erl_db=erl_db)
         if decision.mode is not self._decision.mode:
             logger.info("duplex mode: %s", decision)
         self._decision = decision
 
-    def _follow_erle(self, erle_db: float) -> None:
+    def _follow_echo(self, erle_db: float | None, erl_db: float | None) -> None:
         # The echo reduction keeps improving while the canceller converges (and drops when the room
         # changes): follow it during the reply between GATED and FULL, with hysteresis so the mode
         # does not flap at the threshold. HALF is never entered mid-reply: muting the microphone in
         # the middle of a reply would drop a user already talking; the next start() applies it.
+        # A quiet echo path (large ERL, e.g. no echo in the microphone at all) is FULL whatever the ERLE.
         full = self.config.full_duplex_erle_db
         mode = self._decision.mode
-        if mode is DuplexMode.GATED and erle_db >= full:
+        still_quiet = erl_db is not None and erl_db >= QUIET_ECHO_ERL_DB - _DUPLEX_HYSTERESIS_DB
+        if mode is DuplexMode.GATED and erl_db is not None and erl_db >= QUIET_ECHO_ERL_DB:
+            decision = DuplexDecision(DuplexMode.FULL, f"echo path quiet: echo {erl_db:.0f} dB below playback")
+        elif mode is DuplexMode.GATED and erle_db is not None and erle_db >= full:
             decision = DuplexDecision(DuplexMode.FULL, f"echo reduction {erle_db:.1f} dB >= {full:g} dB")
-        elif mode is DuplexMode.FULL and erle_db < full - _DUPLEX_HYSTERESIS_DB:
+        elif (
+            mode is DuplexMode.FULL
+            and not still_quiet
+            and erle_db is not None
+            and erle_db < full - _DUPLEX_HYSTERESIS_DB
+        ):
             decision = DuplexDecision(
                 DuplexMode.GATED, f"echo reduction {erle_db:.1f} dB < {full - _DUPLEX_HYSTERESIS_DB:g} dB"
             )
