@@ -9,10 +9,13 @@ import pytest
 from numpy.typing import NDArray
 
 from earshot.config import GateConfig, SileroConfig, VadConfig, WakewordConfig
-from earshot.gate.gate import EndOfTurn, Gate, GateEvent, SpeechEnded, SpeechStarted, Wake
-from earshot.gate.wakeword import OpenWakeWordEngine
-from tests.gate.corpus import pink_noise, say
-from tests.support.speech import concat, silence
+from earshot.gate.gate import WAKE_TAIL_MS, EndOfTurn, Gate, GateEvent, SpeechEnded, SpeechStarted, Wake
+from earshot.gate.vad import Vad
+from earshot.gate.wakeword import OpenWakeWordEngine, trim_silence
+from tests.gate.corpus import human_negatives, pink_noise, say
+from tests.support.speech import FLITE_VOICES, concat, silence
+
+VARIANTS: list[tuple[str, ...]] = [(), ("tempo", "0.85"), ("tempo", "1.15"), ("pitch", "150"), ("pitch", "-150")]
 
 
 @dataclass(frozen=True)
@@ -137,3 +140,56 @@ def test_odd_chunks_do_not_crash_the_gate(oww: OpenWakeWordEngine) -> None:
     feed(gate, rng.integers(-32768, 32767, 16000).astype(np.int16), 10**9 + 5)
     gate.reset()
     assert feed(gate, silence(1)) == []
+
+
+def wakes(gate: Gate, pcm: NDArray[np.int16], start: int = 0) -> int:
+    gate.reset()
+    return sum(isinstance(e, Wake) for e in feed(gate, pcm, start))
+
+
+@pytest.mark.parametrize("silero", ["off", "on"])
+def test_gate_hears_hey_jarvis_from_every_voice(oww: OpenWakeWordEngine, silero: str) -> None:
+    """Through the whole Gate (engine only around VAD speech), default threshold: >= 90 % of clean takes.
+
+    Each take is trimmed and placed after a different length of silence, so the engine's 80 ms hop
+    falls at a different point of the phrase each time (the engine alone is only scored at one).
+    """
+    gate = Gate(config(silero=silero), wakeword=oww)
+    takes = [trim_silence(say("hey jarvis", v, *fx)) for v in FLITE_VOICES for fx in VARIANTS]
+    hits = [wakes(gate, concat(silence(1.0 + 0.013 * i), t, silence(1.5))) > 0 for i, t in enumerate(takes)]
+    assert sum(hits) >= 0.9 * len(takes), f"{sum(hits)}/{len(takes)}"
+
+
+def test_gate_never_wakes_on_human_speech_or_other_sentences(oww: OpenWakeWordEngine) -> None:
+    """No false wake through the Gate on real human prompts nor on other flite sentences.
+
+    Rhymes ("hey travis") are left out: the model itself scores them over 0.9 for some voices at any
+    alignment; scripts/eval-gate reports such near misses apart.
+    """
+    gate = Gate(config(silero="on"), wakeword=oww)
+    false = [name for name, pcm in human_negatives(limit=60) if wakes(gate, concat(silence(0.5), pcm, silence(1)))]
+    sentences = ("what time is it", "jarvis is a name", "play some jazz music", "have you seen the keys")
+    false += [
+        f"{s}/{v}" for s in sentences for v in FLITE_VOICES if wakes(gate, concat(silence(1), say(s, v), silence(1.5)))
+    ]
+    assert false == []
+
+
+def test_engine_keeps_listening_for_a_tail_after_a_short_end(oww: OpenWakeWordEngine) -> None:
+    """With vad.end_ms far shorter than the model's delay, the engine hears a tail after the speech and wakes."""
+    cfg = GateConfig(
+        mode="wakeword",
+        vad=VadConfig(end_ms=60, silero=SileroConfig(enabled="off")),
+        wakeword=WakewordConfig(engine="openwakeword"),
+    )
+    engine = CountingEngine(oww)
+    gate = Gate(cfg, wakeword=engine, vad=Vad(cfg.vad, silero=None))
+    events = feed(gate, concat(silence(1), say("hey jarvis", "slt"), silence(2)))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded, Wake, EndOfTurn]
+    started, ended, wake = events[0], events[1], events[2]
+    # the wake came after the VAD had already declared the end (end + end_ms)
+    assert wake.position > ended.position + 60 * 16
+    # fed from the lead-in before the start until the tail after the end, and not beyond
+    until = ended.position + WAKE_TAIL_MS * 16
+    first = started.position - 300 * 16
+    assert until - first <= engine.samples < until - first + 160

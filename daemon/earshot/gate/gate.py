@@ -3,7 +3,8 @@
 Pure: capture chunks (16 kHz int16 and their sample positions) in, :data:`GateEvent` out. In a quiet
 room only webrtcvad runs. When the VAD declares speech, the engine is reset and fed the audio from a
 little before the speech start (kept in a ``ring_s`` ring, so it hears the phrase from its first
-syllable), then every chunk until the speech ends. What the app passes in is its choice: while the
+syllable), then every chunk until :data:`WAKE_TAIL_MS` after the speech ends (a wake-word model's
+score peaks only after the phrase is over). What the app passes in is its choice: while the
 device plays, it passes the echo-cancelled microphone (or suppresses the gate), so the device's own
 voice does not wake it.
 """
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 LEAD_IN_MS = 300
 """Audio before the VAD's speech start given to the engine (the VAD starts a little late)."""
+WAKE_TAIL_MS = 800
+"""The engine keeps hearing audio this long after the speech's last frame, whatever ``vad.end_ms`` is:
+openWakeWord's score peaks 0.1–0.4 s after the phrase ends."""
 
 
 class ChunkLike(Protocol):
@@ -128,6 +132,7 @@ class Gate:
         self._ring: deque[tuple[int, NDArray[np.int16]]] = deque()
         self._ring_len = 0
         self._engine_active = False
+        self._engine_until: int | None = None
         self._speech_start: int | None = None
         self._quiet_until = -1
         if self._engine is not None:
@@ -142,21 +147,28 @@ class Gate:
         running = self._engine is not None and not self._suppressed
         if running:
             self._remember(pcm, position)
+        fed = False
         for ev in self.vad.process(pcm, position):
             if isinstance(ev, VadStart):
                 events.append(SpeechStarted(ev.position))
                 self._speech_start = ev.position
-                if running:
+                if self._engine_active:
+                    # Speech again within the tail: the engine is still listening to this stream.
+                    self._engine_until = None
+                elif running:
+                    # The ring already holds this chunk, so starting the engine feeds it too.
                     self._start_engine(ev.position, events, end)
+                    fed = True
             elif isinstance(ev, VadEnd):
                 events.append(SpeechEnded(ev.position))
                 if self._engine_active:
-                    self._stop_engine()
+                    self._engine_until = ev.position + RATE_HZ * WAKE_TAIL_MS // 1000
             elif isinstance(ev, VadEndOfTurn):
                 events.append(EndOfTurn(ev.position))
-        # A chunk that started the engine was already fed as part of the ring.
-        if self._engine_active and not any(isinstance(e, SpeechStarted) for e in events):
+        if self._engine_active and not fed:
             self._feed(pcm, end, events)
+        if self._engine_active and self._engine_until is not None and end >= self._engine_until:
+            self._stop_engine()
         return events
 
     # ------------------------------------------------------------------------------ internals
@@ -171,6 +183,7 @@ class Gate:
         assert self._engine is not None
         self._engine.reset()
         self._engine_active = True
+        self._engine_until = None
         first = speech_start - RATE_HZ * LEAD_IN_MS // 1000
         past = [pcm if pos >= first else pcm[first - pos :] for pos, pcm in self._ring if pos + len(pcm) > first]
         if past:
@@ -179,6 +192,7 @@ class Gate:
     def _stop_engine(self) -> None:
         assert self._engine is not None
         self._engine_active = False
+        self._engine_until = None
         self._engine.reset()
 
     def _feed(self, pcm: NDArray[np.int16], end: int, events: list[GateEvent]) -> None:
