@@ -21,6 +21,7 @@ sys.path[:0] = [str(REPO / "scripts"), str(REPO / "daemon"), str(REPO)]
 
 from benchlib import components  # noqa: E402
 from benchlib.report import Report, machine_info  # noqa: E402
+from earshot.config import default_config  # noqa: E402
 
 SECTIONS = ("gate", "stream", "daemon")
 
@@ -53,7 +54,7 @@ def measure_gate(report: Report, seconds: float, state: Path) -> None:
 
     def speech() -> None:
         values, details, problems = components.gate_speech(seconds, state)
-        report.set("gate_cpu_pct_speech", values)  # type: ignore[arg-type]
+        report.set("gate_cpu_pct_speech", values)
         report.details["gate_speech"] = details
         if problems:
             report.notes["gate_cpu_pct_speech"] = "; ".join(f"{k}: {v}" for k, v in problems.items())
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     echo_min = args.echo_minutes or (0.5 if args.quick else 10.0)
 
     report = Report(quick=args.quick)
-    report.prebuffer_ms = components.default_config().audio.output.prebuffer_ms
+    report.prebuffer_ms = default_config().audio.output.prebuffer_ms
     report.machine = machine_info(REPO)
     with components.temp_state() as tmp:
         state = Path(tmp)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
-
 from tests.support.speech import read_wav, synth
 
 RATE_HZ = 16000
@@ -60,7 +61,8 @@ def continuous_speech(seconds: float) -> NDArray[np.int16]:
         parts += [clip, gap]
         total += clip.size + gap.size
         i += 1
-    return np.concatenate(parts)[:target].astype(np.int16)
+    out: NDArray[np.int16] = np.concatenate(parts)[:target].astype(np.int16)
+    return out
 
 
 def with_noise(pcm: NDArray[np.int16], *, level_dbfs: float = -60.0, seed: int = 11) -> NDArray[np.int16]:
@@ -86,21 +88,53 @@ def first_nonzero(pcm: NDArray[np.int16], start: int = 0, *, floor: int = 0) -> 
     return start + int(idx[0]) if idx.size else None
 
 
-def played_extent(output: NDArray[np.int16], reply: NDArray[np.int16], start: int) -> tuple[int, int]:
-    """How much of ``reply`` the output holds from ``start`` on (same rate, no gain).
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """Where a reply is in the output WAV (output samples at the reply rate).
 
-    Returns ``(exact, present)``: ``exact`` samples match the reply sample for sample; ``present``
-    adds the fade that follows (non-zero samples after the first mismatch, up to 20 ms), i.e. the
-    assistant audio a listener actually heard.
+    Attributes:
+        stop: one past the last sample of the reply's audio in the output (its fade included).
+        heard: reply samples that reached the output (the fade included, underrun gaps excluded).
+        gaps: ``(output position, samples)`` of silences inserted inside the reply (playback underruns).
     """
-    seg = output[start : start + reply.size].astype(np.int32)
-    ref = reply[: seg.size].astype(np.int32)
-    diff = np.flatnonzero(np.abs(seg - ref) > 1)
-    exact = int(diff[0]) if diff.size else int(seg.size)
-    tail = seg[exact : exact + reply_rate_ms(20)]
+
+    stop: int
+    heard: int
+    gaps: tuple[tuple[int, int], ...]
+
+
+def played_extent(output: NDArray[np.int16], reply: NDArray[np.int16], start: int, *, min_gap: int = 24) -> Extent:
+    """Follow ``reply`` through ``output`` from ``start`` (same rate, unity gain) until it stops.
+
+    The output holds the reply sample for sample, possibly with silences inserted (underruns: the
+    reply then resumes where it left off), and ends with the fade of a barge-in (up to 20 ms of
+    non-zero samples that no longer match) or the reply's own end.
+    """
+    o, r = start, 0
+    gaps: list[tuple[int, int]] = []
+    while r < reply.size and o < output.size:
+        n = min(reply.size - r, output.size - o)
+        seg = output[o : o + n].astype(np.int32)
+        diff = np.flatnonzero(np.abs(seg - reply[r : r + n].astype(np.int32)) > 1)
+        k = int(diff[0]) if diff.size else n
+        o, r = o + k, r + k
+        if k == n:
+            break
+        nonzero = np.flatnonzero(output[o:] != 0)
+        zeros = int(nonzero[0]) if nonzero.size else output.size - o
+        m = min(reply_rate_ms(10), reply.size - r, output.size - o - zeros)
+        resumes = m > 0 and np.all(
+            np.abs(output[o + zeros : o + zeros + m].astype(np.int32) - reply[r : r + m].astype(np.int32)) <= 1
+        )
+        if zeros >= min_gap and resumes:
+            gaps.append((o, zeros))
+            o += zeros
+            continue
+        break
+    tail = output[o : o + reply_rate_ms(20)]
     nz = np.flatnonzero(tail != 0)
-    present = exact + (int(nz[-1]) + 1 if nz.size else 0)
-    return exact, present
+    fade = int(nz[-1]) + 1 if nz.size and r < reply.size else 0
+    return Extent(stop=o + fade, heard=r + fade, gaps=tuple(gaps))
 
 
 def reply_rate_ms(ms: float, rate_hz: int = 24000) -> int:

@@ -227,7 +227,7 @@ def delta_messages(reply24k: NDArray[np.int16], fmt: str, chunk_ms: int = 100) -
     """The reply as ``response.output_audio.delta`` messages in ``fmt``, as the emulator streams it."""
     from earshot.emulator import voice
 
-    wire_fmt = {"type": "audio/pcm", "rate": 24000} if fmt == "pcm16" else {"type": "audio/pcmu"}
+    wire_fmt: dict[str, object] = {"type": "audio/pcm", "rate": 24000} if fmt == "pcm16" else {"type": "audio/pcmu"}
     step = 24000 * chunk_ms // 1000
     out = []
     for i in range(0, reply24k.size, step):
@@ -256,7 +256,7 @@ async def _stream_run(
     gate = build_gate(cfg.gate.wakeword.engine, state_dir, cfg.gate)
     echo = EchoCanceller(filter_ms=cfg.bargein.echo_filter_ms)
     bargein = BargeInDetector(cfg.bargein)
-    ring = AudioRing(int(60 * 16000))
+    ring = AudioRing(60 * 16000)
     up = StreamResampler(16000, wire_rate)
     down = StreamResampler(wire_rate, 24000) if wire_rate != 24000 else None
     sink = BenchSink()
@@ -344,6 +344,8 @@ async def _stream_run(
         "erle_db": None if echo.erle_db is None else round(echo.erle_db, 1),
         "bargein_armed_at_end": bargein.armed,
         "stage_pct": {stage: round(100.0 * t / audio_s, 3) for stage, t in stages.items()},
+        # process CPU not spent in this thread: onnxruntime's (Silero) worker threads, the GC …
+        "other_threads_pct": round(figure.pct - 100.0 * sum(stages.values()) / audio_s, 3),
     }
 
 
