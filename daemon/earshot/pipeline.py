@@ -488,6 +488,9 @@ class Conversation:
         self.link.interrupt(heard_samples=heard, local=local, now=now)
         self._response_done = True
         self._reply_pending = False
+        # The interrupted reply is dealt with: its response.done (cancelled) must not stop playback
+        # again, which would cut the fade still playing (a click, and fewer samples heard than truncated).
+        self._response_has_audio = False
 
     def _update_gate_suppression(self) -> None:
         # Wakes matter in IDLE and FOLLOW_UP, and over playback (gated duplex barge-in).

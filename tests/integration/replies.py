@@ -22,16 +22,21 @@ RATE_HZ = 24000
 
 @dataclass(frozen=True)
 class Played:
-    """Where one reply is in the output: start sample, samples played, and its full length."""
+    """One reply in the output: where it started, how much of it was played, where playing stopped.
+
+    Attributes:
+        start: output sample where the reply's first sample was played.
+        played: reply samples played (a fade at a barge-in counts: it was heard).
+        length: the reply's full length in samples.
+        end: output sample just after the last one of the reply played (underrun gaps included).
+        gaps: output samples of silence inserted inside the reply (device underruns).
+    """
 
     start: int
     played: int
     length: int
-
-    @property
-    def end(self) -> int:
-        """Output sample just after the last one played."""
-        return self.start + self.played
+    end: int
+    gaps: int = 0
 
     @property
     def played_ms(self) -> float:
@@ -44,43 +49,72 @@ async def reply_pcm(text: str) -> NDArray[np.int16]:
     return await voice.speak(text)
 
 
+_PROBE = RATE_HZ // 500  # 2 ms of exact agreement resynchronises after a gap
+_MAX_GAP = RATE_HZ // 2  # a longer silence in the output is not an underrun inside the reply
+_FADE = RATE_HZ * 12 // 1000 + 1
+
+
+def _first_match(output: NDArray[np.int16], probe: NDArray[np.int16], after: int) -> int | None:
+    for candidate in (np.flatnonzero(output[after:] == probe[0]) + after).tolist():
+        c = int(candidate)
+        if c + probe.size <= output.size and np.array_equal(output[c : c + probe.size], probe):
+            return c
+    return None
+
+
 def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 0) -> Played | None:
     """Find ``reply`` in ``output`` at or after sample ``after``; None when it was not played.
 
-    The start is the output position where the reply's first 50 ms of non-zero audio match exactly;
-    the played length runs while output and reply agree sample for sample (a fade of at most 12 ms
-    at the end is allowed: same sign, never louder).
+    The start is where the reply's first 50 ms of non-zero audio match exactly. From there output
+    and reply are walked sample for sample; silence inserted by an underrun (a run of zeros in the
+    output after which the reply resumes exactly) is skipped; the walk ends where they part for good,
+    after a fade of at most 12 ms (same sign, never louder) that counts as played.
     """
     nz = np.flatnonzero(reply)
     if nz.size == 0:
         return None
     k0 = int(nz[0])
-    probe = reply[k0 : k0 + RATE_HZ // 20]
-    candidates = np.flatnonzero(output[after:] == probe[0]) + after
-    start: int | None = None
-    for candidate in candidates.tolist():
-        c = int(candidate)
-        if c + probe.size <= output.size and np.array_equal(output[c : c + probe.size], probe):
-            start = c - k0
-            break
-    if start is None:
+    first = _first_match(output, reply[k0 : k0 + RATE_HZ // 20], after)
+    if first is None:
         return None
-    n = int(min(reply.size, output.size - start))
-    seg = output[start : start + n].astype(np.int32)
-    ref = reply[:n].astype(np.int32)
-    exact = seg == ref
-    mismatch = np.flatnonzero(~exact)
-    if mismatch.size == 0:
-        return Played(start, n, reply.size)
-    first_bad = int(mismatch[0])
-    # A fade: the output follows the reply scaled down, then silence.
-    fade_end = first_bad
-    limit = int(min(n, first_bad + RATE_HZ * 12 // 1000 + 1))
-    while fade_end < limit and abs(seg[fade_end]) <= abs(ref[fade_end]) and seg[fade_end] * ref[fade_end] >= 0:
-        if seg[fade_end] == 0 and ref[fade_end] != 0 and not seg[fade_end:limit].any():
+    out = output.astype(np.int32)
+    ref = reply.astype(np.int32)
+    i, j, gaps = first, k0, 0
+    zeros_matched = 0  # reply zeros just matched by output zeros (a gap may hide among them)
+    while i < out.size and j < ref.size:
+        if out[i] == ref[j]:
+            zeros_matched = zeros_matched + 1 if ref[j] == 0 else 0
+            i += 1
+            j += 1
+            continue
+        resumed = _resync(out, ref, i, j, zeros_matched)
+        if resumed is None:
             break
-        fade_end += 1
-    return Played(start, fade_end, reply.size)
+        gaps += resumed[0] - i + (j - resumed[1])
+        i, j = resumed
+        zeros_matched = 0
+    # A fade: the output follows the reply scaled down, then silence.
+    limit = min(out.size - i, ref.size - j, _FADE)
+    fade = 0
+    while fade < limit and out[i + fade] != 0 and abs(out[i + fade]) <= abs(ref[j + fade]):
+        if out[i + fade] * ref[j + fade] < 0:
+            break
+        fade += 1
+    return Played(start=first - k0, played=j + fade, length=reply.size, end=i + fade, gaps=gaps)
+
+
+def _resync(out: NDArray[np.int32], ref: NDArray[np.int32], i: int, j: int, back: int) -> tuple[int, int] | None:
+    """After a mismatch at (i, j): the (i, j) where the reply resumes after inserted silence, or None."""
+    k = i
+    while k < out.size and out[k] == 0 and k - i <= _MAX_GAP:
+        k += 1
+    if k - i > _MAX_GAP or k + _PROBE > out.size:
+        return None
+    probe = out[k : k + _PROBE]
+    for jj in range(j, j - back - 1, -1):
+        if jj + _PROBE <= ref.size and np.array_equal(ref[jj : jj + _PROBE], probe):
+            return k, jj
+    return None
 
 
 def check_events(emu: Any) -> None:
