@@ -21,6 +21,7 @@ sys.path[:0] = [str(REPO / "scripts"), str(REPO / "daemon"), str(REPO)]
 
 from benchlib import components  # noqa: E402
 from benchlib.report import Report, machine_info  # noqa: E402
+
 from earshot.config import default_config  # noqa: E402
 
 SECTIONS = ("gate", "stream", "daemon")
@@ -79,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeat)")
     parser.add_argument("--cpu-seconds", type=float, help="audio seconds per CPU measurement (default 120; quick 10)")
     parser.add_argument(
-        "--echo-minutes", type=float, help="minutes of echo-only playback for false_bargeins (default 10; quick 0.5)"
+        "--echo-minutes", type=float, help="minutes of echo-only playback for false_bargeins (default 10; quick 0.25)"
     )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the daemon runs' WAVs, configs and logs here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     sections = set(args.only or SECTIONS)
     cpu_s = args.cpu_seconds or (10.0 if args.quick else 120.0)
-    echo_min = args.echo_minutes or (0.5 if args.quick else 10.0)
+    echo_min = args.echo_minutes or (0.25 if args.quick else 10.0)
 
     report = Report(quick=args.quick)
     report.prebuffer_ms = default_config().audio.output.prebuffer_ms

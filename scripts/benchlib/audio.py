@@ -68,7 +68,8 @@ def continuous_speech(seconds: float) -> NDArray[np.int16]:
 def with_noise(pcm: NDArray[np.int16], *, level_dbfs: float = -60.0, seed: int = 11) -> NDArray[np.int16]:
     """``pcm`` plus the quiet-room floor (so nothing is digital silence)."""
     noise = room_noise(pcm.size / RATE_HZ, level_dbfs=level_dbfs, seed=seed)[: pcm.size]
-    return np.clip(pcm.astype(np.int32) + noise, -32768, 32767).astype(np.int16)
+    out: NDArray[np.int16] = np.clip(pcm.astype(np.int32) + noise, -32768, 32767).astype(np.int16)
+    return out
 
 
 def onset(pcm: NDArray[np.int16], *, threshold_dbfs: float = -40.0, frame: int = 160) -> int:

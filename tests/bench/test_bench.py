@@ -1,0 +1,76 @@
+"""scripts/bench --quick writes every figure key, each a number (no speed asserts: figures belong to the bench)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "scripts")]
+
+import numpy as np  # noqa: E402
+from benchlib.audio import played_extent  # noqa: E402
+from benchlib.report import KEYS, Report  # noqa: E402
+
+
+def _numbers(value: object) -> list[object]:
+    return list(value.values()) if isinstance(value, dict) else [value]
+
+
+def test_played_extent_follows_gaps_and_fade() -> None:
+    """The reply is followed across an underrun gap; the stop includes the fade and nothing after it."""
+    rng = np.random.default_rng(1)
+    reply = rng.integers(-3000, 3000, 24000).astype(np.int16)
+    reply[reply == 0] = 1
+    out = np.zeros(40000, dtype=np.int16)
+    out[1000:3000] = reply[:2000]  # 2000 samples, then an 80 ms underrun
+    out[4920:7920] = reply[2000:5000]  # resumes where it left off
+    out[7920:8160] = (reply[5000:5240] * np.linspace(1, 0, 240, endpoint=False)).astype(np.int16)  # 10 ms fade
+    ext = played_extent(out, reply, 1000)
+    assert ext.gaps == ((3000, 1920),)
+    assert ext.heard == 5000 + int(np.flatnonzero(out[7920:8160])[-1]) + 1
+    assert ext.stop == 7920 + int(np.flatnonzero(out[7920:8160])[-1]) + 1
+
+
+def test_report_keeps_every_key_and_reasons() -> None:
+    """An unmeasured figure stays null with its reason; the table marks goals."""
+    r = Report()
+    r.set("bargein_ms", 120.0)
+    r.unmeasured("rss_mb", "no daemon")
+    doc = r.to_json()
+    assert set(KEYS) <= doc.keys()
+    assert doc["rss_mb"] is None
+    assert doc["notes"]["rss_mb"] == "no daemon"
+    assert "| `bargein_ms` | 120.0 | ≤ 150 | pass |" in r.table()
+
+
+@pytest.mark.timeout(900)
+def test_quick_bench_writes_every_key_as_a_number(tmp_path: Path) -> None:
+    """The whole harness in --quick mode: every key present, every figure numeric, machine info filled."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=880,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    for key in KEYS:
+        assert key in doc, key
+        values = _numbers(doc[key])
+        assert values, key
+        for value in values:
+            assert isinstance(value, (int, float)), (key, doc[key], doc["notes"].get(key))
+            assert math.isfinite(value), key
+    assert set(doc["gate_cpu_pct_speech"]) == {"template", "openwakeword", "pocketsphinx"}
+    assert set(doc["bandwidth_kbps"]) == {"pcm16", "g711_ulaw"}
+    for field in ("cpu_model", "cores", "python", "numpy"):
+        assert doc["machine"][field], field
+    assert "| `gate_cpu_pct_idle` |" in proc.stdout
