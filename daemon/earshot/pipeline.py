@@ -168,6 +168,9 @@ class Conversation:
             self._on_gate_event(ev, now)
         if self.phase is Phase.SPEAKING and self.bargein is not None and self.bargein.armed:
             hit = self.bargein.process(cleaned, pcm, frame, position)
+            if self.stats is not None:
+                # The mode follows the echo measurement during the reply: keep status current.
+                self.stats.set_duplex(self.bargein.duplex.mode.value)
             if hit is not None:
                 self._barge_in(now, hit.position, local=True)
         self._pump_uplink(now)

@@ -55,6 +55,10 @@ async def test_bargein_mid_reply_truncates_what_was_heard(tmp_path: Path, echo: 
         assert conv.bargein.duplex.mode is not DuplexMode.HALF
     else:
         assert conv.bargein.duplex.mode is DuplexMode.FULL, conv.bargein.duplex
+    assert run.daemon.stats is not None
+    assert run.daemon.stats.duplex == conv.bargein.duplex.mode.value  # what status reports
+    assert run.daemon.stats.bargeins == 1
+    assert run.daemon.stats.truncates == 1
 
     played = locate(run.output, reply1, after=round(q_end * RATE_HZ))
     assert played is not None, "the first reply never played"
