@@ -279,7 +279,11 @@ class Daemon:
             self.conversation.on_playback_event(ev, asyncio.get_running_loop().time())
 
     def _on_phase(self, old: Phase, new: Phase, reason: str) -> None:
-        self.notifier.status(PHASE_STATUS[new])
+        resting = self.conversation.resting_reason if self.conversation is not None else None
+        status = PHASE_STATUS[new]
+        if resting and new is Phase.IDLE:
+            status = f"{status}; not connecting for now: {resting}"
+        self.notifier.status(status)
         if self.stats is not None:
             self.stats.set_phase(new.value)
         self._fire_hook(HOOK_FOR_PHASE[new], {"phase": new.value, "previous": old.value, "reason": reason})

@@ -368,6 +368,9 @@ class Conversation:
             self._mark(now, f"not connecting for now: {ev.error}")
             self._hook("error", {"reason": ev.error})
             self.engagement.failed(now, ev.error)
+            # No engagement wants the link now: stop its retries (the next engagement, a SIGHUP or a
+            # changed credential retries); left open it would connect sessions while idle.
+            self.link.close()
             return
         if self.stats is not None:
             self.stats.set_connection("connecting", now, time.time())
