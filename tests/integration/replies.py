@@ -96,10 +96,11 @@ def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 
     # A fade: the output follows the reply scaled down, then silence.
     limit = min(out.size - i, ref.size - j, _FADE)
     fade = 0
-    while fade < limit and out[i + fade] != 0 and abs(out[i + fade]) <= abs(ref[j + fade]):
-        if out[i + fade] * ref[j + fade] < 0:
-            break
-        fade += 1
+    k = 0
+    while k < limit and abs(out[i + k]) <= abs(ref[j + k]) and out[i + k] * ref[j + k] >= 0:
+        k += 1
+        if out[i + k - 1] != 0:
+            fade = k  # a faded sample can round to 0: the fade ends at its last non-zero sample
     return Played(start=first - k0, played=j + fade, length=reply.size, end=i + fade, gaps=gaps)
 
 
