@@ -230,7 +230,7 @@ class BargeInConfig:
     vad_aggressiveness: int = _f(3, "webrtcvad mode used on the echo-cancelled signal", min=0, max=3)
     min_speech_ms: int = _f(120, "speech needed on the cancelled signal to barge in", min=20, max=2000)
     energy_margin_db: float = _f(
-        8.0, "fallback: mic this much above the echo estimate counts as user", min=0.0, max=40.0
+        12.0, "fallback: mic this much above the echo estimate counts as user", min=0.0, max=40.0
     )
     full_duplex_erle_db: float = _f(18.0, "echo reduction at or above which full duplex is used", min=0.0, max=60.0)
     gated_erle_db: float = _f(6.0, "echo reduction at or above which gated duplex is used", min=0.0, max=60.0)

@@ -29,6 +29,7 @@ from earshot.audio.ring import AudioRing
 from earshot.config import Config
 from earshot.engage import Engagement, EngagementSettings, Phase
 from earshot.gate import gate as gt
+from earshot.gate.bargein import DuplexMode
 from earshot.realtime import session as rs
 from earshot.realtime.connection import LinkDown, OfflineOverflow
 from earshot.realtime.policy import Verdict
@@ -171,6 +172,7 @@ class Conversation:
             if self.stats is not None:
                 # The mode follows the echo measurement during the reply: keep status current.
                 self.stats.set_duplex(self.bargein.duplex.mode.value)
+            self._update_gate_suppression()
             if hit is not None:
                 self._barge_in(now, hit.position, local=True)
         self._pump_uplink(now)
@@ -401,6 +403,7 @@ class Conversation:
                     )
                     if self.stats is not None:
                         self.stats.set_duplex(decision.mode.value)
+                    self._update_gate_suppression()
         elif isinstance(ev, PlaybackFinished) and ev.heard and self.phase is Phase.SPEAKING and self._response_done:
             self._mark(now, "reply played out")
             self._reply_pending = False
@@ -499,8 +502,13 @@ class Conversation:
         self._response_has_audio = False
 
     def _update_gate_suppression(self) -> None:
-        # Wakes matter in IDLE and FOLLOW_UP, and over playback (gated duplex barge-in).
-        self.gate.set_suppressed(self.phase not in (Phase.IDLE, Phase.FOLLOW_UP, Phase.SPEAKING))
+        # Wakes matter in IDLE and FOLLOW_UP, and over playback unless the duplex is FULL (then the
+        # barge-in detector decides alone and the wake-word engine would only burn CPU).
+        if self.phase is Phase.SPEAKING:
+            full = self.bargein is not None and self.bargein.duplex.mode is DuplexMode.FULL
+            self.gate.set_suppressed(full)
+        else:
+            self.gate.set_suppressed(self.phase not in (Phase.IDLE, Phase.FOLLOW_UP))
 
     def _play_earcon(self, kind: str) -> None:
         if not self.config.gate.earcons.enabled:

@@ -152,13 +152,13 @@ def test_gated_duplex_needs_clearly_louder_speech() -> None:
     """GATED barges in only when the speech stands energy_margin_db over the residual echo; FULL needs less."""
     user = np.concatenate([np.zeros(1600, np.int16), speech("wait, stop there please", USER_VOICE)])
     gated = dataclasses.replace(CONFIG, duplex="gated")
-    for margin, expected in ((5.0, False), (CONFIG.energy_margin_db + 1.0, True)):
+    for margin, expected in ((9.0, False), (CONFIG.energy_margin_db + 1.0, True)):
         det = BargeInDetector(gated)
         det.start(0, erle_db=10.0)
         assert (_feed(det, user, margin_db=margin, erle=10.0) is not None) is expected
     det = BargeInDetector(dataclasses.replace(CONFIG, duplex="full"))
     det.start(0, erle_db=30.0)
-    onset = _feed(det, user, margin_db=5.0, erle=30.0)
+    onset = _feed(det, user, margin_db=9.0, erle=30.0)
     assert onset is not None
     assert onset >= RATE_HZ + 1600 - 160
 

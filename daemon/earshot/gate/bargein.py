@@ -54,8 +54,10 @@ _SILENCE_DBFS = -120.0
 # Below this the cleaned signal is room noise whatever the VAD says (webrtcvad mode 3 fires on
 # very quiet noise now and then).
 _SPEECH_FLOOR_DBFS = -55.0
-# In FULL duplex, VAD frames must still be this much above the predicted residual echo.
-_FULL_RESIDUAL_MARGIN_DB = 3.0
+# In FULL duplex, VAD frames must still be this much above the predicted residual echo. 3 dB let
+# the device's own voice through twice in 30 s of echo at -6 dB (scripts/bench); a user talking over
+# playback stands 13-15 dB above it in most chunks.
+_FULL_RESIDUAL_MARGIN_DB = 8.0
 # Hysteresis: barge in when min_speech_ms of speech frames fall within a window this many times
 # longer (syllable gaps, fricatives and double-talk dips break up the VAD's runs of speech).
 _WINDOW_FACTOR = 2
