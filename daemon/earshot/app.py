@@ -34,6 +34,7 @@ from earshot.errors import EX_CONFIG, AudioDeviceError, ConfigError, DaemonError
 from earshot.gate.bargein import BargeInDetector, WakeGuard
 from earshot.gate.gate import Gate
 from earshot.gate.wakeword import build_wakeword
+from earshot.gpio import GpioInputs
 from earshot.hooks import Hooks
 from earshot.metrics import MetricsExporter
 from earshot.pipeline import HOOK_FOR_PHASE, PHASE_STATUS, Conversation
@@ -177,6 +178,9 @@ class Daemon:
                 tg.create_task(self._timer_loop(), name="timers")
                 tg.create_task(run_watchdog(self.notifier, health), name="watchdog")
                 tg.create_task(self._wait_stop(), name="stop")
+                gpio = GpioInputs(cfg.gate.gpio, on_action=self._on_gpio, is_engaged=lambda: conv.engagement.engaged)
+                if gpio.enabled:
+                    tg.create_task(gpio.run(), name="gpio")
         except* _Stop:
             pass
         finally:
@@ -359,17 +363,41 @@ class Daemon:
             conv.cancel(now, "cancelled by earshot cancel")
             return {"phase": conv.phase.value}
         if cmd in ("mute", "unmute"):
-            conv.muted = cmd == "mute"
-            if conv.muted and conv.phase is not Phase.IDLE:
-                conv.cancel(now, "muted")
-            self._fire_hook("muted", {"muted": conv.muted})
-            if self.stats is not None:
-                self.stats.set_muted(conv.muted)
-            self.notifier.status("Microphone muted" if conv.muted else PHASE_STATUS[conv.phase])
+            self._set_muted(cmd == "mute", now)
             return {"muted": conv.muted}
         if cmd == "status":
             return self.status()
         raise DaemonError(f"unknown command {cmd!r}")
+
+    def _set_muted(self, muted: bool, now: float) -> None:
+        """Privacy mute: the microphone path is closed (nothing reaches the gate or the uplink)."""
+        conv = self.conversation
+        assert conv is not None
+        if conv.muted == muted:
+            return
+        conv.muted = muted
+        if muted and conv.phase is not Phase.IDLE:
+            conv.cancel(now, "muted")
+        logger.info("microphone %s", "muted" if muted else "unmuted")
+        self._fire_hook("muted", {"muted": muted})
+        if self.stats is not None:
+            self.stats.set_muted(muted)
+        self.notifier.status("Microphone muted" if muted else PHASE_STATUS[conv.phase])
+
+    def _on_gpio(self, action: str) -> None:
+        """A push-to-talk button or mute switch action (see :mod:`earshot.gpio`)."""
+        conv = self.conversation
+        if conv is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if action == "engage" and not conv.muted:
+            conv.engage(now, source="button")
+        elif action == "cancel":
+            conv.cancel(now, "cancelled by the button")
+        elif action == "end_turn":
+            conv.end_turn(now)
+        elif action in ("mute", "unmute"):
+            self._set_muted(action == "mute", now)
 
     def status(self) -> dict[str, Any]:
         """The status snapshot (never contains the key)."""

@@ -234,6 +234,17 @@ class Conversation:
         self.engagement.cancel(now, reason)
         self._run_actions(now)
 
+    def end_turn(self, now: float) -> None:
+        """Push-to-talk released: the user's turn ends now (commit it, ask for the reply)."""
+        if self.phase is not Phase.LISTENING:
+            return
+        local = self.engagement.settings.local_turn_detection
+        self._end_of_turn(now)
+        if not local:
+            # With server turn detection the commit is ours to send here (CommitTurn is for local).
+            self._pump_uplink(now)
+            self.link.commit_turn(now)
+
     def retry_now(self) -> None:
         """Forget a fatal-for-now pause (SIGHUP, a changed credential)."""
         self._resting_until = None
