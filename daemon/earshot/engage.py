@@ -433,15 +433,13 @@ class Engagement:
         self._close_deadline = None
 
     def offline(self, now: float, reason: str) -> None:
-        """The service could not be reached for longer than the offline buffer: give up."""
-        self.connecting = False
+        """The service could not be reached for longer than the offline buffer: give up (and stop connecting)."""
         if self._move(Input.OFFLINE, now, reason) is None:
             return
         self._emit(PlayEarcon("offline"))
 
     def failed(self, now: float, reason: str) -> None:
-        """A fatal error for this engagement (bad key, quota): end it with the error earcon."""
-        self.connecting = False
+        """A fatal error for this engagement (bad key, quota): end it with the error earcon (and stop connecting)."""
         if self._move(Input.FAILED, now, reason) is None:
             return
         self._emit(PlayEarcon("error"))

@@ -191,6 +191,7 @@ def test_offline_ends_the_engagement_with_earcon_and_stops_connecting() -> None:
     acts = m.actions()
     assert m.phase is Phase.IDLE
     assert eg.PlayEarcon("offline") in acts
+    assert eg.CloseSession("engagement over") in acts
     assert not m.connecting
 
 

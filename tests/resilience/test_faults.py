@@ -37,24 +37,6 @@ HEAP_GROWTH_BOUND = 30_000_000
 HEAP_PEAK_BOUND = 250_000_000
 """Peak Python heap over one test (the 10 MB message is parsed, decoded and recorded)."""
 
-KNOWN_TURN_START_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect found by this suite (realtime/connection.py): when the first connection attempt(s) fail before the "
-        "turn (refused, stalled, 429, error+close), the session that finally answers receives the turn's full length "
-        "but its first word does not match the input (normalised correlation ~0.4 instead of > 0.9)"
-    ),
-)
-OFFLINE_BUFFER_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect found by this suite (realtime/connection.py): Link._connect_once sets self._session before the "
-        "connection attempt, so audio captured while the server is unreachable goes into the pending session, not "
-        "the offline buffer; OfflineOverflow never fires and the engagement waits for the connect timeout instead"
-    ),
-)
-
-
 FAST_PINGS = {"realtime": {"ping_interval_s": 0.5, "ping_timeout_s": 0.5}}
 
 
@@ -78,7 +60,6 @@ def heap() -> Any:
 # ------------------------------------------------------------------------------- connecting
 
 
-@KNOWN_TURN_START_DEFECT
 async def test_connection_refused_then_accepted(tmp_path: Path, heap: Any) -> None:
     """Nothing listens at first (ECONNREFUSED): the daemon retries, and once the port is back the turn is answered."""
     async with Emulator(EmulatorOptions(strict=True)) as emu, FaultProxy("127.0.0.1", emu.port) as proxy:
@@ -98,7 +79,6 @@ async def test_connection_refused_then_accepted(tmp_path: Path, heap: Any) -> No
         assert_whole_turn(emu, 0)
 
 
-@KNOWN_TURN_START_DEFECT
 async def test_stalled_handshake_times_out_then_succeeds(tmp_path: Path, heap: Any) -> None:
     """An upgrade that never answers hits the open timeout; the next attempt connects and answers."""
     faults = Faults(stall_handshake_s=math.inf, stall_times=1)
@@ -111,7 +91,6 @@ async def test_stalled_handshake_times_out_then_succeeds(tmp_path: Path, heap: A
         assert_whole_turn(emu, answering_session(emu))
 
 
-@KNOWN_TURN_START_DEFECT
 async def test_rate_limited_upgrade_is_retried(tmp_path: Path, heap: Any) -> None:
     """HTTP 429 on the upgrade (three times) is retried with backoff, not treated as fatal."""
     faults = Faults(refuse_status=429, refuse_times=3)
@@ -125,7 +104,6 @@ async def test_rate_limited_upgrade_is_retried(tmp_path: Path, heap: Any) -> Non
         assert_whole_turn(emu, 0)
 
 
-@OFFLINE_BUFFER_DEFECT
 async def test_offline_longer_than_the_buffer_ends_the_engagement(tmp_path: Path, heap: Any) -> None:
     """No server at all: past ``offline_buffer_s`` of buffered speech the engagement ends cleanly."""
     async with Emulator(EmulatorOptions(strict=True)) as emu, FaultProxy("127.0.0.1", emu.port) as proxy:
@@ -273,7 +251,6 @@ async def test_harmless_server_errors_are_ignored(tmp_path: Path, heap: Any, cod
         assert_whole_turn(emu, 0)
 
 
-@KNOWN_TURN_START_DEFECT
 async def test_server_error_with_a_close_is_retried(tmp_path: Path, heap: Any) -> None:
     """A server error followed by the server closing the socket is retryable: reconnect and answer."""
     faults = Faults(error_code="server_error", error_close=True, error_times=1)

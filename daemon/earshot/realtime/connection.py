@@ -277,6 +277,7 @@ class Link:
         session = self._session
         if session is not None:
             session.append_audio(pcm, now)
+            self._check_offline_bound(session)
             self._pump()
             return
         self._offline.append(np.asarray(pcm, dtype=np.int16).reshape(-1))
@@ -286,6 +287,13 @@ class Link:
             if not self._offline_overflowed:
                 self._offline_overflowed = True
                 self._on_event(OfflineOverflow())
+
+    def _check_offline_bound(self, session: RealtimeSession) -> None:
+        """Report OfflineOverflow once when audio waiting for a session exceeded the offline bound."""
+        if not session.ready and session.dropped_audio_samples and not self._offline_overflowed and self._engaged:
+            # Still (re)connecting, and the turn waiting for the session reached reconnect.offline_buffer_s.
+            self._offline_overflowed = True
+            self._on_event(OfflineOverflow())
 
     def flush_audio(self, now: float) -> None:
         """Send the partial audio batch now."""
@@ -366,6 +374,7 @@ class Link:
         while self._offline:
             session.append_audio(self._offline.popleft(), loop.time())
         self._offline_samples = 0
+        self._check_offline_bound(session)
         self._session = session
         self._abort = None
         error: BaseException | None = None

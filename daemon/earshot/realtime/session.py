@@ -415,6 +415,9 @@ class RealtimeSession:
             if end <= start:
                 continue
             parts.append(chunk.pcm[max(0, start - chunk.start) :])
+        # A session that never became ready still holds everything it was given (the previous
+        # connection's replay included) in its pending queue: that is the turn too, in order.
+        parts.extend(self._pending)
         if not parts:
             return np.zeros(0, dtype=np.int16)
         audio = np.concatenate(parts)
