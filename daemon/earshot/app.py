@@ -106,7 +106,7 @@ class Daemon:
         self.hooks: Hooks | None = None
         self.link: Link | None = None
         self._stop_event: asyncio.Event | None = None
-        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._credential_mtime: float | None = None
         self._playback: Playback | None = None
         self.exit_code = 0
@@ -151,6 +151,7 @@ class Daemon:
             on_phase=self._on_phase,
             on_hook=self._fire_hook,
             run_tool=self._run_tool,
+            on_record=self._record,
         )
         cap = cfg.gate.daily_cap_minutes
         if cap is not None:
@@ -202,7 +203,7 @@ class Daemon:
 
     async def _shutdown(self, source: Any, sink: Any, control: ControlServer | None, metrics: MetricsExporter) -> None:
         """Release everything within a bounded time (inside systemd's TimeoutStopSec)."""
-        for task in self._tool_tasks:
+        for task in self._background:
             task.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
@@ -306,8 +307,23 @@ class Daemon:
                 self.link.tool_result(call_id, output, asyncio.get_running_loop().time())
 
         task = asyncio.get_running_loop().create_task(call(), name=f"tool {name}")
-        self._tool_tasks.add(task)
-        task.add_done_callback(self._tool_tasks.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _record(self, kind: str, pcm: Any, info: dict[str, Any]) -> None:
+        """Write a debug recording (off by default) without blocking the loop."""
+        recorder = self.recorder
+        if not recorder.enabled:
+            return
+        stats = self.stats
+        engagement = stats.engagement.engagement_id if stats is not None and stats.engagement else None
+        if kind == "wake":
+            coro = recorder.wake(pcm, engine=str(info["engine"]), score=float(info["score"]), engagement_id=engagement)
+        else:
+            coro = recorder.turn(pcm, engagement_id=engagement, turn=int(info["turn"]))
+        task = asyncio.get_running_loop().create_task(coro, name=f"record {kind}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _check_credential(self) -> None:
         mtime = credential_mtime(self.config.realtime.auth, self.environ)

@@ -331,7 +331,12 @@ class RealtimeConfig:
     open_timeout_s: float = _f(10.0, "WebSocket handshake timeout", min=0.5, max=120.0)
     ready_timeout_s: float = _f(10.0, "wait for session.created/session.updated", min=0.5, max=120.0)
     ping_interval_s: float = _f(5.0, "WebSocket ping period", min=0.5, max=120.0)
-    ping_timeout_s: float = _f(10.0, "a missed pong after this long drops the connection", min=0.5, max=120.0)
+    ping_timeout_s: float = _f(
+        8.0,
+        "a missed pong after this long drops the connection (with a 5 s ping: a dead link is noticed within 15 s)",
+        min=0.5,
+        max=120.0,
+    )
     reply_timeout_s: float = _f(30.0, "give up waiting for a reply after this long", min=1.0, max=600.0)
     send_queue_ms: int = _f(15000, "bound of the outgoing audio queue", min=200, max=120000)
     auth: AuthConfig = _section(AuthConfig, "credentials")

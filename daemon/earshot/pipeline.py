@@ -75,6 +75,8 @@ class Conversation:
         on_phase: called on every phase change.
         on_hook: fires an event hook (``wake``, ``error``, ``offline``…).
         run_tool: starts a tool call ``(call_id, name, arguments_json)``.
+        on_record: receives audio worth a debug recording: ``("wake", pcm16k, {engine, score})`` for a
+            wake hit and ``("turn", pcm16k, {turn})`` for a user turn (the app writes it when enabled).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Conversation:
         on_phase: Callable[[Phase, Phase, str], None] | None = None,
         on_hook: Callable[[str, dict[str, Any]], None] | None = None,
         run_tool: Callable[[str, str, str], None] | None = None,
+        on_record: Callable[[str, NDArray[np.int16], dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
         self.gate = gate
@@ -103,6 +106,7 @@ class Conversation:
         self._on_phase = on_phase
         self._hook = on_hook or (lambda name, data: None)
         self._run_tool = run_tool
+        self._record = on_record
         rt = config.realtime
         self.engagement = Engagement(
             EngagementSettings(
@@ -193,6 +197,8 @@ class Conversation:
             elif mode == "wakeword" and phase in (Phase.IDLE, Phase.FOLLOW_UP):
                 logger.info("wake word (%s, score %.2f)", ev.engine, ev.score)
                 self._hook("wake", {"engine": ev.engine, "score": round(float(ev.score), 3)})
+                if self._record is not None:
+                    self._record("wake", self.ring.since(ev.start_position), {"engine": ev.engine, "score": ev.score})
                 self.engage(now, ev.start_position, source=f"wake word ({ev.engine})")
         elif isinstance(ev, gt.SpeechStarted):
             if phase is Phase.IDLE and mode == "vad":
@@ -258,7 +264,10 @@ class Conversation:
 
     def _end_of_turn(self, now: float) -> None:
         was_listening = self.phase is Phase.LISTENING
+        turn_start = self.engagement.turn_start_position
         self.engagement.end_of_turn(now)
+        if was_listening and self._record is not None and turn_start is not None:
+            self._record("turn", self.ring.since(turn_start), {"turn": self.engagement.turns})
         if was_listening and self.phase is Phase.THINKING:
             self._turn_ended_at = now
             if self.stats is not None:
