@@ -90,9 +90,7 @@ async def test_sighup_with_a_broken_config_keeps_running_the_old_one(tmp_path: P
 
     async with Emulator(EmulatorOptions(strict=True)) as emu:
         hup = asyncio.create_task(break_and_hup())
-        run = await run_daemon(
-            tmp_path, pcm, url=emu.url, config={"gate": {"mode": "manual"}}, notifier=notifier
-        )
+        run = await run_daemon(tmp_path, pcm, url=emu.url, config={"gate": {"mode": "manual"}}, notifier=notifier)
         await hup
     assert run.exit_code == 0
     flat = [line for lines in notifier.sent for line in lines]
