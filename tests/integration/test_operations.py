@@ -68,12 +68,12 @@ class RecordingNotifier(Notifier):
     def __init__(self) -> None:
         super().__init__({})
         self.sent: list[tuple[str, ...]] = []
-        self.ready = asyncio.Event()
+        self.got_ready = asyncio.Event()
 
     def send(self, *lines: str) -> bool:
         self.sent.append(lines)
         if "READY=1" in lines:
-            self.ready.set()
+            self.got_ready.set()
         return True
 
 
@@ -84,7 +84,7 @@ async def test_sighup_with_a_broken_config_keeps_running_the_old_one(tmp_path: P
 
     async def break_and_hup() -> None:
         path = tmp_path / "earshot.yaml"
-        await notifier.ready.wait()
+        await notifier.got_ready.wait()
         path.write_text(path.read_text() + "\ngate:\n  mode: sometimes\n")
         os.kill(os.getpid(), signal.SIGHUP)
 
