@@ -254,6 +254,9 @@ async def _stream_run(
     rt = cfg.realtime
     wire_rate = 24000 if rt.format == "pcm16" else 8000
     gate = build_gate(cfg.gate.wakeword.engine, state_dir, cfg.gate)
+    # As in the daemon (pipeline.Conversation): while engaged the wake-word engine is off, except
+    # over playback in gated duplex; the VAD keeps running.
+    gate.set_suppressed(True)
     echo = EchoCanceller(filter_ms=cfg.bargein.echo_filter_ms)
     bargein = BargeInDetector(cfg.bargein)
     ring = AudioRing(60 * 16000)
