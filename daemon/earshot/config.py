@@ -633,8 +633,6 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
             problems.add("realtime.auth.token_url", "must be an https:// URL")
         elif tu.scheme == "http" and not _is_loopback(tu.hostname):
             problems.add("realtime.auth.token_url", "plain http:// is allowed only to a loopback address")
-    if cfg.realtime.ping_timeout_s < 0.5:  # pragma: no cover - guarded by bounds
-        problems.add("realtime.ping_timeout_s", "too small")
     bi = cfg.bargein
     if bi.gated_erle_db > bi.full_duplex_erle_db:
         problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")

@@ -9,52 +9,33 @@ and raises on either problem: what tests use for every event the daemon sends.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union, cast, get_args
+from typing import Any
 
-from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
+
+from earshot.emulator.schema import adapters, unknown_keys
 
 __all__ = ["check_client_event", "unknown_keys", "validate_client_event", "validate_server_event"]
 
 
-def _tagged(sdk_union: Any) -> TypeAdapter[Any]:
-    members = get_args(get_args(sdk_union)[0])  # Annotated -> Union -> members
-    # Union[...] of a runtime tuple: mypy cannot see the members, pydantic can
-    tagged = Annotated[Union[members], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
-    return TypeAdapter(cast(Any, tagged))
-
-
-_CLIENT = _tagged(RealtimeClientEvent)
-_SERVER = _tagged(RealtimeServerEvent)
+def _adapter(index: int) -> TypeAdapter[Any]:
+    # The emulator validates at run time with the same discriminated adapters; one implementation.
+    pair = adapters()
+    assert pair is not None, "the openai SDK (dev extra) is needed for schema checks"
+    adapter: TypeAdapter[Any] = pair[index]
+    return adapter
 
 
 def validate_client_event(event: dict[str, Any]) -> BaseModel:
     """The SDK model of a client event; raises ``pydantic.ValidationError`` when it does not conform."""
-    model: BaseModel = _CLIENT.validate_python(event)
+    model: BaseModel = _adapter(0).validate_python(event)
     return model
 
 
 def validate_server_event(event: dict[str, Any]) -> BaseModel:
     """The SDK model of a server event; raises ``pydantic.ValidationError`` when it does not conform."""
-    model: BaseModel = _SERVER.validate_python(event)
+    model: BaseModel = _adapter(1).validate_python(event)
     return model
-
-
-def unknown_keys(model: Any, path: str = "$") -> list[str]:
-    """JSON paths of every key the SDK models do not declare (``model_extra``), depth first."""
-    found: list[str] = []
-    if isinstance(model, BaseModel):
-        for key in sorted(model.model_extra or {}):
-            found.append(f"{path}.{key}")
-        for name in type(model).model_fields:
-            found.extend(unknown_keys(getattr(model, name), f"{path}.{name}"))
-    elif isinstance(model, (list, tuple)):
-        for i, value in enumerate(model):
-            found.extend(unknown_keys(value, f"{path}[{i}]"))
-    elif isinstance(model, dict):
-        for key, value in model.items():
-            found.extend(unknown_keys(value, f"{path}.{key}"))
-    return found
 
 
 def check_client_event(event: dict[str, Any]) -> BaseModel:

@@ -20,11 +20,11 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["available", "unknown_keys", "validate_client_event", "validate_server_event"]
+__all__ = ["adapters", "available", "unknown_keys", "validate_client_event", "validate_server_event"]
 
 
 @functools.cache
-def _adapters() -> tuple[Any, Any] | None:
+def adapters() -> tuple[Any, Any] | None:
     """Build the (client, server) discriminated TypeAdapters, or None without openai/pydantic."""
     try:
         from typing import Annotated, Union, get_args
@@ -44,7 +44,7 @@ def _adapters() -> tuple[Any, Any] | None:
 
 def available() -> bool:
     """Whether the SDK types are importable (otherwise every check passes vacuously)."""
-    return _adapters() is not None
+    return adapters() is not None
 
 
 def _load(event: str | bytes | dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
@@ -89,13 +89,13 @@ def validate_client_event(event: str | bytes | dict[str, Any]) -> list[str]:
         One line per problem; empty when the event is valid (or the SDK is not installed).
     """
     data, problems = _load(event)
-    adapters = _adapters()
-    if data is None or adapters is None:
+    pair = adapters()
+    if data is None or pair is None:
         return problems
     from pydantic import ValidationError
 
     try:
-        model = adapters[0].validate_python(data)
+        model = pair[0].validate_python(data)
     except ValidationError as exc:
         return _errors(exc)
     return [f"unknown key {key}" for key in unknown_keys(model)]
@@ -108,13 +108,13 @@ def validate_server_event(event: str | bytes | dict[str, Any]) -> list[str]:
         One line per problem; empty when the event is valid (or the SDK is not installed).
     """
     data, problems = _load(event)
-    adapters = _adapters()
-    if data is None or adapters is None:
+    pair = adapters()
+    if data is None or pair is None:
         return problems
     from pydantic import ValidationError
 
     try:
-        adapters[1].validate_python(data)
+        pair[1].validate_python(data)
     except ValidationError as exc:
         return _errors(exc)
     return []
