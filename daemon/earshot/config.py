@@ -228,7 +228,7 @@ class BargeInConfig:
     echo_filter_ms: int = _f(200, "echo canceller filter length (room tail)", min=20, max=1000)
     holdoff_ms: int = _f(150, "ignore barge-in this long after playback starts", min=0, max=2000)
     vad_aggressiveness: int = _f(3, "webrtcvad mode used on the echo-cancelled signal", min=0, max=3)
-    min_speech_ms: int = _f(120, "speech needed on the cancelled signal to barge in", min=20, max=2000)
+    min_speech_ms: int = _f(80, "speech needed on the cancelled signal to barge in", min=20, max=2000)
     energy_margin_db: float = _f(
         12.0, "fallback: mic this much above the echo estimate counts as user", min=0.0, max=40.0
     )

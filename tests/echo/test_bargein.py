@@ -202,3 +202,25 @@ def test_odd_chunks_are_not_speech() -> None:
     det.start(0, erle_db=30.0)
     for pcm in (np.zeros(0, np.int16), np.ones(7, np.int16), np.ones(480, np.int16)):
         assert det.process(pcm, pcm, None, 10 * RATE_HZ) is None
+
+
+def test_full_duplex_tests_against_the_peak_bound_once_measured() -> None:
+    """Speech well over the average residual prediction but under the measured peak bound is echo."""
+    user = np.concatenate([np.zeros(1600, np.int16), speech("wait, stop there please", USER_VOICE)])
+
+    def feed(bound_margin: float) -> int | None:
+        det = BargeInDetector(dataclasses.replace(CONFIG, duplex="full"))
+        det.start(0, erle_db=30.0)
+        for pos in range(0, user.size - 160, 160):
+            chunk = user[pos : pos + 160]
+            level = 10 * np.log10(np.mean(chunk.astype(np.float64) ** 2) / 32768.0**2 + 1e-12)
+            frame = dataclasses.replace(
+                _frame(cleaned=level, residual=level - 20.0, erle=30.0), residual_peak_dbfs=level - bound_margin
+            )
+            event = det.process(chunk, chunk, frame, pos + RATE_HZ)
+            if event is not None:
+                return event.position
+        return None
+
+    assert feed(0.0) is None  # 20 dB over the average, at the bound: the residual's own swing
+    assert feed(6.0) is not None

@@ -185,3 +185,60 @@ def test_odd_input_never_crashes() -> None:
         assert out.size == 160
     ec.close()
     assert ec.process(np.ones(160, np.int16)).size == 160
+
+
+def test_peak_bound_holds_on_unseen_echo_where_the_average_prediction_does_not() -> None:
+    """The residual-peak bound learned on one reply is exceeded by few frames of the next; the average is not a bound.
+
+    Only frames whose cleaned level stands above the noise floor count (the ones a VAD could take for
+    speech). The average prediction (``residual_echo_dbfs``) is crossed by a good share of them,
+    which is what made the device barge in on itself; the peak bound by about its percentile.
+    """
+    first, second = reply(20.0, first=0), reply(20.0, first=3)
+    reference = np.concatenate([first, second])
+    mic = mix(reference=reference, room=Room(delay_ms=20, seed=4))
+    ec = EchoCanceller()
+    over_peak = over_average = counted = 0
+    for pos, (m, r) in chunks(mic, reference):
+        ec.add_reference(r)
+        ec.process(m)
+        f = ec.frame
+        if pos < first.size:
+            continue
+        assert f.residual_peak_dbfs is not None  # measured on the first reply
+        if f.reference_active and f.cleaned_dbfs >= f.noise_floor_dbfs + 6.0:
+            counted += 1
+            over_peak += f.cleaned_dbfs > f.residual_peak_dbfs
+            over_average += f.cleaned_dbfs > f.residual_echo_dbfs + 3.0
+    assert counted > 500
+    assert over_peak <= 0.05 * counted
+    assert over_average >= 3 * max(over_peak, 1)
+    assert ec.peak_gap_db is not None
+    assert ec.peak_gap_db > 0.0
+
+
+def test_peak_gap_needs_echo_only_frames_and_ignores_near_end() -> None:
+    """No gap before enough converged echo-only frames; near-end chunks never move it."""
+    reference = reply(12.0)
+    mic = mix(reference=reference, room=Room())
+    ec = EchoCanceller()
+    seen_none_while_active = False
+    for _, (m, r) in chunks(mic, reference):
+        ec.add_reference(r)
+        ec.process(m)
+        if ec.frame.reference_active and ec.peak_gap_db is None:
+            seen_none_while_active = True
+            assert ec.frame.residual_peak_dbfs is None
+    assert seen_none_while_active
+    before = ec.peak_gap_db
+    assert before is not None
+    loud = (np.sin(np.arange(160) * 0.3) * 20000).astype(np.int16)  # far louder than any echo
+    for _ in range(400):
+        ec.add_reference(reference[RATE_HZ : RATE_HZ + 160])
+        ec.process(loud, near_end=True)
+    assert ec.peak_gap_db == before
+    for _ in range(400):
+        ec.add_reference(reference[RATE_HZ : RATE_HZ + 160])
+        ec.process(loud)
+    assert ec.peak_gap_db is not None
+    assert ec.peak_gap_db != before  # unflagged, the same chunks do enter it
