@@ -24,7 +24,7 @@ from benchlib.report import Report, machine_info  # noqa: E402
 
 from earshot.config import default_config  # noqa: E402
 
-SECTIONS = ("gate", "stream", "daemon")
+SECTIONS = ("gate", "stream", "daemon", "pulse")
 
 
 def log(message: str) -> None:
@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--echo-minutes", type=float, help="minutes of echo-only playback for false_bargeins (default 10; quick 0.25)"
     )
+    parser.add_argument(
+        "--pulse-minutes", type=float, help="minutes of echo-only playback, PulseAudio tier (default 2; quick 0.5)"
+    )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the daemon runs' WAVs, configs and logs here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -102,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             from benchlib import daemon
 
             daemon.measure_all(report, quick=args.quick, echo_minutes=echo_min, keep=args.keep, log=log)
+        if "pulse" in sections:
+            from benchlib import pulse
+
+            minutes = args.pulse_minutes or (0.5 if args.quick else 2.0)
+            pulse.measure_all(report, quick=args.quick, echo_minutes=minutes, keep=args.keep, log=log)
     for key in report.values:
         if report.values[key] is None and key not in report.notes:
             report.notes[key] = "not run (section skipped)"

@@ -30,6 +30,9 @@ KEYS = (
     "bargein_ms",
     "truncate_error_ms",
     "false_bargeins",
+    "bargein_ms_rt",
+    "truncate_error_ms_rt",
+    "false_bargeins_rt",
     "bandwidth_kbps",
     "rss_mb",
     "daemon_cpu_pct_idle",
@@ -47,6 +50,9 @@ DESCRIPTIONS = {
     "bargein_ms": "user speech onset → assistant audio stops in the output (ms)",
     "truncate_error_ms": "|truncate audio_end_ms − assistant audio in the output| (ms)",
     "false_bargeins": "barge-ins while the device plays speech, echo −6 dB, no user",
+    "bargein_ms_rt": "PulseAudio real-time tier: user speech onset → assistant audio stops at the speaker (ms)",
+    "truncate_error_ms_rt": "PulseAudio tier: |truncate audio_end_ms − assistant audio at the speaker| (ms)",
+    "false_bargeins_rt": "PulseAudio tier: barge-ins while replies play, echo −6 dB via loopback, no user",
     "bandwidth_kbps": "uplink WebSocket bytes per second of streamed audio (kbit/s)",
     "rss_mb": "daemon peak RSS (VmHWM, MB)",
     "daemon_cpu_pct_idle": "daemon process CPU in real time, idle listening (%)",
@@ -72,6 +78,9 @@ def goals(prebuffer_ms: int) -> dict[str, Goal]:
         "reply_start_ms": Goal(f"≤ {prebuffer_ms + 10} (prebuffer + 10)", lambda v: v <= prebuffer_ms + 10),
         "rss_mb": Goal("≤ 80", lambda v: v <= 80),
         "false_bargeins": Goal("0", lambda v: v == 0),
+        "bargein_ms_rt": Goal("≤ 150", lambda v: v <= 150),
+        "truncate_error_ms_rt": Goal("≤ 20", lambda v: v <= 20),
+        "false_bargeins_rt": Goal("0", lambda v: v == 0),
     }
 
 

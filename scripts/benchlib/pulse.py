@@ -1,0 +1,590 @@
+"""The real-time tier: the daemon on ALSA devices that are PulseAudio streams (``scripts/bench --only pulse``).
+
+``earshot run`` runs with ``audio.backend: alsa`` through alsa-lib's pulse plugin, against a private
+PulseAudio server (no sound card needed) and the same in-process emulator with scripted replies as
+:mod:`benchlib.daemon`. The room, all on one null sink's clock:
+
+- ``rec``: a 3-channel null sink at 48 kHz; its channels are the speaker (aux0), the microphone
+  (aux1) and the user alone (aux2). One recording of ``rec.monitor`` holds all three sample-aligned.
+- ``speaker``: a remap sink onto ``rec`` aux0, the daemon's playback device (ALSA PCM ``speaker``).
+- ``room``: a remap sink onto aux1; ``module-loopback source=speaker.monitor sink=room`` at −6 dB is
+  the acoustic echo (its latency is the echo delay).
+- ``user``: a 2-channel remap sink onto aux1 + aux2: the user's input WAV is played into it (pacat), so
+  it reaches the microphone and, alone, the reference channel.
+- ``mic``: a remap source of ``rec.monitor`` aux1, the daemon's capture device (ALSA PCM ``mic``).
+
+Figures (see docs/benchmarks.md): ``bargein_ms_rt`` (the user's speech onset on aux2 → the end of the
+assistant's audio on aux0), ``truncate_error_ms_rt`` (|``audio_end_ms`` the emulator received − reply
+audio on aux0 before the stop|), ``false_bargeins_rt`` (barge-ins the daemon logs while replies play
+with the echo and nobody talking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+import yaml
+from numpy.typing import NDArray
+
+from benchlib import audio, daemon
+from benchlib.report import Report
+from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
+
+RATE_HZ = 48000
+"""The room's clock: the null sink the speaker, microphone and user channels are mixed into."""
+SPEAKER, MIC, USER = 0, 1, 2
+ECHO_GAIN_DB = -6.0
+ECHO_LATENCY_MS = 20
+BLOCK = RATE_HZ // 100  # 10 ms
+QUIET_RMS = 30.0  # below this a block of the digital speaker channel is silence (resampler residue)
+MATCH = 0.8  # normalised correlation of a block with the reply at the expected position
+
+
+class PulseUnavailable(RuntimeError):
+    """The private PulseAudio server (or one of its modules) could not be started."""
+
+
+class PulseRoom:
+    """A private PulseAudio server with the room's sinks and sources, and the ALSA config naming them."""
+
+    def __init__(self, root: Path, *, echo_gain_db: float = ECHO_GAIN_DB, echo_latency_ms: int = ECHO_LATENCY_MS):
+        self.root = root
+        self.runtime = root / "xdg"
+        self.socket = root / "pulse.sock"
+        self.alsa_conf = root / "asound.conf"
+        self.echo_gain_db = echo_gain_db
+        self.echo_latency_ms = echo_latency_ms
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for PulseAudio clients (pactl, pacat) and the daemon (``ALSA_CONFIG_PATH``)."""
+        return {
+            **os.environ,
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "HOME": str(self.runtime),
+            "PULSE_SERVER": f"unix:{self.socket}",
+            "ALSA_CONFIG_PATH": str(self.alsa_conf),
+        }
+
+    def start(self) -> None:
+        """Start the server with the room's modules; set the echo's level. Raises :class:`PulseUnavailable`."""
+        if shutil.which("pulseaudio") is None or shutil.which("pacat") is None:
+            raise PulseUnavailable("pulseaudio / pacat not installed")
+        self.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        modules = [
+            f"module-native-protocol-unix auth-anonymous=1 socket={self.socket}",
+            f"module-null-sink sink_name=rec rate={RATE_HZ} channels=3 channel_map=aux0,aux1,aux2",
+            "module-remap-sink sink_name=speaker master=rec channels=1 channel_map=mono master_channel_map=aux0 "
+            "remix=no",
+            "module-remap-sink sink_name=room master=rec channels=1 channel_map=mono master_channel_map=aux1 remix=no",
+            "module-remap-sink sink_name=user master=rec channels=2 channel_map=front-left,front-right "
+            "master_channel_map=aux1,aux2 remix=no",
+            "module-remap-source source_name=mic master=rec.monitor channels=1 master_channel_map=aux1 "
+            "channel_map=mono remix=no",
+            f"module-loopback source=speaker.monitor sink=room latency_msec={self.echo_latency_ms}",
+        ]
+        self.proc = subprocess.Popen(
+            [
+                "pulseaudio",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "-n",
+                "--use-pid-file=no",
+                "--disallow-exit",
+                *(f"--load={m}" for m in modules),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "pulseaudio.log").open("wb"),
+        )
+        deadline = time.monotonic() + 15
+        while self.pactl("info").returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise PulseUnavailable(f"pulseaudio did not start (see {self.root / 'pulseaudio.log'})")
+            time.sleep(0.05)
+        inputs = self.pactl("list", "short", "sink-inputs").stdout.splitlines()
+        loopback = [line.split()[0] for line in inputs if "module-loopback" in line]
+        if len(loopback) != 1:
+            raise PulseUnavailable(f"expected one loopback stream, found: {inputs}")
+        factor = f"{10.0 ** (self.echo_gain_db / 20.0):.4f}"
+        if self.pactl("set-sink-input-volume", loopback[0], factor).returncode != 0:
+            raise PulseUnavailable("could not set the echo loopback's volume")
+        self.alsa_conf.write_text(
+            "</usr/share/alsa/alsa.conf>\n"
+            f'pcm.speaker {{ type pulse server "unix:{self.socket}" device "speaker" }}\n'
+            f'pcm.mic {{ type pulse server "unix:{self.socket}" device "mic" }}\n'
+        )
+
+    def pactl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``pactl`` against this server."""
+        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, check=False, timeout=10)
+
+    def record(self, path: Path) -> subprocess.Popen[bytes]:
+        """Start recording ``rec.monitor`` (3 channels, s16le, 48 kHz, raw) into ``path``."""
+        fmt = ["--format=s16le", f"--rate={RATE_HZ}", "--channels=3", "--channel-map=aux0,aux1,aux2", "--no-remix"]
+        return subprocess.Popen(
+            ["pacat", "--record", "-d", "rec.monitor", *fmt, "--raw", "--latency-msec=100", str(path)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def play_command(self, path: Path) -> list[str]:
+        """The pacat command playing a 2-channel 16 kHz raw file into ``user``."""
+        fmt = ["--format=s16le", f"--rate={audio.RATE_HZ}", "--channels=2", "--channel-map=front-left,front-right"]
+        return ["pacat", "--playback", "-d", "user", *fmt, "--no-remix", "--raw", "--latency-msec=100", str(path)]
+
+    def close(self) -> None:
+        """Stop the server."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.socket.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def pulse_room(root: Path) -> Iterator[PulseRoom]:
+    """A started :class:`PulseRoom` under ``root``, stopped on exit."""
+    room = PulseRoom(root)
+    try:
+        room.start()
+        yield room
+    finally:
+        room.close()
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class RoomRun:
+    """What one daemon run in the room left: its log, the emulator's sessions, the 3-channel recording."""
+
+    name: str
+    returncode: int | None
+    log: list[tuple[float, str]]
+    """(arrival time, message) of the daemon's log lines (``time.monotonic``)."""
+    marks: list[tuple[float, str]]
+    """The daemon's timeline lines with their capture time (seconds of its own capture stream)."""
+    play_started: float
+    """``time.monotonic`` when the user's input started playing (pacat launched)."""
+    recording: NDArray[np.int16]
+    """``rec.monitor``: (samples, 3) at :data:`RATE_HZ`: speaker, microphone, user."""
+    sessions: list[Any]
+    cpu_pct: float | None
+    """The daemon's process CPU while the input played (% of one core)."""
+    stderr_tail: list[str]
+
+    def why(self) -> str:
+        """The exit code and last log lines, for error messages."""
+        tail = " | ".join(self.stderr_tail[-4:])
+        return f" (exit {self.returncode}; last lines: {tail})" if tail else f" (exit {self.returncode})"
+
+    def barge_ins(self) -> list[float]:
+        """Arrival times (``time.monotonic``) of the barge-ins the daemon logged."""
+        return [t for t, message in self.log if re.match(r"barge-in\b", message)]
+
+
+def write_room_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str) -> None:
+    """:func:`benchlib.daemon.write_config`'s config with the ALSA backend on the room's PCMs (defaults otherwise)."""
+    daemon.write_config(path, spec, workdir, url)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["audio"] = {"backend": "alsa", "input": {"device": "mic"}, "output": {"device": "speaker"}}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log: Callable[[str], None]) -> RoomRun:
+    """Run the daemon on the room's devices while ``workdir/user.raw`` plays into ``user``; record the room.
+
+    ``workdir/user.raw`` is ``spec.input_pcm`` as 2-channel s16le (:func:`prepare`).
+    """
+    user_raw = workdir / "user.raw"
+    rec_raw = workdir / "room.raw"
+    options = EmulatorOptions(reply_rate=spec.reply_rate, script=DefaultScript(replies=spec.replies))
+    async with Emulator(options) as emu:
+        config = workdir / "earshot.yaml"
+        write_room_config(config, spec, workdir, f"ws://127.0.0.1:{emu.port}/v1/realtime")
+        env = {**room.env, "OPENAI_API_KEY": "sk-bench-emulator", "PYTHONUNBUFFERED": "1"}
+        env.pop("CREDENTIALS_DIRECTORY", None)
+        recorder = room.record(rec_raw)
+        proc = await asyncio.create_subprocess_exec(
+            *daemon.earshot_argv(),
+            "run",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        lines: list[tuple[float, str]] = []
+        marks: list[tuple[float, str]] = []
+        tail: list[str] = []
+        started = asyncio.Event()
+
+        async def read_log() -> None:
+            assert proc.stderr is not None
+            with (workdir / "daemon.log").open("w") as keep:
+                while line := await proc.stderr.readline():
+                    t = time.monotonic()
+                    text = line.decode(errors="replace").rstrip("\n")
+                    keep.write(f"{t:.3f} {text}\n")
+                    tail.append(text)
+                    del tail[:-20]
+                    m = daemon._LOG_LINE.match(text)
+                    message = m.group("message") if m else text
+                    lines.append((t, message))
+                    if m and m.group("at"):
+                        marks.append((float(m.group("at")), message))
+                    if message.startswith("earshot started"):
+                        started.set()
+
+        reader = asyncio.create_task(read_log())
+        player: asyncio.subprocess.Process | None = None
+        play_started = 0.0
+        cpu_pct: float | None = None
+        try:
+            exited = asyncio.create_task(proc.wait())
+            ready = asyncio.create_task(started.wait())
+            done, _ = await asyncio.wait({exited, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            if ready not in done:
+                raise daemon.DaemonUnavailable(f"{spec.name}: earshot run did not start on the pulse devices")
+            player = await asyncio.create_subprocess_exec(
+                *room.play_command(user_raw),
+                env=room.env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            play_started = time.monotonic()
+            cpu0 = daemon._proc_cpu_s(proc.pid)
+            try:
+                async with asyncio.timeout(spec.timeout_s):
+                    await asyncio.wait({exited, asyncio.create_task(player.wait())}, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                log(f"{spec.name}: the input did not finish playing within {spec.timeout_s:.0f} s")
+            cpu1 = daemon._proc_cpu_s(proc.pid)
+            if cpu0 is not None and cpu1 is not None:
+                cpu_pct = round(100.0 * (cpu1 - cpu0) / (time.monotonic() - play_started), 2)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    async with asyncio.timeout(10):
+                        await proc.wait()
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            if player is not None and player.returncode is None:
+                player.kill()
+                await player.wait()
+            recorder.terminate()
+            await asyncio.to_thread(recorder.wait, 10)
+            await reader
+    data = np.fromfile(rec_raw, dtype="<i2") if rec_raw.exists() else np.zeros(0, np.int16)
+    recording = data[: data.size // 3 * 3].reshape(-1, 3).astype(np.int16)
+    return RoomRun(
+        name=spec.name,
+        returncode=proc.returncode,
+        log=lines,
+        marks=marks,
+        play_started=play_started,
+        recording=recording,
+        sessions=list(emu.sessions),
+        cpu_pct=cpu_pct,
+        stderr_tail=tail,
+    )
+
+
+def prepare(spec: daemon.RunSpec, workdir: Path) -> None:
+    """Write the user's input for :func:`run_in_room` (``workdir/user.raw``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    np.repeat(spec.input_pcm[:, None], 2, axis=1).astype("<i2").tofile(workdir / "user.raw")
+
+
+# ---------------------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """Where the reply is on the speaker channel (samples at :data:`RATE_HZ`).
+
+    Attributes:
+        start: where the reply's first sample is.
+        stop: one past its last non-silent sample (the barge-in's fade included), or its end.
+        heard: reply samples that reached the speaker (fade included, underrun gaps excluded).
+        complete: the reply played to its end (no barge-in).
+        gaps: ``(position, samples)`` of silences inside the reply after which it resumed (underruns).
+    """
+
+    start: int
+    stop: int
+    heard: int
+    complete: bool
+    gaps: tuple[tuple[int, int], ...]
+
+
+def _rms(x: NDArray[np.float64]) -> float:
+    return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+
+
+def _best_lag(spk: NDArray[np.float64], o: int, ref: NDArray[np.float64], r: int, span: int) -> tuple[int, float]:
+    """The shift ``lag`` in [-span, span] maximising the normalised correlation of spk[o:o+B] with ref[r+lag:...]."""
+    s = spk[o : o + BLOCK]
+    lo, hi = max(0, r - span), min(ref.size, r + BLOCK + span)
+    seg = ref[lo:hi]
+    if seg.size < BLOCK or s.size < BLOCK:
+        return 0, 0.0
+    num = np.correlate(seg, s, mode="valid")
+    energy = np.convolve(seg * seg, np.ones(BLOCK), mode="valid")
+    score = num / (np.sqrt(energy * float(np.dot(s, s))) + 1e-9)
+    k = int(np.argmax(score))
+    return lo + k - r, float(score[k])
+
+
+def follow_reply(spk: NDArray[np.float64], ref: NDArray[np.float64], search_from: int) -> Followed:
+    """Follow the reply ``ref`` (48 kHz) through the speaker channel from ``search_from`` to where it stops.
+
+    The pulse resampler changes the samples, so the reply is followed by correlation, 10 ms block by
+    block: a block that matches the reply at the expected position (±0.5 ms) advances both; a silent
+    block where the reply is not silent is an underrun gap if the reply resumes after it, else the
+    stop (the fade is the last non-silent samples before it).
+    """
+    loud = np.flatnonzero(np.abs(spk[search_from:]) > 200)
+    lead_idx = np.flatnonzero(np.abs(ref) > 200)
+    if loud.size == 0 or lead_idx.size == 0:
+        raise daemon.DaemonUnavailable("the reply is not on the speaker channel")
+    lead = int(lead_idx[0])
+    o = search_from + int(loud[0])  # speaker position of reply position `lead`
+    lag, score = _best_lag(spk, o, ref, lead, 96)
+    if score < MATCH:
+        raise daemon.DaemonUnavailable(f"the speaker channel does not match the reply (correlation {score:.2f})")
+    r = lead + lag
+    start = o - r
+    gaps: list[tuple[int, int]] = []
+    while r + BLOCK <= ref.size and o + BLOCK <= spk.size:
+        s_quiet = _rms(spk[o : o + BLOCK]) < QUIET_RMS
+        r_quiet = _rms(ref[r : r + BLOCK]) < QUIET_RMS
+        if s_quiet and r_quiet:
+            o, r = o + BLOCK, r + BLOCK
+            continue
+        if not s_quiet:
+            lag, score = _best_lag(spk, o, ref, r, 24)
+            if score >= MATCH:
+                o, r = o + BLOCK, r + lag + BLOCK
+                continue
+            break
+        # silence where the reply has sound: an underrun gap if the reply resumes after it
+        nxt = np.flatnonzero(np.abs(spk[o:]) > 200)
+        if nxt.size == 0:
+            break
+        resume = o + int(nxt[0])
+        lag, score = _best_lag(spk, resume, ref, r, 96)
+        if score < MATCH:
+            break
+        gaps.append((o, resume - o))
+        o, r = resume, r + lag
+    complete = r + BLOCK > ref.size
+    if complete:
+        return Followed(start, o + max(0, ref.size - r), ref.size, True, tuple(gaps))
+    # the fade: the last non-silent samples of the stopping block(s)
+    window = np.abs(spk[o : o + 3 * BLOCK])
+    quiet_run = np.flatnonzero(np.convolve(window > 16, np.ones(BLOCK // 2), mode="valid") == 0)
+    fade = int(quiet_run[0]) if quiet_run.size else 0
+    return Followed(start, o + fade, r + fade, False, tuple(gaps))
+
+
+def _to_float(pcm: NDArray[np.int16]) -> NDArray[np.float64]:
+    return pcm.astype(np.float64)
+
+
+def reply_at_room_rate(reply: NDArray[np.int16]) -> NDArray[np.float64]:
+    """The emulator's 24 kHz reply resampled to :data:`RATE_HZ` (as the sound server does, near enough)."""
+    out: NDArray[np.float64] = soxr.resample(reply.astype(np.float32), daemon.REPLY_RATE_HZ, RATE_HZ).astype(np.float64)
+    return out
+
+
+def echo_path(run: RoomRun, a: int, b: int) -> dict[str, float]:
+    """Echo level (mic/speaker, dB) and delay (ms) measured between samples ``a`` and ``b`` (no user speech)."""
+    spk = _to_float(run.recording[a:b, SPEAKER])
+    mic = _to_float(run.recording[a:b, MIC])
+    n = 1 << int(np.ceil(np.log2(2 * spk.size)))
+    xc = np.fft.irfft(np.fft.rfft(mic, n) * np.conj(np.fft.rfft(spk, n)), n)
+    lag = int(np.argmax(xc[: RATE_HZ // 2]))  # echo follows the speaker: non-negative lags up to 500 ms
+    return {
+        "echo_gain_db": round(float(10.0 * np.log10((_rms(mic) ** 2 + 1e-9) / (_rms(spk) ** 2 + 1e-9))), 2),
+        "echo_delay_ms": round(1000.0 * lag / RATE_HZ, 2),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RoomBargeIn:
+    """The exchange's figures in the room."""
+
+    bargein_ms: float
+    truncate_error_ms: float
+    details: dict[str, Any]
+
+
+def analyse_exchange(run: RoomRun, exchange: daemon.Exchange, reply: NDArray[np.int16]) -> RoomBargeIn:
+    """``bargein_ms_rt`` and ``truncate_error_ms_rt`` from the room recording and the emulator's truncate."""
+    rec = run.recording
+    if rec.shape[0] < RATE_HZ:
+        raise daemon.DaemonUnavailable(f"{run.name}: no recording of the room{run.why()}")
+    scale = RATE_HZ // audio.RATE_HZ
+    user = rec[:, USER]
+    wake_rec = audio.onset(user, frame=BLOCK)
+    wake_in = audio.onset(exchange.pcm)
+    if wake_rec == 0:
+        raise daemon.DaemonUnavailable(f"{run.name}: the user's input is not in the recording")
+    offset = wake_rec - scale * wake_in  # room position of input sample 0
+    question_end = offset + scale * exchange.question_end
+    after = question_end + RATE_HZ // 2
+    onset = after + audio.onset(user[after:], frame=BLOCK)
+    expected_onset = offset + scale * exchange.interruption_onset
+    followed = follow_reply(_to_float(rec[:, SPEAKER]), reply_at_room_rate(reply), question_end)
+    details: dict[str, Any] = {
+        "reply_start_s": round(followed.start / RATE_HZ, 3),
+        "reply_stop_s": round(followed.stop / RATE_HZ, 3),
+        "interruption_onset_s": round(onset / RATE_HZ, 3),
+        "interruption_onset_vs_input_ms": round(1000.0 * (onset - expected_onset) / RATE_HZ, 2),
+        "reply_heard_ms": round(1000.0 * followed.heard / RATE_HZ, 1),
+        "reply_gaps_ms": [[round(1000 * p / RATE_HZ), round(1000 * n / RATE_HZ)] for p, n in followed.gaps],
+        "barge_ins_logged": len(run.barge_ins()),
+        "daemon_cpu_pct": run.cpu_pct,
+    }
+    if followed.start + RATE_HZ < min(onset, followed.stop):
+        details.update(echo_path(run, followed.start, min(onset, followed.stop)))
+    if followed.complete:
+        raise daemon.DaemonUnavailable(f"{run.name}: the reply played to its end: no barge-in ({details})")
+    truncations = [t for s in run.sessions for t in s.truncations]
+    if not truncations:
+        raise daemon.DaemonUnavailable(f"{run.name}: no conversation.item.truncate reached the emulator ({details})")
+    end_ms = truncations[0].audio_end_ms
+    heard_ms = 1000.0 * followed.heard / RATE_HZ
+    details["audio_end_ms"] = end_ms
+    return RoomBargeIn(
+        bargein_ms=1000.0 * (followed.stop - onset) / RATE_HZ,
+        truncate_error_ms=abs(end_ms - heard_ms),
+        details=details,
+    )
+
+
+# ---------------------------------------------------------------------------------------- measure
+
+
+def measure_all(
+    report: Report, *, quick: bool, echo_minutes: float, keep: Path | None, log: Callable[[str], None]
+) -> None:
+    """The real-time tier's figures into ``report`` (null with the reason for any that fail)."""
+    root = (keep / "pulse") if keep else Path(tempfile.mkdtemp(prefix="earshot-bench-pulse-"))
+    root.mkdir(parents=True, exist_ok=True)
+    details: dict[str, Any] = report.details.setdefault("pulse", {})
+    details["topology"] = {
+        "rate_hz": RATE_HZ,
+        "echo_gain_db": ECHO_GAIN_DB,
+        "echo_loopback_latency_msec": ECHO_LATENCY_MS,
+        "echo_minutes": echo_minutes,
+    }
+    keys = ("bargein_ms_rt", "truncate_error_ms_rt", "false_bargeins_rt")
+    try:
+        with pulse_room(root / "server") as room:
+            _measure(report, details, room, root, echo_minutes=echo_minutes, log=log)
+    except PulseUnavailable as exc:
+        for key in keys:
+            report.unmeasured(key, f"PulseAudio tier: {exc}")
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure(
+    report: Report,
+    details: dict[str, Any],
+    room: PulseRoom,
+    root: Path,
+    *,
+    echo_minutes: float,
+    log: Callable[[str], None],
+) -> None:
+    def attempt(keys: tuple[str, ...], what: str, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except Exception as exc:  # noqa: BLE001 - a failed run leaves its figures null with the reason
+            reason = f"{what}: {type(exc).__name__}: {exc}"
+            log(reason)
+            for key in keys:
+                report.unmeasured(key, reason)
+
+    story = daemon.reply_audio(audio.LONG_REPLY)
+    reply_s = story.size / daemon.REPLY_RATE_HZ
+
+    def exchange() -> None:
+        ex = daemon.exchange_input(reply_s)
+        spec = daemon.RunSpec("pulse_exchange", ex.pcm, echo=False, replies=(audio.LONG_REPLY,), timeout_s=90.0)
+        log(f"pulse run '{spec.name}' ({ex.pcm.size / audio.RATE_HZ:.0f} s of input, real time)")
+        prepare(spec, root / spec.name)
+        run = asyncio.run(run_in_room(room, spec, root / spec.name, log))
+        figures = analyse_exchange(run, ex, story)
+        details["exchange"] = figures.details
+        report.set("bargein_ms_rt", round(figures.bargein_ms, 1))
+        report.set("truncate_error_ms_rt", round(figures.truncate_error_ms, 1))
+
+    attempt(("bargein_ms_rt", "truncate_error_ms_rt"), "pulse exchange run", exchange)
+
+    def echo_only() -> None:
+        pcm, cycles, onsets, ask_samples = daemon.echo_only_input(echo_minutes, reply_s)
+        spec = daemon.RunSpec(
+            "pulse_echo_only",
+            pcm,
+            echo=False,
+            replies=(audio.LONG_REPLY,) * (cycles + 1),
+            timeout_s=pcm.size / audio.RATE_HZ + 60,
+        )
+        log(f"pulse run '{spec.name}' ({pcm.size / audio.RATE_HZ:.0f} s of input, real time)")
+        prepare(spec, root / spec.name)
+        run = asyncio.run(run_in_room(room, spec, root / spec.name, log))
+        spk = run.recording[:, SPEAKER] if run.recording.size else np.zeros(0, np.int16)
+        n = spk.size // BLOCK
+        blocks = spk[: n * BLOCK].astype(np.float64).reshape(n, BLOCK)
+        played_s = float(np.count_nonzero(np.sqrt(np.mean(blocks**2, axis=1)) >= QUIET_RMS)) * BLOCK / RATE_HZ
+        # Log arrival times relative to the start of the input: the asking windows get 1.5 s of slack
+        # (capture and detection latency) after each question.
+        logged = [round(t - run.play_started, 2) for t in run.barge_ins()]
+        asking = [(o / audio.RATE_HZ - 0.2, (o + ask_samples) / audio.RATE_HZ + 1.5) for o in onsets]
+        false = [t for t in logged if not any(a <= t <= b for a, b in asking)]
+        details["echo_only"] = {
+            "replies_scripted": cycles,
+            "reply_s": round(reply_s, 2),
+            "assistant_audio_played_s": round(played_s, 1),
+            "barge_ins_logged_at_s": logged,
+            "false_barge_ins_at_s": false,
+            "truncates_received": sum(len(s.truncations) for s in run.sessions),
+            "cancels_received": sum(len(s.cancels) for s in run.sessions),
+            "daemon_cpu_pct": run.cpu_pct,
+        }
+        if played_s < 0.8 * echo_minutes * 60.0 and not false:
+            raise daemon.DaemonUnavailable(
+                f"only {played_s:.0f} s of assistant audio was played (wanted {echo_minutes * 60:.0f} s){run.why()}"
+            )
+        report.set("false_bargeins_rt", len(false))
+
+    attempt(("false_bargeins_rt",), "pulse echo-only run", echo_only)
