@@ -69,6 +69,8 @@ def pulse(tmp_path: Path, alsa_conf: AlsaConf) -> Iterator[Pulse]:
     alsa_conf(
         f'pcm.speaker {{ type pulse server "unix:{server.socket}" device "spk" }}\n'
         f'pcm.monitor {{ type pulse server "unix:{server.socket}" device "spk.monitor" }}\n'
+        # The plugin reports PulseAudio's underflow as -EPIPE only when asked to, as a hardware card does.
+        f'pcm.strict {{ type pulse server "unix:{server.socket}" device "spk" handle_underrun true }}\n'
     )
     yield server
     server.kill()
@@ -123,3 +125,98 @@ async def test_capture_survives_the_sound_server_dying_and_coming_back(pulse: Pu
     assert after[0].position > before[-1].position + 160  # the outage is a gap in positions
     assert all(b.position - a.position == 160 for a, b in itertools.pairwise(after))
     assert chunk.pcm.size == 160
+
+
+async def _until_heard(sink: AlsaSink) -> None:
+    """Wait until everything handed to the sink has left the device (without draining: the stream stays open)."""
+    while sink.queued_samples() > 0:  # noqa: ASYNC110 - the device pointer has no event to wait on
+        await asyncio.sleep(0.005)
+
+
+async def test_playback_underrun_mid_stream_is_recovered_in_place_and_counted(pulse: Pulse) -> None:
+    sink = AlsaSink(OutputConfig(device="strict", sample_rate_hz=24000, period_ms=10, buffer_ms=80), stall_s=5.0)
+    block = np.full(240, 1000, np.int16)
+    written = 0
+    async with asyncio.timeout(60):
+        for _ in range(50):
+            await sink.write(block)
+            written += block.size
+        assert sink.status.state is DeviceState.OK
+        # Starve the device mid-reply (no drain: the producer just falls behind) until it reports an underrun.
+        # The pause is the fault being injected, not synchronisation: the loop waits on the counter.
+        starve_s = 0.2
+        while sink.status.xruns == 0:
+            await _until_heard(sink)
+            await asyncio.sleep(starve_s)
+            starve_s = min(2.0, starve_s * 1.5)
+            await sink.write(block)
+            written += block.size
+            await _until_heard(sink)
+        xruns = sink.status.xruns
+        # Audio after the underrun is played: the position keeps advancing through a second of streaming.
+        after_xrun = written - sink.queued_samples()
+        while written - sink.queued_samples() < after_xrun + 24000:
+            await sink.write(block)
+            written += block.size
+        await sink.drain()
+    status = sink.status
+    sink.close()
+    assert xruns >= 1
+    assert status.state is DeviceState.OK
+    assert status.reopens == 0  # recovered with prepare on the open device, not by reopening it
+    assert sink.queued_samples() == 0
+
+
+async def test_playback_survives_the_sound_server_dying_and_coming_back(pulse: Pulse) -> None:
+    sink = AlsaSink(
+        OutputConfig(device="speaker", sample_rate_hz=24000, period_ms=10, buffer_ms=80), reopen_max_s=0.5, stall_s=1.0
+    )
+    block = np.full(240, 1000, np.int16)
+    written = 0
+    async with asyncio.timeout(60):
+        while written - sink.queued_samples() < 24000 // 2:  # playing at real speed
+            await sink.write(block)
+            written += block.size
+        pulse.kill()
+        while sink.status.state is DeviceState.OK:  # writes go on while the server is gone
+            await sink.write(block)
+            written += block.size
+        lost = sink.status
+        # While the device is missing, writes are thrown away at the pace they would have played.
+        for _ in range(100):
+            await sink.write(block)
+            written += block.size
+        assert pulse.start()
+        while True:
+            await sink.write(block)
+            written += block.size
+            status = sink.status
+            if status.state is DeviceState.OK and status.reopens >= 1:
+                break
+        reopened_at = written - sink.queued_samples()
+        while written - sink.queued_samples() < reopened_at + 24000:  # plays again: a second goes by
+            await sink.write(block)
+            written += block.size
+        await sink.drain()
+    sink.close()
+    assert lost.state is DeviceState.REOPENING
+    assert lost.describe() == f"speaker reopening ({lost.error})"  # what STATUS and `earshot status` show
+    assert status.reopens >= 1
+    assert sink.status.state is DeviceState.CLOSED
+
+
+async def test_the_gap_after_a_drained_reply_is_not_an_underrun(pulse: Pulse) -> None:
+    sink = AlsaSink(OutputConfig(device="strict", sample_rate_hz=24000, period_ms=10, buffer_ms=80), stall_s=5.0)
+    reply = np.full(12000, 1000, np.int16)
+    async with asyncio.timeout(60):
+        await sink.write(reply)
+        await sink.drain()
+        # The idle gap between replies, well past the device buffer and the sound server's own latency.
+        await asyncio.sleep(1.0)
+        await sink.write(reply)
+        await sink.drain()
+    status = sink.status
+    sink.close()
+    assert status.state is DeviceState.OK
+    assert status.xruns == 0
+    assert sink.queued_samples() == 0

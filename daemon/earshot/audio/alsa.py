@@ -333,6 +333,7 @@ class AlsaSink:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy_since: float | None = None
+        self._discard_until = 0.0  # while the device is missing: when the audio thrown away would have played
         self._settled = asyncio.Event()
         self._ever_opened = False
         self._watch: asyncio.TimerHandle | None = None
@@ -402,7 +403,7 @@ class AlsaSink:
         """Queue 24 kHz mono samples; waits while the queue is full.
 
         Cancellation-safe and atomic: when cancelled, nothing of ``pcm`` was queued. While the device
-        is missing, audio is discarded at once (status says so).
+        is missing, audio is discarded at the pace it would have played (status says so).
         """
         self.start()
         arr = np.asarray(pcm, dtype=np.int16)
@@ -420,6 +421,7 @@ class AlsaSink:
             await self._space.wait()
             granted = self._granted
         if granted is None or self._resampler is None:
+            await self._discard(arr.size)
             return
         if self._config.volume_db:
             arr = apply_gain_db(arr, self._config.volume_db)
@@ -432,6 +434,16 @@ class AlsaSink:
             self._sw.append(data)
             self._sw_frames += len(data) // bpf
             self._cond.notify()
+
+    async def _discard(self, samples: int) -> None:
+        """No device: throw ``samples`` away at the pace they would have played (behind a buffer's worth of lead).
+
+        A producer writing in a loop thus keeps real time and yields to the event loop, which must run
+        for the device to be reopened at all; a reply on a missing speaker lasts as long as it would have.
+        """
+        now = time.monotonic()
+        self._discard_until = max(self._discard_until, now) + samples / PLAYBACK_RATE_HZ
+        await asyncio.sleep(max(0.0, self._discard_until - now - self._config.buffer_ms / 1000))
 
     def drop(self) -> None:
         """Discard everything not yet heard: the software queue and the device buffer, now."""
@@ -451,7 +463,10 @@ class AlsaSink:
         self._space.set()
 
     async def drain(self) -> None:
-        """Wait until everything written has been played (polled at a quarter period). Cancellation-safe."""
+        """Wait until everything written has been played (polled at a quarter period), then stop the device.
+
+        Cancellation-safe. The next write starts the device afresh.
+        """
         self.start()
         await self._settled.wait()
         if self._resampler is not None and self._granted is not None:
@@ -470,6 +485,9 @@ class AlsaSink:
         self._ref_tail = np.concatenate(
             (self._ref_tail, self._ref_resampler.process(heard), self._ref_resampler.flush())
         )
+        # Stop the emptied device: a card left running between replies underruns (-EPIPE) when the next one
+        # starts, and that gap is not a fault to count as an xrun.
+        self.drop()
 
     def pop_reference(self) -> NDArray[np.int16]:
         """16 kHz mono of what the device played since the last call (nothing while idle)."""
