@@ -473,8 +473,11 @@ def analyse_exchange(run: RoomRun, exchange: daemon.Exchange, reply: NDArray[np.
     }
     if followed.start + RATE_HZ < min(onset, followed.stop):
         details.update(echo_path(run, followed.start, min(onset, followed.stop)))
-    if followed.complete:
-        raise daemon.DaemonUnavailable(f"{run.name}: the reply played to its end: no barge-in ({details})")
+    if followed.complete or not details["barge_ins_logged"]:
+        raise daemon.DaemonUnavailable(
+            f"{run.name}: the daemon did not barge in: the reply kept playing "
+            f"{(followed.stop - onset) / RATE_HZ:.1f} s past the user's speech onset ({details})"
+        )
     truncations = [t for s in run.sessions for t in s.truncations]
     if not truncations:
         raise daemon.DaemonUnavailable(f"{run.name}: no conversation.item.truncate reached the emulator ({details})")
