@@ -24,7 +24,7 @@ from benchlib.report import Report, machine_info  # noqa: E402
 
 from earshot.config import default_config  # noqa: E402
 
-SECTIONS = ("gate", "stream", "daemon", "pulse")
+SECTIONS = ("gate", "stream", "devices", "daemon", "pulse")
 
 
 def log(message: str) -> None:
@@ -73,6 +73,19 @@ def measure_stream(report: Report, seconds: float, state: Path) -> None:
     guarded(report, ("stream_cpu_pct",), f"engaged path ({seconds:g} s of audio, pcm16 and g711)", run)
 
 
+def measure_devices(report: Report, seconds: float) -> None:
+    def run() -> None:
+        from benchlib import devices
+
+        figure = devices.measure(seconds)
+        note = None if figure.real_time else f"not real time: {figure.devices}"
+        report.set("capture_cpu_pct", round(figure.capture_pct, 4), note=note)
+        report.set("playback_cpu_pct", round(figure.playback_pct, 4), note=note)
+        report.details["devices"] = figure.as_dict()
+
+    guarded(report, ("capture_cpu_pct", "playback_cpu_pct"), f"ALSA device threads ({seconds:g} s of audio)", run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON here")
@@ -84,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pulse-minutes", type=float, help="minutes of echo-only playback, PulseAudio tier (default 2; quick 0.5)"
+    )
+    parser.add_argument(
+        "--device-seconds", type=float, help="seconds of real-time audio for the ALSA thread CPU (default 60; quick 5)"
     )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the daemon runs' WAVs, configs and logs here")
     args = parser.parse_args(argv)
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             measure_gate(report, cpu_s, state)
         if "stream" in sections:
             measure_stream(report, cpu_s, state)
+        if "devices" in sections:
+            measure_devices(report, args.device_seconds or (5.0 if args.quick else 60.0))
         if "daemon" in sections:
             from benchlib import daemon
 

@@ -37,6 +37,8 @@ KEYS = (
     "rss_mb",
     "daemon_cpu_pct_idle",
     "daemon_cpu_pct_engaged",
+    "capture_cpu_pct",
+    "playback_cpu_pct",
 )
 """Every figure key of the JSON, in table order (``machine``, ``notes``, ``details`` come besides)."""
 
@@ -57,6 +59,8 @@ DESCRIPTIONS = {
     "rss_mb": "daemon peak RSS (VmHWM, MB)",
     "daemon_cpu_pct_idle": "daemon process CPU in real time, idle listening (%)",
     "daemon_cpu_pct_engaged": "daemon process CPU in real time, engaged (streaming, playing) (%)",
+    "capture_cpu_pct": "ALSA capture thread CPU, real-time device (% of one core)",
+    "playback_cpu_pct": "ALSA playback thread CPU, real-time device, playing speech (% of one core)",
 }
 
 
