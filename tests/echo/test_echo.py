@@ -97,6 +97,24 @@ def test_reference_underflow_is_zero_padded_and_counted() -> None:
     assert ec.underflow_samples == 7 * 160 - 1000
 
 
+def test_late_reference_keeps_its_slots_instead_of_shifting_the_rest() -> None:
+    """Reference that arrives after its capture chunks went by (zero-padded) is dropped, not queued behind."""
+    ec = EchoCanceller()
+    tone = (np.sin(np.arange(160) * 0.2) * 8000).astype(np.int16)
+    for _ in range(5):  # playing: the canceller is active
+        ec.add_reference(tone)
+        ec.process(np.zeros(160, dtype=np.int16))
+    for _ in range(2):  # two chunks go by before the device pointer moves
+        ec.process(np.zeros(160, dtype=np.int16))
+    assert ec.underflow_samples == 320
+    ec.add_reference(np.concatenate([tone, tone, tone]))  # the late burst: chunks 6, 7 and 8
+    ec.process(np.zeros(160, dtype=np.int16))
+    assert ec.reference_queued == 0  # chunk 8 paired with its own samples; 6 and 7 were too late
+    ec.add_reference(tone)
+    ec.process(np.zeros(160, dtype=np.int16))
+    assert ec.reference_queued == 0
+
+
 def test_reference_overflow_drops_the_oldest() -> None:
     """A full reference FIFO drops its oldest samples and counts them."""
     ec = EchoCanceller(max_reference_ms=100)

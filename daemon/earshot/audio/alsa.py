@@ -490,8 +490,19 @@ class AlsaSink:
         self.drop()
 
     def pop_reference(self) -> NDArray[np.int16]:
-        """16 kHz mono of what the device played since the last call (nothing while idle)."""
+        """16 kHz mono of what the device played since the last call (nothing while idle).
+
+        It runs ahead of the device pointer by up to the granted buffer (what is in the device now,
+        about to be heard). The pointer moves in bursts (a period, or a whole server transfer with the
+        pulse plugin) and capture chunks come in bursts too: a reference handed over only once played
+        reached the canceller after its echo, which no causal filter can cancel. Early by up to a
+        buffer is within what the adaptive filter absorbs.
+        """
         played = self._played24()
+        granted = self._granted
+        if granted is not None:
+            lead = granted.buffer_frames * PLAYBACK_RATE_HZ // granted.rate_hz
+            played = min(self._base24 + self._in24, played + lead)
         out = self._trim_history(played, drop_rest=False)
         ref = self._ref_resampler.process(out) if out.size else np.zeros(0, dtype=np.int16)
         if self._ref_tail.size:

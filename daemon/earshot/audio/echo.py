@@ -197,6 +197,8 @@ class EchoCanceller:
         self._fifo_read = 0
         self._fifo_len = 0
         self._ref_chunk = np.zeros(frame_samples, dtype=np.int16)
+        self._deficit = 0  # zero-padded reference samples whose real samples are still to come (then dropped)
+        self._max_deficit = max(frame_samples, rate_hz * filter_ms // 1000)
         self._out = np.zeros(frame_samples, dtype=np.int16)
         self._mic = np.zeros(frame_samples, dtype=np.int16)
 
@@ -273,6 +275,14 @@ class EchoCanceller:
 
     def _take_reference(self) -> NDArray[np.int16]:
         n = self.frame_samples
+        if self._deficit and self._fifo_len:
+            # Samples that arrived after their capture chunk had gone by (zero-padded then): late
+            # for their slot. Dropping them keeps every later sample paired with its own chunk,
+            # instead of each burst of the reference shifting the rest later for good.
+            skip = min(self._deficit, self._fifo_len)
+            self._fifo_read = (self._fifo_read + skip) % self._fifo.size
+            self._fifo_len -= skip
+            self._deficit -= skip
         take = min(n, self._fifo_len)
         chunk = self._ref_chunk
         cap = self._fifo.size
@@ -285,6 +295,9 @@ class EchoCanceller:
         if take < n and self._silent_frames < self._bypass_after_frames:
             # Capture ran ahead of the reference while something may still be playing.
             self.underflow_samples += n - take
+            self._deficit = min(self._deficit + n - take, self._max_deficit)
+        elif take < n:
+            self._deficit = 0  # silence (between replies): the next reference starts a new timeline
         return chunk
 
     # ------------------------------------------------------------------ processing
@@ -458,6 +471,7 @@ class EchoCanceller:
         """Forget the queued reference (e.g. after playback was dropped); the filter and measurements stay."""
         self._fifo_read = 0
         self._fifo_len = 0
+        self._deficit = 0
 
     def close(self) -> None:
         """Free the native canceller; the object is unusable afterwards."""
