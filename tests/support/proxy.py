@@ -172,6 +172,10 @@ class FaultProxy:
         self._handlers.add(handler)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # aclose() cancelled it. End normally: asyncio (3.11) calls task.exception() on a finished
+            # client_connected_cb task and would log a cancelled one as an unhandled exception.
+            writer.transport.abort()
         finally:
             self._handlers.discard(handler)
 

@@ -352,6 +352,7 @@ class Link:
                     delay.seconds,
                 )
                 self._on_event(LinkDown(self.last_error, delay.verdict, delay.seconds, delay.attempt))
+                del error, failure  # not kept through the wait (up to slow_retry_s)
                 await self._sleep(loop, delay.seconds)
         finally:
             self._close_ws()
@@ -390,7 +391,7 @@ class Link:
                     async with asyncio.timeout(CLOSE_TIMEOUT_S):
                         await ws.close()
         except (RealtimeError, ConfigError, OSError) as exc:  # TimeoutError is an OSError
-            error = exc
+            error = _without_tracebacks(exc)
         was_ready = session.ready
         session.connection_lost(loop.time())
         self._session = None
@@ -474,6 +475,24 @@ class Link:
         ws = self._ws
         if ws is not None:
             ws.transport.abort()
+
+
+def _without_tracebacks(error: BaseException) -> BaseException:
+    """``error`` with the tracebacks of it and its causes dropped (only its one-line text is ever used).
+
+    A traceback keeps every frame it passed through alive: the failed attempt's websockets
+    connection and transport, the session with the user's turn, and :meth:`Link._connect_once`'s
+    own frame, which refers back to the error (a cycle only the cyclic collector would free).
+    """
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [error]
+    while chain:
+        link = chain.pop()
+        if link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.__traceback__ = None
+            chain += (link.__cause__, link.__context__)
+    return error
 
 
 def _one_line(error: BaseException) -> str:
