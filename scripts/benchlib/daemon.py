@@ -152,6 +152,52 @@ def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
+@dataclass
+class DaemonLog:
+    """The daemon's stderr as it arrives: kept with arrival times, parsed into messages and timeline marks."""
+
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    """(``time.monotonic()`` at arrival, message)."""
+    marks: list[tuple[float, str]] = field(default_factory=list)
+    """(the ``[seconds]`` timeline stamp, message) of the pipeline's timeline lines."""
+    tail: list[str] = field(default_factory=list)
+    """The last 20 raw lines (for error messages)."""
+
+    async def follow(
+        self, stream: asyncio.StreamReader, path: Path, on_message: Callable[[str], None] | None = None
+    ) -> None:
+        """Read ``stream`` to its end, writing each line to ``path`` stamped with its arrival time."""
+        with path.open("w") as keep:
+            while line := await stream.readline():
+                t = time.monotonic()
+                text = line.decode(errors="replace").rstrip("\n")
+                keep.write(f"{t:.3f} {text}\n")
+                self.tail.append(text)
+                del self.tail[:-20]
+                m = _LOG_LINE.match(text)
+                message = m.group("message") if m else text
+                self.lines.append((t, message))
+                if m and m.group("at"):
+                    self.marks.append((float(m.group("at")), message))
+                if on_message is not None:
+                    on_message(message)
+
+
+async def start_daemon(config: Path, base_env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``earshot run --config`` as a subprocess with the emulator's key, stderr piped (see :class:`DaemonLog`)."""
+    env = {**base_env, "OPENAI_API_KEY": "sk-bench-emulator", "PYTHONUNBUFFERED": "1"}
+    env.pop("CREDENTIALS_DIRECTORY", None)
+    return await asyncio.create_subprocess_exec(
+        *earshot_argv(),
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
 async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -> RunResult:
     """Run the daemon once against the emulator through the proxy; return what it left (``workdir`` holds input.wav)."""
     options = EmulatorOptions(reply_rate=spec.reply_rate, script=DefaultScript(replies=spec.replies))
@@ -159,36 +205,10 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
         proxy.set_delay(spec.rtt_ms / 2000.0)
         config = workdir / "earshot.yaml"
         write_config(config, spec, workdir, f"ws://127.0.0.1:{proxy.port}/v1/realtime")
-        env = {**os.environ, "OPENAI_API_KEY": "sk-bench-emulator", "PYTHONUNBUFFERED": "1"}
-        env.pop("CREDENTIALS_DIRECTORY", None)
-        proc = await asyncio.create_subprocess_exec(
-            *earshot_argv(),
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        lines: list[tuple[float, str]] = []
-        marks: list[tuple[float, str]] = []
-        raw_tail: list[str] = []
+        proc = await start_daemon(config, dict(os.environ))
+        daemon_log = DaemonLog()
         cpu: list[tuple[float, float]] = []
         vmhwm: int | None = None
-
-        async def read_log() -> None:
-            assert proc.stderr is not None
-            with (workdir / "daemon.log").open("w") as keep:
-                while line := await proc.stderr.readline():
-                    t = time.monotonic()
-                    text = line.decode(errors="replace").rstrip("\n")
-                    keep.write(f"{t:.3f} {text}\n")
-                    raw_tail.append(text)
-                    del raw_tail[:-20]
-                    m = _LOG_LINE.match(text)
-                    lines.append((t, m.group("message") if m else text))
-                    if m and m.group("at"):
-                        marks.append((float(m.group("at")), m.group("message")))
 
         async def sample() -> None:
             nonlocal vmhwm
@@ -201,7 +221,8 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
                     vmhwm = max(vmhwm or 0, hwm)
                 await asyncio.sleep(0.05)
 
-        reader = asyncio.create_task(read_log())
+        assert proc.stderr is not None
+        reader = asyncio.create_task(daemon_log.follow(proc.stderr, workdir / "daemon.log"))
         sampler = asyncio.create_task(sample())
         try:
             async with asyncio.timeout(spec.timeout_s):
@@ -229,7 +250,7 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
         return RunResult(
             spec=spec,
             returncode=proc.returncode,
-            log=lines,
+            log=daemon_log.lines,
             cpu=cpu,
             vmhwm_kb=vmhwm,
             output=output,
@@ -238,8 +259,8 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
             bytes_down=proxy.bytes_down,
             received_audio_s=received.size / REPLY_RATE_HZ,
             workdir=workdir,
-            stderr_tail=raw_tail,
-            marks=marks,
+            stderr_tail=daemon_log.tail,
+            marks=daemon_log.marks,
         )
 
 
@@ -297,6 +318,19 @@ def echo_only_input(minutes: float, reply_s: float) -> tuple[NDArray[np.int16], 
 
 
 # ---------------------------------------------------------------------------------------- analysis
+
+
+def false_barge_ins(
+    logged_s: list[float], onsets: list[int], ask_samples: int, *, before_s: float = 0.0, after_s: float = 1.0
+) -> list[float]:
+    """The barge-ins (seconds into the input) that fell outside every question of an echo-only input.
+
+    A barge-in while the user asks the next question is not false (there should be none: each
+    question comes 8 s after the reply's expected end); ``before_s``/``after_s`` widen each question's
+    window for capture and detection latency.
+    """
+    asking = [(o / audio.RATE_HZ - before_s, (o + ask_samples) / audio.RATE_HZ + after_s) for o in onsets]
+    return [t for t in logged_s if not any(a <= t <= b for a, b in asking)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,13 +441,7 @@ def _measure(
     log: Callable[[str], None],
 ) -> None:
     def attempt(keys: tuple[str, ...], what: str, body: Callable[[], None]) -> None:
-        try:
-            body()
-        except Exception as exc:  # noqa: BLE001 - a failed run leaves its figures null with the reason
-            reason = f"{what}: {type(exc).__name__}: {exc}"
-            log(reason)
-            for key in keys:
-                report.unmeasured(key, reason)
+        report.attempt(keys, what, body, log)
 
     # idle listening: CPU of the running daemon, and its RSS
     def idle() -> None:
@@ -513,10 +541,7 @@ def _measure(
         truncates = sum(len(s.truncations) for s in result.sessions)
         cancels = sum(len(s.cancels) for s in result.sessions)
         logged = barge_ins(result)
-        # A barge-in while the user asks the next question is not false (there should be none: each
-        # question comes 8 s after the reply's expected end).
-        asking = [(o / audio.RATE_HZ, (o + ask_samples) / audio.RATE_HZ + 1.0) for o in onsets]
-        false = [t for t in logged if not any(a <= t <= b for a, b in asking)]
+        false = false_barge_ins(logged, onsets, ask_samples)
         details["echo_only"] = {
             "replies_scripted": cycles,
             "reply_s": round(reply_s, 2),

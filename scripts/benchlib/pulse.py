@@ -223,41 +223,17 @@ async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log:
     async with Emulator(options) as emu:
         config = workdir / "earshot.yaml"
         write_room_config(config, spec, workdir, f"ws://127.0.0.1:{emu.port}/v1/realtime")
-        env = {**room.env, "OPENAI_API_KEY": "sk-bench-emulator", "PYTHONUNBUFFERED": "1"}
-        env.pop("CREDENTIALS_DIRECTORY", None)
         recorder = room.record(rec_raw)
-        proc = await asyncio.create_subprocess_exec(
-            *daemon.earshot_argv(),
-            "run",
-            "--config",
-            str(config),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        lines: list[tuple[float, str]] = []
-        marks: list[tuple[float, str]] = []
-        tail: list[str] = []
+        proc = await daemon.start_daemon(config, room.env)
+        daemon_log = daemon.DaemonLog()
         started = asyncio.Event()
 
-        async def read_log() -> None:
-            assert proc.stderr is not None
-            with (workdir / "daemon.log").open("w") as keep:
-                while line := await proc.stderr.readline():
-                    t = time.monotonic()
-                    text = line.decode(errors="replace").rstrip("\n")
-                    keep.write(f"{t:.3f} {text}\n")
-                    tail.append(text)
-                    del tail[:-20]
-                    m = daemon._LOG_LINE.match(text)
-                    message = m.group("message") if m else text
-                    lines.append((t, message))
-                    if m and m.group("at"):
-                        marks.append((float(m.group("at")), message))
-                    if message.startswith("earshot started"):
-                        started.set()
+        def on_message(message: str) -> None:
+            if message.startswith("earshot started"):
+                started.set()
 
-        reader = asyncio.create_task(read_log())
+        assert proc.stderr is not None
+        reader = asyncio.create_task(daemon_log.follow(proc.stderr, workdir / "daemon.log", on_message))
         player: asyncio.subprocess.Process | None = None
         play_started = 0.0
         cpu_pct: float | None = None
@@ -304,13 +280,13 @@ async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log:
     return RoomRun(
         name=spec.name,
         returncode=proc.returncode,
-        log=lines,
-        marks=marks,
+        log=daemon_log.lines,
+        marks=daemon_log.marks,
         play_started=play_started,
         recording=recording,
         sessions=list(emu.sessions),
         cpu_pct=cpu_pct,
-        stderr_tail=tail,
+        stderr_tail=daemon_log.tail,
     )
 
 
@@ -529,13 +505,7 @@ def _measure(
     log: Callable[[str], None],
 ) -> None:
     def attempt(keys: tuple[str, ...], what: str, body: Callable[[], None]) -> None:
-        try:
-            body()
-        except Exception as exc:  # noqa: BLE001 - a failed run leaves its figures null with the reason
-            reason = f"{what}: {type(exc).__name__}: {exc}"
-            log(reason)
-            for key in keys:
-                report.unmeasured(key, reason)
+        report.attempt(keys, what, body, log)
 
     story = daemon.reply_audio(audio.LONG_REPLY)
     reply_s = story.size / daemon.REPLY_RATE_HZ
@@ -572,8 +542,7 @@ def _measure(
         # Log arrival times relative to the start of the input: the asking windows get 1.5 s of slack
         # (capture and detection latency) after each question.
         logged = [round(t - run.play_started, 2) for t in run.barge_ins()]
-        asking = [(o / audio.RATE_HZ - 0.2, (o + ask_samples) / audio.RATE_HZ + 1.5) for o in onsets]
-        false = [t for t in logged if not any(a <= t <= b for a, b in asking)]
+        false = daemon.false_barge_ins(logged, onsets, ask_samples, before_s=0.2, after_s=1.5)
         details["echo_only"] = {
             "replies_scripted": cycles,
             "reply_s": round(reply_s, 2),

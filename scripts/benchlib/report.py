@@ -109,6 +109,16 @@ class Report:
         else:
             self.notes.pop(key, None)
 
+    def attempt(self, keys: tuple[str, ...], what: str, body: Callable[[], None], log: Callable[[str], None]) -> None:
+        """Run one measurement; if it raises, ``keys`` stay null with the reason (a failed run never stops the rest)."""
+        try:
+            body()
+        except Exception as exc:  # noqa: BLE001 - a failed run leaves its figures null with the reason
+            reason = f"{what}: {type(exc).__name__}: {exc}"
+            log(reason)
+            for key in keys:
+                self.unmeasured(key, reason)
+
     def unmeasured(self, key: str, reason: str) -> None:
         """Record why a figure is null (keeps a value measured earlier, noting the new problem)."""
         if self.values.get(key) is None:

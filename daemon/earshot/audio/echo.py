@@ -24,7 +24,7 @@ loudest reference frame within the filter span: measured here over 10 minutes of
 0.05th percentiles, for filter lengths of 100 and 200 ms and delays of 0-20 ms. So the canceller
 also tracks a low percentile of that gap on echo-only frames (:attr:`EchoCanceller.peak_gap_db`)
 and reports :attr:`EchoFrame.residual_peak_dbfs`, the loudest the residual echo gets in all but
-about 1 % of frames.
+about 2 % of frames (the 2nd percentile by default).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class EchoFrame:
         bypassed: the chunk was passed through untouched (no reference for a while).
         erl_db: the echo return loss measured so far (:attr:`EchoCanceller.erl_db`), or None.
         reference_peak_dbfs: level of the loudest 10 ms of reference within the filter span.
-        residual_peak_dbfs: the loudest the residual echo gets in this frame in all but about 1 % of
+        residual_peak_dbfs: the loudest the residual echo gets in this frame in all but about 2 % of
             echo-only frames (reference peak - :attr:`EchoCanceller.peak_gap_db`); -120 when bypassed
             or with no reference, None while the gap is not measured yet.
     """
@@ -380,11 +380,8 @@ class EchoCanceller:
             self._observe_gap(peak_dbfs - cleaned_dbfs)
         # Minimum statistics: follow dips at once, rise slowly (speech never holds a floor up).
         self._floor_dbfs = min(self._floor_dbfs + self._floor_rise_db, cleaned_dbfs)
-        if erle is None or not active:
-            residual = echo
-        else:
-            # Echo left after cancellation, plus the noise the cleaned signal never goes below.
-            residual = dbfs(_FULL_SCALE_POWER * (10.0 ** ((echo - erle) / 10.0) + 10.0 ** (self._floor_dbfs / 10.0)))
+        # Echo left after cancellation, plus the noise the cleaned signal never goes below.
+        residual = echo if erle is None or not active else self._above_floor(echo - erle)
         self.frame = EchoFrame(
             mic_dbfs=dbfs(mic_power),
             cleaned_dbfs=cleaned_dbfs,
@@ -407,7 +404,11 @@ class EchoCanceller:
         gap = self._peak_gap_db
         if gap is None:
             return None
-        return dbfs(_FULL_SCALE_POWER * (10.0 ** ((peak_dbfs - gap) / 10.0) + 10.0 ** (self._floor_dbfs / 10.0)))
+        return self._above_floor(peak_dbfs - gap)
+
+    def _above_floor(self, echo_dbfs: float) -> float:
+        # A residual echo level plus the noise the cleaned signal never goes below (powers add).
+        return dbfs(_FULL_SCALE_POWER * (10.0 ** (echo_dbfs / 10.0) + 10.0 ** (self._floor_dbfs / 10.0)))
 
     def _observe_gap(self, gap_db: float) -> None:
         self._gaps[self._gap_count % self._gaps.size] = gap_db
@@ -455,7 +456,7 @@ class EchoCanceller:
     def peak_gap_db(self) -> float | None:
         """How far below the loudest recent reference frame the cleaned signal stays on echo-only frames.
 
-        The ``peak_gap_percentile`` (1st by default) of the gap over the last ``peak_gap_frames``
+        The ``peak_gap_percentile`` (2nd by default) of the gap over the last ``peak_gap_frames``
         echo-only frames whose cleaned level stands above the noise floor, or None until
         ``min_peak_gap_frames`` of them were seen. It folds in the echo return loss and the echo
         reduction, and how much the latter swings.

@@ -59,7 +59,7 @@ _SPEECH_FLOOR_DBFS = -55.0
 # -6 dB (scripts/bench); a user talking over playback stands 13-15 dB above it in most chunks.
 _FULL_RESIDUAL_MARGIN_DB = 8.0
 # In FULL duplex, once the canceller has measured how far its residual stays below the loudest
-# recent reference (EchoFrame.residual_peak_dbfs, a bound that about 1 % of echo-only frames
+# recent reference (EchoFrame.residual_peak_dbfs, a bound that about 2 % of echo-only frames
 # exceed), VAD frames must stand this much above that bound. Measured over 10 minutes of speech
 # echo at -6 dB: the 0.05th percentile of echo-only frames stays 1-3 dB under the 1st, while a
 # user talking over the reply stands 6-17 dB above the bound from its third 10 ms chunk on.
