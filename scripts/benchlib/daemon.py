@@ -152,6 +152,19 @@ def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
+async def stop_daemon(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (then SIGKILL after 10 s) and reap; nothing when it has already exited."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        async with asyncio.timeout(10):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 @dataclass
 class DaemonLog:
     """The daemon's stderr as it arrives: kept with arrival times, parsed into messages and timeline marks."""
@@ -229,13 +242,7 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
                 await proc.wait()
         except TimeoutError:
             log(f"{spec.name}: the daemon did not exit within {spec.timeout_s:.0f} s; sending SIGTERM")
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+            await stop_daemon(proc)
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -440,9 +447,6 @@ def _measure(
     echo_minutes: float,
     log: Callable[[str], None],
 ) -> None:
-    def attempt(keys: tuple[str, ...], what: str, body: Callable[[], None]) -> None:
-        report.attempt(keys, what, body, log)
-
     # idle listening: CPU of the running daemon, and its RSS
     def idle() -> None:
         seconds = 10.0 if quick else 60.0
@@ -452,7 +456,7 @@ def _measure(
         report.set("daemon_cpu_pct_idle", round(result.cpu_between(t0 + 1.0, t1), 3))
         details["idle"] = {"seconds": seconds, "exit": result.returncode}
 
-    attempt(("daemon_cpu_pct_idle",), "daemon idle run", idle)
+    report.attempt(("daemon_cpu_pct_idle",), "daemon idle run", idle, log)
 
     # the exchange: wake, question, reply, interruption; without and with 50 ms RTT
     story = reply_audio(audio.LONG_REPLY)
@@ -495,10 +499,11 @@ def _measure(
         else:
             report.unmeasured("wake_to_ready_ms_rtt50", "the daemon's log lacks the marks")
 
-    attempt(
+    report.attempt(
         ("wake_to_ready_ms", "wake_to_ready_ms_rtt50", "reply_start_ms", "bargein_ms", "truncate_error_ms"),
         "daemon exchange runs",
         exchange_runs,
+        log,
     )
 
     # streaming: bandwidth per format, and the daemon's CPU while engaged
@@ -525,7 +530,7 @@ def _measure(
             details[f"stream_{fmt}"] = entry
         report.set("bandwidth_kbps", kbps)
 
-    attempt(("bandwidth_kbps", "daemon_cpu_pct_engaged"), "daemon streaming runs", streaming)
+    report.attempt(("bandwidth_kbps", "daemon_cpu_pct_engaged"), "daemon streaming runs", streaming, log)
 
     # false barge-ins: long replies played with echo at -6 dB and nobody talking over them
     def echo_only() -> None:
@@ -557,4 +562,4 @@ def _measure(
             )
         report.set("false_bargeins", len(false))
 
-    attempt(("false_bargeins",), "daemon echo-only run", echo_only)
+    report.attempt(("false_bargeins",), "daemon echo-only run", echo_only, log)

@@ -26,7 +26,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -261,14 +260,7 @@ async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log:
             if cpu0 is not None and cpu1 is not None:
                 cpu_pct = round(100.0 * (cpu1 - cpu0) / (time.monotonic() - play_started), 2)
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    async with asyncio.timeout(10):
-                        await proc.wait()
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await daemon.stop_daemon(proc)
             if player is not None and player.returncode is None:
                 player.kill()
                 await player.wait()
@@ -504,9 +496,6 @@ def _measure(
     echo_minutes: float,
     log: Callable[[str], None],
 ) -> None:
-    def attempt(keys: tuple[str, ...], what: str, body: Callable[[], None]) -> None:
-        report.attempt(keys, what, body, log)
-
     story = daemon.reply_audio(audio.LONG_REPLY)
     reply_s = story.size / daemon.REPLY_RATE_HZ
 
@@ -521,7 +510,7 @@ def _measure(
         report.set("bargein_ms_rt", round(figures.bargein_ms, 1))
         report.set("truncate_error_ms_rt", round(figures.truncate_error_ms, 1))
 
-    attempt(("bargein_ms_rt", "truncate_error_ms_rt"), "pulse exchange run", exchange)
+    report.attempt(("bargein_ms_rt", "truncate_error_ms_rt"), "pulse exchange run", exchange, log)
 
     def echo_only() -> None:
         pcm, cycles, onsets, ask_samples = daemon.echo_only_input(echo_minutes, reply_s)
@@ -559,4 +548,4 @@ def _measure(
             )
         report.set("false_bargeins_rt", len(false))
 
-    attempt(("false_bargeins_rt",), "pulse echo-only run", echo_only)
+    report.attempt(("false_bargeins_rt",), "pulse echo-only run", echo_only, log)
