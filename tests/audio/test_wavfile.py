@@ -137,6 +137,8 @@ async def test_echo_feed_mixes_delayed_attenuated_playback_into_capture(tmp_path
             await sink.write(np.full(4800, 10000, dtype=np.int16))
         captured.append(chunk.pcm)
         reference.append(sink.pop_reference())
+        # The reference for every chunk is there when the chunk is (the canceller never waits for it).
+        assert sum(r.size for r in reference) >= chunk.position + chunk.pcm.size
     await sink.drain()
     reference.append(sink.pop_reference())
     await audio_close(sink)
@@ -145,7 +147,14 @@ async def test_echo_feed_mixes_delayed_attenuated_playback_into_capture(tmp_path
     out = _read(tmp_path / "out.wav")
     out_on_s = int(np.flatnonzero(out)[0]) / 24000
     mic_on_s = int(np.flatnonzero(np.abs(mic) > 2500)[0]) / 16000
-    assert mic_on_s - out_on_s == pytest.approx(0.030, abs=0.002)  # the echo is 30 ms behind the speaker
+    # The reference is one chunk per captured chunk, and the echo is 30 ms behind it: that is what the
+    # canceller pairs. The reference runs behind the output WAV by the resampler's delay.
+    lag = sink._audio.reference_lag_samples  # type: ignore[attr-defined]
+    assert 300 <= lag <= 800
+    ref_on = int(np.flatnonzero(np.abs(ref) > 5000)[0])
+    mic_on = int(np.flatnonzero(np.abs(mic) > 2500)[0])
+    assert mic_on - ref_on == 480
+    assert mic_on_s - out_on_s == pytest.approx(0.030 + lag / 16000, abs=0.002)
     assert np.count_nonzero(np.abs(ref) > 5000) == pytest.approx(3200, abs=40)  # the reference holds the tone
     assert np.median(mic[round(mic_on_s * 16000) + 100 : round(mic_on_s * 16000) + 2000]) == pytest.approx(
         10000 * 10 ** (-6 / 20), rel=0.02

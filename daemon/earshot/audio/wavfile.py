@@ -82,12 +82,20 @@ def read_input_wav(path: Path, *, channel: int | None = None) -> NDArray[np.int1
     return resample(mono, rate, CAPTURE_RATE_HZ)
 
 
-def _resampler_lag(in_hz: int, out_hz: int) -> int:
-    """Output samples a fresh :class:`StreamResampler` holds back (its filter delay)."""
+def _resampler_lag(in_hz: int, out_hz: int, *, block: int | None = None, blocks: int = 1) -> int:
+    """Most output samples a fresh :class:`StreamResampler` holds back (its filter delay).
+
+    Fed ``blocks`` blocks of ``block`` input samples (one block of 100 ms by default); its output comes
+    in bursts, so the shortfall is taken at its worst over the blocks.
+    """
     probe = StreamResampler(in_hz, out_hz)
-    n_in = in_hz // 10
-    produced = probe.process(np.zeros(n_in, dtype=np.int16)).size
-    return n_in * out_hz // in_hz - int(produced)
+    n_in = block or in_hz // 10
+    produced = 0
+    worst = 0
+    for k in range(1, blocks + 1):
+        produced += int(probe.process(np.zeros(n_in, dtype=np.int16)).size)
+        worst = max(worst, k * n_in * out_hz // in_hz - produced)
+    return worst
 
 
 class FileSource:
@@ -173,9 +181,17 @@ class FileAudio:
         self._reference_samples = 0
         self._ref_resampler = StreamResampler(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ)
         self._echo_gain = 10.0 ** (config.echo.gain_db / 20.0) if config.echo else 0.0
+        # The reference goes out as exactly one 160-sample chunk per tick, from a line that starts with
+        # the resampler's worst shortfall (its filter delay plus the bursts its output comes in), so it
+        # never runs dry: reference and capture stay paired sample for sample from the first tick.
+        self.reference_lag_samples = _resampler_lag(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ, block=_TICK_OUT, blocks=400)
+        """16 kHz samples the reference runs behind the output WAV (the resampler's delay)."""
+        self._ref_line: NDArray[np.int16] = np.zeros(self.reference_lag_samples, dtype=np.int16)
+        # The echo comes ``delay_ms`` after that reference, as on a device, where the sink hands over the
+        # audio in the device buffer before it sounds. In the output WAV the echo is thus
+        # ``reference_lag_samples`` later than ``delay_ms``. Timing the echo from the output WAV instead
+        # put it as early as its reference, which no causal canceller can remove and no device does.
         delay = round(config.echo.delay_ms * CAPTURE_RATE_HZ / 1000) if config.echo else 0
-        # The 24→16 kHz reference comes out of the resampler late by its filter delay: take it off the echo delay.
-        delay = max(0, delay - _resampler_lag(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ))
         self._echo_line: NDArray[np.int16] = np.zeros(delay, dtype=np.int16)
         self._echo = config.echo is not None
         self._queue: asyncio.Queue[CaptureChunk | None] = asyncio.Queue(maxsize=_AHEAD_CHUNKS)
@@ -251,7 +267,11 @@ class FileAudio:
         if self._wav is not None:
             rate_out = self._out_resampler.process(out)
             self._wav.writeframes(upmix(rate_out, self._out_channels).astype("<i2").tobytes())
-        played16 = self._ref_resampler.process(out)
+        line = np.concatenate((self._ref_line, self._ref_resampler.process(out)))
+        played16 = line[:CAPTURE_CHUNK_SAMPLES]
+        if played16.size < CAPTURE_CHUNK_SAMPLES:  # not after the first ticks: the line starts full
+            played16 = np.concatenate((played16, np.zeros(CAPTURE_CHUNK_SAMPLES - played16.size, dtype=np.int16)))
+        self._ref_line = line[CAPTURE_CHUNK_SAMPLES:]
         self._reference.append(played16)
         self._reference_samples += int(played16.size)
         while self._reference_samples > _REFERENCE_KEEP:
