@@ -118,7 +118,7 @@ class OutputConfig:
 class EchoFeedConfig:
     """Simulated speaker-to-microphone echo for the file backend."""
 
-    delay_ms: float = _f(20.0, "delay of the echo after its reference reaches the canceller (acoustic + device)", min=0.0, max=1000.0)
+    delay_ms: float = _f(20.0, "echo delay after the canceller gets its reference", min=0.0, max=1000.0)
     gain_db: float = _f(-6.0, "level of the echo relative to what is played", min=-80.0, max=20.0)
 
 
