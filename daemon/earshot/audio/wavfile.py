@@ -82,19 +82,17 @@ def read_input_wav(path: Path, *, channel: int | None = None) -> NDArray[np.int1
     return resample(mono, rate, CAPTURE_RATE_HZ)
 
 
-def _resampler_lag(in_hz: int, out_hz: int, *, block: int | None = None, blocks: int = 1) -> int:
-    """Most output samples a fresh :class:`StreamResampler` holds back (its filter delay).
+def _resampler_lag(in_hz: int, out_hz: int, block: int, blocks: int) -> int:
+    """Most output samples a fresh :class:`StreamResampler` holds back, fed ``blocks`` blocks of ``block``.
 
-    Fed ``blocks`` blocks of ``block`` input samples (one block of 100 ms by default); its output comes
-    in bursts, so the shortfall is taken at its worst over the blocks.
+    Its filter delay plus the bursts its output comes in: the shortfall at its worst over the blocks.
     """
     probe = StreamResampler(in_hz, out_hz)
-    n_in = block or in_hz // 10
     produced = 0
     worst = 0
     for k in range(1, blocks + 1):
-        produced += int(probe.process(np.zeros(n_in, dtype=np.int16)).size)
-        worst = max(worst, k * n_in * out_hz // in_hz - produced)
+        produced += int(probe.process(np.zeros(block, dtype=np.int16)).size)
+        worst = max(worst, k * block * out_hz // in_hz - produced)
     return worst
 
 
@@ -184,7 +182,7 @@ class FileAudio:
         # The reference goes out as exactly one 160-sample chunk per tick, from a line that starts with
         # the resampler's worst shortfall (its filter delay plus the bursts its output comes in), so it
         # never runs dry: reference and capture stay paired sample for sample from the first tick.
-        self.reference_lag_samples = _resampler_lag(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ, block=_TICK_OUT, blocks=400)
+        self.reference_lag_samples = _resampler_lag(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ, _TICK_OUT, 400)
         """16 kHz samples the reference runs behind the output WAV (the resampler's delay)."""
         self._ref_line: NDArray[np.int16] = np.zeros(self.reference_lag_samples, dtype=np.int16)
         # The echo comes ``delay_ms`` after that reference, as on a device, where the sink hands over the
@@ -269,7 +267,7 @@ class FileAudio:
             self._wav.writeframes(upmix(rate_out, self._out_channels).astype("<i2").tobytes())
         line = np.concatenate((self._ref_line, self._ref_resampler.process(out)))
         played16 = line[:CAPTURE_CHUNK_SAMPLES]
-        if played16.size < CAPTURE_CHUNK_SAMPLES:  # not after the first ticks: the line starts full
+        if played16.size < CAPTURE_CHUNK_SAMPLES:  # not expected (the line starts primed); keeps the chunk whole
             played16 = np.concatenate((played16, np.zeros(CAPTURE_CHUNK_SAMPLES - played16.size, dtype=np.int16)))
         self._ref_line = line[CAPTURE_CHUNK_SAMPLES:]
         self._reference.append(played16)
