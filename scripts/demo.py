@@ -18,7 +18,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from benchlib.proc import stop_daemon
 from numpy.typing import NDArray
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ async def start_emulator(printer: Printer, log: Path) -> tuple[asyncio.subproces
     except TimeoutError:
         line = ""
     if not line.startswith("ws://"):
-        await stop(proc)
+        await stop_daemon(proc)
         await reader
         raise RuntimeError(f"the emulator did not start; its log: {log}")
     return proc, line, reader
@@ -247,18 +247,6 @@ async def copy_lines(stream: asyncio.StreamReader, log: Path, sink: Callable[[st
             line = raw.decode(errors="replace").rstrip("\n")
             f.write(line + "\n")
             sink(line)
-
-
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (then SIGKILL after 10 s) and reap."""
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 class Printer:
@@ -327,7 +315,7 @@ async def run_daemon(config: Path, env: dict[str, str], printer: Printer, log: P
         await copy_lines(proc.stderr, log, printer.daemon_line)
         return await proc.wait()
     finally:
-        await stop(proc)
+        await stop_daemon(proc)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -413,7 +401,7 @@ async def run_processes(args: argparse.Namespace, workdir: Path, speed: float, p
         return await run_daemon(config, env, printer, workdir / "daemon.log")
     finally:
         if emulator is not None:
-            await stop(emulator)
+            await stop_daemon(emulator)
         if reader is not None:
             await reader
 

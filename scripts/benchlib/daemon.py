@@ -31,6 +31,7 @@ from tests.support.proxy import FaultProxy
 from tests.support.speech import read_wav, write_wav
 
 from benchlib import audio
+from benchlib.proc import stop_daemon
 from benchlib.report import Report
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
 from earshot.emulator import voice as emulator_voice
@@ -150,19 +151,6 @@ def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
     if spec.echo:
         cfg["audio"]["echo"] = {"delay_ms": 20, "gain_db": -6}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
-async def stop_daemon(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (then SIGKILL after 10 s) and reap; nothing when it has already exited."""
-    if proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        async with asyncio.timeout(10):
-            await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 @dataclass
@@ -338,6 +326,40 @@ def false_barge_ins(
     """
     asking = [(o / audio.RATE_HZ - before_s, (o + ask_samples) / audio.RATE_HZ + after_s) for o in onsets]
     return [t for t in logged_s if not any(a <= t <= b for a, b in asking)]
+
+
+def record_echo_only(
+    details: dict[str, Any],
+    cycles: int,
+    reply_s: float,
+    played_s: float,
+    logged: list[float],
+    false: list[float],
+    sessions: list[Any],
+    echo_minutes: float,
+    why: str,
+    **extra: Any,
+) -> None:
+    """Put an echo-only run's details (either tier) in ``details["echo_only"]``; then judge whether it counts.
+
+    Raises:
+        DaemonUnavailable: under 80 % of the wanted assistant audio played and no false barge-in (which
+            would explain the shortfall) was logged.
+    """
+    details["echo_only"] = {
+        "replies_scripted": cycles,
+        "reply_s": round(reply_s, 2),
+        "assistant_audio_played_s": round(played_s, 1),
+        "barge_ins_logged_at_s": logged,
+        "false_barge_ins_at_s": false,
+        "truncates_received": sum(len(s.truncations) for s in sessions),
+        "cancels_received": sum(len(s.cancels) for s in sessions),
+        **extra,
+    }
+    if played_s < 0.8 * echo_minutes * 60.0 and not false:
+        raise DaemonUnavailable(
+            f"only {played_s:.0f} s of assistant audio was played (wanted {echo_minutes * 60:.0f} s){why}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,23 +565,11 @@ def _measure(
         )
         result = _run(spec, root, log, rss)
         played_s = float(np.count_nonzero(result.output)) / REPLY_RATE_HZ
-        truncates = sum(len(s.truncations) for s in result.sessions)
-        cancels = sum(len(s.cancels) for s in result.sessions)
         logged = barge_ins(result)
         false = false_barge_ins(logged, onsets, ask_samples)
-        details["echo_only"] = {
-            "replies_scripted": cycles,
-            "reply_s": round(reply_s, 2),
-            "assistant_audio_played_s": round(played_s, 1),
-            "barge_ins_logged_at_s": logged,
-            "false_barge_ins_at_s": false,
-            "truncates_received": truncates,
-            "cancels_received": cancels,
-        }
-        if played_s < 0.8 * echo_minutes * 60.0 and not false:
-            raise DaemonUnavailable(
-                f"only {played_s:.0f} s of assistant audio was played (wanted {echo_minutes * 60:.0f} s){result._why()}"
-            )
+        record_echo_only(
+            details, cycles, reply_s, played_s, logged, false, result.sessions, echo_minutes, result._why()
+        )
         report.set("false_bargeins", len(false))
 
     report.attempt(("false_bargeins",), "daemon echo-only run", echo_only, log)

@@ -532,20 +532,18 @@ def _measure(
         # (capture and detection latency) after each question.
         logged = [round(t - run.play_started, 2) for t in run.barge_ins()]
         false = daemon.false_barge_ins(logged, onsets, ask_samples, before_s=0.2, after_s=1.5)
-        details["echo_only"] = {
-            "replies_scripted": cycles,
-            "reply_s": round(reply_s, 2),
-            "assistant_audio_played_s": round(played_s, 1),
-            "barge_ins_logged_at_s": logged,
-            "false_barge_ins_at_s": false,
-            "truncates_received": sum(len(s.truncations) for s in run.sessions),
-            "cancels_received": sum(len(s.cancels) for s in run.sessions),
-            "daemon_cpu_pct": run.cpu_pct,
-        }
-        if played_s < 0.8 * echo_minutes * 60.0 and not false:
-            raise daemon.DaemonUnavailable(
-                f"only {played_s:.0f} s of assistant audio was played (wanted {echo_minutes * 60:.0f} s){run.why()}"
-            )
+        daemon.record_echo_only(
+            details,
+            cycles,
+            reply_s,
+            played_s,
+            logged,
+            false,
+            run.sessions,
+            echo_minutes,
+            run.why(),
+            daemon_cpu_pct=run.cpu_pct,
+        )
         report.set("false_bargeins_rt", len(false))
 
     report.attempt(("false_bargeins_rt",), "pulse echo-only run", echo_only, log)
