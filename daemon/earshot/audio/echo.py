@@ -359,7 +359,10 @@ class EchoCanceller:
         out = self._out.copy()
         out_power = _power(out)
         active = span_power >= self._ref_floor_power
-        if active and not near_end:
+        converged = self.processed_frames > self._converge_frames
+        if active and not near_end and converged:
+            # Not the fresh filter's first converge_s: its residual while it converges says nothing
+            # about the converged one, and in a smoothed ERLE it held full duplex off for seconds.
             self._measure(mic_power, span_power, out_power)
         erl = self.erl_db
         erle = self.erle_db
@@ -371,12 +374,7 @@ class EchoCanceller:
             echo = dbfs(span_power) - erl
         cleaned_dbfs = dbfs(out_power)
         peak_dbfs = dbfs(peak_power)
-        if (
-            active
-            and not near_end
-            and self.processed_frames > self._converge_frames
-            and cleaned_dbfs >= self._floor_dbfs + _GAP_ABOVE_FLOOR_DB
-        ):
+        if active and not near_end and converged and cleaned_dbfs >= self._floor_dbfs + _GAP_ABOVE_FLOOR_DB:
             self._observe_gap(peak_dbfs - cleaned_dbfs)
         # Minimum statistics: follow dips at once, rise slowly (speech never holds a floor up).
         self._floor_dbfs = min(self._floor_dbfs + self._floor_rise_db, cleaned_dbfs)
