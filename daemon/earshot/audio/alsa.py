@@ -460,6 +460,10 @@ class AlsaSink:
         self._trim_history(played, drop_rest=True)
         if self._resampler is not None:
             self._resampler.reset()
+        # What the reference resampler still holds came from the lead past the device pointer: never heard.
+        # Left in, it came out as the next reply's first reference, loud, with no echo to match.
+        self._ref_resampler.reset()
+        self._ref_tail = np.zeros(0, dtype=np.int16)
         self._space.set()
 
     async def drain(self) -> None:
@@ -482,12 +486,11 @@ class AlsaSink:
             await asyncio.sleep(max(0.002, self._config.period_ms / 4000))
         # Everything was heard: the reference's filter tail belongs to it too.
         heard = self._trim_history(self._played24(), drop_rest=False)
-        self._ref_tail = np.concatenate(
-            (self._ref_tail, self._ref_resampler.process(heard), self._ref_resampler.flush())
-        )
+        tail = np.concatenate((self._ref_tail, self._ref_resampler.process(heard), self._ref_resampler.flush()))
         # Stop the emptied device: a card left running between replies underruns (-EPIPE) when the next one
         # starts, and that gap is not a fault to count as an xrun.
         self.drop()
+        self._ref_tail = tail
 
     def pop_reference(self) -> NDArray[np.int16]:
         """16 kHz mono of what the device played since the last call (nothing while idle).
