@@ -79,10 +79,13 @@ class Room:
     gain_db: float = -6.0
     noise_dbfs: float | None = -65.0
     seed: int = 0
+    reverberant: bool = True
+    """False: the echo is the direct path alone (a plain delay, as through the PulseAudio room)."""
 
     def echo(self, reference: NDArray[np.int16]) -> NDArray[np.float64]:
         """What the microphone picks up of ``reference`` (same length, float)."""
-        wet = np.convolve(reference.astype(np.float64), room_response(self.seed))[: reference.size]
+        response = room_response(self.seed) if self.reverberant else np.ones(1)
+        wet = np.convolve(reference.astype(np.float64), response)[: reference.size]
         delay = round(self.delay_ms * RATE_HZ / 1000)
         delayed = np.concatenate([np.zeros(delay), wet])[: reference.size]
         echo: NDArray[np.float64] = delayed * 10.0 ** (self.gain_db / 20.0)

@@ -10,6 +10,16 @@ calls :meth:`EchoCanceller.process` once per 10 ms capture chunk, which consumes
 reference samples from a FIFO. The adaptive filter absorbs the remaining acoustic and device delay,
 as long as it is shorter than the filter (``filter_ms``).
 
+That count pairing starts afresh with every reply (the sink hands no reference while idle), and where
+it starts depends on capture bursts and device buffering: through the PulseAudio plugin the echo came
+6 to 28 ms after its paired reference, a different delay each reply. The filter, converged on the last
+reply's delay, then cancelled little of the next reply's first words, loud enough to pass for a user
+talking over it. So each new pairing (the first reference after the FIFO ran dry, or after
+:meth:`EchoCanceller.reset`) is re-aligned: once the reference is loud, the echo's delay is measured
+by GCC-PHAT (:mod:`earshot.audio.delay`) and the reference is moved (zeros inserted or samples
+skipped) so that the echo always follows it by ``align_target_ms``, where the filter has converged.
+Until then :attr:`EchoFrame.settling` tells the barge-in detector not to trust the cleaned signal.
+
 Besides the cleaned signal, the canceller measures at run time how well it works: the echo return
 loss (ERL, reference power to microphone power) and the echo return loss enhancement (ERLE, microphone
 power to cleaned power), both on echo-only stretches (reference playing, no near-end speech). From
@@ -39,20 +49,51 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.audio.delay import estimate_delay
 from earshot.errors import AudioDeviceError
 
-__all__ = ["EchoCanceller", "EchoFrame", "dbfs"]
+__all__ = ["QUIET_ECHO_ERL_DB", "EchoCanceller", "EchoFrame", "dbfs"]
 
 logger = logging.getLogger(__name__)
 
 _FULL_SCALE_POWER = 32768.0**2
 _SILENCE_DBFS = -120.0
+QUIET_ECHO_ERL_DB = 30.0
+"""An echo return loss at or above this (the echo at least 30 dB below what is played) is a quiet
+echo path: no echo worth cancelling reaches the microphone (full duplex is safe whatever the ERLE, and
+there is no echo delay to measure)."""
 _C_INT16_P = ctypes.POINTER(ctypes.c_int16)
 # Only frames whose cleaned level stands this far above the noise floor enter the peak-gap statistic:
 # the residual that matters is the one that can pass for speech.
 _GAP_ABOVE_FLOOR_DB = 6.0
 # Recompute the peak-gap percentile after this many new frames (a partition of a few thousand floats).
 _GAP_EVERY = 50
+# A new pairing of reference and capture: the reference FIFO ran dry for this many chunks in a row.
+# Within a reply the reference comes in bursts (a pulse transfer, ~20 ms) over a FIFO holding the
+# device buffer's lead, so it never runs dry that long unless playback stopped.
+_NEW_TIMELINE_FRAMES = 5
+# Delay estimation on a new pairing: reference chunks at least this loud count (quieter ones leave an
+# echo under the room noise), it starts after 4 of them, repeats every 2nd chunk, and accepts a delay
+# once two estimates in a row agree within 2 samples at a confidence of 8 or more (the PulseAudio tier's
+# plain delay: 7 at 40 ms of echo, 10-12 at 60-100 ms), or three at 6 or more (a reverberant room
+# spreads the peak: 6-8 at 100-200 ms); unrelated signals stay under 5. After 30 loud chunks without
+# that the pairing is left as it is (no echo to align, or a user talking all over it).
+_ALIGN_LOUD_DBFS = -45.0
+_ALIGN_MIN_LOUD = 4
+_ALIGN_EVERY = 2
+_ALIGN_CONFIDENCE = 8.0
+_ALIGN_WEAK_CONFIDENCE = 6.0
+_ALIGN_WEAK_RUN = 3
+_ALIGN_AGREE = 2
+_ALIGN_GIVE_UP = 30
+_ALIGN_PREROLL_FRAMES = 3  # the estimate looks from this many chunks before the first loud one
+# While filtering, the delay the filter works at is measured too (over the last 0.5 s, once 40 of its
+# 50 chunks had loud reference): a new pairing is moved to it, not to the configured target, when it
+# lies within these bounds. The echo path drifts within a reply (two clocks; PulseAudio's loopback
+# moved 2.7 samples a second), and a filter converged 2-3 samples away from where the next reply was
+# put cancelled 10-15 dB less of its first second.
+_TRACK_FRAMES = 50
+_TRACK_MIN_LOUD = 40
 
 
 def dbfs(power: float) -> float:
@@ -91,6 +132,8 @@ class EchoFrame:
         residual_peak_dbfs: the loudest the residual echo gets in this frame in all but about 2 % of
             echo-only frames (reference peak - :attr:`EchoCanceller.peak_gap_db`); -120 when bypassed
             or with no reference, None while the gap is not measured yet.
+        settling: a new pairing of reference and capture is not aligned yet (or was just moved) while
+            loud reference plays: the echo may be far louder than the predictions say.
     """
 
     mic_dbfs: float
@@ -105,6 +148,7 @@ class EchoFrame:
     erl_db: float | None = None
     reference_peak_dbfs: float = _SILENCE_DBFS
     residual_peak_dbfs: float | None = None
+    settling: bool = False
 
 
 _IDLE_FRAME = EchoFrame(
@@ -159,6 +203,8 @@ class EchoCanceller:
         min_peak_gap_frames: echo-only frames needed before :attr:`peak_gap_db` is reported.
         converge_s: the first this much filtered audio is left out of the peak gap (the fresh filter's
             residual while it converges says nothing about the converged one).
+        align_target_ms: each new pairing of reference and capture is moved so that the echo follows
+            its reference by this much (None: no alignment, the pairing stays where it starts).
 
     Raises:
         AudioDeviceError: pyaec's library cannot be loaded or the canceller cannot be created.
@@ -181,6 +227,7 @@ class EchoCanceller:
         peak_gap_frames: int = 4096,
         min_peak_gap_frames: int = 200,
         converge_s: float = 1.5,
+        align_target_ms: float | None = 20.0,
     ) -> None:
         if frame_samples <= 0 or rate_hz <= 0 or filter_ms <= 0:
             raise ValueError("frame_samples, rate_hz and filter_ms must be positive")
@@ -230,6 +277,28 @@ class EchoCanceller:
         self._peak_gap_db: float | None = None
         self._converge_frames = round(converge_s * frames_per_s)
 
+        # Alignment of each new pairing (see the module docstring).
+        self._align_target = None if align_target_ms is None else round(align_target_ms * rate_hz / 1000)
+        self._loud_power = _FULL_SCALE_POWER * 10.0 ** (_ALIGN_LOUD_DBFS / 10.0)
+        self._starved = _NEW_TIMELINE_FRAMES  # the first reference starts a pairing
+        self._aligning = False
+        # Chunks of the new pairing from just before its first loud reference: (mic, paired reference,
+        # near_end, held). Held chunks (from the first loud one on) have not been through the filter yet.
+        self._align_frames: deque[tuple[NDArray[np.int16], NDArray[np.int16], bool, bool]] = deque()
+        self._align_loud = 0
+        self._align_recent: list[tuple[int, float]] = []  # (lag, confidence) of the agreeing estimates in a row
+        self._track_ref = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
+        self._track_mic = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
+        self._track_at = 0
+        self._track_loud = 0
+        self._track_lag: int | None = None
+        # A filter working outside these lags (drifted far) is not followed: the next pairing goes to the target.
+        self._track_bounds = (self._align_target or 0) // 2, self.filter_samples // 2
+        self.delay_samples: int | None = None
+        """The echo's delay behind its reference as last measured on a new pairing (before the move)."""
+        self.alignments = 0
+        """New pairings whose echo delay was measured (and the reference moved to the target)."""
+
         self.dropped_reference_samples = 0
         """Reference samples dropped because the FIFO was full (capture stalled while playing)."""
         self.underflow_samples = 0
@@ -275,6 +344,12 @@ class EchoCanceller:
 
     def _take_reference(self) -> NDArray[np.int16]:
         n = self.frame_samples
+        if self._fifo_len and self._starved >= _NEW_TIMELINE_FRAMES:
+            # Playback (re)started: the reference begins a new pairing with capture. Samples owed from the
+            # old one belong to it; the new one is aligned afresh.
+            self._deficit = 0
+            self._begin_alignment()
+        self._starved = 0 if self._fifo_len else self._starved + 1
         if self._deficit and self._fifo_len:
             # Samples that arrived after their capture chunk had gone by (zero-padded then): late
             # for their slot. Dropping them keeps every later sample paired with its own chunk,
@@ -283,15 +358,9 @@ class EchoCanceller:
             self._fifo_read = (self._fifo_read + skip) % self._fifo.size
             self._fifo_len -= skip
             self._deficit -= skip
-        take = min(n, self._fifo_len)
         chunk = self._ref_chunk
-        cap = self._fifo.size
-        first = min(take, cap - self._fifo_read)
-        chunk[:first] = self._fifo[self._fifo_read : self._fifo_read + first]
-        chunk[first:take] = self._fifo[: take - first]
+        take = self._read_fifo(chunk, n)
         chunk[take:] = 0
-        self._fifo_read = (self._fifo_read + take) % cap
-        self._fifo_len -= take
         if take < n and self._silent_frames < self._bypass_after_frames:
             # Capture ran ahead of the reference while something may still be playing.
             self.underflow_samples += n - take
@@ -299,6 +368,146 @@ class EchoCanceller:
         elif take < n:
             self._deficit = 0  # silence (between replies): the next reference starts a new timeline
         return chunk
+
+    def _read_fifo(self, out: NDArray[np.int16], count: int) -> int:
+        # Move up to ``count`` queued samples into ``out``; return how many.
+        take = min(count, self._fifo_len)
+        cap = self._fifo.size
+        first = min(take, cap - self._fifo_read)
+        out[:first] = self._fifo[self._fifo_read : self._fifo_read + first]
+        out[first:take] = self._fifo[: take - first]
+        self._fifo_read = (self._fifo_read + take) % cap
+        self._fifo_len -= take
+        return take
+
+    def _unread_fifo(self, pcm: NDArray[np.int16]) -> None:
+        # Put samples back in front of the queue (the newest of them win if it is full).
+        cap = self._fifo.size
+        pcm = pcm[-max(0, cap - self._fifo_len) :] if pcm.size else pcm
+        if not pcm.size:
+            return
+        self._fifo_read = (self._fifo_read - pcm.size) % cap
+        first = min(pcm.size, cap - self._fifo_read)
+        self._fifo[self._fifo_read : self._fifo_read + first] = pcm[:first]
+        self._fifo[: pcm.size - first] = pcm[first:]
+        self._fifo_len += pcm.size
+
+    # ------------------------------------------------------------------ alignment
+
+    def _begin_alignment(self) -> None:
+        self._flush_held()  # a pairing that ended before it was aligned: its held chunks as they are
+        self._aligning = self._align_target is not None
+        self._align_frames.clear()
+        self._align_loud = 0
+        self._align_recent.clear()
+
+    def _align(
+        self, mic: NDArray[np.int16], ref: NDArray[np.int16], near_end: bool
+    ) -> tuple[NDArray[np.int16] | None, bool]:
+        """Take one chunk of a new pairing, while its echo delay is not known yet.
+
+        Before the first loud reference the chunk is only remembered (a few, for the estimate):
+        returns (None, False), filter it now. From then on chunks are held back from the filter until
+        the delay is known; then they are re-paired with the moved reference and filtered, so the
+        filter never adapts on a misaligned pairing: returns (the current chunk filtered, False).
+        While held: (None, True).
+        """
+        erl = self.erl_db
+        if erl is not None and erl >= QUIET_ECHO_ERL_DB:
+            self._aligning = False  # the microphone hardly hears the speaker: nothing to align on
+            self._flush_held()
+            return None, False
+        loud = _power(ref) >= self._loud_power
+        if not loud and not self._align_loud:
+            self._align_frames.append((mic.copy(), ref.copy(), near_end, False))
+            while len(self._align_frames) > _ALIGN_PREROLL_FRAMES:
+                self._align_frames.popleft()
+            return None, False
+        self._align_frames.append((mic.copy(), ref.copy(), near_end, True))
+        self._align_loud += loud
+        if self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
+            lag = self._estimate()
+            if lag is not None:
+                self._move_reference(lag)
+                self._aligning = False
+                return self._flush_held(), False
+        if self._align_loud >= _ALIGN_GIVE_UP:
+            self._aligning = False  # no echo to align on, or a user talking all over it
+            return self._flush_held(), False
+        return None, True
+
+    def _estimate(self) -> int | None:
+        mics = np.concatenate([f[0] for f in self._align_frames])
+        refs = np.concatenate([f[1] for f in self._align_frames])
+        est = estimate_delay(mics, refs, -self.frame_samples, self.filter_samples)
+        if est is None or est.confidence < _ALIGN_WEAK_CONFIDENCE:
+            self._align_recent.clear()
+            return None
+        if self._align_recent and abs(est.lag - self._align_recent[-1][0]) > _ALIGN_AGREE:
+            self._align_recent.clear()
+        self._align_recent.append((est.lag, est.confidence))
+        strong = [c >= _ALIGN_CONFIDENCE for _, c in self._align_recent]
+        if len(strong) >= _ALIGN_WEAK_RUN or (len(strong) >= 2 and all(strong[-2:])):
+            return est.lag
+        return None
+
+    def _move_reference(self, lag: int) -> None:
+        """Re-pair the held chunks and the queue so that the echo follows its reference by the target."""
+        assert self._align_target is not None
+        target = self._align_target
+        low, high = self._track_bounds
+        if self._track_lag is not None and low <= self._track_lag <= high:
+            target = self._track_lag  # where the filter is
+        shift = lag - target  # > 0: the echo comes later than the target: reference later
+        held = [i for i, f in enumerate(self._align_frames) if f[3]]
+        n = self.frame_samples
+        span = len(held) * n
+        refs = np.concatenate([self._align_frames[i][1] for i in held])
+        if shift >= 0:
+            line = np.concatenate((np.zeros(shift, dtype=np.int16), refs))
+            self._unread_fifo(line[span:])
+        else:
+            # Earlier only by what is queued: skipping samples not yet here would zero-pad every later
+            # chunk (each one short, each short owed again). The echo then follows by more than the target.
+            extra = np.zeros(min(-shift, self._fifo_len), dtype=np.int16)
+            shift = -self._read_fifo(extra, extra.size)
+            line = np.concatenate((refs, extra))[-shift:]
+        for k, i in enumerate(held):
+            mic, _, near_end, _ = self._align_frames[i]
+            self._align_frames[i] = (mic, line[k * n : (k + 1) * n].copy(), near_end, True)
+        logger.debug(
+            "echo %.1f ms behind its reference: reference moved %+d samples later", 1000 * lag / self.rate_hz, shift
+        )
+        self.delay_samples = lag
+        self._track_lag = lag - shift  # the pairing is where the filter is, until measured again
+        self._track_loud = 0
+        self.alignments += 1
+
+    def _track(self, mic: NDArray[np.int16], ref: NDArray[np.int16], ref_power: float, near_end: bool) -> None:
+        # Measure the delay the filter works at, every _TRACK_FRAMES chunks of mostly loud reference.
+        n = self.frame_samples
+        at = self._track_at
+        self._track_ref[at * n : (at + 1) * n] = ref
+        self._track_mic[at * n : (at + 1) * n] = mic
+        self._track_at = (at + 1) % _TRACK_FRAMES
+        self._track_loud += ref_power >= self._loud_power and not near_end
+        if self._track_loud < _TRACK_MIN_LOUD or self._track_at:
+            if not self._track_at:
+                self._track_loud = 0
+            return
+        self._track_loud = 0
+        est = estimate_delay(self._track_mic, self._track_ref, -n, self.filter_samples)
+        if est is not None and est.confidence >= _ALIGN_CONFIDENCE:
+            self._track_lag = est.lag
+
+    def _flush_held(self) -> NDArray[np.int16] | None:
+        """Run the held chunks through the filter in order; return the last one's output (None if none)."""
+        out = None
+        for mic, ref, near_end, held in self._align_frames:
+            if held:
+                out = self._filter(mic, ref, near_end)
+        self._align_frames.clear()
+        return out
 
     # ------------------------------------------------------------------ processing
 
@@ -322,6 +531,33 @@ class EchoCanceller:
             if src.size < n:
                 src = np.concatenate([src, np.zeros(n - src.size, dtype=np.int16)])
         ref = self._take_reference()
+        if self._aligning:
+            out, held = self._align(src, ref, near_end)
+            if held:
+                # Held back until this pairing's echo delay is known: the raw chunk, all of it maybe echo.
+                level = dbfs(_power(src))
+                self.frame = EchoFrame(
+                    mic_dbfs=level,
+                    cleaned_dbfs=level,
+                    reference_dbfs=dbfs(_power(ref)),
+                    echo_dbfs=level,
+                    residual_echo_dbfs=level,
+                    noise_floor_dbfs=self._floor_dbfs,
+                    erle_db=self.erle_db,
+                    reference_active=True,
+                    bypassed=False,
+                    erl_db=self.erl_db,
+                    reference_peak_dbfs=dbfs(_power(ref)),
+                    residual_peak_dbfs=None if self._peak_gap_db is None else level,
+                    settling=True,
+                )
+                return src.copy()
+            if out is not None:
+                return out  # the held chunks, this one last, went through the filter just now
+        return self._filter(src, ref, near_end)
+
+    def _filter(self, src: NDArray[np.int16], ref: NDArray[np.int16], near_end: bool) -> NDArray[np.int16]:
+        n = self.frame_samples
         ref_power = _power(ref)
         self._ref_power_sum += ref_power - self._ref_powers[0]
         self._ref_powers.append(ref_power)
@@ -357,6 +593,8 @@ class EchoCanceller:
         )
         self.processed_frames += 1
         out = self._out.copy()
+        if self._align_target is not None:
+            self._track(src, ref, ref_power, near_end)
         out_power = _power(out)
         active = span_power >= self._ref_floor_power
         converged = self.processed_frames > self._converge_frames
@@ -467,10 +705,16 @@ class EchoCanceller:
         return self._silent_frames < self._bypass_after_frames
 
     def reset(self) -> None:
-        """Forget the queued reference (e.g. after playback was dropped); the filter and measurements stay."""
+        """Forget the queued reference (e.g. after playback was dropped); the filter and measurements stay.
+
+        The next reference starts a new pairing with capture, aligned afresh.
+        """
         self._fifo_read = 0
         self._fifo_len = 0
         self._deficit = 0
+        self._starved = _NEW_TIMELINE_FRAMES
+        self._aligning = False
+        self._flush_held()
 
     def close(self) -> None:
         """Free the native canceller; the object is unusable afterwards."""

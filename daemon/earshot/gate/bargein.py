@@ -34,7 +34,7 @@ import numpy as np
 import webrtcvad
 from numpy.typing import NDArray
 
-from earshot.audio.echo import EchoFrame
+from earshot.audio.echo import QUIET_ECHO_ERL_DB, EchoFrame
 from earshot.config import BargeInConfig
 
 __all__ = [
@@ -74,9 +74,6 @@ _WINDOW_FACTOR = 2
 _MIN_WINDOW_MS = 240
 # In auto duplex, FULL falls back to GATED mid-reply only this far below full_duplex_erle_db.
 _DUPLEX_HYSTERESIS_DB = 3.0
-QUIET_ECHO_ERL_DB = 30.0
-"""An echo return loss at or above this (the echo at least 30 dB below what is played) is a quiet
-echo path: no echo worth cancelling reaches the microphone, so full duplex is safe whatever the ERLE."""
 
 
 class DuplexMode(enum.Enum):
@@ -280,8 +277,9 @@ class BargeInDetector:
         # frames, so fed only the chunks that passed the level test it came to a word cold and
         # took 50 ms longer to call its onset.
         voiced = self._is_speech(signal)
-        if position < self._start_position + self._holdoff_samples:
-            # The canceller is (re)converging on the start of the reply.
+        if position < self._start_position + self._holdoff_samples or (echo is not None and echo.settling):
+            # The canceller is (re)converging on the start of the reply, or has not yet found where this
+            # reply's echo lies behind its reference (on a device that moves from reply to reply).
             self.user_speaking = False
             self._reset_run()
             return None

@@ -1,0 +1,111 @@
+"""Each new pairing of reference and capture is moved to where the converged filter works."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from earshot.audio.delay import estimate_delay
+from earshot.audio.echo import EchoCanceller
+from tests.echo.scenes import CHUNK, RATE_HZ, Room, mix, reply, speech
+
+
+def energy_db(x: NDArray[np.float64]) -> float:
+    return float(10 * np.log10(np.sum(x**2) + 1e-9))
+
+
+def test_delay_of_speech_through_a_room_is_found_to_the_sample() -> None:
+    reference = reply(0.6, first=2)
+    room = Room(delay_ms=27.0, seed=4)
+    est = estimate_delay(mix(reference=reference, room=room), reference, -CHUNK, 3200)
+    assert est is not None
+    assert est.lag == round(27.0 * RATE_HZ / 1000)
+    assert est.confidence >= 8.0
+
+
+def test_unrelated_speech_gives_no_confident_delay() -> None:
+    ref = reply(0.6, first=1)
+    other = speech("no, that is not what I asked", "rms")[: ref.size]
+    est = estimate_delay(other, ref[: other.size], -CHUNK, 3200)
+    assert est is not None
+    assert est.confidence < 8.0
+
+
+def test_silence_has_no_delay() -> None:
+    assert estimate_delay(np.zeros(1600), np.zeros(1600), -CHUNK, 3200) is None
+    assert estimate_delay(np.ones(1600), np.ones(1600), 10, 10) is None
+
+
+def play(
+    ec: EchoCanceller, reference: NDArray[np.int16], room: Room, *, lead_chunks: int = 3
+) -> tuple[NDArray[np.float64], NDArray[np.float64], list[bool]]:
+    """One reply: the sink hands the reference ``lead_chunks`` ahead of capture (as ALSA hands the device
+    buffer), then a second of silence with no reference (the sink idle). Returns mic, cleaned, settling."""
+    mic = mix(reference=reference, room=room)
+    n = reference.size // CHUNK
+    ec.add_reference(reference[: lead_chunks * CHUNK])
+    cleaned, settling = [], []
+    for k in range(n):
+        if k + lead_chunks < n:
+            ec.add_reference(reference[(k + lead_chunks) * CHUNK : (k + lead_chunks + 1) * CHUNK])
+        cleaned.append(ec.process(mic[k * CHUNK : (k + 1) * CHUNK]).astype(np.float64))
+        settling.append(ec.frame.settling)
+    quiet = mix(reference=np.zeros(RATE_HZ, dtype=np.int16), room=room)
+    for k in range(RATE_HZ // CHUNK):
+        ec.process(quiet[k * CHUNK : (k + 1) * CHUNK])
+    return mic[: n * CHUNK].astype(np.float64), np.concatenate(cleaned), settling
+
+
+def first_words_erle(
+    mic: NDArray[np.float64], cleaned: NDArray[np.float64], reference: NDArray[np.int16], settling: list[bool]
+) -> float:
+    """The 10th percentile of the echo reduction per 10 ms over the reply's first half second of loud
+    reference, on the chunks the barge-in detector trusts (not settling): its worst moments."""
+    loud = [k for k in range(reference.size // CHUNK) if np.abs(reference[k * CHUNK : (k + 1) * CHUNK]).max() > 3000]
+    first = [k for k in loud if k < loud[0] + 50 and not settling[k]]
+    per_chunk = [
+        energy_db(mic[k * CHUNK : (k + 1) * CHUNK]) - energy_db(cleaned[k * CHUNK : (k + 1) * CHUNK]) for k in first
+    ]
+    return float(np.percentile(per_chunk, 10))
+
+
+@pytest.mark.parametrize(
+    ("second_delay_ms", "reverberant", "gain_db"),
+    [(18.0, False, 6.0), (34.0, False, 4.0), (18.0, True, 8.0)],
+    ids=["earlier", "later", "earlier-reverberant"],
+)
+def test_next_reply_is_aligned_and_cancelled_from_its_first_words(
+    second_delay_ms: float, reverberant: bool, gain_db: float
+) -> None:
+    """A reply whose echo lies elsewhere behind its reference (a new pairing on a real device) is moved
+    where the filter converged: its first words are cancelled as well as the end of the last reply."""
+    first = reply(12.0, first=0)
+    second = reply(3.0, first=3)
+    results = {}
+    for align in (20.0, None):
+        ec = EchoCanceller(align_target_ms=align)
+        play(ec, first, Room(delay_ms=40.0, seed=1, reverberant=reverberant))
+        first_delay = ec.delay_samples
+        mic, cleaned, settling = play(ec, second, Room(delay_ms=second_delay_ms, seed=1, reverberant=reverberant))
+        results[align] = first_words_erle(mic, cleaned, second, settling)
+        if align is not None:
+            assert ec.alignments == 2
+            assert ec.delay_samples is not None
+            assert first_delay is not None
+            # The same room's direct path, 40 ms then second_delay_ms behind the reference.
+            moved = round((40.0 - second_delay_ms) * RATE_HZ / 1000)
+            assert abs(first_delay - ec.delay_samples - moved) <= 1
+            # Held (settling) from the first loud reference until aligned: a few chunks, then never again.
+            held = [k for k, s in enumerate(settling) if s]
+            assert 0 < len(held) <= 20  # 150 ms in this reverberant room, 60-70 ms on a plain delay
+            assert held == list(range(held[0], held[0] + len(held)))
+    assert results[20.0] >= results[None] + gain_db
+
+
+def test_a_quiet_echo_path_is_not_held_for_alignment() -> None:
+    """With no echo in the microphone the delay is never found: the hold gives up after 30 loud chunks."""
+    ec = EchoCanceller()
+    _, _, settling = play(ec, reply(3.0), Room(gain_db=-90.0))
+    assert ec.alignments == 0
+    assert 0 < sum(settling) <= 31
