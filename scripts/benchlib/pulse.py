@@ -8,7 +8,10 @@ PulseAudio server (no sound card needed) and the same in-process emulator with s
   (aux1) and the user alone (aux2). One recording of ``rec.monitor`` holds all three sample-aligned.
 - ``speaker``: a remap sink onto ``rec`` aux0, the daemon's playback device (ALSA PCM ``speaker``).
 - ``room``: a remap sink onto aux1; ``module-loopback source=speaker.monitor sink=room`` at −6 dB is
-  the acoustic echo (its latency is the echo delay).
+  the acoustic echo (its latency is the echo delay). Its rate adjustment is off (``adjust_time=0``):
+  chasing its latency target it resampled the echo path, which then moved by up to 2.5 samples a
+  second (150 ppm) for seconds after a reply started, where a room's echo stays put and two sinks on
+  one clock have no drift to correct.
 - ``user``: a 2-channel remap sink onto aux1 + aux2: the user's input WAV is played into it (pacat), so
   it reaches the microphone and, alone, the reference channel.
 - ``mic``: a remap source of ``rec.monitor`` aux1, the daemon's capture device (ALSA PCM ``mic``).
@@ -95,7 +98,7 @@ class PulseRoom:
             "master_channel_map=aux1,aux2 remix=no",
             "module-remap-source source_name=mic master=rec.monitor channels=1 master_channel_map=aux1 "
             "channel_map=mono remix=no",
-            f"module-loopback source=speaker.monitor sink=room latency_msec={self.echo_latency_ms}",
+            f"module-loopback source=speaker.monitor sink=room latency_msec={self.echo_latency_ms} adjust_time=0",
         ]
         self.proc = subprocess.Popen(
             [
