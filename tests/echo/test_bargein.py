@@ -109,6 +109,27 @@ def test_speech_in_the_hold_off_is_not_a_barge_in() -> None:
     assert early < onset
 
 
+def test_settling_frames_are_held_off_like_the_start_of_a_reply() -> None:
+    """While the canceller says its new pairing is not aligned yet (settling), no speech counts; after it, it does."""
+    user = speech("no no no, stop talking right now please", USER_VOICE)
+    det = BargeInDetector(dataclasses.replace(CONFIG, holdoff_ms=0, duplex="full"))
+    det.start(RATE_HZ, erle_db=30.0)
+    settle_until = RATE_HZ + RATE_HZ // 2  # the first half second of the phrase
+    onset = None
+    for pos in range(0, user.size - 160, 160):
+        chunk = user[pos : pos + 160]
+        level = 10 * np.log10(np.mean(chunk.astype(np.float64) ** 2) / 32768.0**2 + 1e-12)
+        frame = dataclasses.replace(
+            _frame(cleaned=level, residual=level - 30.0, erle=30.0), settling=pos + RATE_HZ < settle_until
+        )
+        event = det.process(chunk, chunk, frame, pos + RATE_HZ)
+        if event is not None:
+            onset = event.position
+            break
+    assert onset is not None
+    assert onset >= settle_until
+
+
 def test_half_duplex_never_barges_in_and_mutes_the_mic() -> None:
     """In HALF duplex the detector stays silent and reports the microphone muted while speaking."""
     det = BargeInDetector(dataclasses.replace(CONFIG, duplex="half"))
