@@ -535,22 +535,8 @@ class EchoCanceller:
             out, held = self._align(src, ref, near_end)
             if held:
                 # Held back until this pairing's echo delay is known: the raw chunk, all of it maybe echo.
-                level = dbfs(_power(src))
-                self.frame = EchoFrame(
-                    mic_dbfs=level,
-                    cleaned_dbfs=level,
-                    reference_dbfs=dbfs(_power(ref)),
-                    echo_dbfs=level,
-                    residual_echo_dbfs=level,
-                    noise_floor_dbfs=self._floor_dbfs,
-                    erle_db=self.erle_db,
-                    reference_active=True,
-                    bypassed=False,
-                    erl_db=self.erl_db,
-                    reference_peak_dbfs=dbfs(_power(ref)),
-                    residual_peak_dbfs=None if self._peak_gap_db is None else level,
-                    settling=True,
-                )
+                ref_dbfs = dbfs(_power(ref))
+                self.frame = self._raw_frame(dbfs(_power(src)), ref_dbfs, ref_dbfs, held=True)
                 return src.copy()
             if out is not None:
                 return out  # the held chunks, this one last, went through the filter just now
@@ -567,20 +553,7 @@ class EchoCanceller:
         mic_power = _power(src)
 
         if self._silent_frames >= self._bypass_after_frames or not self._handle:
-            self.frame = EchoFrame(
-                mic_dbfs=dbfs(mic_power),
-                cleaned_dbfs=dbfs(mic_power),
-                reference_dbfs=dbfs(span_power),
-                echo_dbfs=_SILENCE_DBFS,
-                residual_echo_dbfs=_SILENCE_DBFS,
-                noise_floor_dbfs=self._floor_dbfs,
-                erle_db=self.erle_db,
-                reference_active=False,
-                bypassed=True,
-                erl_db=self.erl_db,
-                reference_peak_dbfs=dbfs(peak_power),
-                residual_peak_dbfs=_SILENCE_DBFS,
-            )
+            self.frame = self._raw_frame(dbfs(mic_power), dbfs(span_power), dbfs(peak_power), held=False)
             return src.copy()
 
         self._mic[:] = src
@@ -633,6 +606,26 @@ class EchoCanceller:
             residual_peak_dbfs=self._residual_peak(active, peak_dbfs),
         )
         return out
+
+    def _raw_frame(self, level: float, reference_dbfs: float, peak_dbfs: float, *, held: bool) -> EchoFrame:
+        # A chunk passed through unfiltered: bypassed (no reference: no echo), or held for alignment
+        # (loud reference: all of the chunk may be echo).
+        echo = level if held else _SILENCE_DBFS
+        return EchoFrame(
+            mic_dbfs=level,
+            cleaned_dbfs=level,
+            reference_dbfs=reference_dbfs,
+            echo_dbfs=echo,
+            residual_echo_dbfs=echo,
+            noise_floor_dbfs=self._floor_dbfs,
+            erle_db=self.erle_db,
+            reference_active=held,
+            bypassed=not held,
+            erl_db=self.erl_db,
+            reference_peak_dbfs=peak_dbfs,
+            residual_peak_dbfs=(None if self._peak_gap_db is None else level) if held else _SILENCE_DBFS,
+            settling=held,
+        )
 
     def _residual_peak(self, active: bool, peak_dbfs: float) -> float | None:
         if not active:
