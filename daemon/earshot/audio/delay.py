@@ -66,7 +66,9 @@ def estimate_delay(
         return None
     m = np.asarray(mic, dtype=np.float64)
     r = np.asarray(ref, dtype=np.float64)
-    n = 1 << int(np.ceil(np.log2(m.size + r.size + max(abs(min_lag), abs(max_lag)))))
+    # Long enough that no searched lag wraps onto another (a circular correlation): twice the samples
+    # cost twice the FFT, every half second while the canceller measures where its filter works.
+    n = 1 << int(np.ceil(np.log2(max(r.size + max(max_lag, 0), m.size + max(-min_lag, 0)))))
     cross = np.fft.rfft(m, n) * np.conj(np.fft.rfft(r, n))
     magnitude = np.abs(cross)
     peak = float(magnitude.max())
