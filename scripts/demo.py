@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from benchlib.proc import stop_daemon
+from benchlib.proc import earshot_argv, start_daemon, stop_daemon
 from numpy.typing import NDArray
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,11 +194,6 @@ def daemon_config(workdir: Path, url: str, *, speed: float) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ processes
 
 
-def earshot_argv() -> list[str]:
-    """How to start the ``earshot`` CLI with this interpreter (the repo's venv under scripts/demo)."""
-    return [sys.executable, "-m", "earshot"]
-
-
 async def start_emulator(printer: Printer, log: Path) -> tuple[asyncio.subprocess.Process, str, asyncio.Task[None]]:
     """Start ``earshot emulate`` on a free loopback port with the scripted answers.
 
@@ -299,17 +294,7 @@ class Printer:
 
 async def run_daemon(config: Path, env: dict[str, str], printer: Printer, log: Path) -> int:
     """Run ``earshot run --config`` to completion, its lifecycle lines to the timeline; the exit status."""
-    proc = await asyncio.create_subprocess_exec(
-        *earshot_argv(),
-        "run",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-    )
+    proc = await start_daemon(config, env, cwd=REPO, start_new_session=True)
     assert proc.stderr is not None
     try:
         await copy_lines(proc.stderr, log, printer.daemon_line)

@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from tests.support.proxy import FaultProxy
 from tests.support.speech import read_wav, write_wav
 
 from benchlib import audio
+from benchlib.proc import start_daemon as start_earshot_run
 from benchlib.proc import stop_daemon
 from benchlib.report import Report
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
@@ -124,12 +124,6 @@ def _proc_vmhwm_kb(pid: int) -> int | None:
     return None
 
 
-def earshot_argv() -> list[str]:
-    """How to start the daemon: the venv's ``earshot`` beside this Python."""
-    exe = Path(sys.executable).with_name("earshot")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "earshot"]
-
-
 def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
     """The daemon's config for a run: file backend, openWakeWord "hey jarvis", no earcons."""
     cfg: dict[str, Any] = {
@@ -188,15 +182,7 @@ async def start_daemon(config: Path, base_env: dict[str, str]) -> asyncio.subpro
     """``earshot run --config`` as a subprocess with the emulator's key, stderr piped (see :class:`DaemonLog`)."""
     env = {**base_env, "OPENAI_API_KEY": "sk-bench-emulator", "PYTHONUNBUFFERED": "1"}
     env.pop("CREDENTIALS_DIRECTORY", None)
-    return await asyncio.create_subprocess_exec(
-        *earshot_argv(),
-        "run",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    return await start_earshot_run(config, env)
 
 
 async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -> RunResult:

@@ -3,6 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def earshot_argv() -> list[str]:
+    """How to start the ``earshot`` CLI: the venv's ``earshot`` beside this Python, else ``python -m earshot``."""
+    exe = Path(sys.executable).with_name("earshot")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "earshot"]
+
+
+async def start_daemon(config: Path, env: dict[str, str], **kwargs: Any) -> asyncio.subprocess.Process:
+    """``earshot run --config`` with stdout discarded and stderr piped (its log); ``kwargs`` go to the exec."""
+    return await asyncio.create_subprocess_exec(
+        *earshot_argv(),
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        **kwargs,
+    )
 
 
 async def stop_daemon(proc: asyncio.subprocess.Process) -> None:
