@@ -119,7 +119,9 @@ class EchoFeedConfig:
     """Simulated speaker-to-microphone echo for the file backend."""
 
     delay_ms: float = _f(20.0, "echo delay after the canceller gets its reference", min=0.0, max=1000.0)
-    gain_db: float = _f(-6.0, "level of the echo relative to what is played", min=-80.0, max=20.0)
+    gain_db: float = _f(-6.0, "level of the echo's direct path relative to what is played", min=-80.0, max=20.0)
+    room_ms: float = _f(150.0, "reverberation time (RT60) of the simulated room; 0: a plain delay", min=0.0, max=1000.0)
+    drive_db: float = _f(6.0, "loudspeaker soft-clip overdrive at full scale; 0: linear", min=0.0, max=40.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,11 @@ async def test_barge_in_reports_exactly_what_the_output_contains(tmp_path: Path)
 
 
 async def test_echo_feed_mixes_delayed_attenuated_playback_into_capture(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, _silence_wav(tmp_path, 1.0), echo=EchoFeedConfig(delay_ms=30.0, gain_db=-6.0))
+    cfg = _config(
+        tmp_path,
+        _silence_wav(tmp_path, 1.0),
+        echo=EchoFeedConfig(delay_ms=30.0, gain_db=-6.0, room_ms=0.0, drive_db=0.0),
+    )
     source, sink = open_audio(cfg)
     captured = []
     reference = []

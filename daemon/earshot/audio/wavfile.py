@@ -6,7 +6,8 @@ One clock task ticks every 10 ms of audio (``10 ms / audio.file_speed`` of loop 
    and appends it to the output WAV: the output is a continuous speaker timeline, so a time in the
    output is the same time in the input;
 2. turns the same 10 ms into the 16 kHz echo reference (``pop_reference``) and, with ``audio.echo``,
-   mixes a delayed, attenuated copy into what the microphone captures;
+   mixes its echo through a loudspeaker, a room and a delay (:class:`~earshot.audio.room.EchoPath`)
+   into what the microphone captures;
 3. delivers the next 160 input samples as a :class:`~earshot.audio.backend.CaptureChunk`.
 
 The simulated device buffer holds ``audio.output.buffer_ms``; ``write`` waits while it is full, so
@@ -39,6 +40,7 @@ from earshot.audio.backend import (
 )
 from earshot.audio.dsp import apply_gain_db, downmix, upmix
 from earshot.audio.resample import StreamResampler, resample
+from earshot.audio.room import EchoPath
 from earshot.config import AudioConfig
 from earshot.errors import AudioDeviceError
 
@@ -178,7 +180,6 @@ class FileAudio:
         self._reference: deque[NDArray[np.int16]] = deque()
         self._reference_samples = 0
         self._ref_resampler = StreamResampler(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ)
-        self._echo_gain = 10.0 ** (config.echo.gain_db / 20.0) if config.echo else 0.0
         # The reference goes out as exactly one 160-sample chunk per tick, from a line that starts with
         # the resampler's worst shortfall (its filter delay plus the bursts its output comes in), so it
         # never runs dry: reference and capture stay paired sample for sample from the first tick.
@@ -189,9 +190,17 @@ class FileAudio:
         # audio in the device buffer before it sounds. In the output WAV the echo is thus
         # ``reference_lag_samples`` later than ``delay_ms``. Timing the echo from the output WAV instead
         # put it as early as its reference, which no causal canceller can remove and no device does.
-        delay = round(config.echo.delay_ms * CAPTURE_RATE_HZ / 1000) if config.echo else 0
-        self._echo_line: NDArray[np.int16] = np.zeros(delay, dtype=np.int16)
-        self._echo = config.echo is not None
+        self._echo = (
+            None
+            if config.echo is None
+            else EchoPath(
+                rate_hz=CAPTURE_RATE_HZ,
+                delay_ms=config.echo.delay_ms,
+                gain_db=config.echo.gain_db,
+                rt60_ms=config.echo.room_ms,
+                drive_db=config.echo.drive_db,
+            )
+        )
         self._queue: asyncio.Queue[CaptureChunk | None] = asyncio.Queue(maxsize=_AHEAD_CHUNKS)
         self._out_rate = config.output.sample_rate_hz
         self._out_channels = config.output.channels
@@ -236,8 +245,9 @@ class FileAudio:
                 pcm = np.zeros(CAPTURE_CHUNK_SAMPLES, dtype=np.int16)
                 part = self._input[start : start + CAPTURE_CHUNK_SAMPLES]
                 pcm[: part.size] = part
-                if self._echo:
-                    pcm = self._mix_echo(pcm, played16)
+                if self._echo is not None:
+                    mixed = pcm.astype(np.float64) + self._echo.process(played16)
+                    pcm = np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
                 await self._queue.put(CaptureChunk(pcm, start))
             elif tick == n_chunks:
                 await self._queue.put(None)
@@ -275,15 +285,6 @@ class FileAudio:
         while self._reference_samples > _REFERENCE_KEEP:
             self._reference_samples -= int(self._reference.popleft().size)
         return played16
-
-    def _mix_echo(self, pcm: NDArray[np.int16], played16: NDArray[np.int16]) -> NDArray[np.int16]:
-        line = np.concatenate((self._echo_line, played16))
-        echo = line[: pcm.size]
-        if echo.size < pcm.size:
-            echo = np.concatenate((echo, np.zeros(pcm.size - echo.size, dtype=np.int16)))
-        self._echo_line = line[pcm.size :]
-        mixed = pcm.astype(np.float64) + echo.astype(np.float64) * self._echo_gain
-        return np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
 
     # ---------------------------------------------------------------- source
 
