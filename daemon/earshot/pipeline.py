@@ -29,10 +29,11 @@ from earshot.audio.ring import AudioRing
 from earshot.config import Config
 from earshot.engage import Engagement, EngagementSettings, Phase
 from earshot.gate import gate as gt
-from earshot.gate.bargein import DuplexMode
+from earshot.gate.bargein import BargeInDetector, DuplexMode
 from earshot.realtime import session as rs
 from earshot.realtime.connection import LinkDown, OfflineOverflow
 from earshot.realtime.policy import Verdict
+from earshot.uplink import UplinkGuard
 
 __all__ = ["HOOK_FOR_PHASE", "PHASE_STATUS", "Conversation"]
 
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 CAPTURE_RATE_HZ = 16000
 PLAYBACK_RATE_HZ = 24000
 RING_S = 30.0
+# Without a canceller nothing measures the echo tail: the device's sound is taken to linger this long.
+_NO_CANCELLER_TAIL_S = 0.3
 
 PHASE_STATUS = {
     Phase.IDLE: "Idle: listening for the wake word",
@@ -121,6 +124,13 @@ class Conversation:
             )
         )
         self.ring = AudioRing(int(RING_S * CAPTURE_RATE_HZ))
+        self.uplink_guard = UplinkGuard(
+            lead_samples=config.gate.preroll_ms * CAPTURE_RATE_HZ // 1000, keep_samples=self.ring.capacity_samples
+        )
+        """What of the capture may go upstream: never the device's own sound (:mod:`earshot.uplink`)."""
+        self.over_sound = BargeInDetector(config.bargein) if bargein is not None else None
+        """Local detection of the user over the device's sound outside a reply (earcons, the reply's tail)."""
+        self._audible_until = -1  # without a canceller: capture position the device's sound may last to
         self.wire_rate_hz = 24000 if rt.format == "pcm16" else 8000
         self._up = StreamResampler(CAPTURE_RATE_HZ, self.wire_rate_hz)
         self._down = (
@@ -163,12 +173,15 @@ class Conversation:
         frame = None
         cleaned = pcm
         if self.echo is not None:
-            near_end = bool(getattr(self.bargein, "user_speaking", False))
+            near_end = bool(getattr(self.bargein, "user_speaking", False)) or bool(
+                getattr(self.over_sound, "user_speaking", False)
+            )
             cleaned = self.echo.process(pcm, near_end=near_end)
             frame = self.echo.frame
             if self.wake_guard is not None:
                 self.wake_guard.observe(frame, position)
         self.ring.append(cleaned, position)
+        self._guard_chunk(pcm, cleaned, frame, position, now)
         for ev in self.gate.process(CaptureChunk(cleaned, position)):
             self._on_gate_event(ev, now)
         if self.phase is Phase.SPEAKING and self.bargein is not None and self.bargein.armed:
@@ -182,9 +195,52 @@ class Conversation:
         self._pump_uplink(now)
         self._tick(now)
 
+    def _guard_chunk(
+        self, raw: NDArray[np.int16], cleaned: NDArray[np.int16], frame: Any, position: int, now: float
+    ) -> None:
+        """Tell the uplink guard whether the device's own sound can be in this chunk, and judge it."""
+        guard = self.uplink_guard
+        if frame is not None:
+            # The canceller's reference was loud within its filter span (the longest echo path it
+            # models), or a new pairing is still being aligned: the echo can be in this chunk.
+            audible = bool(frame.reference_active or frame.settling)
+        else:
+            if self.playback.active:
+                self._audible_until = position + len(raw) + int(_NO_CANCELLER_TAIL_S * CAPTURE_RATE_HZ)
+            audible = position < self._audible_until
+        was = guard.audible
+        guard.chunk(position, len(raw), audible=audible)
+        over = self.over_sound
+        if over is not None:
+            if guard.holding and not was:
+                erle = self.echo.erle_db if self.echo is not None else None
+                erl = self.echo.erl_db if self.echo is not None else None
+                over.start(position, erle_db=erle, erl_db=erl, canceller=self.echo is not None)
+            elif not guard.audible and over.armed:
+                over.stop()
+            if guard.holding and over.armed and self.phase is not Phase.SPEAKING:
+                hit = over.process(cleaned, raw, frame, position)
+                if hit is not None:
+                    self._mark(now, f"user speech over the device's sound at {hit.position / CAPTURE_RATE_HZ:.3f} s")
+                    guard.user_speech(hit.position)
+        for onset in guard.released():
+            self._on_user_speech(onset, now)
+
+    def _on_user_speech(self, position: int, now: float) -> None:
+        """Speech the uplink guard decided is the user's (it started inside the device's sound)."""
+        if self.phase is Phase.IDLE and self.config.gate.mode == "vad":
+            self.engage(now, position, source="speech")
+        elif self.phase in (Phase.LISTENING, Phase.FOLLOW_UP, Phase.THINKING):
+            self.engagement.speech_started(now, position)
+            self._run_actions(now)
+
     def _on_gate_event(self, ev: gt.GateEvent, now: float) -> None:
         mode = self.config.gate.mode
         phase = self.phase
+        if isinstance(ev, gt.SpeechStarted) and not self.uplink_guard.speech_started(ev.position):
+            return  # inside the device's own sound: held until it is known to be the user's
+        if isinstance(ev, gt.SpeechEnded) and not self.uplink_guard.speech_ended(ev.position):
+            return
         if isinstance(ev, gt.Wake):
             if self.stats is not None:
                 self.stats.wake()
@@ -258,6 +314,8 @@ class Conversation:
 
     def _barge_in(self, now: float, onset: int, *, local: bool) -> None:
         self._bargein_onset = onset
+        self.uplink_guard.user_speech(onset)
+        self.uplink_guard.released()  # the barge-in itself starts the user's turn
         self._mark(now, f"barge-in ({'local' if local else 'server'}) at {onset / CAPTURE_RATE_HZ:.3f} s")
         self.engagement.barge_in(now, onset, local=local)
         self._run_actions(now)
@@ -279,10 +337,14 @@ class Conversation:
     def _pump_uplink(self, now: float) -> None:
         if not self.engagement.uplink or self._cursor is None:
             return
-        pcm = self.ring.since(self._cursor)
-        self._cursor = self._position
-        if len(pcm) == 0:
+        # Only what the guard has decided goes up: a stretch the device's sound may be in waits until
+        # it is known to be silence (it was all echo) or the user's (local detection confirmed them).
+        upto = min(self._position, self.uplink_guard.decided_upto())
+        start = max(self._cursor, self.ring.start_position or 0)
+        if upto <= start:
             return
+        pcm = self.uplink_guard.apply(self.ring.since(start)[: upto - start], start)
+        self._cursor = upto
         wire = self._up.process(pcm)
         if len(wire):
             self.link.send_audio(wire, now)
@@ -427,6 +489,9 @@ class Conversation:
         elif isinstance(ev, PlaybackFinished) and ev.heard and self.phase is Phase.SPEAKING and self._response_done:
             self._mark(now, "reply played out")
             self._reply_pending = False
+            # Nothing of this reply is left to drop: a later server speech start must not stop the next
+            # engagement's wake earcon as if it were an unheard reply.
+            self._response_has_audio = False
             if self.bargein is not None:
                 self.bargein.stop()
             self.engagement.reply_played(now)

@@ -24,6 +24,8 @@ PURE = [
     "earshot.gate.vad",
     "earshot.audio.dsp",
     "earshot.audio.playback",
+    "earshot.audio.room",
+    "earshot.uplink",
 ]
 
 BLOCKER = """

@@ -23,6 +23,9 @@ from earshot.config import load_config
 from earshot.systemd import Notifier
 from tests.support.speech import read_wav, write_wav
 
+DEFAULT_GATE: dict[str, Any] = {"mode": "wakeword", "earcons": {"enabled": True}}
+"""The gate as a plain install has it (wake word, earcons on), for tests that override BASE_CONFIG's."""
+
 BASE_CONFIG: dict[str, Any] = {
     "audio": {"backend": "file"},
     "gate": {"mode": "vad", "follow_up_s": 1.0, "earcons": {"enabled": False}},

@@ -1,0 +1,155 @@
+"""The rule that the server never hears the device: what of the capture may go upstream.
+
+Everything the device plays is echo: a reply, an earcon, a tool sound, an announcement. While any of
+it can be in the microphone (the echo canceller's reference was loud within its filter span, which
+is the longest echo path it models: the measured tail), the capture is *held*: nothing of it goes
+upstream yet. How the held stretch is decided:
+
+- the stretch ends with nobody talking over it: it goes upstream as digital silence, so the server
+  keeps its timeline but never hears the device (no false server turn, no reply cancelled by the
+  device's own end-of-turn earcon);
+- local detection on the echo-cancelled signal (the barge-in detector) confirms the user talking over
+  the device's sound: from ``lead_samples`` before the speech onset on, the cleaned signal goes up.
+
+The same holds for the local VAD's events: a speech start inside a held stretch is held with it, and
+released when the user is confirmed, or at the stretch's end if the VAD still hears speech then; a
+speech end inside the stretch takes the held start away. So the device's own sound never starts a
+turn locally either.
+
+This holds in every phase and duplex mode; while the device speaks a reply the uplink is stopped
+anyway (:mod:`earshot.engage`) and a barge-in releases it through :meth:`UplinkGuard.user_speech`.
+
+Pure: positions (16 kHz capture samples) in, decisions out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["UplinkGuard"]
+
+_MAX_SPANS = 64
+"""Silenced spans remembered (the oldest are forgotten first): a byte bound, far above what the ring holds."""
+
+
+class UplinkGuard:
+    """Holds and silences the capture the device's own sound can be in. See the module docstring.
+
+    Usage per capture chunk: :meth:`chunk` first (with whether the device's sound can be in it),
+    then :meth:`speech_started` / :meth:`speech_ended` for the local VAD's events,
+    :meth:`user_speech` when local detection confirms the user over the device's sound, and
+    :meth:`released` for the speech starts that became the user's. The uplink sends only up to
+    :meth:`decided_upto`, through :meth:`apply`.
+
+    Args:
+        lead_samples: audio let through before a confirmed speech onset (its pre-roll).
+        keep_samples: how far back silenced spans are remembered (the uplink's ring).
+    """
+
+    def __init__(self, *, lead_samples: int, keep_samples: int) -> None:
+        self.lead_samples = lead_samples
+        self.keep_samples = keep_samples
+        self._end = 0  # capture position one past the last chunk seen
+        self._held_from: int | None = None  # start of the stretch being held (undecided)
+        self._open = False  # the current stretch was opened by the user's confirmed speech
+        self._spans: deque[tuple[int, int]] = deque(maxlen=_MAX_SPANS)  # silenced [start, end)
+        self._held_start: int | None = None  # a VAD speech start inside the held stretch
+        self._vad_speaking = False
+        self._released: list[int] = []
+        self.silenced_samples = 0
+        """Capture samples replaced by silence so far (statistics)."""
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def audible(self) -> bool:
+        """The last chunk could hold the device's own sound."""
+        return self._held_from is not None or self._open
+
+    @property
+    def holding(self) -> bool:
+        """A stretch is held, undecided."""
+        return self._held_from is not None
+
+    def chunk(self, position: int, samples: int, *, audible: bool) -> None:
+        """One capture chunk ``[position, position + samples)``: can the device's sound be in it?"""
+        end = position + samples
+        if audible:
+            if self._held_from is None and not self._open:
+                self._held_from = position
+        elif self._held_from is not None or self._open:
+            # The stretch is over (its echo tail too): what was not let through is silence.
+            if self._held_from is not None:
+                self._silence(self._held_from, position)
+                self._held_from = None
+                if self._held_start is not None and self._vad_speaking:
+                    # The VAD still hears speech after the device's sound ended: it is the user's.
+                    self._released.append(self._held_start)
+                self._held_start = None
+            self._open = False
+        self._end = end
+
+    def user_speech(self, onset: int) -> None:
+        """Local detection confirmed the user talking over the device's sound, from ``onset``."""
+        start = max(0, onset - self.lead_samples)
+        if self._held_from is not None:
+            if start > self._held_from:
+                self._silence(self._held_from, start)
+            self._held_from = None
+            self._open = True
+            self._held_start = None
+            self._released.append(onset)
+
+    def speech_started(self, position: int) -> bool:
+        """The local VAD's speech start; False when it is held (inside the device's sound)."""
+        self._vad_speaking = True
+        if self._held_from is not None:
+            if self._held_start is None:
+                self._held_start = position
+            return False
+        return True
+
+    def speech_ended(self, position: int) -> bool:
+        """The local VAD's speech end; False when it ends a held start (both are dropped)."""
+        self._vad_speaking = False
+        if self._held_start is not None:
+            self._held_start = None
+            return False
+        return self._held_from is None or self._open
+
+    # ------------------------------------------------------------------ outputs
+
+    def released(self) -> list[int]:
+        """Return and clear the speech starts released as the user's (onset positions)."""
+        out, self._released = self._released, []
+        return out
+
+    def decided_upto(self) -> int:
+        """Capture position up to which the uplink may send: the start of a held stretch, else all seen."""
+        return self._end if self._held_from is None else self._held_from
+
+    def apply(self, pcm: NDArray[np.int16], start: int) -> NDArray[np.int16]:
+        """``pcm`` (capture from ``start``, all decided) with the silenced spans zeroed (a copy if changed)."""
+        end = start + int(pcm.size)
+        out = pcm
+        for s, e in self._spans:
+            if e <= start or s >= end:
+                continue
+            if out is pcm:
+                out = pcm.copy()
+            out[max(s, start) - start : min(e, end) - start] = 0
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _silence(self, start: int, end: int) -> None:
+        if end <= start:
+            return
+        self.silenced_samples += end - start
+        self._spans.append((start, end))
+        horizon = self._end - self.keep_samples
+        while self._spans and self._spans[0][1] <= horizon:
+            self._spans.popleft()

@@ -1,0 +1,84 @@
+"""The uplink guard: what of the capture may go upstream while the device's own sound can be in it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from earshot.uplink import UplinkGuard
+
+N = 160  # one 10 ms chunk at 16 kHz
+LEAD = 3 * N
+
+
+def feed(guard: UplinkGuard, audible: list[bool], start: int = 0) -> int:
+    pos = start
+    for a in audible:
+        guard.chunk(pos, N, audible=a)
+        pos += N
+    return pos
+
+
+def test_a_stretch_of_the_device_sound_is_held_then_silenced() -> None:
+    """Nothing of a stretch the device's sound can be in is decided until it ends; then it is silence."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N)
+    feed(guard, [False] * 5)
+    assert guard.decided_upto() == 5 * N
+    end = feed(guard, [True] * 10, start=5 * N)
+    assert guard.holding
+    assert guard.decided_upto() == 5 * N  # held: the uplink waits
+    feed(guard, [False], start=end)
+    assert guard.decided_upto() == end + N
+    pcm = np.full(end + N, 1000, dtype=np.int16)
+    out = guard.apply(pcm, 0)
+    assert (out[: 5 * N] == 1000).all()
+    assert (out[5 * N : end] == 0).all()  # the device's sound: digital silence upstream
+    assert (out[end:] == 1000).all()
+    assert (pcm == 1000).all()  # the caller's copy is untouched
+    assert guard.silenced_samples == 10 * N
+
+
+def test_confirmed_user_speech_opens_the_stretch_from_its_lead() -> None:
+    """Local detection of the user over the device's sound lets the cleaned signal through from the onset's lead."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N)
+    feed(guard, [True] * 20)
+    onset = 12 * N
+    guard.user_speech(onset)
+    assert guard.released() == [onset]
+    assert not guard.holding
+    end = feed(guard, [True] * 5, start=20 * N)
+    assert guard.decided_upto() == end  # open: everything flows while the user talks over it
+    out = guard.apply(np.full(end, 7, dtype=np.int16), 0)
+    assert (out[: onset - LEAD] == 0).all()
+    assert (out[onset - LEAD :] == 7).all()
+
+
+def test_a_vad_start_inside_the_device_sound_is_held_and_dropped_with_its_end() -> None:
+    """The device's own sound never starts a turn: a VAD start and end inside a held stretch both vanish."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N)
+    feed(guard, [True] * 3)
+    assert guard.speech_started(2 * N) is False
+    assert guard.speech_ended(5 * N) is False
+    feed(guard, [True] * 3 + [False], start=3 * N)
+    assert guard.released() == []
+
+
+def test_speech_still_heard_when_the_sound_ends_is_the_users() -> None:
+    """A VAD start held in the stretch is released at its end when the VAD still hears speech."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N)
+    feed(guard, [True] * 4)
+    assert guard.speech_started(3 * N) is False
+    feed(guard, [True, False], start=4 * N)
+    assert guard.released() == [3 * N]
+    # Outside any stretch the VAD's events pass as they are.
+    assert guard.speech_ended(9 * N) is True
+    assert guard.speech_started(10 * N) is True
+
+
+def test_silenced_spans_stay_bounded() -> None:
+    """Spans older than the ring are forgotten, and never more than a fixed number are kept."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=10 * N)
+    pos = 0
+    for _ in range(1000):
+        pos = feed(guard, [True, False], start=pos)
+    assert len(guard._spans) <= 10
+    assert guard.silenced_samples == 1000 * N
