@@ -49,6 +49,8 @@ from earshot.systemd import Health, Notifier, run_watchdog
 __all__ = ["Daemon", "serve"]
 
 logger = logging.getLogger(__name__)
+_TIMER_MAX_S = 1.0
+"""Longest sleep of the timer loop (deadlines while no capture runs; the credential file check)."""
 
 
 class _Stop(Exception):
@@ -109,6 +111,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._credential_mtime: float | None = None
         self._playback: Playback | None = None
+        self._source: Any = None
         self.exit_code = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,6 +133,8 @@ class Daemon:
         self.hooks = Hooks(cfg.hooks, stats=self.stats, env=self.environ)
         self.recorder = Recorder(cfg.recordings, sdir, stats=self.stats)
         source, sink = open_audio(cfg.audio)
+        source.set_low_latency(False)  # idle: long capture periods until someone engages
+        self._source = source
         health = Health(time.monotonic())
         self._health = health
         playback = Playback(sink, prebuffer_ms=cfg.audio.output.prebuffer_ms, on_event=self._on_playback_event)
@@ -263,7 +268,12 @@ class Daemon:
         assert conv is not None
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(0.05)
+            # Capture runs the deadlines with every chunk it delivers; this loop only covers a capture
+            # that stopped (a missing device): no 20 Hz polling of an idle daemon.
+            now = loop.time()
+            deadline = conv.engagement.next_deadline()
+            wait = _TIMER_MAX_S if deadline is None else min(_TIMER_MAX_S, max(0.01, deadline - now))
+            await asyncio.sleep(wait)
             conv.tick(loop.time())
             self._check_credential()
 
@@ -289,6 +299,10 @@ class Daemon:
         if resting and new is Phase.IDLE:
             status = f"{status}; not connecting for now: {resting}"
         self.notifier.status(status)
+        # Short capture periods only while engaged (wake-word latency is set by the engine, not the
+        # period; barge-in and the uplink need the short ones).
+        if self._source is not None:
+            self._source.set_low_latency(new is not Phase.IDLE)
         if self.stats is not None:
             self.stats.set_phase(new.value)
         self._fire_hook(HOOK_FOR_PHASE[new], {"phase": new.value, "previous": old.value, "reason": reason})

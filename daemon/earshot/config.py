@@ -93,7 +93,12 @@ class InputConfig:
     sample_rate_hz: int = _f(16000, "requested capture rate; the granted rate is resampled", min=8000, max=192000)
     channels: int = _f(1, "capture channels (multi-mic arrays: 2, 4, 6, 8)", min=1, max=16)
     channel: int | None = _f(None, "use only this channel (0-based); null mixes all channels down", min=0, max=15)
-    period_ms: int = _f(10, "capture period in ms (FIFO-fed virtual devices deliver 10 ms)", min=5, max=100)
+    period_ms: int = _f(
+        10, "capture period in ms while engaged (FIFO-fed virtual devices deliver 10 ms)", min=5, max=100
+    )
+    idle_period_ms: int = _f(
+        100, "capture period in ms while nobody is engaged (fewer wake-ups: an idle Pi stays cool)", min=5, max=250
+    )
     queue_ms: int = _f(2000, "bound of the capture queue; the oldest audio is dropped past it", min=100, max=30000)
     gain_db: float = _f(0.0, "digital gain applied to the microphone", min=-40.0, max=40.0)
 

@@ -196,3 +196,33 @@ def test_list_devices_reports_capture_and_playback(alsa_conf: AlsaConf, tmp_path
     assert devices["spk"].can_play
     assert devices["mic"].can_capture
     assert 16000 in devices["spk"].playback_rates
+
+
+async def test_capture_period_follows_low_latency_without_a_reopen(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    """Idle: long periods (fewer wake-ups); engaged: short ones. The stream's positions go on; no reopen counted."""
+    raw = tmp_path / "mic.raw"
+    raw.write_bytes(_ramp(16000 * 30).astype("<i2").tobytes())
+    alsa_conf(f'pcm.mic {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}\n')
+    cfg = InputConfig(device="mic", sample_rate_hz=16000, period_ms=10, idle_period_ms=100, queue_ms=30000)
+    source = AlsaSource(cfg)
+    seen: list[int] = []
+    periods: list[int] = []
+    try:
+        async with asyncio.timeout(20):
+            async for chunk in source.chunks():
+                seen.append(chunk.position)
+                periods.append(source.status.period_frames)
+                if len(seen) == 20:
+                    source.set_low_latency(False)
+                if len(seen) > 20 and periods[-1] == 1600 and 1600 not in periods[:-1]:
+                    source.set_low_latency(True)
+                if 1600 in periods and periods[-1] == 160 and len(seen) > 40:
+                    break
+    finally:
+        status = source.status
+        source.close()
+    assert periods[0] == 160
+    assert 1600 in periods
+    assert periods[-1] == 160
+    assert status.reopens == 0
+    assert seen == [seen[0] + 160 * i for i in range(len(seen))]  # no gap, no overlap in positions

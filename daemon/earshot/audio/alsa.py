@@ -126,11 +126,23 @@ class AlsaSource:
         self._thread_obj: threading.Thread | None = None
         self._ever_opened = False
         self._got_data = False
+        self._period_ms = config.period_ms
+        """The period the thread opens the device with (read by the thread; set on the loop)."""
 
     @property
     def status(self) -> DeviceStatus:
         """Device name, state, xruns, overruns, reopens, last error, granted rate/period."""
         return self._status
+
+    def set_low_latency(self, low: bool) -> None:
+        """``audio.input.period_ms`` (engaged) or ``idle_period_ms`` (idle); the device is reopened to change.
+
+        An ALSA period is fixed while the device is open. The thread notices after its current read
+        returns (at most one period late), closes the device and opens it again at once with the new
+        period: the reopen is a gap of a few ms, which the positions leave out (they stay on the
+        capture's own count), and no reopen is counted.
+        """
+        self._period_ms = self._config.period_ms if low else self._config.idle_period_ms
 
     def start(self) -> None:
         """Start the capture thread (done by :meth:`chunks`); must be called from the event loop."""
@@ -180,14 +192,16 @@ class AlsaSource:
         assert loop is not None
         delays = _backoff(self._reopen_max_s)
         rate_hint = cfg.sample_rate_hz
+        switching = False  # reopening only to change the period (not a fault)
         while not self._stop.is_set() and gen == self._generation:
+            period_ms = self._period_ms
             try:
                 pcm = _open(
                     cfg.device,
                     alsaaudio.PCM_CAPTURE,
                     rate_hint,
                     cfg.channels,
-                    max(1, rate_hint * cfg.period_ms // 1000),
+                    max(1, rate_hint * period_ms // 1000),
                 )
                 granted = _granted(pcm)
             except AudioDeviceError as exc:
@@ -195,14 +209,16 @@ class AlsaSource:
                 self._stop.wait(next(delays))
                 continue
             delays = _backoff(self._reopen_max_s)
-            _post(loop, self._on_open, gen, granted)
+            _post(loop, self._on_open, gen, granted, switching)
+            switching = False
             try:
-                while not self._stop.is_set() and gen == self._generation:
+                while not self._stop.is_set() and gen == self._generation and period_ms == self._period_ms:
                     n, data = pcm.read()
                     if n < 0:
                         _post(loop, self._on_xrun, gen, n)
                     elif n:
                         _post(loop, self._on_data, gen, data)
+                switching = True
             except alsaaudio.ALSAAudioError as exc:
                 _post(loop, self._on_missing, gen, str(exc), True)
                 self._stop.wait(next(delays))
@@ -222,8 +238,21 @@ class AlsaSource:
         self._conv = None
         self._last_data = time.monotonic()
 
-    def _on_open(self, gen: int, granted: _Granted) -> None:
+    def _on_open(self, gen: int, granted: _Granted, switching: bool = False) -> None:
         if gen != self._generation:
+            return
+        conv = self._conv
+        if (
+            switching
+            and conv is not None
+            and (conv[1].rate_hz, conv[1].channels) == (granted.rate_hz, granted.channels)
+        ):
+            # Only the period changed: the stream goes on (same resampler and framer, no reopen counted).
+            logger.debug("capture device %s: period %d frames", self._config.device, granted.period_frames)
+            self._status = replace(self._status, period_frames=granted.period_frames)
+            self._conv = (gen, granted, conv[2], conv[3])
+            self._got_data = False
+            self._last_data = time.monotonic()
             return
         reopened = self._ever_opened
         logger.info(

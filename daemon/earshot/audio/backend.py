@@ -109,6 +109,13 @@ class AudioSource(Protocol):
         """The device's current status."""
         ...
 
+    def set_low_latency(self, low: bool) -> None:
+        """Short capture periods (engaged: latency matters) or long ones (idle: fewer wake-ups).
+
+        Chunks stay 10 ms whatever the period; a long period delivers several at once.
+        """
+        ...
+
 
 @runtime_checkable
 class AudioSink(Protocol):

@@ -251,6 +251,7 @@ class EchoCanceller:
 
         filter_frames = max(1, -(-self.filter_samples // frame_samples))
         self._ref_powers: deque[float] = deque([0.0] * filter_frames, maxlen=filter_frames)
+        self._zero_frames = filter_frames  # trailing all-zero reference frames in _ref_powers
         self._ref_power_sum = 0.0
         self._ref_floor_power = _FULL_SCALE_POWER * 10.0 ** (reference_floor_dbfs / 10.0)
         self._bypass_after_frames = max(filter_frames + 1, -(-rate_hz * bypass_after_ms // 1000) // frame_samples)
@@ -530,6 +531,20 @@ class EchoCanceller:
             src = np.clip(src[:n], -32768, 32767).astype(np.int16)
             if src.size < n:
                 src = np.concatenate([src, np.zeros(n - src.size, dtype=np.int16)])
+        if (
+            not self._fifo_len
+            and not self._aligning
+            and self._silent_frames >= self._bypass_after_frames
+            and self._zero_frames >= len(self._ref_powers)
+        ):
+            # Nothing has played for longer than the filter span (an idle device): the same outcome
+            # as the full path below (raw chunk, bypassed), without its per-chunk bookkeeping.
+            self._starved += 1
+            self._deficit = 0
+            self._silent_frames += 1
+            self._ref_power_sum = 0.0
+            self.frame = self._raw_frame(dbfs(_power(src)), _SILENCE_DBFS, _SILENCE_DBFS, held=False)
+            return src.copy()
         ref = self._take_reference()
         if self._aligning:
             out, held = self._align(src, ref, near_end)
@@ -547,6 +562,7 @@ class EchoCanceller:
         ref_power = _power(ref)
         self._ref_power_sum += ref_power - self._ref_powers[0]
         self._ref_powers.append(ref_power)
+        self._zero_frames = self._zero_frames + 1 if ref_power == 0.0 else 0
         span_power = max(0.0, self._ref_power_sum) / len(self._ref_powers)
         peak_power = max(self._ref_powers)
         self._silent_frames = 0 if ref_power >= self._ref_floor_power else self._silent_frames + 1

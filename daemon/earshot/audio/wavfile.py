@@ -108,6 +108,9 @@ class FileSource:
         """Yield the input WAV in 10 ms chunks on the clock; ends when the input ends."""
         return self._audio._iterate()
 
+    def set_low_latency(self, low: bool) -> None:
+        """The file's clock delivers one 10 ms chunk per tick whatever the period: nothing to change."""
+
     @property
     def status(self) -> DeviceStatus:
         """Status of the input file."""
