@@ -359,13 +359,19 @@ class Daemon:
         if self.config_path is None:
             self.notifier.ready("Reload: no config file; retried the connection")
             return
+        new: Config | None = None
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             for problem in exc.problems:
                 logger.error("reload: %s", problem)
-            logger.error("reload failed: keeping the running configuration")
-            self.notifier.ready("Reload failed: kept the running configuration")
+        finally:
+            if new is None:
+                # Whatever went wrong (a config error, or anything the parser let escape), systemd was
+                # told RELOADING=1 and must hear READY=1 again, or it waits on a reload for ever.
+                logger.error("reload failed: keeping the running configuration")
+                self.notifier.ready("Reload failed: kept the running configuration")
+        if new is None:
             return
         if new.audio != self.config.audio or new.gate != self.config.gate or new.realtime != self.config.realtime:
             logger.warning("reload: audio, gate and realtime changes take effect after a restart")

@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import ipaddress
 import math
+import re
 import types
 import typing
 import urllib.parse
@@ -646,15 +647,68 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
     names: set[str] = set()
     for i, tool in enumerate(cfg.realtime.tools):
         p = f"realtime.tools[{i}]"
-        if not tool.name or not all(c.isalnum() or c in "_-" for c in tool.name) or len(tool.name) > 64:
-            problems.add(f"{p}.name", "must be 1-64 characters of letters, digits, _ or -")
+        if not _TOOL_NAME.fullmatch(tool.name):
+            problems.add(f"{p}.name", "must be 1-64 ASCII letters, digits, _ or -")
+        elif tool.name in BUILTIN_FUNCTION_NAMES:
+            problems.add(f"{p}.name", f"{tool.name!r} is the name of a built-in tool")
         elif tool.name in names or tool.name in cfg.realtime.builtin_tools:
             problems.add(f"{p}.name", f"duplicate tool name {tool.name!r}")
         names.add(tool.name)
+        if tool.parameters is not None:
+            for where, pattern in _patterns(tool.parameters, f"{p}.parameters"):
+                problem = pattern_problem(pattern)
+                if problem:
+                    problems.add(where, problem)
         if not tool.command:
             problems.add(f"{p}.command", "must be a non-empty argv list")
         if tool.parameters is not None and tool.parameters.get("type") != "object":
             problems.add(f"{p}.parameters", "must be a JSON schema with type: object")
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BUILTIN_FUNCTION_NAMES = frozenset({"get_datetime", "get_volume", "set_volume"})
+"""Function names of the built-in tools (``realtime/tools.py``); a config tool may not take one."""
+MAX_PATTERN_CHARS = 256
+_GROUP_PREFIX = re.compile(r"\(\?(?:P<\w+>|[:=!]|<[=!])")
+# A group holding a quantifier that is itself quantified: (a+)+, (a|aa)*, (\w+\s?)* backtrack
+# exponentially on a near-miss, which blocked the loop for 40 s on 32 characters.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[*+?}]|\|)(?:[^()\\]|\\.)*\)(?:[*+]|\{\d*,)")
+
+
+def pattern_problem(pattern: object) -> str | None:
+    """Why a tool schema's ``pattern`` is refused, or None: the safe subset is checked at config time.
+
+    Refused: not a string, longer than :data:`MAX_PATTERN_CHARS`, not a valid regular expression,
+    backreferences, and quantified groups that contain a quantifier or an alternation (nested
+    quantifiers: catastrophic backtracking on the model's input).
+    """
+    if not isinstance(pattern, str):
+        return "pattern must be a string"
+    if len(pattern) > MAX_PATTERN_CHARS:
+        return f"pattern longer than {MAX_PATTERN_CHARS} characters"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"invalid pattern: {exc}"
+    if re.search(r"\\[1-9]|\(\?P=", pattern):
+        return "backreferences are not accepted in patterns"
+    if _NESTED_QUANTIFIER.search(_GROUP_PREFIX.sub("(", pattern)):
+        return "nested quantifiers (a quantified group holding a quantifier or |) can take exponential time"
+    return None
+
+
+def _patterns(schema: object, path: str) -> Iterator[tuple[str, object]]:
+    """Every ``pattern`` in a JSON schema (nested objects and arrays), with its key path."""
+    if isinstance(schema, Mapping):
+        for key, value in schema.items():
+            sub = f"{path}.{key}"
+            if key == "pattern":
+                yield sub, value
+            else:
+                yield from _patterns(value, sub)
+    elif isinstance(schema, list | tuple):
+        for i, item in enumerate(schema):
+            yield from _patterns(item, f"{path}[{i}]")
 
 
 def _is_loopback(host: str) -> bool:
@@ -680,6 +734,37 @@ def check_realtime_url(url: str) -> str | None:
     return None
 
 
+MAX_CONFIG_BYTES = 256 * 1024
+"""Largest config file accepted (the documented example with every key is under 20 KiB)."""
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of mappings and sequences accepted (the schema needs 6; tool schemas a few more)."""
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse what makes YAML costly before anything is built: size, aliases, merge keys, depth.
+
+    Anchors and aliases let 500 bytes expand to gigabytes (an alias bomb), and every walk of the
+    tree (the line map, validation) meets each expansion again; nothing in this config needs them.
+    The event stream is read iteratively, so 20,000-deep nesting is refused, not a RecursionError.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {size} bytes is larger than the {MAX_CONFIG_BYTES}-byte limit")
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"{source}: YAML anchors and aliases are not accepted (line {line})")
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.style is None:
+            raise ConfigError(f"{source}: YAML merge keys (<<) are not accepted (line {line})")
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels (line {line})")
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+
 def parse_config(text: str, *, source: str = "<config>") -> Config:
     """Parse and validate YAML text.
 
@@ -687,8 +772,14 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         ConfigError: with every problem found, each naming its key path and line.
     """
     try:
+        _check_shape(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except ConfigError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        # A scalar Python refuses to build (an integer of thousands of digits, a bad timestamp).
+        raise ConfigError(f"{source}: invalid YAML value: {str(exc)[:200]}") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "unknown position"

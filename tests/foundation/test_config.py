@@ -248,7 +248,7 @@ def test_list_items_are_validated() -> None:
         """
     )
     assert found == [
-        "realtime.tools[0].name: must be 1-64 characters of letters, digits, _ or - (line 3)",
+        "realtime.tools[0].name: must be 1-64 ASCII letters, digits, _ or - (line 3)",
         "realtime.tools[0].command: must be a non-empty argv list (line 4)",
         "realtime.tools[0].timeout_s: must be 0.1..300, got 0 (line 5)",
     ]
