@@ -419,7 +419,11 @@ class Engagement:
         """The connection dropped; the caller is reconnecting."""
         self.connected = False
         if not self.engaged:
+            # The session kept open after an engagement dropped: nobody needs it, so no attempt to
+            # reconnect is made while idle (a server that drops such sessions was retried for ever).
             self._close_deadline = None
+            self.connecting = False
+            self._emit(CloseSession("connection lost while idle"))
             return
         self.connecting = True
         if self.phase in (Phase.LISTENING, Phase.THINKING):

@@ -278,3 +278,21 @@ def test_a_hole_in_the_table_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(eg.TRANSITIONS, (Phase.IDLE, eg.Input.ENGAGE))
     with pytest.raises(InvalidTransition, match="engage is not allowed in IDLE"):
         Engagement(S).engage(0.0, 0)
+
+
+def test_a_connection_lost_while_idle_is_closed_not_retried() -> None:
+    """The session kept for idle_close_s dropping while idle is closed: no reconnecting while nobody is engaged."""
+    m = Engagement(S)
+    through_one_exchange(m)
+    m.tick(10.0)
+    assert m.phase is Phase.IDLE
+    assert m.connected
+    m.actions()
+    m.connection_lost(12.0)
+    assert m.actions() == [eg.CloseSession("connection lost while idle")]
+    assert not m.connected
+    assert not m.connecting
+    assert m.next_deadline() is None
+    # The next wake opens a fresh connection.
+    m.engage(20.0, 64000)
+    assert eg.OpenSession() in m.actions()
