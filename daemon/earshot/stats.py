@@ -57,6 +57,8 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 300, 500, 750, 1000, 1500
 USAGE_FILE = "usage.json"
 _USAGE_KEEP_DAYS = 35
 _ERROR_TEXT_MAX = 300
+MAX_ERROR_KINDS = 32
+"""Distinct error names counted (status, metrics labels); later new ones count as ``other``."""
 
 
 class Histogram:
@@ -273,6 +275,10 @@ class Stats:
         name = type(kind).__name__ if isinstance(kind, BaseException) else str(kind)
         if text is None:
             text = str(kind) if isinstance(kind, BaseException) else name
+        name = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in name[:64]) or "other"
+        if name not in self.errors and len(self.errors) >= MAX_ERROR_KINDS:
+            # A server inventing codes must not grow every status answer and metrics scrape.
+            name = "other"
         self.errors[name] = self.errors.get(name, 0) + 1
         line = " ".join(redact(text).split())
         self.last_error = f"{name}: {line}"[:_ERROR_TEXT_MAX]

@@ -119,3 +119,19 @@ def test_engagement_summary_line_and_fields() -> None:
     message, fields = engagement_summary(r2, 61.0)
     assert message.endswith("cancel, 1.0 s, 0 turns, 0 barge-ins, 0 reconnects")
     assert "EARSHOT_WAKE_TO_READY_MS" not in fields
+
+
+def test_error_kinds_stay_a_bounded_label_set(tmp_path: Path) -> None:
+    """3,000 invented server error codes fold into ``other`` past the bound; odd characters are replaced."""
+    from earshot.stats import MAX_ERROR_KINDS
+
+    s = Stats(state_dir=tmp_path, now=0.0, now_wall=0.0)
+    for i in range(3000):
+        s.error(f"code_{i}", "boom " * 200, 0.0)
+    s.error('evil"}\n{label', "x", 0.0)
+    assert len(s.errors) == MAX_ERROR_KINDS + 1
+    assert s.errors["other"] == 3000 - MAX_ERROR_KINDS + 1
+    assert all(len(k) <= 64 and k.isascii() and '"' not in k and "\n" not in k for k in s.errors)
+    assert s.last_error is not None
+    assert len(s.last_error) <= 300
+    assert len(json.dumps(s.snapshot(0.0, 0.0))) < 20_000

@@ -56,6 +56,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_CODE_MAX = 64
+"""Longest server error code kept (real codes are under 40 characters)."""
+_MESSAGE_MAX = 300
+"""Longest server error message kept (logged, shown in status)."""
 
 COMMIT_MIN_MS = 100
 """The server refuses to commit less than this (``input_audio_buffer_commit_empty``, PROTOCOL.md §4.3)."""
@@ -731,7 +735,9 @@ class RealtimeSession:
             self._request_response()
 
     def _on_error(self, event: ev.ErrorEvent) -> None:
-        code, message = event.code, event.message
+        # Cut what a hostile server controls before it reaches the log, status and metrics.
+        code = event.code[:_CODE_MAX] if event.code else event.code
+        message = event.message[:_MESSAGE_MAX]
         caused_by = self._sent_types.get(event.event_id) if event.event_id else None
         if caused_by == ev.RESPONSE_CREATE and self._create_in_flight == event.event_id:
             self._create_in_flight = None
