@@ -15,6 +15,7 @@ a 10 s turn is 320 KB, and an SD card can stall for tens of ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 RATE_HZ = 16000
 _NAME = re.compile(r"^\d{8}-\d{6}\.\d{3}-(wake|turn)-\d+\.(wav|json)$")
+_PARTIAL = re.compile(r"^\.\d{8}-\d{6}\.\d{3}-(wake|turn)-\d+\.wav\.tmp$")
+_WARN_EVERY_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ class Recorder:
         self._stats = stats
         self._seq = 0
         self._lock = asyncio.Lock()
-        self._warned = False
+        self._warned_at: float | None = None  # monotonic time of the last "cannot write" warning
 
     async def wake(
         self,
@@ -105,10 +108,13 @@ class Recorder:
             try:
                 recording = await asyncio.to_thread(self.write, kind, pcm, extra, wall, seq)
             except OSError as exc:
-                if not self._warned:
+                # Once per outage (and again every 10 minutes while it lasts), not once per process.
+                mono = time.monotonic()
+                if self._warned_at is None or mono - self._warned_at >= _WARN_EVERY_S:
                     logger.warning("cannot write debug recording in %s: %s", self.directory, exc)
-                    self._warned = True
+                    self._warned_at = mono
                 return None
+            self._warned_at = None
         if recording is not None and self._stats is not None:
             self._stats.recordings += 1
         return recording
@@ -142,18 +148,26 @@ class Recorder:
             "wav": wav_path.name,
         }
         tmp = wav_path.with_name(f".{wav_path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as wf:
-            wf.setnchannels(1)
-            wf.setsampwidth(2)
-            wf.setframerate(RATE_HZ)
-            wf.writeframes(pcm_bytes)
-        os.replace(tmp, wav_path)
-        fd = os.open(side_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-        self.prune()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as wf:
+                wf.setnchannels(1)
+                wf.setsampwidth(2)
+                wf.setframerate(RATE_HZ)
+                wf.writeframes(pcm_bytes)
+            os.replace(tmp, wav_path)
+            fd = os.open(side_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(meta, f, indent=1)
+                f.write("\n")
+        except OSError:
+            # A full disk: no partial recording of the user's speech is left behind.
+            for path in (tmp, wav_path, side_path):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
+        finally:
+            self.prune()
         return Recording(wav=wav_path, sidecar=side_path, meta=meta)
 
     def prune(self) -> int:
@@ -168,6 +182,11 @@ class Recorder:
             return 0
         total = 0
         for entry in entries:
+            if _PARTIAL.match(entry.name) and entry.is_file(follow_symlinks=False):
+                # Left by a crash mid-write (never by a write that failed: it removes its own).
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
             if not _NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             size = entry.stat(follow_symlinks=False).st_size

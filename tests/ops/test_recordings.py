@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from earshot.config import RecordingsConfig
 from earshot.recordings import RATE_HZ, Recorder, TurnBuffer
@@ -105,3 +110,50 @@ def test_sync_write_cost_is_reported(tmp_path: Path) -> None:
     r = rec.write("turn", tone(10.0, 3), {"engagement_id": "x"}, WALL0, 1)
     assert r is not None
     assert os.path.getsize(r.wav) == 44 + 10 * RATE_HZ * 2
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 96 KiB filesystem (tmpfs), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+async def test_a_full_disk_leaves_no_partial_recording_and_warns_per_outage(small_disk: Path, caplog: Any) -> None:
+    """On a real full filesystem no ``.wav.tmp`` of user speech is left behind."""
+    disk = small_disk
+    rec = Recorder(RecordingsConfig(enabled=True, max_mb=100), disk)
+    caplog.set_level(logging.WARNING, logger="earshot.recordings")
+    assert await rec.turn(tone(1.0, 1), engagement_id="e", turn=1) is not None  # 32 KB: fits
+    assert await rec.turn(tone(3.0, 2), engagement_id="e", turn=2) is None  # 96 KB: the disk fills up mid-write
+    assert await rec.turn(tone(3.0, 3), engagement_id="e", turn=3) is None
+    names = sorted(p.name for p in (disk / "recordings").iterdir())
+    assert not [n for n in names if n.endswith(".tmp")], names
+    assert len([n for n in names if n.endswith(".wav")]) == 1
+    warnings = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(warnings) == 1  # one outage, one warning
+    # The disk has room again: a success ends the outage, and the next failure is warned about again.
+    for p in (disk / "recordings").iterdir():
+        p.unlink()
+    assert await rec.turn(tone(1.0, 4), engagement_id="e", turn=4) is not None
+    assert await rec.turn(tone(3.0, 5), engagement_id="e", turn=5) is None
+    assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 2
+
+
+def test_a_partial_left_by_a_crash_is_pruned(tmp_path: Path) -> None:
+    rec = Recorder(RecordingsConfig(enabled=True), tmp_path)
+    rec.directory.mkdir(parents=True)
+    stale = rec.directory / ".20260101-120000.000-turn-7.wav.tmp"
+    stale.write_bytes(b"x" * 1000)
+    other = rec.directory / "notes.txt"
+    other.write_text("mine")
+    rec.prune()
+    assert not stale.exists()
+    assert other.exists()
