@@ -741,11 +741,10 @@ MAX_CONFIG_DEPTH = 32
 
 
 def _check_shape(text: str, source: str) -> None:
-    """Refuse what makes YAML costly before anything is built: size, aliases, merge keys, depth.
+    """Refuse what makes YAML costly before anything is built: size, merge keys, written depth.
 
-    Anchors and aliases let 500 bytes expand to gigabytes (an alias bomb), and every walk of the
-    tree (the line map, validation) meets each expansion again; nothing in this config needs them.
     The event stream is read iteratively, so 20,000-deep nesting is refused, not a RecursionError.
+    Aliases are bounded after composing (:func:`_check_expansion`).
     """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_CONFIG_BYTES:
@@ -753,8 +752,6 @@ def _check_shape(text: str, source: str) -> None:
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = event.start_mark.line + 1 if event.start_mark is not None else 0
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise ConfigError(f"{source}: YAML anchors and aliases are not accepted (line {line})")
         if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.style is None:
             raise ConfigError(f"{source}: YAML merge keys (<<) are not accepted (line {line})")
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
@@ -763,6 +760,48 @@ def _check_shape(text: str, source: str) -> None:
                 raise ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels (line {line})")
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             depth -= 1
+
+
+MAX_CONFIG_NODES = 20_000
+"""Most nodes the config may hold with its aliases expanded (the full example has about 300)."""
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuse aliases that expand past :data:`MAX_CONFIG_NODES` or :data:`MAX_CONFIG_DEPTH`, or refer to themselves.
+
+    Aliases share composed nodes, so composing a 500-byte alias bomb is cheap; every walk of the
+    expanded tree (the line map, validation) is not. Sizes are counted once per shared node.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, expanded depth)
+    busy: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        line = node.start_mark.line + 1
+        if key in busy:
+            raise ConfigError(f"{source}: a YAML alias refers to itself (line {line})")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels through aliases (line {line})")
+        busy.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total, deepest = 1, 0
+        for child in children:
+            n, d = measure(child, depth + 1)
+            total += n
+            deepest = max(deepest, d)
+            if total > MAX_CONFIG_NODES:
+                raise ConfigError(f"{source}: more than {MAX_CONFIG_NODES} values once its aliases are expanded")
+        busy.discard(key)
+        sizes[key] = (total, deepest + 1)
+        return sizes[key]
+
+    measure(root, 0)
 
 
 def parse_config(text: str, *, source: str = "<config>") -> Config:
@@ -774,6 +813,8 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     try:
         _check_shape(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_expansion(node, source)
         data = yaml.safe_load(text)
     except ConfigError:
         raise
