@@ -24,7 +24,7 @@ from benchlib.report import Report, machine_info  # noqa: E402
 
 from earshot.config import default_config  # noqa: E402
 
-SECTIONS = ("gate", "stream", "devices", "daemon", "pulse")
+SECTIONS = ("gate", "stream", "devices", "daemon", "pulse", "pi")
 
 
 def log(message: str) -> None:
@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
             minutes = args.pulse_minutes or (0.5 if args.quick else 2.0)
             pulse.measure_all(report, quick=args.quick, echo_minutes=minutes, keep=args.keep, log=log)
+        if "pi" in sections:
+            from benchlib import pi
+
+            pi.measure_all(report, quick=args.quick, keep=args.keep, log=log)
     for key in report.values:
         if report.values[key] is None and key not in report.notes:
             report.notes[key] = "not run (section skipped)"

@@ -225,6 +225,9 @@ class Daemon:
                             if asyncio.iscoroutine(result):
                                 await result
                             break
+        late_ms = getattr(source, "late_max_ms", None)
+        if isinstance(late_ms, float):
+            logger.info("event loop: max lateness %d ms taking captured audio", round(late_ms))
         if self.stats is not None:
             loop = asyncio.get_running_loop()
             self.stats.save_usage(loop.time(), time.time())

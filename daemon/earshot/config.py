@@ -100,7 +100,12 @@ class InputConfig:
     idle_period_ms: int = _f(
         100, "capture period in ms while nobody is engaged (fewer wake-ups: an idle Pi stays cool)", min=5, max=250
     )
-    queue_ms: int = _f(2000, "bound of the capture queue; the oldest audio is dropped past it", min=100, max=30000)
+    queue_ms: int = _f(
+        30000,
+        "audio the capture side keeps for a loop that fell behind (a slow CPU); the oldest is dropped past it",
+        min=100,
+        max=120000,
+    )
     gain_db: float = _f(0.0, "digital gain applied to the microphone", min=-40.0, max=40.0)
 
 

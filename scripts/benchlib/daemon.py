@@ -178,11 +178,11 @@ class DaemonLog:
                     on_message(message)
 
 
-async def start_daemon(config: Path, base_env: dict[str, str]) -> asyncio.subprocess.Process:
+async def start_daemon(config: Path, base_env: dict[str, str], **kwargs: Any) -> asyncio.subprocess.Process:
     """``earshot run --config`` as a subprocess with the emulator's key, stderr piped (see :class:`DaemonLog`)."""
     env = {**base_env, "OPENAI_API_KEY": "sk-bench-emulator", "PYTHONUNBUFFERED": "1"}
     env.pop("CREDENTIALS_DIRECTORY", None)
-    return await start_earshot_run(config, env)
+    return await start_earshot_run(config, env, **kwargs)
 
 
 async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -> RunResult:
@@ -426,7 +426,7 @@ def measure_all(
         _measure(report, details, rss, root, quick=quick, echo_minutes=echo_minutes, log=log)
     finally:
         if rss:
-            report.set("rss_mb", round(max(rss), 1))
+            report.set("rss_mb_file", round(max(rss), 1))
             details["rss_mb_per_run"] = rss
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,12 @@ class RoomRun:
     cpu_pct: float | None
     """The daemon's process CPU while the input played (% of one core)."""
     stderr_tail: list[str]
+    threads_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per thread name (``/proc/PID/task/*/comm``) while the input played."""
+    cpu_samples: list[tuple[float, float]] = field(default_factory=list)
+    """(``time.monotonic``, process CPU seconds) every 0.2 s while the input played."""
+    vmhwm_kb: int | None = None
+    """The daemon's peak RSS (VmHWM) at the end of the input."""
 
     def why(self) -> str:
         """The exit code and last log lines, for error messages."""
@@ -214,19 +220,60 @@ def write_room_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log: Callable[[str], None]) -> RoomRun:
+def threads_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """``tid → (thread name, CPU seconds)`` of every thread of ``pid`` now (``/proc/PID/task``)."""
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[tid] = (comm, (int(fields[11]) + int(fields[12])) / daemon.CLK_TCK)
+    return out
+
+
+def thread_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per thread name between two :func:`threads_cpu_s` snapshots (threads born meanwhile count whole)."""
+    split: dict[str, float] = {}
+    for tid, (comm, cpu) in after.items():
+        delta = cpu - before.get(tid, (comm, 0.0))[1]
+        split[comm] = split.get(comm, 0.0) + delta
+    return split
+
+
+ConfigWriter = Callable[[Path, daemon.RunSpec, Path, str], None]
+
+
+async def run_in_room(
+    room: PulseRoom,
+    spec: daemon.RunSpec,
+    workdir: Path,
+    log: Callable[[str], None],
+    *,
+    config_writer: ConfigWriter | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    start_timeout_s: float = 60.0,
+) -> RoomRun:
     """Run the daemon on the room's devices while ``workdir/user.raw`` plays into ``user``; record the room.
 
-    ``workdir/user.raw`` is ``spec.input_pcm`` as 2-channel s16le (:func:`prepare`).
+    ``workdir/user.raw`` is ``spec.input_pcm`` as 2-channel s16le (:func:`prepare`). ``config_writer``
+    replaces :func:`write_room_config`; ``preexec_fn`` runs in the daemon's process before it starts
+    (the pi tier puts it into its CPU cgroup there, so the start is confined too).
     """
     user_raw = workdir / "user.raw"
     rec_raw = workdir / "room.raw"
     options = EmulatorOptions(reply_rate=spec.reply_rate, script=DefaultScript(replies=spec.replies))
     async with Emulator(options) as emu:
         config = workdir / "earshot.yaml"
-        write_room_config(config, spec, workdir, f"ws://127.0.0.1:{emu.port}/v1/realtime")
+        (config_writer or write_room_config)(config, spec, workdir, f"ws://127.0.0.1:{emu.port}/v1/realtime")
         recorder = room.record(rec_raw)
-        proc = await daemon.start_daemon(config, room.env)
+        extra: dict[str, Any] = {"preexec_fn": preexec_fn} if preexec_fn is not None else {}
+        proc = await daemon.start_daemon(config, room.env, **extra)
         daemon_log = daemon.DaemonLog()
         started = asyncio.Event()
 
@@ -239,10 +286,13 @@ async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log:
         player: asyncio.subprocess.Process | None = None
         play_started = 0.0
         cpu_pct: float | None = None
+        split: dict[str, float] = {}
+        samples: list[tuple[float, float]] = []
+        vmhwm: int | None = None
         try:
             exited = asyncio.create_task(proc.wait())
             ready = asyncio.create_task(started.wait())
-            done, _ = await asyncio.wait({exited, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({exited, ready}, timeout=start_timeout_s, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
             if ready not in done:
                 raise daemon.DaemonUnavailable(f"{spec.name}: earshot run did not start on the pulse devices")
@@ -254,12 +304,25 @@ async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log:
             )
             play_started = time.monotonic()
             cpu0 = daemon._proc_cpu_s(proc.pid)
+            threads0 = threads_cpu_s(proc.pid)
+
+            async def sample() -> None:
+                while True:
+                    c = daemon._proc_cpu_s(proc.pid)
+                    if c is not None:
+                        samples.append((time.monotonic(), c))
+                    await asyncio.sleep(0.2)
+
+            sampler = asyncio.create_task(sample())
             try:
                 async with asyncio.timeout(spec.timeout_s):
                     await asyncio.wait({exited, asyncio.create_task(player.wait())}, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 log(f"{spec.name}: the input did not finish playing within {spec.timeout_s:.0f} s")
+            sampler.cancel()
             cpu1 = daemon._proc_cpu_s(proc.pid)
+            split = thread_split(threads0, threads_cpu_s(proc.pid))
+            vmhwm = daemon._proc_vmhwm_kb(proc.pid)
             if cpu0 is not None and cpu1 is not None:
                 cpu_pct = round(100.0 * (cpu1 - cpu0) / (time.monotonic() - play_started), 2)
         finally:
@@ -282,6 +345,9 @@ async def run_in_room(room: PulseRoom, spec: daemon.RunSpec, workdir: Path, log:
         sessions=list(emu.sessions),
         cpu_pct=cpu_pct,
         stderr_tail=daemon_log.tail,
+        threads_cpu_s=split,
+        cpu_samples=samples,
+        vmhwm_kb=vmhwm,
     )
 
 

@@ -1,5 +1,7 @@
 import asyncio
+import fcntl
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,16 +202,19 @@ def test_list_devices_reports_capture_and_playback(alsa_conf: AlsaConf, tmp_path
 
 async def test_capture_period_follows_low_latency_without_a_reopen(alsa_conf: AlsaConf, tmp_path: Path) -> None:
     """Idle: long periods (fewer wake-ups); engaged: short ones. The stream's positions go on; no reopen counted."""
-    raw = tmp_path / "mic.raw"
-    raw.write_bytes(_ramp(16000 * 30).astype("<i2").tobytes())
-    alsa_conf(f'pcm.mic {{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}\n')
-    cfg = InputConfig(device="mic", sample_rate_hz=16000, period_ms=10, idle_period_ms=100, queue_ms=30000)
+    fd = _fifo_mic(alsa_conf, tmp_path)  # paced by this test: it writes as it takes
+    data = _ramp(16000 * 30)
+    cfg = InputConfig(device="live", sample_rate_hz=16000, period_ms=10, idle_period_ms=100, queue_ms=30000)
     source = AlsaSource(cfg)
     seen: list[int] = []
     periods: list[int] = []
+    written = 3200
+    os.write(fd, data[:written].astype("<i2").tobytes())
     try:
         async with asyncio.timeout(20):
             async for chunk in source.chunks():
+                os.write(fd, data[written : written + 160].astype("<i2").tobytes())
+                written += 160
                 seen.append(chunk.position)
                 periods.append(source.status.period_frames)
                 if len(seen) == 20:
@@ -221,8 +226,80 @@ async def test_capture_period_follows_low_latency_without_a_reopen(alsa_conf: Al
     finally:
         status = source.status
         source.close()
+        os.close(fd)
     assert periods[0] == 160
     assert 1600 in periods
     assert periods[-1] == 160
     assert status.reopens == 0
     assert seen == [seen[0] + 160 * i for i in range(len(seen))]  # no gap, no overlap in positions
+
+
+def _fifo_mic(alsa_conf: AlsaConf, tmp_path: Path) -> int:
+    fifo = tmp_path / "mic.fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)  # before the PCM opens it: the open never blocks, no EOF later
+    # Room for seconds of audio: the file plugin pads a read that finds the pipe empty with zeros,
+    # so the test's audio must be in the pipe before the device reads it.
+    fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+    alsa_conf(f'pcm.live {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n')
+    return fd
+
+
+async def _late_loop(source: AlsaSource, fd: int, data: np.ndarray, n: int) -> list[CaptureChunk]:
+    """Take one chunk; then, with the loop busy, the device delivers the rest of ``data``; then take ``n``."""
+    out: list[CaptureChunk] = []
+    async with asyncio.timeout(20):
+        it = source.chunks()
+        os.write(fd, data[:160].astype("<i2").tobytes())
+        out.append(await anext(it))
+        # The loop is busy (a slow CPU) while the device keeps delivering: the capture thread reads
+        # on its own; this blocks until it has read everything, then the loop stays busy a while.
+        rest = memoryview(data[160:].astype("<i2").tobytes())
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: a loop that is busy, not waiting
+        while len(out) < n:
+            out.append(await anext(it))
+    return out
+
+
+async def test_a_late_loop_loses_no_captured_audio(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    """Audio read while the loop is blocked waits in the capture inbox and is all delivered, in order."""
+    data = _ramp(16000 * 3)
+    fd = _fifo_mic(alsa_conf, tmp_path)
+    source = AlsaSource(InputConfig(device="live", sample_rate_hz=16000, period_ms=10, queue_ms=30000))
+    try:
+        chunks = await _late_loop(source, fd, data, 300)
+    finally:
+        status, late_ms = source.status, source.late_max_ms
+        source.close()
+        os.close(fd)
+    assert [c.position for c in chunks] == [i * 160 for i in range(300)]
+    assert np.array_equal(np.concatenate([c.pcm for c in chunks]), data)
+    assert status.overruns == 0
+    assert late_ms >= 250  # the inbox measured how late the loop was
+
+
+async def test_the_capture_inbox_is_bounded_and_counts_the_gap(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    """Past ``queue_ms`` the newest audio goes (the start is kept); positions skip the gap, so they keep time."""
+    data = _ramp(16000 * 3)
+    fd = _fifo_mic(alsa_conf, tmp_path)
+    source = AlsaSource(InputConfig(device="live", sample_rate_hz=16000, period_ms=10, queue_ms=200))
+    try:
+        chunks = await _late_loop(source, fd, data, 21)
+        os.write(fd, data[:1600].astype("<i2").tobytes())  # the device goes on after the catch-up
+        async with asyncio.timeout(10):
+            it = source.chunks()
+            while len(chunks) < 31:
+                chunks.append(await anext(it))
+    finally:
+        status = source.status
+        source.close()
+        os.close(fd)
+    assert status.overruns > 0
+    kept = chunks[:21]  # the first 200 ms after the first chunk were kept, in order
+    assert [c.position for c in kept] == [i * 160 for i in range(21)]
+    assert np.array_equal(np.concatenate([c.pcm for c in kept]), data[: 21 * 160])
+    after = chunks[21:]
+    assert after[0].position >= data.size  # the dropped audio is a gap in positions: they still measure time
+    assert np.array_equal(np.concatenate([c.pcm for c in after]), data[:1600])

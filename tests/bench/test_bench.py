@@ -41,11 +41,11 @@ def test_report_keeps_every_key_and_reasons() -> None:
     """An unmeasured figure stays null with its reason; the table marks goals."""
     r = Report()
     r.set("bargein_ms", 120.0)
-    r.unmeasured("rss_mb", "no daemon")
+    r.unmeasured("rss_mb_file", "no daemon")
     doc = r.to_json()
     assert set(KEYS) <= doc.keys()
-    assert doc["rss_mb"] is None
-    assert doc["notes"]["rss_mb"] == "no daemon"
+    assert doc["rss_mb_file"] is None
+    assert doc["notes"]["rss_mb_file"] == "no daemon"
     assert "| `bargein_ms` | 120.0 | ≤ 150 | pass |" in r.table()
 
 

@@ -1,11 +1,13 @@
 """ALSA capture and playback: the only module importing ``alsaaudio``.
 
-Each device has one thread that only does blocking ``read``/``write`` and hands data across with
-``loop.call_soon_threadsafe``; conversion (channel select/downmix, resampling, framing) runs on the
-loop. Devices are opened with the requested rate/period, and what ALSA grants (``info()``) is adapted
-to. A device that is missing or fails is reopened with backoff (capped by ``audio.reopen_max_s``)
-without blocking the daemon; a device whose read/write hangs (e.g. a sound server that died) is
-abandoned after ``stall_s`` and reopened.
+Each device has one thread that only does blocking ``read``/``write``. The capture thread puts what
+it reads, in order with its open/xrun/missing events, into one locked inbox bounded in bytes
+(``audio.input.queue_ms``) and wakes the loop once for however much has piled up: a loop that is
+late (a slow CPU, a long callback) finds everything the device delivered meanwhile, converts it in
+one batch (channel select/downmix, resampling, framing) and catches up; nothing is lost until the
+bound. A device that is missing or fails is reopened with backoff (capped by
+``audio.reopen_max_s``) without blocking the daemon; a device whose read/write hangs (e.g. a sound
+server that died) is abandoned after ``stall_s`` and reopened.
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ _PERIODS = 4
 _SINK_QUALITY = "LQ"
 _FIRST_DATA_GRACE_S = 5.0
 _PROBE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
+_LATE_WARN_S = 0.1
+"""The loop took captured audio this late: worth a warning (at most every ``_LATE_WARN_EVERY_S``)."""
+_LATE_WARN_EVERY_S = 10.0
+_YIELD_EVERY = 10
+"""While catching up, the chunk iterator gives other tasks a turn every this many chunks."""
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` in ``/proc/PID/task/TID/comm`` (top, py-spy, the bench's split).
+
+    Python names its threads only for itself; the kernel's name is what operators see. Best effort:
+    15 bytes, Linux only.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):  # pragma: no cover - not Linux / no libc
+        pass
 
 
 class _LoopGone(Exception):
@@ -113,6 +135,16 @@ class AlsaSource:
         self._stall_s = stall_s
         self._max_chunks = max(1, config.queue_ms // 10)
         self._queue: collections.deque[CaptureChunk] = collections.deque()
+        # The thread → loop inbox: ("open", gen, granted, switching) | ("missing", gen, message, was_open)
+        # | ("xrun", gen, code) | ("data", gen, bytes, monotonic time read), in the order they happened.
+        self._lock = threading.Lock()
+        self._inbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._inbox_bytes = 0
+        self._inbox_bound = 0  # bytes of raw audio (set by the thread from what the device granted)
+        self._gap_bytes = 0  # raw bytes dropped at the bound, not yet marked in the inbox
+        self._woken = False
+        self._late_max_s = 0.0
+        self._late_warned = -_LATE_WARN_EVERY_S
         self._ready = asyncio.Event()
         self._status = DeviceStatus(config.device, DeviceState.MISSING)
         self._generation = 0
@@ -133,6 +165,11 @@ class AlsaSource:
     def status(self) -> DeviceStatus:
         """Device name, state, xruns, overruns, reopens, last error, granted rate/period."""
         return self._status
+
+    @property
+    def late_max_ms(self) -> float:
+        """The most the event loop was late taking captured audio since the start (ms)."""
+        return 1000.0 * self._late_max_s
 
     def set_low_latency(self, low: bool) -> None:
         """``audio.input.period_ms`` (engaged) or ``idle_period_ms`` (idle); the device is reopened to change.
@@ -162,12 +199,25 @@ class AlsaSource:
         self._thread_obj.start()
 
     async def chunks(self) -> AsyncIterator[CaptureChunk]:
-        """Yield 10 ms chunks forever; a device fault never ends the iteration (see ``status``)."""
+        """Yield 10 ms chunks forever; a device fault never ends the iteration (see ``status``).
+
+        A backlog (the loop was late) is yielded at once, with a turn for the other tasks every
+        few chunks so a catch-up never starves the uplink.
+        """
         self.start()
+        run = 0
         while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
+            if not self._queue:
+                run = 0
+                self._drain()  # what waited in the inbox for room
+                while not self._queue:
+                    self._ready.clear()
+                    await self._ready.wait()
+            elif run >= _YIELD_EVERY:
+                run = 0
+                await asyncio.sleep(0)
+                continue
+            run += 1
             yield self._queue.popleft()
 
     def close(self, timeout_s: float = 0.5) -> None:
@@ -183,13 +233,34 @@ class AlsaSource:
     # -------------------------------------------------------------- the thread: open, read, nothing else
 
     def _thread(self, gen: int) -> None:
+        name_os_thread("earshot-capture")
         with contextlib.suppress(_LoopGone):
             self._run_thread(gen)
 
-    def _run_thread(self, gen: int) -> None:
-        cfg = self._config
+    def _put(self, item: tuple[Any, ...], nbytes: int = 0) -> None:
+        """Thread side: append to the inbox and wake the loop once for all that piles up.
+
+        Past the bound the newest audio is dropped (what was kept is the start of what the user
+        said); the next audio that fits is preceded by a ``gap`` marker, so positions keep time.
+        """
         loop = self._loop
         assert loop is not None
+        with self._lock:
+            if nbytes and self._inbox_bytes + nbytes > self._inbox_bound > 0:
+                self._gap_bytes += nbytes
+            else:
+                if nbytes and self._gap_bytes:
+                    self._inbox.append(("gap", item[1], self._gap_bytes))
+                    self._gap_bytes = 0
+                self._inbox.append(item)
+                self._inbox_bytes += nbytes
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            _post(loop, self._drain)
+
+    def _run_thread(self, gen: int) -> None:
+        cfg = self._config
         delays = _backoff(self._reopen_max_s)
         rate_hint = cfg.sample_rate_hz
         switching = False  # reopening only to change the period (not a fault)
@@ -205,28 +276,93 @@ class AlsaSource:
                 )
                 granted = _granted(pcm)
             except AudioDeviceError as exc:
-                _post(loop, self._on_missing, gen, exc.message)
+                self._put(("missing", gen, exc.message, False))
                 self._stop.wait(next(delays))
                 continue
             delays = _backoff(self._reopen_max_s)
-            _post(loop, self._on_open, gen, granted, switching)
+            with self._lock:
+                self._inbox_bound = max(1, cfg.queue_ms * granted.rate_hz // 1000) * granted.channels * 2
+            self._put(("open", gen, granted, switching))
             switching = False
             try:
                 while not self._stop.is_set() and gen == self._generation and period_ms == self._period_ms:
                     n, data = pcm.read()
                     if n < 0:
-                        _post(loop, self._on_xrun, gen, n)
+                        self._put(("xrun", gen, n))
                     elif n:
-                        _post(loop, self._on_data, gen, data)
+                        self._put(("data", gen, data, time.monotonic()), len(data))
                 switching = True
             except alsaaudio.ALSAAudioError as exc:
-                _post(loop, self._on_missing, gen, str(exc), True)
+                self._put(("missing", gen, str(exc), True))
                 self._stop.wait(next(delays))
             finally:
                 with contextlib.suppress(alsaaudio.ALSAAudioError):
                     pcm.close()
 
     # -------------------------------------------------------------- loop side
+
+    def _drain(self) -> None:
+        """Loop side: take what the thread put in the inbox, in order, as far as the chunk queue has room.
+
+        Audio converts in batches. What does not fit stays in the inbox (the thread is not asked to
+        wake the loop again) until the chunk iterator has room and drains again.
+        """
+        room = self._max_chunks - len(self._queue)
+        conv = self._conv
+        per_chunk = conv[1].rate_hz // 100 * conv[1].channels * 2 if conv is not None else 320
+        items: list[tuple[Any, ...]] = []
+        with self._lock:
+            while self._inbox and room > 0:
+                item = self._inbox.popleft()
+                items.append(item)
+                if item[0] == "data":
+                    self._inbox_bytes -= len(item[2])
+                    room -= max(1, len(item[2]) // max(1, per_chunk))
+            self._woken = bool(self._inbox)
+        now = time.monotonic()
+        batch: list[bytes] = []
+        batch_gen = 0
+        for item in items:
+            kind = item[0]
+            if kind == "data":
+                if batch and item[1] != batch_gen:
+                    self._on_data(batch_gen, b"".join(batch))
+                    batch = []
+                if not batch:
+                    self._note_lateness(now - item[3], now)
+                batch_gen = item[1]
+                batch.append(item[2])
+                continue
+            if batch:
+                self._on_data(batch_gen, b"".join(batch))
+                batch = []
+            if kind == "open":
+                self._on_open(item[1], item[2], item[3])
+            elif kind == "missing":
+                self._on_missing(item[1], item[2], item[3])
+            elif kind == "xrun":
+                self._on_xrun(item[1], item[2])
+            elif kind == "gap":
+                self._on_gap(item[1], item[2])
+        if batch:
+            self._on_data(batch_gen, b"".join(batch))
+
+    def _on_gap(self, gen: int, nbytes: int) -> None:
+        if gen != self._generation or self._conv is None:
+            return
+        granted = self._conv[1]
+        lost = max(1, nbytes // max(1, granted.rate_hz // 100 * granted.channels * 2))
+        self._status = replace(self._status, overruns=self._status.overruns + lost)
+        self._position += lost * CAPTURE_CHUNK_SAMPLES  # the gap is real time: positions keep it
+        logger.warning(
+            "capture: the loop fell over %d ms behind; %d ms of audio were dropped", self._config.queue_ms, lost * 10
+        )
+
+    def _note_lateness(self, late_s: float, now: float) -> None:
+        self._late_max_s = max(self._late_max_s, late_s)
+        if late_s > _LATE_WARN_S and now - self._late_warned >= _LATE_WARN_EVERY_S:
+            self._late_warned = now
+            logger.warning("event loop ran %d ms late taking captured audio; catching up", round(1000 * late_s))
 
     def _on_missing(self, gen: int, message: str, was_open: bool = False) -> None:
         if gen != self._generation:
@@ -299,7 +435,7 @@ class AlsaSource:
         if self._config.gain_db:
             mono = apply_gain_db(mono, self._config.gain_db)
         for frame in framer.push(resampler.process(mono)):
-            if len(self._queue) >= self._max_chunks:
+            if len(self._queue) >= self._max_chunks + 32:  # slack: one period past the room _drain saw
                 self._queue.popleft()
                 self._status = replace(self._status, overruns=self._status.overruns + 1)
             self._queue.append(CaptureChunk(frame, self._position))
@@ -564,6 +700,7 @@ class AlsaSink:
     # -------------------------------------------------------------- the thread
 
     def _thread(self, gen: int) -> None:
+        name_os_thread("earshot-playback")
         with contextlib.suppress(_LoopGone):
             self._run_thread(gen)
 

@@ -1,0 +1,322 @@
+"""The Pi tier (``scripts/bench --only pi``): the default install on real-time devices, unconfined and in one Pi core.
+
+The daemon runs as a user runs it: ``earshot run`` with the default config (only the devices, the
+URL, the state directory and the control socket set: the default wake word, earcons on, Silero when
+installed) on the PulseAudio room of :mod:`benchlib.pulse`, against the emulator on loopback.
+
+Unconfined, CPU comes from ``/proc/PID/stat`` (the whole process) and ``/proc/PID/task/*/stat``
+(per thread, by the names the daemon gives its threads), RSS from VmHWM:
+
+- ``idle_cpu_pct``: a quiet room (noise at −60 dBFS);
+- ``talk_cpu_pct``: people talking, never the wake word;
+- ``engaged_cpu_pct``: "hey jarvis, <question>", the reply playing, until the user interrupts it;
+- ``rss_mb``: the largest VmHWM of those runs.
+
+Then the same exchange with the daemon's CPU confined to one Pi core: a CPU cgroup with a quota of
+1/12 of a core here (cgroup v1 ``cpu.cfs_quota_us`` 1000 per ``cpu.cfs_period_us`` 12000, or v2
+``cpu.max "1000 12000"``). A Pi Zero 2 W or Pi 3 core is about 11–14× slower than one core of this
+machine. Figures: ``pi_wake_to_ready_ms`` (and its excess over the unconfined handshake),
+``pi_bargein_ms``, ``pi_truncate_error_ms``, ``pi_false_bargeins``, ``pi_loop_block_max_ms`` (the
+daemon's own measure: how late its event loop took captured audio) and ``pi_turns_delivered`` (the
+share of the user's utterances whose audio reached the emulator).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+
+from benchlib import audio, daemon, pulse
+from benchlib.report import Report
+
+QUOTA_US = 1000
+PERIOD_US = 12000
+"""One Pi core: 1/12 of a core here."""
+_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+_CGROUP_V2 = Path("/sys/fs/cgroup")
+_LATE = re.compile(r"event loop: (?:max lateness|ran) (\d+) ms")
+
+
+class CgroupUnavailable(RuntimeError):
+    """No writable CPU cgroup controller (not root, or no cgroup filesystem)."""
+
+
+@contextlib.contextmanager
+def cpu_quota(quota_us: int = QUOTA_US, period_us: int = PERIOD_US) -> Iterator[Path]:
+    """A fresh CPU cgroup limited to ``quota_us`` per ``period_us``; yields the file a PID is written to."""
+    name = f"earshot-bench-pi-{os.getpid()}"
+    if (_CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        group = _CGROUP_V1 / name
+        try:
+            group.mkdir(exist_ok=True)
+            (group / "cpu.cfs_period_us").write_text(str(period_us))
+            (group / "cpu.cfs_quota_us").write_text(str(quota_us))
+        except OSError as exc:
+            raise CgroupUnavailable(f"cgroup v1 cpu controller: {exc}") from exc
+    elif (_CGROUP_V2 / "cgroup.controllers").exists():
+        group = _CGROUP_V2 / name
+        try:
+            group.mkdir(exist_ok=True)
+            (group / "cpu.max").write_text(f"{quota_us} {period_us}")
+        except OSError as exc:
+            raise CgroupUnavailable(f"cgroup v2 cpu.max: {exc}") from exc
+    else:
+        raise CgroupUnavailable("no cgroup cpu controller mounted")
+    try:
+        yield group / "cgroup.procs"
+    finally:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+def join_cgroup(procs: Path) -> Callable[[], None]:
+    """A ``preexec_fn`` moving the child into the cgroup before it executes the daemon."""
+    target = str(procs)
+
+    def join() -> None:
+        fd = os.open(target, os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+
+    return join
+
+
+def write_default_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str) -> None:
+    """The default config: only the devices, the URL and where the daemon keeps its files."""
+    cfg: dict[str, Any] = {
+        "audio": {"backend": "alsa", "input": {"device": "mic"}, "output": {"device": "speaker"}},
+        "realtime": {"url": url},
+        "control": {"socket": str(workdir / "control.sock")},
+        "logging": {"journald": "off"},
+        "state_dir": str(workdir / "state"),
+    }
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _envelope(pcm: NDArray[np.int16], rate_hz: int) -> NDArray[np.float64]:
+    frame = rate_hz // 100
+    n = pcm.size // frame
+    blocks = pcm[: n * frame].astype(np.float64).reshape(n, frame)
+    out: NDArray[np.float64] = np.log10(np.mean(blocks**2, axis=1) + 1.0)
+    return out
+
+
+def delivered(utterance: NDArray[np.int16], received: NDArray[np.int16]) -> float:
+    """How well ``utterance`` (16 kHz) is found in the emulator's ``received`` audio (24 kHz): 0..1.
+
+    The 10 ms log-energy envelopes are correlated at every lag (the canceller and the resampler change
+    the samples, not the envelope); a delivered utterance correlates above 0.8.
+    """
+    a = _envelope(utterance, audio.RATE_HZ)
+    b = _envelope(received, daemon.REPLY_RATE_HZ)
+    if a.size < 10 or b.size < a.size:
+        return 0.0
+    a = a - a.mean()
+    best = 0.0
+    norm_a = float(np.sqrt(np.dot(a, a))) + 1e-9
+    for lag in range(b.size - a.size + 1):
+        seg = b[lag : lag + a.size]
+        seg = seg - seg.mean()
+        score = float(np.dot(a, seg)) / (norm_a * (float(np.sqrt(np.dot(seg, seg))) + 1e-9))
+        best = max(best, score)
+    return best
+
+
+def loop_lateness_ms(run: pulse.RoomRun) -> float:
+    """The largest event-loop lateness the daemon logged (its exit line holds the maximum)."""
+    values = [float(m.group(1)) for _, message in run.log if (m := _LATE.search(message))]
+    if not values:
+        raise daemon.DaemonUnavailable(f"{run.name}: the daemon did not log its event-loop lateness{run.why()}")
+    return max(values)
+
+
+def split_pct(run: pulse.RoomRun, seconds: float) -> dict[str, float]:
+    """The per-thread CPU of a run as % of one core, largest first."""
+    return {
+        name: round(100.0 * cpu / seconds, 3)
+        for name, cpu in sorted(run.threads_cpu_s.items(), key=lambda kv: -kv[1])
+        if cpu > 0
+    }
+
+
+def _cpu_between(run: pulse.RoomRun, t0: float, t1: float) -> float:
+    inside = [(t, c) for t, c in run.cpu_samples if t0 <= t <= t1]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 1.0:
+        raise daemon.DaemonUnavailable(f"{run.name}: too few CPU samples between the marks")
+    (ta, ca), (tb, cb) = inside[0], inside[-1]
+    return 100.0 * (cb - ca) / (tb - ta)
+
+
+def _first(run: pulse.RoomRun, pattern: str) -> float:
+    rx = re.compile(pattern)
+    for t, message in run.log:
+        if rx.search(message):
+            return t
+    raise daemon.DaemonUnavailable(f"{run.name}: no log line matching {pattern!r}{run.why()}")
+
+
+# ---------------------------------------------------------------------------------------- measure
+
+KEYS = (
+    "idle_cpu_pct",
+    "talk_cpu_pct",
+    "engaged_cpu_pct",
+    "rss_mb",
+    "pi_wake_to_ready_ms",
+    "pi_wake_to_ready_excess_ms",
+    "pi_bargein_ms",
+    "pi_truncate_error_ms",
+    "pi_false_bargeins",
+    "pi_loop_block_max_ms",
+    "pi_turns_delivered",
+)
+
+
+def measure_all(report: Report, *, quick: bool, keep: Path | None, log: Callable[[str], None]) -> None:
+    """The Pi tier's figures into ``report`` (null with the reason for any that fail)."""
+    root = (keep / "pi") if keep else Path(tempfile.mkdtemp(prefix="earshot-bench-pi-"))
+    root.mkdir(parents=True, exist_ok=True)
+    details: dict[str, Any] = report.details.setdefault("pi", {})
+    details["quota"] = {"cfs_quota_us": QUOTA_US, "cfs_period_us": PERIOD_US, "share_of_core": QUOTA_US / PERIOD_US}
+    try:
+        with pulse.pulse_room(root / "server") as room:
+            _measure(report, details, room, root, quick=quick, log=log)
+    except pulse.PulseUnavailable as exc:
+        for key in KEYS:
+            report.unmeasured(key, f"Pi tier: {exc}")
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(
+    room: pulse.PulseRoom,
+    spec: daemon.RunSpec,
+    root: Path,
+    log: Callable[[str], None],
+    *,
+    confined: Path | None = None,
+) -> pulse.RoomRun:
+    where = "inside one Pi core" if confined else "unconfined"
+    log(f"pi run '{spec.name}' ({spec.input_pcm.size / audio.RATE_HZ:.0f} s of input, real time, {where})")
+    pulse.prepare(spec, root / spec.name)
+    return asyncio.run(
+        pulse.run_in_room(
+            room,
+            spec,
+            root / spec.name,
+            log,
+            config_writer=write_default_config,
+            preexec_fn=join_cgroup(confined) if confined else None,
+            start_timeout_s=180.0,
+        )
+    )
+
+
+def _measure(
+    report: Report,
+    details: dict[str, Any],
+    room: pulse.PulseRoom,
+    root: Path,
+    *,
+    quick: bool,
+    log: Callable[[str], None],
+) -> None:
+    seconds = 15.0 if quick else 60.0
+    rss: list[float] = []
+
+    def keep_rss(run: pulse.RoomRun) -> None:
+        if run.vmhwm_kb:
+            rss.append(round(run.vmhwm_kb / 1024.0, 1))
+
+    def listening(name: str, pcm: NDArray[np.int16], key: str) -> None:
+        spec = daemon.RunSpec(name, pcm, echo=False, timeout_s=pcm.size / audio.RATE_HZ + 30)
+        run = _run(room, spec, root, log)
+        keep_rss(run)
+        if run.cpu_pct is None:
+            raise daemon.DaemonUnavailable(f"{name}: no CPU reading{run.why()}")
+        if any(re.match(r"engaged by", message) for _, message in run.log):
+            raise daemon.DaemonUnavailable(f"{name}: the daemon engaged on audio without the wake word")
+        report.set(key, round(run.cpu_pct, 3))
+        details[name] = {"seconds": seconds, "threads_cpu_pct": split_pct(run, pcm.size / audio.RATE_HZ)}
+
+    report.attempt(
+        ("idle_cpu_pct",), "pi idle run", lambda: listening("pi_idle", audio.room_noise(seconds), "idle_cpu_pct"), log
+    )
+    report.attempt(
+        ("talk_cpu_pct",),
+        "pi talk run",
+        lambda: listening("pi_talk", audio.with_noise(audio.continuous_speech(seconds)), "talk_cpu_pct"),
+        log,
+    )
+
+    story = daemon.reply_audio(audio.LONG_REPLY)
+    reply_s = story.size / daemon.REPLY_RATE_HZ
+    ex = daemon.exchange_input(reply_s)
+    handshake: dict[str, float] = {}
+
+    def engaged() -> None:
+        spec = daemon.RunSpec("pi_exchange", ex.pcm, echo=False, replies=(audio.LONG_REPLY,), timeout_s=90.0)
+        run = _run(room, spec, root, log)
+        keep_rss(run)
+        t0, t1 = _first(run, r"^engaged by"), _first(run, r"^barge-in\b")
+        report.set("engaged_cpu_pct", round(_cpu_between(run, t0, t1), 3))
+        handshake["ms"] = 1000.0 * (_first(run, r"session ready") - t0)
+        details["exchange"] = {
+            "engaged_s": round(t1 - t0, 2),
+            "wake_to_ready_ms": round(handshake["ms"], 1),
+            "threads_cpu_pct_whole_run": split_pct(run, ex.pcm.size / audio.RATE_HZ),
+        }
+
+    report.attempt(("engaged_cpu_pct",), "pi engaged run", engaged, log)
+    if rss:
+        report.set("rss_mb", max(rss))
+        details["rss_mb_per_run"] = rss
+
+    def confined() -> None:
+        with cpu_quota() as procs:
+            spec = daemon.RunSpec("pi_confined", ex.pcm, echo=False, replies=(audio.LONG_REPLY,), timeout_s=120.0)
+            run = _run(room, spec, root, log, confined=procs)
+        entry: dict[str, Any] = {"exit": run.returncode, "cpu_pct": run.cpu_pct}
+        details["confined"] = entry
+        entry["threads_cpu_pct"] = split_pct(run, ex.pcm.size / audio.RATE_HZ)
+        wake = _first(run, r"^engaged by")
+        ready = _first(run, r"session ready")
+        report.set("pi_wake_to_ready_ms", round(1000.0 * (ready - wake), 1))
+        if "ms" in handshake:
+            report.set("pi_wake_to_ready_excess_ms", round(1000.0 * (ready - wake) - handshake["ms"], 1))
+        else:
+            report.unmeasured("pi_wake_to_ready_excess_ms", "no unconfined handshake to compare with")
+        report.set("pi_loop_block_max_ms", round(loop_lateness_ms(run), 1))
+        # the user's two utterances: the question (from "hey jarvis") and the interruption
+        received = np.concatenate([s.received_audio() for s in run.sessions] or [np.zeros(0, np.int16)])
+        wake_at = audio.onset(ex.pcm)
+        question = ex.pcm[wake_at : ex.question_end]
+        interruption = ex.pcm[ex.interruption_onset : ex.interruption_onset + 2 * audio.RATE_HZ]
+        scores = [round(delivered(question, received), 3), round(delivered(interruption, received), 3)]
+        entry["delivery_scores"] = scores
+        entry["drops"] = [m for _, m in run.log if "stalled" in m or "dropped" in m][:5]
+        report.set("pi_turns_delivered", sum(1 for s in scores if s >= 0.8) / len(scores))
+        figures = pulse.analyse_exchange(run, ex, story)
+        entry.update(figures.details)
+        report.set("pi_bargein_ms", round(figures.bargein_ms, 1))
+        report.set("pi_truncate_error_ms", round(figures.truncate_error_ms, 1))
+        onset_at = run.play_started + ex.interruption_onset / audio.RATE_HZ
+        false = [round(t - run.play_started, 2) for t in run.barge_ins() if t < onset_at]
+        entry["false_barge_ins_at_s"] = false
+        report.set("pi_false_bargeins", len(false))
+
+    report.attempt(tuple(k for k in KEYS if k.startswith("pi_")), "pi confined run (one Pi core)", confined, log)
