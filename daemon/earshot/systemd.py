@@ -137,27 +137,37 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_SLOW_NOTE_EVERY_S = 60.0
+
+
 class Health:
-    """Whether the daemon is making progress: capture frames arriving, the event loop not blocked.
+    """Whether the daemon is making progress: capture frames being processed.
 
     Pure: every input carries its ``now`` (monotonic seconds). The app calls
-    :meth:`capture_progress` for every capture chunk (cheap: one float store), calls
+    :meth:`capture_progress` for every capture chunk it processes (cheap: one float store), calls
     :meth:`expecting_gap` around a known outage (a device being reopened after it vanished, a USB
     microphone not plugged in yet), and :func:`run_watchdog` feeds :meth:`loop_lag`.
 
+    Slow is not wedged. A loop that runs late (a slow CPU, a long callback) but still processes
+    capture frames is healthy: it catches up, and its lateness is only reported (:attr:`slow_s`). A
+    wedged loop cannot run the watchdog task at all, so its keep-alives stop by themselves; a loop
+    that runs while the capture path is stuck shows no progress and loses its keep-alives here.
+
     Args:
         now: the start time; the first ``max_gap_s`` after it count as progress.
-        max_loop_lag_s: a loop that woke up later than this is considered blocked.
+        max_loop_lag_s: a loop that woke up later than this is reported as slow.
     """
 
-    def __init__(self, now: float, *, max_loop_lag_s: float = 2.0) -> None:
+    def __init__(self, now: float, *, max_loop_lag_s: float = 1.0) -> None:
         self._last_progress = now
         self._expecting_gap = False
         self._loop_lag_s = 0.0
         self._max_loop_lag_s = max_loop_lag_s
+        self.max_lag_s = 0.0
+        """The largest loop lag seen since the start."""
 
     def capture_progress(self, now: float) -> None:
-        """A capture chunk arrived at ``now``."""
+        """A capture chunk was processed at ``now``."""
         self._last_progress = now
 
     def expecting_gap(self, expecting: bool, now: float | None = None) -> None:
@@ -173,17 +183,21 @@ class Health:
     def loop_lag(self, lag_s: float) -> None:
         """The event loop woke up ``lag_s`` seconds later than asked (measured by the watchdog task)."""
         self._loop_lag_s = max(0.0, lag_s)
+        self.max_lag_s = max(self.max_lag_s, self._loop_lag_s)
+
+    @property
+    def slow_s(self) -> float | None:
+        """The last loop lag when it was over ``max_loop_lag_s`` (slow but running), else None."""
+        return self._loop_lag_s if self._loop_lag_s > self._max_loop_lag_s else None
 
     def problem(self, now: float, max_gap_s: float) -> str | None:
-        """Why the daemon is not healthy at ``now``, or None when it is."""
-        if self._loop_lag_s > self._max_loop_lag_s:
-            return f"event loop blocked for {self._loop_lag_s:.1f} s"
+        """Why the daemon is not healthy at ``now`` (no progress), or None when it is."""
         if not self._expecting_gap and now - self._last_progress > max_gap_s:
             return f"no capture frames for {now - self._last_progress:.1f} s"
         return None
 
     def healthy(self, now: float, max_gap_s: float) -> bool:
-        """True while capture frames arrived within ``max_gap_s`` (or a gap is expected) and the loop runs."""
+        """True while capture frames were processed within ``max_gap_s`` (or a gap is expected)."""
         return self.problem(now, max_gap_s) is None
 
 
@@ -212,11 +226,16 @@ async def run_watchdog(
     period = interval_s if interval_s is not None else (watchdog_s / 2 if watchdog_s else 1.0)
     send = watchdog_s is not None or interval_s is not None
     complaint: str | None = None
+    slow_noted = -_SLOW_NOTE_EVERY_S
     while True:
         asked = clock() + period
         await asyncio.sleep(period)
         now = clock()
         health.loop_lag(now - asked)
+        slow = health.slow_s
+        if slow is not None and now - slow_noted >= _SLOW_NOTE_EVERY_S:
+            slow_noted = now
+            logger.warning("watchdog: the event loop ran %.1f s late; still progressing, so still healthy", slow)
         problem = health.problem(now, max_gap_s)
         if problem is None:
             if complaint is not None:

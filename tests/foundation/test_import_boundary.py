@@ -26,6 +26,7 @@ PURE = [
     "earshot.audio.playback",
     "earshot.audio.room",
     "earshot.uplink",
+    "earshot.realtime.stall",
 ]
 
 BLOCKER = """

@@ -142,14 +142,23 @@ def test_health_expected_gap() -> None:
     assert not h.healthy(66.0, max_gap_s=5.0)
 
 
-def test_health_blocked_loop() -> None:
-    """A loop that woke up far too late is unhealthy even with fresh frames."""
+def test_health_slow_loop_that_progresses_is_healthy() -> None:
+    """A loop that woke up late but still processes frames is slow, not wedged: healthy, and reported."""
     h = Health(now=0.0, max_loop_lag_s=1.0)
     h.loop_lag(3.0)
     h.capture_progress(10.0)
-    assert h.problem(10.0, max_gap_s=5.0) == "event loop blocked for 3.0 s"
-    h.loop_lag(0.01)
     assert h.healthy(10.0, max_gap_s=5.0)
+    assert h.slow_s == 3.0
+    h.loop_lag(0.01)
+    assert h.slow_s is None
+    assert h.max_lag_s == 3.0
+
+
+def test_health_loop_running_without_progress_is_wedged() -> None:
+    """The loop runs (the watchdog ticks) but no capture frame is processed: the keep-alive stops."""
+    h = Health(now=0.0, max_loop_lag_s=1.0)
+    h.loop_lag(0.0)
+    assert h.problem(7.0, max_gap_s=5.0) == "no capture frames for 7.0 s"
 
 
 class ObservedHealth(Health):

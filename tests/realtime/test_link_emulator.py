@@ -10,7 +10,7 @@ import numpy as np
 from earshot.config import default_config
 from earshot.emulator.options import EmulatorOptions
 from earshot.emulator.server import Emulator
-from earshot.realtime.connection import Link, LinkEvent
+from earshot.realtime.connection import Link, LinkDown, LinkEvent
 from earshot.realtime.session import PlayAudio, ResponseDone, SessionReady, TurnCommitted
 from tests.support.speech import concat, read_wav, silence, synth
 
@@ -55,4 +55,48 @@ async def test_spoken_exchange_against_the_emulator() -> None:
     assert kinds.index(SessionReady) < kinds.index(TurnCommitted) < kinds.index(PlayAudio)
     assert sum(e.pcm.size for e in events if isinstance(e, PlayAudio)) > 2400
     # the first words are in what the server received: all of the turn, from its first sample
+    np.testing.assert_array_equal(received[: turn.size - 960], turn[: turn.size - 960])
+
+
+async def test_a_loop_catching_up_is_not_a_stalled_network() -> None:
+    """Seconds of audio at once (a slow CPU catching up) overflow the send queue while the socket takes
+    bytes: the link keeps the connection and delivers all of it, where the old rule called it a stall."""
+    pcm, _ = read_wav(synth("Tell me about the weather on the mountain tomorrow.", rate_hz=24000))
+    turn = concat(silence(0.3, 24000), pcm, silence(1.5, 24000))
+    events: list[LinkEvent] = []
+    ready, done = asyncio.Event(), asyncio.Event()
+
+    def on_event(event: LinkEvent) -> None:
+        events.append(event)
+        if isinstance(event, SessionReady):
+            ready.set()
+        if isinstance(event, ResponseDone):
+            done.set()
+
+    async with Emulator(EmulatorOptions(strict=True, voice_engine="tone")) as emu:
+        config = dataclasses.replace(default_config().realtime, url=emu.url, send_queue_ms=1000)
+
+        async def headers() -> dict[str, str]:
+            return {"Authorization": "Bearer sk-test"}
+
+        link = Link(config, headers=headers, on_event=on_event)
+        task = asyncio.create_task(link.run())
+        try:
+            link.open()
+            async with asyncio.timeout(10):
+                await ready.wait()
+            loop = asyncio.get_running_loop()
+            for i in range(0, turn.size, 240):  # all of it in one turn of the loop: no await in between
+                link.send_audio(turn[i : i + 240], loop.time())
+            link.flush_audio(loop.time())
+            async with asyncio.timeout(30):
+                await done.wait()
+            received = emu.received_audio()
+            link.close()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert emu.violations == []
+    assert not [e for e in events if isinstance(e, LinkDown)]
+    assert len(emu.sessions) == 1
     np.testing.assert_array_equal(received[: turn.size - 960], turn[: turn.size - 960])

@@ -11,8 +11,11 @@ it keeps a connection up, one :class:`RealtimeSession` per connection, reconnect
 (full jitter, reset after a connection that became ready; a slow retry when fatal-for-now;
 ``wake_now()`` retries at once). Across a reconnect the new session gets the conversation as text
 and the audio of the user turn the drop interrupted. Sending never blocks the caller: frames go
-through a bounded queue to a writer task; if the network stalls long enough to fill it, the
-connection is dropped and re-established instead.
+through a bounded queue to a writer task. Whether the network is stalled is judged from the socket
+(:class:`~earshot.realtime.stall.SocketWatch`: bytes the kernel accepted; the pings), never from
+that queue: a queue over its bound while the socket takes bytes is a loop catching up after a slow
+moment, and may grow to ``_HARD_FACTOR`` times the bound. A stalled socket, or a queue past that,
+drops the connection, which is re-established with the unanswered turn replayed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from earshot.errors import ConfigError, ConnectionLost, HandshakeError, Realtime
 from earshot.realtime import events as ev
 from earshot.realtime.policy import Reconnector, Verdict
 from earshot.realtime.session import HistoryItem, RealtimeSession, SessionEvent
+from earshot.realtime.stall import SocketWatch
 from earshot.realtime.tools import ToolSpec
 
 __all__ = ["Link", "LinkDown", "LinkEvent", "OfflineOverflow", "SendQueue", "open_websocket", "realtime_url"]
@@ -45,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
 _APPEND_PREFIX = '{"type":"' + ev.INPUT_AUDIO_BUFFER_APPEND + '"'
+_FRAME_HEADER = 8
+"""Bytes of WebSocket framing counted per frame sent (a client text frame's header: 6–14)."""
+_HARD_FACTOR = 4
+"""While the socket takes bytes, the audio queue may grow to this many times ``send_queue_ms``."""
 
 
 def realtime_url(url: str, model: str) -> str:
@@ -116,10 +124,10 @@ class SendQueue:
         self.max_audio_chars = max_audio_chars
         self.ready = asyncio.Event()
 
-    def put(self, frame: str) -> bool:
-        """Queue a frame; False (and nothing queued) when audio would exceed the bound."""
+    def put(self, frame: str, *, limit: int | None = None) -> bool:
+        """Queue a frame; False (and nothing queued) when audio would exceed the bound (or ``limit``)."""
         if frame.startswith(_APPEND_PREFIX):
-            if self._audio_chars + len(frame) > self.max_audio_chars:
+            if self._audio_chars + len(frame) > (self.max_audio_chars if limit is None else limit):
                 return False
             self._audio_chars += len(frame)
         self._frames.append(frame)
@@ -208,6 +216,14 @@ class Link:
         frame_overhead = 64
         per_ms = rate * bytes_per_sample / 1000 * 4 / 3 + frame_overhead / config.append_ms
         self._queue = SendQueue(int(config.send_queue_ms * per_ms))
+        self._per_ms = per_ms
+        # A replayed turn (up to the offline buffer) always fits, whatever the bound.
+        self._hard_limit = max(
+            _HARD_FACTOR * self._queue.max_audio_chars, int(1.1 * config.reconnect.offline_buffer_s * 1000 * per_ms)
+        )
+        self._socket: SocketWatch | None = None
+        self._sent = 0
+        self._behind_warned = False
         self._max_offline_samples = int(config.reconnect.offline_buffer_s * rate)
         self._changed = asyncio.Event()
         self._engaged = False
@@ -403,6 +419,9 @@ class Link:
 
     async def _serve(self, ws: ClientConnection, session: RealtimeSession, loop: asyncio.AbstractEventLoop) -> None:
         session.connection_opened(loop.time())
+        self._socket = SocketWatch(self._config.ping_timeout_s, loop.time())
+        self._sent = 0
+        self._behind_warned = False
         writer = asyncio.create_task(self._writer(ws))
         try:
             while True:
@@ -439,21 +458,50 @@ class Link:
             while True:
                 await queue.ready.wait()
                 while (frame := queue.pop()) is not None:
+                    self._sent += len(frame) + _FRAME_HEADER
                     await ws.send(frame)
+                    self._watch_socket()
         except websockets.ConnectionClosed:
             return  # the reader sees the close too
+
+    def _watch_socket(self) -> None:
+        ws, watch = self._ws, self._socket
+        if ws is None or watch is None:
+            return
+        try:
+            buffered = ws.transport.get_write_buffer_size()
+        except (AttributeError, RuntimeError):  # the transport is gone: the reader sees the close
+            return
+        watch.sample(asyncio.get_running_loop().time(), sent=self._sent, buffered=buffered)
 
     def _pump(self) -> None:
         session = self._session
         if session is None:
             return
+        now = asyncio.get_running_loop().time()
+        self._watch_socket()
         for frame in session.messages_to_send():
-            if not self._queue.put(frame) and self._abort is None:
-                self._abort = ConnectionLost(
-                    f"send queue over {self._config.send_queue_ms} ms of audio: the network is stalled"
-                )
-                logger.warning("realtime: %s", self._abort)
-                self._abort_ws()
+            if self._queue.put(frame) or self._abort is not None:
+                continue
+            # Our queue is over its bound: a stalled network, or a loop that is catching up.
+            watch = self._socket
+            if watch is not None and not watch.stalled(now) and self._queue.put(frame, limit=self._hard_limit):
+                if not self._behind_warned:
+                    self._behind_warned = True
+                    logger.warning(
+                        "realtime: uplink behind the microphone (%d ms queued) but the socket is taking bytes: "
+                        "catching up",
+                        self._config.send_queue_ms,
+                    )
+                continue
+            stalled = watch.stalled_for(now) if watch is not None else 0.0
+            self._abort = ConnectionLost(
+                f"the network is stalled: the socket took no bytes for {stalled:.1f} s"
+                if stalled > (watch.stall_s if watch is not None else 0.0)
+                else f"send queue over {self._hard_limit / self._per_ms:.0f} ms of audio: the uplink is too slow"
+            )
+            logger.warning("realtime: %s", self._abort)
+            self._abort_ws()
         for event in session.events_received():
             self._on_event(event)
         if session.failure is not None and self._abort is None:
