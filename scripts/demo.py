@@ -178,8 +178,7 @@ def daemon_config(workdir: Path, url: str, *, speed: float) -> dict[str, Any]:
             "file_speed": speed,
         },
         "gate": {
-            "mode": "wakeword",
-            "wakeword": {"engine": "openwakeword", "model": "hey_jarvis"},
+            "mode": "wakeword",  # the default engine: microWakeWord "hey jarvis"
             "follow_up_s": FOLLOW_UP_S,
             "earcons": {"enabled": False},
         },

@@ -177,10 +177,15 @@ class VadConfig:
 class WakewordConfig:
     """Wake-word detection."""
 
-    engine: Literal["template", "openwakeword", "pocketsphinx"] = _f(
-        "openwakeword", "wake-word engine (template: your own enrolled voice, see earshot enroll)"
+    engine: Literal["microwakeword", "template", "openwakeword", "pocketsphinx"] = _f(
+        "microwakeword",
+        "wake-word engine (microwakeword: the light default; template: your own enrolled voice, see earshot enroll)",
     )
-    model: str = _f("hey_jarvis", "openwakeword: bundled model name or path to a .tflite/.onnx model")
+    model: str = _f(
+        "hey_jarvis",
+        "microwakeword: bundled model (hey_jarvis, okay_nabu, hey_mycroft, alexa) or a model .json; "
+        "openwakeword: bundled model name or path to a .tflite/.onnx model",
+    )
     keyphrase: str = _f("hey jarvis", "pocketsphinx: the phrase, in words of its dictionary")
     threshold: float | None = _f(None, "detection threshold; null uses the engine's default", min=0.0, max=1e6)
     trigger_level: int = _f(1, "consecutive frames above threshold needed to fire", min=1, max=50)

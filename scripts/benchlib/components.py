@@ -39,7 +39,7 @@ from earshot.gate.wakeword import build_wakeword
 from earshot.realtime.session import PlayAudio, RealtimeSession
 
 CHUNK = 160
-ENGINES = ("template", "openwakeword", "pocketsphinx")
+ENGINES = ("microwakeword", "template", "openwakeword", "pocketsphinx")
 
 
 @dataclass(frozen=True, slots=True)

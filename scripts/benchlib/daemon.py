@@ -125,7 +125,7 @@ def _proc_vmhwm_kb(pid: int) -> int | None:
 
 
 def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
-    """The daemon's config for a run: file backend, openWakeWord "hey jarvis", no earcons."""
+    """The daemon's config for a run: file backend, the default wake word (microWakeWord "hey jarvis"), no earcons."""
     cfg: dict[str, Any] = {
         "audio": {
             "backend": "file",
@@ -133,7 +133,6 @@ def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
             "output": {"file": str(workdir / "output.wav")},
         },
         "gate": {
-            "wakeword": {"engine": "openwakeword", "model": "hey_jarvis"},
             "earcons": {"enabled": False},
             "max_engagement_s": 3600,
         },

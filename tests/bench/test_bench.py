@@ -69,7 +69,7 @@ def test_quick_bench_writes_every_key_as_a_number(tmp_path: Path) -> None:
         for value in values:
             assert isinstance(value, (int, float)), (key, doc[key], doc["notes"].get(key))
             assert math.isfinite(value), key
-    assert set(doc["gate_cpu_pct_speech"]) == {"template", "openwakeword", "pocketsphinx"}
+    assert set(doc["gate_cpu_pct_speech"]) == {"microwakeword", "template", "openwakeword", "pocketsphinx"}
     assert set(doc["bandwidth_kbps"]) == {"pcm16", "g711_ulaw"}
     for field in ("cpu_model", "cores", "python", "numpy"):
         assert doc["machine"][field], field

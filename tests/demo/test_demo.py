@@ -59,7 +59,7 @@ def test_quick_demo_shows_wake_ready_reply_bargein_and_truncate(tmp_path: Path) 
     assert proc.returncode == 0, out + proc.stderr
     rows = timeline(out)
 
-    first(rows, "daemon", r"^wake word \(openwakeword")
+    first(rows, "daemon", r"^wake word \(microwakeword")
     wake_t = at(rows, r"^engaged by wake word")
     ready_t = at(rows, r"^session ready$")
     first(rows, "server", r"user turn committed \((\d+) ms of audio\)")

@@ -109,3 +109,22 @@ def test_a_quiet_echo_path_is_not_held_for_alignment() -> None:
     _, _, settling = play(ec, reply(3.0), Room(gain_db=-90.0))
     assert ec.alignments == 0
     assert 0 < sum(settling) <= 31
+
+
+def test_a_sound_that_ends_before_it_is_aligned_releases_the_hold() -> None:
+    """A short earcon (fewer loud chunks than alignment needs), then the sink keeps handing quiet
+    reference: once a filter span has passed with nothing loud, the pairing stops settling. Left
+    settling, the uplink guard held the capture until the next playback: the server heard nothing
+    of the user's question and the engagement never ended."""
+    ec = EchoCanceller()
+    rng = np.random.default_rng(3)
+    earcon = (rng.normal(0, 6000, 3 * CHUNK)).astype(np.int16)  # 30 ms: under the 4 loud chunks estimates need
+    reference = np.concatenate([earcon, np.zeros(2 * RATE_HZ, dtype=np.int16)])
+    mic = mix(reference=reference, room=Room(gain_db=-90.0))
+    settling = []
+    for k in range(reference.size // CHUNK):
+        ec.add_reference(reference[k * CHUNK : (k + 1) * CHUNK])
+        ec.process(mic[k * CHUNK : (k + 1) * CHUNK])
+        settling.append(ec.frame.settling)
+    assert any(settling[:5])  # it was held while the earcon could be aligned
+    assert not any(settling[-50:])  # and released within the filter span after the earcon

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from earshot.config import WakewordConfig
 from earshot.errors import ConfigError
 from earshot.gate.wakeword import (
+    MicroWakeWordEngine,
     OpenWakeWordEngine,
     PocketsphinxEngine,
     TemplateEngine,
@@ -26,9 +27,9 @@ OTHER_SENTENCES = ("what time is it", "turn on the lights", "hello there how are
 
 
 def fires(engine: WakeWordEngine, pcm: NDArray[np.int16], chunk: int = 160) -> bool:
-    """Feed a clip padded with silence in capture chunks; did the engine fire?"""
+    """Feed a clip padded with silence (the engine's lead-in before it) in capture chunks; did it fire?"""
     engine.reset()
-    x = concat(silence(0.3), pcm, silence(0.8))
+    x = concat(silence(getattr(engine, "lead_in_ms", 300) / 1000), pcm, silence(0.8))
     return any(engine.process(x[i : i + chunk]) is not None for i in range(0, len(x), chunk))
 
 
@@ -72,6 +73,66 @@ def test_openwakeword_reset_forgets_a_half_heard_phrase(oww: OpenWakeWordEngine)
 def test_openwakeword_bad_model_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="neither a bundled model"):
         OpenWakeWordEngine(str(tmp_path / "nope.tflite"))
+
+
+@pytest.fixture(scope="module")
+def mww() -> MicroWakeWordEngine:
+    return MicroWakeWordEngine("hey_jarvis")
+
+
+def test_microwakeword_is_the_default_engine(tmp_path: Path) -> None:
+    engine = build_wakeword(WakewordConfig(), tmp_path)
+    assert isinstance(engine, MicroWakeWordEngine)
+    assert engine.name == "microwakeword:hey_jarvis"
+    assert engine.threshold == pytest.approx(0.85)
+
+
+def test_microwakeword_hears_hey_jarvis_from_every_voice(mww: MicroWakeWordEngine) -> None:
+    """hey_jarvis at the default threshold: at least 90 % of clean flite takes, tempo and pitch varied."""
+    takes = [say("hey jarvis", v, *fx) for v in FLITE_VOICES for fx in VARIANTS]
+    hits = sum(fires(mww, t) for t in takes)
+    assert hits >= 0.9 * len(takes), f"{hits}/{len(takes)}"
+
+
+def test_microwakeword_ignores_human_speech(mww: MicroWakeWordEngine) -> None:
+    """No false wake on real human prompts (asterisk, alsa-utils) nor on other flite sentences."""
+    false = [name for name, pcm in human_negatives(limit=60) if fires(mww, pcm, chunk=1280)]
+    false += [s for s in OTHER_SENTENCES for v in ("slt", "rms") if fires(mww, say(s, v))]
+    assert false == []
+
+
+def test_microwakeword_reset_forgets_a_half_heard_phrase(mww: MicroWakeWordEngine) -> None:
+    """After reset the engine scores a fresh stream, the same as a new engine; any chunk size works."""
+    take = concat(silence(1.0), say("hey jarvis", "rms"), silence(0.8))
+    half = take[: take.size // 2]
+    mww.reset()
+    for i in range(0, half.size, 160):
+        mww.process(half[i : i + 160])
+    mww.reset()
+    first = [mww.process(take[i : i + 160]) for i in range(0, len(take), 160)]
+    fresh = MicroWakeWordEngine("hey_jarvis")
+    second = [fresh.process(take[i : i + 160]) for i in range(0, len(take), 160)]
+    assert first == second
+    assert any(s is not None for s in first)
+    mww.reset()
+    assert any(mww.process(take[i : i + 1000]) is not None for i in range(0, len(take), 1000))
+
+
+def test_microwakeword_threshold_and_trigger_level_are_honoured() -> None:
+    take = say("hey jarvis", "kal16")
+    assert not fires(MicroWakeWordEngine("hey_jarvis", threshold=1.0), take)  # a mean never exceeds 1
+    assert fires(MicroWakeWordEngine("hey_jarvis", threshold=0.5), take)
+    # The windowed mean crosses the cutoff for about one inference: a long trigger level never fires.
+    assert not fires(MicroWakeWordEngine("hey_jarvis", trigger_level=50), take)
+
+
+def test_microwakeword_bad_model_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="neither a bundled microWakeWord model"):
+        MicroWakeWordEngine(str(tmp_path / "nope.json"))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"type": "micro"}')
+    with pytest.raises(ConfigError, match="cannot load"):
+        MicroWakeWordEngine(str(broken))
 
 
 def test_pocketsphinx_spots_the_keyphrase() -> None:

@@ -86,6 +86,9 @@ _ALIGN_WEAK_CONFIDENCE = 6.0
 _ALIGN_WEAK_RUN = 3
 _ALIGN_AGREE = 2
 _ALIGN_GIVE_UP = 30
+# ...or when the reference stayed under the loud level for a filter span after the last loud chunk (a
+# short earcon that ended before it could be aligned): nothing more will come to align on, and a
+# pairing left "settling" would keep the capture held (the uplink guard) until the next playback.
 _ALIGN_PREROLL_FRAMES = 3  # the estimate looks from this many chunks before the first loud one
 # While filtering, the delay the filter works at is measured too (over the last 0.5 s, once 40 of its
 # 50 chunks had loud reference): a new pairing is moved to it, not to the configured target, when it
@@ -287,6 +290,7 @@ class EchoCanceller:
         # near_end, held). Held chunks (from the first loud one on) have not been through the filter yet.
         self._align_frames: deque[tuple[NDArray[np.int16], NDArray[np.int16], bool, bool]] = deque()
         self._align_loud = 0
+        self._align_quiet = 0  # reference chunks under the loud level since the last loud one
         self._align_recent: list[tuple[int, float]] = []  # (lag, confidence) of the agreeing estimates in a row
         self._track_ref = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
         self._track_mic = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
@@ -400,6 +404,7 @@ class EchoCanceller:
         self._aligning = self._align_target is not None
         self._align_frames.clear()
         self._align_loud = 0
+        self._align_quiet = 0
         self._align_recent.clear()
 
     def _align(
@@ -424,6 +429,13 @@ class EchoCanceller:
             while len(self._align_frames) > _ALIGN_PREROLL_FRAMES:
                 self._align_frames.popleft()
             return None, False
+        if not loud:
+            self._align_quiet += 1
+            if self._align_quiet >= len(self._ref_powers):
+                self._aligning = False  # the sound ended before its delay was known: nothing left to align
+                return self._flush_held(), False
+        else:
+            self._align_quiet = 0
         self._align_frames.append((mic.copy(), ref.copy(), near_end, True))
         self._align_loud += loud
         if self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:

@@ -26,7 +26,9 @@ from earshot.gate.wakeword import WakeWordEngine
 logger = logging.getLogger(__name__)
 
 LEAD_IN_MS = 300
-"""Audio before the VAD's speech start given to the engine (the VAD starts a little late)."""
+"""Audio before the VAD's speech start given to the engine (the VAD starts a little late); an engine
+that needs more (microWakeWord's front end adapts to the room's noise for about a second) says so in
+its ``lead_in_ms``, up to ``gate.wakeword.ring_s``."""
 WAKE_TAIL_MS = 800
 """The engine keeps hearing audio this long after the speech's last frame, whatever ``vad.end_ms`` is:
 openWakeWord's score peaks 0.1–0.4 s after the phrase ends."""
@@ -184,13 +186,17 @@ class Gate:
         self._engine.reset()
         self._engine_active = True
         self._engine_until = None
-        first = speech_start - RATE_HZ * LEAD_IN_MS // 1000
+        lead_in_ms = max(LEAD_IN_MS, getattr(self._engine, "lead_in_ms", LEAD_IN_MS))
+        first = speech_start - RATE_HZ * lead_in_ms // 1000
         past = [pcm if pos >= first else pcm[first - pos :] for pos, pcm in self._ring if pos + len(pcm) > first]
         if past:
             self._feed(np.concatenate(past), end, events)
 
     def _stop_engine(self) -> None:
         assert self._engine is not None
+        peak = getattr(self._engine, "peak", None)
+        if isinstance(peak, float):
+            logger.debug("wake-word engine stopped after speech: peak score %.3f", peak)
         self._engine_active = False
         self._engine_until = None
         self._engine.reset()
