@@ -1,5 +1,4 @@
-"""Wake-word engines behind one interface: ``microwakeword`` (the default), ``template`` (built in),
-``openwakeword``, ``pocketsphinx``.
+"""Wake-word engines behind one interface: microwakeword (the default), template, openwakeword, pocketsphinx.
 
 Every engine takes 16 kHz mono int16 in pieces of any length and returns a score when it fires.
 Threshold and trigger level (consecutive scores over the threshold) are applied inside the engine;
