@@ -100,6 +100,13 @@ class InputConfig:
     idle_period_ms: int = _f(
         100, "capture period in ms while nobody is engaged (fewer wake-ups: an idle Pi stays cool)", min=5, max=250
     )
+    buffer_ms: int = _f(
+        1000,
+        "capture device buffer: audio survives this long a stall of the whole process (a Pi core busy "
+        "elsewhere) before the device or sound server drops it; latency is the period's, not this",
+        min=40,
+        max=5000,
+    )
     queue_ms: int = _f(
         30000,
         "audio the capture side keeps for a loop that fell behind (a slow CPU); the oldest is dropped past it",

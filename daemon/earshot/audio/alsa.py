@@ -273,6 +273,9 @@ class AlsaSource:
                     rate_hint,
                     cfg.channels,
                     max(1, rate_hint * period_ms // 1000),
+                    # A long buffer of short periods: each period is read as soon as it is ready
+                    # (latency), and a process starved of CPU for up to buffer_ms loses nothing.
+                    max(_PERIODS, -(-cfg.buffer_ms // period_ms)),
                 )
                 granted = _granted(pcm)
             except AudioDeviceError as exc:
