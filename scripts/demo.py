@@ -145,7 +145,9 @@ def build_input(workdir: Path, *, reply_wait_s: float, tail_s: float) -> tuple[N
     the idle close). The room has a faint noise floor (-70 dBFS), as a real microphone does.
     """
     plan: list[tuple[float, str, str]] = [
-        (1.0, "slt", f"{WAKE} {QUESTION}"),  # one breath, as people say it: no pause for the server to end the turn
+        # One breath with the comma's short pause (flite: ~0.2 s, far under the server VAD's silence, so
+        # the turn goes on): microWakeWord, the default engine, needs that pause after the phrase.
+        (1.0, "slt", f"{WAKE}, {QUESTION}"),
         (reply_wait_s, "rms", INTERRUPTION),
     ]
     parts: list[NDArray[np.int16]] = []
