@@ -184,12 +184,11 @@ def loop_lateness_ms(run: pulse.RoomRun) -> float:
     return max(values)
 
 
-def split_pct(run: pulse.RoomRun, seconds: float) -> dict[str, float]:
-    """The per-thread CPU of a run as % of one core, largest first."""
+def split_pct(run: pulse.RoomRun, seconds: float, *, kernel_only: bool = False) -> dict[str, float]:
+    """The per-thread CPU of a run as % of one core, largest first (``kernel_only``: system time)."""
+    split = run.threads_sys_s if kernel_only else run.threads_cpu_s
     return {
-        name: round(100.0 * cpu / seconds, 3)
-        for name, cpu in sorted(run.threads_cpu_s.items(), key=lambda kv: -kv[1])
-        if cpu > 0
+        name: round(100.0 * cpu / seconds, 3) for name, cpu in sorted(split.items(), key=lambda kv: -kv[1]) if cpu > 0
     }
 
 
@@ -297,7 +296,11 @@ def _measure(
         if any(re.match(r"engaged by", message) for _, message in run.log):
             raise daemon.DaemonUnavailable(f"{name}: the daemon engaged on audio without the wake word")
         report.set(key, round(run.cpu_pct, 3))
-        details[name] = {"seconds": seconds, "threads_cpu_pct": split_pct(run, pcm.size / audio.RATE_HZ)}
+        details[name] = {
+            "seconds": seconds,
+            "threads_cpu_pct": split_pct(run, pcm.size / audio.RATE_HZ),
+            "threads_sys_pct": split_pct(run, pcm.size / audio.RATE_HZ, kernel_only=True),
+        }
 
     report.attempt(
         ("idle_cpu_pct",), "pi idle run", lambda: listening("pi_idle", audio.room_noise(seconds), "idle_cpu_pct"), log
@@ -318,13 +321,19 @@ def _measure(
         spec = daemon.RunSpec("pi_exchange", ex.pcm, echo=False, replies=(audio.LONG_REPLY,), timeout_s=90.0)
         run = _run(room, spec, root, log)
         keep_rss(run)
-        t0, t1 = _first(run, r"^engaged by"), _first(run, r"^barge-in\b")
+        # Engaged: from the wake word to the user's interruption (or, if no barge-in was heard, to the
+        # end of the input: the reply then played on, which is engaged time too).
+        t0 = _first(run, r"^engaged by")
+        barge = [t for t, message in run.log if re.match(r"barge-in\b", message)]
+        t1 = barge[0] if barge else run.cpu_samples[-1][0] if run.cpu_samples else t0
         report.set("engaged_cpu_pct", round(_cpu_between(run, t0, t1), 3))
         handshake["ms"] = 1000.0 * (_first(run, r"session ready") - t0)
         details["exchange"] = {
             "engaged_s": round(t1 - t0, 2),
+            "barge_ins_logged": len(barge),
             "wake_to_ready_ms": round(handshake["ms"], 1),
             "threads_cpu_pct_whole_run": split_pct(run, ex.pcm.size / audio.RATE_HZ),
+            "threads_sys_pct_whole_run": split_pct(run, ex.pcm.size / audio.RATE_HZ, kernel_only=True),
             "delivery_scores": delivery_scores(run, ex),
         }
 

@@ -197,6 +197,8 @@ class RoomRun:
     stderr_tail: list[str]
     threads_cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds per thread name (``/proc/PID/task/*/comm``) while the input played."""
+    threads_sys_s: dict[str, float] = field(default_factory=dict)
+    """The system-time part of :attr:`threads_cpu_s` (kernel: wake-ups, syscalls)."""
     cpu_samples: list[tuple[float, float]] = field(default_factory=list)
     """(``time.monotonic``, process CPU seconds) every 0.2 s while the input played."""
     vmhwm_kb: int | None = None
@@ -220,8 +222,11 @@ def write_room_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def threads_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
-    """``tid → (thread name, CPU seconds)`` of every thread of ``pid`` now (``/proc/PID/task``)."""
+def threads_cpu_s(pid: int, *, kernel_only: bool = False) -> dict[int, tuple[str, float]]:
+    """``tid → (thread name, CPU seconds)`` of every thread of ``pid`` now (``/proc/PID/task``).
+
+    ``kernel_only``: system time alone (stime): wake-ups, syscalls, page faults.
+    """
     out: dict[int, tuple[str, float]] = {}
     try:
         tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -233,7 +238,8 @@ def threads_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
             fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        out[tid] = (comm, (int(fields[11]) + int(fields[12])) / daemon.CLK_TCK)
+        ticks = int(fields[12]) if kernel_only else int(fields[11]) + int(fields[12])
+        out[tid] = (comm, ticks / daemon.CLK_TCK)
     return out
 
 
@@ -287,6 +293,7 @@ async def run_in_room(
         play_started = 0.0
         cpu_pct: float | None = None
         split: dict[str, float] = {}
+        sys_split: dict[str, float] = {}
         samples: list[tuple[float, float]] = []
         vmhwm: int | None = None
         try:
@@ -305,6 +312,7 @@ async def run_in_room(
             play_started = time.monotonic()
             cpu0 = daemon._proc_cpu_s(proc.pid)
             threads0 = threads_cpu_s(proc.pid)
+            sys0 = threads_cpu_s(proc.pid, kernel_only=True)
 
             async def sample() -> None:
                 while True:
@@ -322,6 +330,7 @@ async def run_in_room(
             sampler.cancel()
             cpu1 = daemon._proc_cpu_s(proc.pid)
             split = thread_split(threads0, threads_cpu_s(proc.pid))
+            sys_split = thread_split(sys0, threads_cpu_s(proc.pid, kernel_only=True))
             vmhwm = daemon._proc_vmhwm_kb(proc.pid)
             if cpu0 is not None and cpu1 is not None:
                 cpu_pct = round(100.0 * (cpu1 - cpu0) / (time.monotonic() - play_started), 2)
@@ -346,6 +355,7 @@ async def run_in_room(
         cpu_pct=cpu_pct,
         stderr_tail=daemon_log.tail,
         threads_cpu_s=split,
+        threads_sys_s=sys_split,
         cpu_samples=samples,
         vmhwm_kb=vmhwm,
     )
