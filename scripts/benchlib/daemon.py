@@ -95,15 +95,20 @@ class RunResult:
 
     def cpu_between(self, t0: float, t1: float) -> float:
         """% of one core between two times (CPU samples nearest inside the interval)."""
-        inside = [(t, c) for t, c in self.cpu if t0 <= t <= t1]
-        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 1.0:
-            raise DaemonUnavailable(f"{self.spec.name}: too few CPU samples between the two marks")
-        (ta, ca), (tb, cb) = inside[0], inside[-1]
-        return 100.0 * (cb - ca) / (tb - ta)
+        return cpu_pct_between(self.cpu, t0, t1, self.spec.name)
 
     def _why(self) -> str:
         tail = " | ".join(self.stderr_tail[-4:])
         return f" (exit {self.returncode}; last lines: {tail})" if tail else f" (exit {self.returncode})"
+
+
+def cpu_pct_between(samples: list[tuple[float, float]], t0: float, t1: float, name: str) -> float:
+    """% of one core between two times from ``(time, process CPU s)`` samples (nearest inside the interval)."""
+    inside = [(t, c) for t, c in samples if t0 <= t <= t1]
+    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 1.0:
+        raise DaemonUnavailable(f"{name}: too few CPU samples between the two marks")
+    (ta, ca), (tb, cb) = inside[0], inside[-1]
+    return 100.0 * (cb - ca) / (tb - ta)
 
 
 def _proc_cpu_s(pid: int) -> float | None:

@@ -38,6 +38,7 @@ import yaml
 from numpy.typing import NDArray
 
 from benchlib import audio, daemon, pulse
+from benchlib.report import KEYS as REPORT_KEYS
 from benchlib.report import Report
 
 QUOTA_US = 1000
@@ -193,11 +194,7 @@ def split_pct(run: pulse.RoomRun, seconds: float, *, kernel_only: bool = False) 
 
 
 def _cpu_between(run: pulse.RoomRun, t0: float, t1: float) -> float:
-    inside = [(t, c) for t, c in run.cpu_samples if t0 <= t <= t1]
-    if len(inside) < 2 or inside[-1][0] - inside[0][0] < 1.0:
-        raise daemon.DaemonUnavailable(f"{run.name}: too few CPU samples between the marks")
-    (ta, ca), (tb, cb) = inside[0], inside[-1]
-    return 100.0 * (cb - ca) / (tb - ta)
+    return daemon.cpu_pct_between(run.cpu_samples, t0, t1, run.name)
 
 
 def _first(run: pulse.RoomRun, pattern: str) -> float:
@@ -215,19 +212,8 @@ MAY_BE_UNMEASURED = ("pi_bargein_ms", "pi_truncate_error_ms")
 recording, which a Pi core too slow to play the reply cleanly (or in time) leaves without a reply to
 follow or to interrupt. That is a finding of the tier, not a gap in the harness."""
 
-KEYS = (
-    "idle_cpu_pct",
-    "talk_cpu_pct",
-    "engaged_cpu_pct",
-    "rss_mb",
-    "pi_wake_to_ready_ms",
-    "pi_wake_to_ready_excess_ms",
-    "pi_bargein_ms",
-    "pi_truncate_error_ms",
-    "pi_false_bargeins",
-    "pi_loop_block_max_ms",
-    "pi_turns_delivered",
-)
+KEYS = REPORT_KEYS[REPORT_KEYS.index("idle_cpu_pct") :]
+"""This tier's figures: the tail of :data:`benchlib.report.KEYS`."""
 
 
 def measure_all(report: Report, *, quick: bool, keep: Path | None, log: Callable[[str], None]) -> None:
