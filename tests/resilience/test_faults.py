@@ -336,6 +336,25 @@ async def test_a_10_mb_server_message_is_survived(tmp_path: Path, heap: Any) -> 
         assert_whole_turn(emu, 0)
 
 
+OVERSIZE_HEAP_BOUND = 60_000_000
+"""Peak Python heap while a 64 MiB message is refused: the 16 MiB limit plus the run's own use."""
+
+
+async def test_a_64_mib_server_message_is_refused_and_the_turn_survives(tmp_path: Path) -> None:
+    """A message past the 16 MiB limit (mid-turn) drops that connection; the next one answers the whole turn."""
+    faults = Faults(oversize_after_events=3, oversize_bytes=64 * 1024 * 1024)
+    with traced_memory() as use:
+        async with Emulator(EmulatorOptions(strict=True, faults=faults)) as emu:
+            with watching_logs() as logs:
+                run = await _run(tmp_path, emu)
+            assert_answered(run, emu)
+            assert emu.sessions[0].events_of("<oversize>"), "the oversize message was not sent"
+            assert len(emu.sessions) == 2
+            assert logs.count("1009 (message too big)") >= 1
+            assert_whole_turn(emu, answering_session(emu))
+    assert use.peak < OVERSIZE_HEAP_BOUND, f"peak heap {use.peak / 1e6:.1f} MB"
+
+
 async def test_slow_server_trickling_its_reply(tmp_path: Path, heap: Any) -> None:
     """Reply audio slower than real time behind 150 ms of extra latency each way: played out whole."""
     async with (

@@ -43,6 +43,10 @@ class Faults:
         malformed_after_events: send one malformed JSON text after this many events.
         unknown_after_events: send one event of an unknown type after this many events.
         huge_after_events: send one valid ~10 MB ``conversation.item.retrieved`` after this many events.
+        oversize_after_events: send one ``response.output_audio.delta`` of ``oversize_bytes`` after this
+            many events, as 1 MiB fragments (the emulator never holds it whole): past any frame limit.
+        oversize_bytes: the size of that message.
+        oversize_times: how many connections get it (None: all).
         delay_ms: delay every message sent by this much (one-way latency; order and rate are kept).
     """
 
@@ -63,6 +67,9 @@ class Faults:
     malformed_after_events: int | None = None
     unknown_after_events: int | None = None
     huge_after_events: int | None = None
+    oversize_after_events: int | None = None
+    oversize_bytes: int = 64 * 1024 * 1024
+    oversize_times: int | None = 1
     delay_ms: float = 0.0
 
 

@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
@@ -163,6 +163,21 @@ class _Out:
     kind: str
     close: tuple[int, str] | None = None
     raw: bool = False
+    size: int = 0  # > 0: send ``text`` as the head of one fragmented message of this many characters
+
+
+_FRAGMENT_CHARS = 1024 * 1024
+
+
+def _fragments(head: str, size: int) -> Iterator[str]:
+    """``head``, then base64-looking filler in 1 MiB pieces, then the closing quote: ``size`` characters."""
+    yield head
+    left = size - len(head) - 2
+    filler = "A" * _FRAGMENT_CHARS
+    while left > 0:
+        yield filler[: min(left, _FRAGMENT_CHARS)]
+        left -= _FRAGMENT_CHARS
+    yield '"}'
 
 
 class _ServerError(Exception):
@@ -267,7 +282,7 @@ class _Connection:
                 return
             assert out.text is not None
             try:
-                await self.ws.send(out.text)
+                await self.ws.send(_fragments(out.text, out.size) if out.size else out.text)
             except ConnectionClosed:
                 return
             if out.raw:
@@ -294,6 +309,9 @@ class _Connection:
             self.send_raw(json.dumps({"type": "response.future_feature.delta", "event_id": _id("event"), "x": 1}))
         if f.huge_after_events is not None and n == f.huge_after_events:
             self.send_huge()
+        oversize = f.oversize_after_events is not None and n == f.oversize_after_events
+        if oversize and self.emu.take_budget("oversize", f.oversize_times, self.record.index):
+            self.send_oversize(f.oversize_bytes)
 
     def send_raw(self, text: str) -> None:
         """Send text as is (no validation, no event counting): for malformed or unknown events."""
@@ -314,6 +332,12 @@ class _Connection:
         event = {"type": "conversation.item.retrieved", "event_id": _id("event"), "item": item}
         self.record.server_events.append({"type": event["type"], "item": _strip_audio(item)})
         self._enqueue(json.dumps(event), "conversation.item.retrieved", raw=True)
+
+    def send_oversize(self, size: int) -> None:
+        """Send one audio delta of ``size`` characters in 1 MiB fragments (a broken or hostile server)."""
+        head = json.dumps({"type": "response.output_audio.delta", "event_id": _id("event")})[:-1] + ', "delta": "'
+        self.record.server_events.append({"type": "<oversize>", "size": size})
+        self.outgoing.put_nowait(_Out(time.monotonic(), head, "<oversize>", raw=True, size=size))
 
     def inject_error(self, code: str, close: bool | None = None, message: str | None = None) -> None:
         """Send an ``error`` with ``code``; close with 1008 afterwards if ``close`` (None: for fatal codes)."""

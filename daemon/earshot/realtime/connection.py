@@ -1,8 +1,8 @@
 """The WebSocket edge: the only module importing ``websockets`` (asyncio API, websockets >= 14).
 
 :func:`open_websocket` opens one connection the way PROTOCOL.md §1 asks (``Authorization:
-Bearer``, ``max_size=None``, compression off, pings, an open timeout, TLS verified with the default
-context for ``wss://``, plain ``ws://`` refused except to loopback) and maps websockets' exceptions
+Bearer``, compression off, pings, an open timeout, TLS verified with the default context for
+``wss://``, plain ``ws://`` refused except to loopback) and maps websockets' exceptions
 into ``earshot.errors`` (:class:`HandshakeError` keeps the HTTP status, :class:`ConnectionLost`
 the close code) for :func:`earshot.realtime.policy.classify`.
 
@@ -16,6 +16,9 @@ through a bounded queue to a writer task. Whether the network is stalled is judg
 that queue: a queue over its bound while the socket takes bytes is a loop catching up after a slow
 moment, and may grow to ``_HARD_FACTOR`` times the bound. A stalled socket, or a queue past that,
 drops the connection, which is re-established with the unanswered turn replayed.
+
+Inbound messages are bounded by :data:`MAX_MESSAGE_BYTES` (PROTOCOL.md §4.3), where the SDK has no
+limit: a bigger one is refused while it arrives (close 1009) and the link reconnects as after any drop.
 """
 
 from __future__ import annotations
@@ -43,11 +46,23 @@ from earshot.realtime.session import HistoryItem, RealtimeSession, SessionEvent
 from earshot.realtime.stall import SocketWatch
 from earshot.realtime.tools import ToolSpec
 
-__all__ = ["Link", "LinkDown", "LinkEvent", "OfflineOverflow", "SendQueue", "open_websocket", "realtime_url"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Link",
+    "LinkDown",
+    "LinkEvent",
+    "OfflineOverflow",
+    "SendQueue",
+    "open_websocket",
+    "realtime_url",
+]
 
 logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest server message accepted: over three times the largest legitimate one earshot meets
+(a minute of reply audio inside one item is under 4 MiB of base64; the emulator's 10 MB item passes)."""
 _APPEND_PREFIX = '{"type":"' + ev.INPUT_AUDIO_BUFFER_APPEND + '"'
 _FRAME_HEADER = 8
 """Bytes of WebSocket framing counted per frame sent (a client text frame's header: 6–14)."""
@@ -87,7 +102,7 @@ async def open_websocket(url: str, headers: Mapping[str, str], config: RealtimeC
         return await connect(
             url,
             additional_headers=dict(headers),
-            max_size=None,  # server events can be several MB (conversation.item.retrieved)
+            max_size=MAX_MESSAGE_BYTES,
             compression=None,  # base64 audio barely compresses; deflate costs CPU on a Pi
             open_timeout=config.open_timeout_s,
             ping_interval=config.ping_interval_s,
