@@ -410,7 +410,9 @@ class Conversation:
     def _on_play_audio(self, ev: rs.PlayAudio, now: float) -> None:
         if self.phase is Phase.IDLE:
             return
-        pcm = ev.pcm if self._down is None else self._down.process(ev.pcm)
+        pcm = self.playback.fit(ev.pcm, self.wire_rate_hz)
+        if self._down is not None:
+            pcm = self._down.process(pcm)
         if not self._response_has_audio:
             self._mark(now, "reply audio received")
         self._response_has_audio = True

@@ -127,6 +127,44 @@ async def test_barge_in_reports_exactly_what_the_output_contains(tmp_path: Path)
     assert fade[0] > 6900
 
 
+async def test_reply_audio_past_the_queue_bound_is_dropped_and_what_plays_is_what_is_heard(tmp_path: Path) -> None:
+    """A server sending far more than the bound: the queue stops at it, the rest is counted, heard stays exact."""
+    audio = FileAudio(_config(tmp_path, _silence_wav(tmp_path, 2.0)))
+    finished: list[PlaybackFinished] = []
+    playback = Playback(
+        audio.sink,
+        prebuffer_ms=40,
+        max_queued_s=0.25,
+        on_event=lambda e: finished.append(e) if isinstance(e, PlaybackFinished) else None,
+    )
+    runner = asyncio.create_task(playback.run())
+    async for chunk in audio.source.chunks():
+        if chunk.position == 1600:
+            for _ in range(20):  # 2 s at once, 8 times the bound
+                playback.enqueue("item_1", np.full(2400, 6000, dtype=np.int16))
+            # full: a G.711 delta is cut to nothing before resampling
+            assert playback.fit(np.ones(800, dtype=np.int16), 8000).size == 0
+            playback.finish()
+        if finished:
+            break
+    runner.cancel()
+    await audio.aclose()
+    out = _read(tmp_path / "out.wav")
+    assert np.count_nonzero(out) == 6000
+    assert finished == [PlaybackFinished({"item_1": 6000})]
+    assert playback.dropped_samples == 20 * 2400 - 6000 + 2400
+
+
+def test_fit_cuts_at_the_rate_it_is_given(tmp_path: Path) -> None:
+    audio = FileAudio(_config(tmp_path, _silence_wav(tmp_path, 0.1)))
+    playback = Playback(audio.sink, prebuffer_ms=40, max_queued_s=0.5)
+    playback.enqueue("item_1", np.ones(6000, dtype=np.int16))  # 0.25 s queued, 0.25 s of room
+    assert playback.fit(np.ones(8000, dtype=np.int16), 8000).size == 2000
+    assert playback.dropped_samples == 6000 * 3
+    assert playback.fit(np.ones(10, dtype=np.int16), 24000).size == 10
+    audio.close()
+
+
 async def test_echo_feed_mixes_delayed_attenuated_playback_into_capture(tmp_path: Path) -> None:
     cfg = _config(
         tmp_path,

@@ -24,7 +24,15 @@ from numpy.typing import NDArray
 from earshot.audio.backend import PLAYBACK_RATE_HZ, AudioSink
 from earshot.audio.dsp import fade_out
 
-__all__ = ["EARCON_PREFIX", "MAX_FADE_MS", "Playback", "PlaybackEvent", "PlaybackFinished", "PlaybackStarted"]
+__all__ = [
+    "EARCON_PREFIX",
+    "MAX_FADE_MS",
+    "MAX_QUEUED_S",
+    "Playback",
+    "PlaybackEvent",
+    "PlaybackFinished",
+    "PlaybackStarted",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,9 @@ EARCON_PREFIX = "earcon:"
 MAX_FADE_MS = 12
 _CHUNK_SAMPLES = PLAYBACK_RATE_HZ // 100  # hand the sink 10 ms at a time: drop granularity stays small
 _KEEP_KEYS = 256  # heard counts kept for heard_samples() after a reply is over
+MAX_QUEUED_S = 180
+"""Reply audio queued ahead of the speaker at most (8.6 MB at 24 kHz): longer than any spoken reply
+(the model's output-token cap ends one within a few minutes); audio past it is dropped and counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +96,22 @@ class Playback:
         sink: the loudspeaker (24 kHz mono int16 in).
         prebuffer_ms: audio gathered before playing starts while the device is idle (jitter margin).
         on_event: called with :class:`PlaybackStarted` / :class:`PlaybackFinished` from the :meth:`run` task.
+        max_queued_s: the byte bound on audio waiting to be played (:data:`MAX_QUEUED_S`).
     """
 
     def __init__(
-        self, sink: AudioSink, *, prebuffer_ms: int, on_event: Callable[[PlaybackEvent], None] | None = None
+        self,
+        sink: AudioSink,
+        *,
+        prebuffer_ms: int,
+        on_event: Callable[[PlaybackEvent], None] | None = None,
+        max_queued_s: float = MAX_QUEUED_S,
     ) -> None:
         self._sink = sink
+        self._max_pending = int(max_queued_s * PLAYBACK_RATE_HZ)
+        self.dropped_samples = 0
+        self._dropping = False  # warned during this reply
+        """Samples refused because the queue was full (a server sending faster than any reply)."""
         self._prebuffer_samples = prebuffer_ms * PLAYBACK_RATE_HZ // 1000
         self._on_event = on_event or (lambda _event: None)
         self._pending: deque[tuple[str, NDArray[np.int16]] | _EndOfReply] = deque()
@@ -110,9 +131,28 @@ class Playback:
 
     # ------------------------------------------------------------------ producer side (non-blocking)
 
+    def fit(self, pcm: NDArray[np.int16], rate_hz: int) -> NDArray[np.int16]:
+        """``pcm`` (at ``rate_hz``) cut to what the queue still takes; the rest is dropped and counted.
+
+        Call it before resampling, so that a hostile delta never grows on the loop.
+        """
+        room = max(0, self._max_pending - self._pending_samples) * rate_hz // PLAYBACK_RATE_HZ
+        if pcm.size <= room:
+            return pcm
+        if not self._dropping:
+            self._dropping = True
+            ahead_s = self._max_pending // PLAYBACK_RATE_HZ
+            logger.warning("playback queue full (%d s ahead): reply audio dropped", ahead_s)
+        self.dropped_samples += (int(pcm.size) - room) * PLAYBACK_RATE_HZ // rate_hz
+        return pcm[:room]
+
     def enqueue(self, key: str, pcm24k: NDArray[np.int16]) -> None:
-        """Queue audio of ``key`` (an item id, or ``earcon:<name>``); never blocks."""
-        arr = np.asarray(pcm24k, dtype=np.int16)
+        """Queue audio of ``key`` (an item id, or ``earcon:<name>``); never blocks.
+
+        What does not fit under the bound is dropped (counted in :attr:`dropped_samples`): the
+        heard accounting stays exact, since only what is handed to the device counts.
+        """
+        arr = self.fit(np.asarray(pcm24k, dtype=np.int16).reshape(-1), PLAYBACK_RATE_HZ)
         if arr.size == 0:
             return
         if not is_earcon(key):
@@ -128,6 +168,7 @@ class Playback:
         """No more audio for the current reply: play out what is queued, then fire :class:`PlaybackFinished`."""
         self._pending.append(_EndOfReply(tuple(self._open_keys)))
         self._open_keys = []
+        self._dropping = False
         self._wake.set()
 
     def stop(self, fade_ms: int = 10) -> dict[str, int]:
