@@ -19,6 +19,7 @@ drops the connection, which is re-established with the unanswered turn replayed.
 
 Inbound messages are bounded by :data:`MAX_MESSAGE_BYTES` (PROTOCOL.md §4.3), where the SDK has no
 limit: a bigger one is refused while it arrives (close 1009) and the link reconnects as after any drop.
+One over :data:`PARSE_OFF_LOOP_BYTES` is parsed and its audio decoded in a worker thread, in order.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """The largest server message accepted: over three times the largest legitimate one earshot meets
 (a minute of reply audio inside one item is under 4 MiB of base64; the emulator's 10 MB item passes)."""
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+"""Messages bigger than this are parsed and decoded in a worker thread (a normal delta is ~6 kB)."""
 _APPEND_PREFIX = '{"type":"' + ev.INPUT_AUDIO_BUFFER_APPEND + '"'
 _FRAME_HEADER = 8
 """Bytes of WebSocket framing counted per frame sent (a client text frame's header: 6–14)."""
@@ -456,7 +459,10 @@ class Link:
                 except websockets.ConnectionClosed as exc:
                     raise (self._abort or _lost(exc)) from exc
                 else:
-                    session.receive_message(raw, loop.time())
+                    if len(raw) > PARSE_OFF_LOOP_BYTES:  # a large one would block the loop (audio, watchdog)
+                        session.receive_parsed(await asyncio.to_thread(session.parse, raw), loop.time())
+                    else:
+                        session.receive_message(raw, loop.time())
                     self._pump()
                 if session.failure is not None:
                     raise session.failure

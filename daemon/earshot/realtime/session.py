@@ -585,15 +585,24 @@ class RealtimeSession:
 
     def receive_message(self, raw: str | bytes, now: float) -> None:
         """A message from the server. Malformed ones are counted and skipped, never raised."""
+        self.receive_parsed(self.parse(raw), now)
+
+    def parse(self, raw: str | bytes) -> ev.ServerEvent | RemoteProtocolError:
+        """Parse a server message, or say why it is unusable. It touches no state: it may run in a worker."""
+        try:
+            return ev.parse_server_event(raw, self._format)
+        except RemoteProtocolError as exc:
+            return exc
+
+    def receive_parsed(self, parsed: ev.ServerEvent | RemoteProtocolError, now: float) -> None:
+        """A server message :meth:`parse` has read (in order): as :meth:`receive_message`."""
         if self._closed:
             return
-        try:
-            event = ev.parse_server_event(raw, self._format)
-        except RemoteProtocolError as exc:
+        if isinstance(parsed, RemoteProtocolError):
             self.protocol_errors += 1
-            logger.warning("< unusable server message (%d so far): %s", self.protocol_errors, exc)
+            logger.warning("< unusable server message (%d so far): %s", self.protocol_errors, parsed)
             return
-        self._dispatch(event, now)
+        self._dispatch(parsed, now)
 
     # ---------------------------------------------------------------------------------- dispatch
 
