@@ -578,6 +578,24 @@ def test_truncated_reply_keeps_what_was_heard() -> None:
     ]
 
 
+def test_transcripts_are_bounded_per_item_and_per_session() -> None:
+    """A server streaming endless transcript deltas: each item keeps 16,384 characters, the session 256 Ki."""
+    d = ready_driver()
+    d.feed(s.response("created", "r1"), s.output_item_added("r1", "a1"))
+    for _ in range(100):
+        d.feed(s.transcript_delta("r1", "a1", "x" * 1000))
+    assert d.session.transcript_chars == 16_384
+    assert d.session.dropped_transcript_chars == 100_000 - 16_384
+    for i in range(40):
+        d.feed(s.user_transcript(f"u{i}", "y" * 20_000))
+    assert d.session.transcript_chars <= 262_144
+    d.feed(s.user_transcript("u_last", "short and whole"))
+    d.feed(s.response("done", "r1", "completed"))
+    history = d.session.history
+    assert history[-1] == HistoryItem("user", "short and whole")
+    assert all(len(item.text) <= 16_384 for item in history)
+
+
 def test_unsettled_turn_audio_is_replayed_and_reply_cut_by_drop_is_not_history() -> None:
     """A drop after the user's turn but before the reply: its audio goes to the next session, before new audio."""
     d = ready_driver()

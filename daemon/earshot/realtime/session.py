@@ -67,6 +67,10 @@ RATE_LIMIT_RETRIES_S = (1.0, 3.0)
 """Delays before re-creating a response that failed with ``inference_rate_limit_exceeded``."""
 _MAX_TRACKED_ITEMS = 16
 _MAX_ENTRIES = 400
+_MAX_ENTRY_CHARS = 16_384
+"""Transcript kept per item: a few minutes of speech is under 5,000 characters."""
+_MAX_TRANSCRIPT_CHARS = 262_144
+"""Transcript kept over all items of a session; the oldest items go first."""
 _MAX_SENT_IDS = 256
 
 
@@ -369,6 +373,8 @@ class RealtimeSession:
         limits = config.history
         self._prior = trim_history(list(history), max_items=limits.max_items, max_chars=limits.max_chars)
         self._entries: list[_Entry] = []
+        self._entry_chars = 0
+        self.dropped_transcript_chars = 0
         self._entry_by_item: dict[str, _Entry] = {}
 
     # ---------------------------------------------------------------------------------- properties
@@ -377,6 +383,11 @@ class RealtimeSession:
     def ready(self) -> bool:
         """``session.updated`` has arrived and the connection is not lost."""
         return self._ready and not self._closed
+
+    @property
+    def transcript_chars(self) -> int:
+        """Characters of transcript kept for this session's items (bounded)."""
+        return self._entry_chars
 
     @property
     def busy(self) -> bool:
@@ -696,7 +707,7 @@ class RealtimeSession:
     def _on_transcript(self, event: ev.TranscriptEvent) -> None:
         entry = self._entry_for(event.item_id, "assistant")
         entry.response_id = entry.response_id or event.response_id
-        entry.text = event.text if event.final else entry.text + event.text
+        self._set_text(entry, event.text, event.final)
         if event.response_id not in self._cancelled:
             self._events.append(Transcript("assistant", event.item_id, event.text, event.final))
 
@@ -705,7 +716,7 @@ class RealtimeSession:
             logger.info("input transcription failed for %s", event.item_id)
             return
         entry = self._entry_for(event.item_id, "user")
-        entry.text = event.text if event.final else entry.text + event.text
+        self._set_text(entry, event.text, event.final)
         self._events.append(Transcript("user", event.item_id, event.text, event.final))
 
     def _on_response_created(self, event: ev.ResponseCreatedEvent) -> None:
@@ -851,10 +862,27 @@ class RealtimeSession:
             self._entry_by_item[item_id] = entry
             self._entries.append(entry)
             if len(self._entries) > _MAX_ENTRIES:
-                old = self._entries.pop(0)
-                if old.item_id is not None:
-                    self._entry_by_item.pop(old.item_id, None)
+                self._evict_oldest()
         return entry
+
+    def _evict_oldest(self) -> None:
+        old = self._entries.pop(0)
+        self._entry_chars -= len(old.text)
+        if old.item_id is not None:
+            self._entry_by_item.pop(old.item_id, None)
+
+    def _set_text(self, entry: _Entry, piece: str, final: bool) -> None:
+        """Replace (``final``) or extend an item's transcript, within the per-item and total bounds."""
+        base = "" if final else entry.text
+        room = _MAX_ENTRY_CHARS - len(base)
+        if len(piece) > room:
+            self.dropped_transcript_chars += len(piece) - max(0, room)
+            piece = piece[: max(0, room)]
+        text = base + piece
+        self._entry_chars += len(text) - len(entry.text)
+        entry.text = text
+        while self._entry_chars > _MAX_TRANSCRIPT_CHARS and len(self._entries) > 1:
+            self._evict_oldest()
 
 
 def _cut_text(text: str, heard_ms: int, total_ms: int) -> str:
