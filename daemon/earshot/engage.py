@@ -443,7 +443,13 @@ class Engagement:
         self._emit(PlayEarcon("offline"))
 
     def failed(self, now: float, reason: str) -> None:
-        """A fatal error for this engagement (bad key, quota): end it with the error earcon (and stop connecting)."""
+        """A fatal error for this engagement (bad key, quota): end it with the error earcon (and stop connecting).
+
+        The connection is over at once, engaged or not: a wake in the idle-close window connects afresh.
+        """
+        self.connected = False
+        self.connecting = False
+        self._close_deadline = None
         if self._move(Input.FAILED, now, reason) is None:
             return
         self._emit(PlayEarcon("error"))

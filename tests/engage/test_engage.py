@@ -296,3 +296,19 @@ def test_a_connection_lost_while_idle_is_closed_not_retried() -> None:
     # The next wake opens a fresh connection.
     m.engage(20.0, 64000)
     assert eg.OpenSession() in m.actions()
+
+
+def test_a_fatal_error_while_idle_ends_the_connection_at_once() -> None:
+    """invalid_api_key in the idle-close window: the session is gone now, and the next wake connects afresh."""
+    m = Engagement(S)
+    through_one_exchange(m)
+    m.tick(10.0)
+    m.actions()
+    assert m.connected
+    m.failed(12.0, "invalid_api_key")
+    assert not m.connected
+    assert not m.connecting
+    assert m.next_deadline() is None
+    m.engage(20.0, 64000)
+    assert m.phase is Phase.CONNECTING
+    assert eg.OpenSession() in m.actions()
