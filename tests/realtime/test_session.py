@@ -636,6 +636,39 @@ def test_pending_audio_is_bounded() -> None:
     assert decode_appends(d.sent()).size == 10 * 2400
 
 
+def test_a_long_turn_survives_a_quick_reconnect_whole() -> None:
+    """A 25 s turn (longer than the 15 s offline buffer) drops mid-way: the next session gets all of it,
+    plus what was said while reconnecting, and nothing counts as lost to the offline bound."""
+    d = ready_driver()
+    turn = ramp(25 * 24000, 11)
+    d.feed(s.speech_started(0, "u1"))
+    for piece in np.array_split(turn, 250):
+        d.session.append_audio(piece, d.now)
+    d.session.connection_lost(d.now)
+    unsettled = d.session.unsettled_audio()
+    np.testing.assert_array_equal(unsettled, turn)
+
+    d2 = Driver(BASE, replay_audio=unsettled)
+    d2.session.connection_opened(d2.now)
+    live = ramp(2 * 24000, 5)  # 2 s said while reconnecting
+    for piece in np.array_split(live, 20):
+        d2.session.append_audio(piece, d2.now)
+    assert d2.session.dropped_audio_samples == 0
+    d2.feed(s.session_created(), s.session_updated())
+    d2.session.flush_audio(d2.now)
+    np.testing.assert_array_equal(decode_appends(d2.sent()), np.concatenate([turn, live]))
+
+
+def test_a_replay_is_kept_to_its_last_minute() -> None:
+    d = ready_driver()
+    turn = ramp(70 * 24000, 2)
+    d.feed(s.speech_started(0, "u1"))
+    for piece in np.array_split(turn, 700):
+        d.session.append_audio(piece, d.now)
+    d.session.connection_lost(d.now)
+    np.testing.assert_array_equal(d.session.unsettled_audio(), turn[-60 * 24000 :])
+
+
 def test_connection_lost_stops_everything() -> None:
     d = ready_driver()
     d.session.connection_lost(d.now)

@@ -43,7 +43,7 @@ from earshot.config import RealtimeConfig, check_realtime_url
 from earshot.errors import ConfigError, ConnectionLost, HandshakeError, RealtimeError
 from earshot.realtime import events as ev
 from earshot.realtime.policy import Reconnector, Verdict
-from earshot.realtime.session import HistoryItem, RealtimeSession, SessionEvent
+from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionEvent
 from earshot.realtime.stall import SocketWatch
 from earshot.realtime.tools import ToolSpec
 
@@ -235,10 +235,9 @@ class Link:
         per_ms = rate * bytes_per_sample / 1000 * 4 / 3 + frame_overhead / config.append_ms
         self._queue = SendQueue(int(config.send_queue_ms * per_ms))
         self._per_ms = per_ms
-        # A replayed turn (up to the offline buffer) always fits, whatever the bound.
-        self._hard_limit = max(
-            _HARD_FACTOR * self._queue.max_audio_chars, int(1.1 * config.reconnect.offline_buffer_s * 1000 * per_ms)
-        )
+        # A replayed turn plus what arrived while reconnecting always fits, whatever the bound.
+        replay_s = max(MAX_REPLAY_S, config.reconnect.offline_buffer_s) + config.reconnect.offline_buffer_s
+        self._hard_limit = max(_HARD_FACTOR * self._queue.max_audio_chars, int(1.1 * replay_s * 1000 * per_ms))
         self._socket: SocketWatch | None = None
         self._sent = 0
         self._behind_warned = False

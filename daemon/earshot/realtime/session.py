@@ -37,6 +37,7 @@ from earshot.realtime.policy import HistoryItem, trim_history
 from earshot.realtime.tools import ToolSpec
 
 __all__ = [
+    "MAX_REPLAY_S",
     "AudioDone",
     "HistoryItem",
     "PlayAudio",
@@ -63,6 +64,8 @@ _MESSAGE_MAX = 300
 
 COMMIT_MIN_MS = 100
 """The server refuses to commit less than this (``input_audio_buffer_commit_empty``, PROTOCOL.md §4.3)."""
+MAX_REPLAY_S = 60.0
+"""The longest user turn replayed into a new session after a drop (the most recent part of a longer one)."""
 RATE_LIMIT_RETRIES_S = (1.0, 3.0)
 """Delays before re-creating a response that failed with ``inference_rate_limit_exceeded``."""
 _MAX_TRACKED_ITEMS = 16
@@ -320,6 +323,7 @@ class RealtimeSession:
         self.output_rate_hz = ev.WIRE_RATE_HZ[config.format]
         self._batch_samples = max(1, self.input_rate_hz * config.append_ms // 1000)
         self._max_buffer_samples = int(config.reconnect.offline_buffer_s * self.input_rate_hz)
+        self._max_turn_samples = int(max(config.reconnect.offline_buffer_s, MAX_REPLAY_S) * self.input_rate_hz)
         self._vad = config.turn_detection.type != "none"
 
         self._out: list[str] = []
@@ -354,7 +358,11 @@ class RealtimeSession:
         self._commit_sample = 0
         self._response_turn_end = 0
         if replay_audio is not None and replay_audio.size:
-            self._queue_pending(np.asarray(replay_audio, dtype=np.int16).reshape(-1))
+            replay = np.asarray(replay_audio, dtype=np.int16).reshape(-1)[-self._max_turn_samples :]
+            # The replay is audio from before the drop: only what arrives while connecting counts
+            # against the offline bound.
+            self._max_buffer_samples += replay.size
+            self._queue_pending(replay)
 
         # responses
         self._active_response: str | None = None
@@ -419,7 +427,8 @@ class RealtimeSession:
         """The audio of the user turn not yet answered (input wire rate), for replay after a drop.
 
         It starts where the last answered turn ended (or at the server's speech start when it is
-        later) and holds at most ``reconnect.offline_buffer_s`` (the most recent part).
+        later) and holds at most :data:`MAX_REPLAY_S` or ``reconnect.offline_buffer_s``, the longer
+        (the most recent part).
         """
         start = self._settled_sample
         if self._speech_start_sample is not None and self._speech_start_sample > start:
@@ -436,7 +445,7 @@ class RealtimeSession:
         if not parts:
             return np.zeros(0, dtype=np.int16)
         audio = np.concatenate(parts)
-        return audio[-self._max_buffer_samples :] if audio.size > self._max_buffer_samples else audio
+        return audio[-self._max_turn_samples :] if audio.size > self._max_turn_samples else audio
 
     # ---------------------------------------------------------------------------------- outputs
 
@@ -834,9 +843,7 @@ class RealtimeSession:
     def _stream(self, pcm: NDArray[np.int16]) -> None:
         self._turn_chunks.append(_Chunk(self._input_samples, pcm))
         self._turn_chunk_samples += pcm.size
-        while (
-            self._turn_chunks and self._turn_chunk_samples - self._turn_chunks[0].pcm.size >= self._max_buffer_samples
-        ):
+        while self._turn_chunks and self._turn_chunk_samples - self._turn_chunks[0].pcm.size >= self._max_turn_samples:
             self._turn_chunk_samples -= self._turn_chunks.popleft().pcm.size
         self._input_samples += pcm.size
         self._uncommitted_samples += pcm.size
