@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from earshot import children
 from earshot.audio.backend import open_audio
 from earshot.audio.echo import EchoCanceller
 from earshot.audio.playback import Playback
@@ -63,6 +64,9 @@ def serve(config: Config, *, config_path: Path | None = None) -> int:
     A configuration problem found while building the parts (e.g. the template wake-word engine with
     nothing enrolled) exits 78 like any config error, so systemd does not restart into it.
     """
+    # Descendants of tools and hooks that escape (setsid, then their parent exits) come back to this
+    # process instead of PID 1, so that each run's cleanup finds and kills them (earshot.children).
+    children.become_subreaper()
     try:
         return asyncio.run(Daemon(config, config_path=config_path).run())
     except ConfigError as exc:
@@ -109,6 +113,7 @@ class Daemon:
         self.link: Link | None = None
         self._stop_event: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._tool_calls: set[asyncio.Task[None]] = set()
         self._credential_mtime: float | None = None
         self._playback: Playback | None = None
         self._source: Any = None
@@ -208,7 +213,7 @@ class Daemon:
 
     async def _shutdown(self, source: Any, sink: Any, control: ControlServer | None, metrics: MetricsExporter) -> None:
         """Release everything within a bounded time (inside systemd's TimeoutStopSec)."""
-        for task in self._background:
+        for task in (*self._background, *self._tool_calls):
             task.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
@@ -309,6 +314,9 @@ class Daemon:
         if self.stats is not None:
             self.stats.set_phase(new.value)
         self._fire_hook(HOOK_FOR_PHASE[new], {"phase": new.value, "previous": old.value, "reason": reason})
+        if new is Phase.IDLE:
+            for task in self._tool_calls:  # no tool runs outside an engagement: its answer has no listener
+                task.cancel()
         if new is Phase.IDLE and self.stats is not None and self.stats.last_engagement is not None:
             message, fields = engagement_summary(self.stats.last_engagement, asyncio.get_running_loop().time())
             logger.info("%s", message, extra=fields)
@@ -324,8 +332,8 @@ class Daemon:
                 self.link.tool_result(call_id, output, asyncio.get_running_loop().time())
 
         task = asyncio.get_running_loop().create_task(call(), name=f"tool {name}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._tool_calls.add(task)
+        task.add_done_callback(self._tool_calls.discard)
 
     def _record(self, kind: str, pcm: Any, info: dict[str, Any]) -> None:
         """Write a debug recording (off by default) without blocking the loop."""

@@ -376,6 +376,9 @@ class RealtimeConfig:
         ("datetime", "volume"), "built-in tools offered to the model"
     )
     tools: tuple[ToolConfig, ...] = _f((), "local tools (see ToolConfig)")
+    max_tool_processes: int = _f(
+        4, "tool processes running at once; further calls wait, within their own timeout", min=1, max=64
+    )
 
 
 # ---------------------------------------------------------------------------------- operations

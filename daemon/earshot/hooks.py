@@ -11,23 +11,22 @@ can ignore one older than the last it saw.
 
 :meth:`Hooks.fire` never blocks: it schedules the run and returns. At most one process runs per
 event kind; events of that kind fired meanwhile are coalesced, the newest wins (an LED only needs
-to show the latest state). A hook is killed with its whole process group after
-``hooks.timeout_s``. A failure (spawn error, non-zero exit, timeout) is counted and logged at
-WARNING, at most once a minute per event kind.
+to show the latest state). A hook is killed with everything it started
+(:mod:`earshot.children`) after ``hooks.timeout_s``. A failure (spawn error, non-zero exit,
+timeout) is counted and logged at WARNING, at most once a minute per event kind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from earshot import children
 from earshot.config import HooksConfig
 from earshot.stats import Stats
 
@@ -38,7 +37,6 @@ logger = logging.getLogger(__name__)
 EVENTS = ("wake", "listening", "thinking", "speaking", "idle", "error", "offline", "muted")
 """Event names a hook can be configured for."""
 
-_SCRUBBED_ENV = ("OPENAI_API_KEY", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
 _STDERR_TAIL = 400
 
 
@@ -68,10 +66,7 @@ class Hooks:
         self._timeout_s = config.timeout_s
         self._stats = stats
         self._warn_interval_s = warn_interval_s
-        base = dict(os.environ if env is None else env)
-        for name in _SCRUBBED_ENV:
-            base.pop(name, None)
-        self._env = base
+        self._env = children.child_env(os.environ if env is None else env)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, bytes] = {}
         self._last_warning: dict[str, float] = {}
@@ -139,34 +134,25 @@ class Hooks:
 
     async def _run_one(self, event: str, argv: tuple[str, ...], payload: bytes) -> None:
         self.runs += 1
-        env = {**self._env, "EARSHOT_EVENT": event}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                start_new_session=True,  # its own process group: a timeout kills its children too
+            outcome = await children.run(
+                argv,
+                stdin=payload,
+                env={**self._env, "EARSHOT_EVENT": event},
+                timeout_s=self._timeout_s,
+                keep_stdout=None,
+                keep_stderr=_STDERR_TAIL,
             )
         except OSError as exc:
             self._failed(event, f"cannot run {argv[0]!r}: {exc.strerror or exc}")
             return
-        tail = bytearray()
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await asyncio.gather(_feed(proc, payload), _read_tail(proc, tail), proc.wait())
-        except TimeoutError:
-            await _kill_group(proc)
+        if outcome.status is None:
             self._failed(event, f"{argv[0]} killed after {self._timeout_s:g} s")
             return
-        except asyncio.CancelledError:
-            await _kill_group(proc)
-            raise
-        if proc.returncode != 0:
-            detail = tail.decode("utf-8", "replace").strip().splitlines()
+        if outcome.status != 0:
+            detail = outcome.stderr.decode("utf-8", "replace").strip().splitlines()
             last = f": {detail[-1][:200]}" if detail else ""
-            self._failed(event, f"{argv[0]} exited with status {proc.returncode}{last}")
+            self._failed(event, f"{argv[0]} exited with status {outcome.status}{last}")
             return
         if self._stats is not None:
             self._stats.hook_ran(ok=True)
@@ -184,33 +170,3 @@ class Hooks:
         suppressed = self._suppressed.pop(event, 0)
         more = f" ({suppressed} more failures not shown)" if suppressed else ""
         logger.warning("%s hook failed: %s%s", event, reason, more)
-
-
-async def _feed(proc: asyncio.subprocess.Process, payload: bytes) -> None:
-    stdin = proc.stdin
-    if stdin is None:  # pragma: no cover - always piped
-        return
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a hook need not read its stdin
-        stdin.write(payload)
-        await stdin.drain()
-    stdin.close()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        await stdin.wait_closed()
-
-
-async def _read_tail(proc: asyncio.subprocess.Process, tail: bytearray) -> None:
-    """Drain stderr (so a chatty hook never blocks on a full pipe), keeping only its end."""
-    stream = proc.stderr
-    if stream is None:  # pragma: no cover - always piped
-        return
-    while chunk := await stream.read(4096):
-        tail += chunk
-        del tail[:-_STDERR_TAIL]
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(TimeoutError, ProcessLookupError):
-        async with asyncio.timeout(2.0):
-            await proc.wait()

@@ -386,6 +386,10 @@ class Conversation:
                 self.engagement.speech_started(now, self._position)
         elif isinstance(ev, rs.TurnCommitted):
             self._end_of_turn(now)
+        elif isinstance(ev, rs.ToolCall) and self.phase is Phase.IDLE:
+            # Nobody is engaged: running it would answer into a session nobody listens to (and run
+            # local commands for a server while idle).
+            logger.warning("tool call %s while idle: not run", ev.name[:64])
         elif isinstance(ev, rs.ToolCall):
             self._mark(now, f"tool call {ev.name}")
             self._reply_pending = True

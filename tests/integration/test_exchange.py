@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions, FunctionCall
 from tests.integration.replies import RATE_HZ, check_events, client_types, locate, reply_pcm
 from tests.support.daemon import run_daemon
+from tests.support.procs import running
 from tests.support.schema import check_client_event
 from tests.support.speech import concat, read_wav, silence, synth
 
@@ -106,3 +108,28 @@ async def test_g711_ulaw_exchange_completes(tmp_path: Path) -> None:
     assert active.size > 0
     span_s = (active[-1] - active[0] + 1) * 0.01
     assert 0.8 * sent_s <= span_s <= sent_s + 0.05, (span_s, sent_s)
+
+
+async def test_a_tool_still_running_when_the_engagement_ends_is_stopped(tmp_path: Path) -> None:
+    """The tool hangs and the engagement gives up waiting for the reply: the tool is killed, never answered."""
+    pidfile = tmp_path / "tool.pid"
+    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    question, _ = read_wav(synth("open the garage door"))
+    pcm = concat(silence(0.5), question, silence(10.0))
+    tool = {"name": "garage_door", "description": "opens", "command": [sys.executable, "-c", script], "timeout_s": 60}
+    config = {"realtime": {"builtin_tools": [], "tools": [tool], "reply_timeout_s": 2.0}}
+    script_calls = DefaultScript(calls={1: FunctionCall("garage_door")})
+    async with Emulator(EmulatorOptions(strict=True, script=script_calls)) as emu:
+        run = await run_daemon(tmp_path, pcm, url=emu.url, config=config)
+        check_events(emu)
+    assert run.exit_code == 0
+    assert run.marks("tool call garage_door")
+    assert run.marks("engagement ended (no reply in time)"), run.timeline
+    outputs = [
+        e
+        for e in emu.sessions[0].client_events
+        if e.get("type") == "conversation.item.create" and e["item"].get("type") == "function_call_output"
+    ]
+    assert outputs == []
+    pid = int(pidfile.read_text())
+    assert not running(pid), f"the tool (pid {pid}) is still running"

@@ -26,6 +26,7 @@ from earshot.realtime.tools import (
     parse_amixer_percent,
     validate,
 )
+from tests.support.procs import running
 
 PY = sys.executable
 
@@ -185,15 +186,7 @@ async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pids = [int(p) for p in pidfile.read_text().split()]
     assert len(pids) == 2
     for pid in pids:
-        _assert_gone(pid)
-
-
-def _assert_gone(pid: int) -> None:
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return
-    assert status in ("Z", "X"), f"pid {pid} still running ({status})"
+        assert not running(pid)
 
 
 async def test_cancelling_a_run_kills_the_tool(tmp_path: Path) -> None:
@@ -206,7 +199,7 @@ async def test_cancelling_a_run_kills_the_tool(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    _assert_gone(pid)
+    assert not running(pid)
 
 
 async def test_big_output_is_cut() -> None:
@@ -249,6 +242,42 @@ async def test_calls_run_concurrently(tmp_path: Path) -> None:
     runner = _runner(tool)
     outs = await asyncio.gather(runner.run("pair", '{"me": "a"}'), runner.run("pair", '{"me": "b"}'))
     assert [o.strip() for o in outs] == ["True", "True"]
+
+
+async def test_at_most_max_tool_processes_run_at_once(tmp_path: Path) -> None:
+    """Six calls with a limit of two: every call is answered, never more than two processes at a time."""
+    script = (
+        "import os, sys, time\n"
+        "d = sys.argv[1]\n"
+        "mine = os.path.join(d, str(os.getpid()))\n"
+        "open(mine, 'w').close()\n"
+        "peak = len(os.listdir(d))\n"
+        "time.sleep(0.3)\n"
+        "peak = max(peak, len(os.listdir(d)))\n"
+        "os.remove(mine)\n"
+        "print(peak)\n"
+    )
+    tool = ToolConfig(name="busy", description="x", command=(PY, "-c", script, str(tmp_path)), timeout_s=30)
+    runner = ToolRunner(RealtimeConfig(tools=(tool,), builtin_tools=(), max_tool_processes=2))
+    outs = await asyncio.gather(*(runner.run("busy", "{}") for _ in range(6)))
+    peaks = [int(o) for o in outs]
+    assert max(peaks) == 2, peaks
+
+
+async def test_a_call_waiting_for_a_slot_past_its_timeout_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "started"
+    os.mkfifo(fifo)
+    hang = _tool("hang", f"open({str(fifo)!r}, 'w').write('x'); import time; time.sleep(60)", timeout_s=30)
+    quick = _tool("quick", "print('done')", timeout_s=0.5)
+    runner = ToolRunner(RealtimeConfig(tools=(hang, quick), builtin_tools=(), max_tool_processes=1))
+    holder = asyncio.create_task(runner.run("hang", "{}"))
+    await asyncio.to_thread(fifo.read_text)  # the slot is taken
+    out = json.loads(await runner.run("quick", "{}"))
+    assert out["error"] == "tool 'quick' not run: 1 tool processes were busy for 0.5 s"
+    holder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holder
+    assert (await runner.run("quick", "{}")).strip() == "done"  # the slot came back on cancel
 
 
 # ---------------------------------------------------------------------------------------- built-ins

@@ -4,8 +4,8 @@ Two kinds, one interface (:class:`ToolRunner`):
 
 - **Config tools** (``realtime.tools``): an argv run without a shell. The arguments, validated
   against the tool's JSON schema, arrive as one JSON object on stdin; stdout (bounded) is the
-  ``function_call_output``. The child runs in its own process group, which is killed on timeout
-  or cancellation, and never sees the API key in its environment.
+  ``function_call_output``. The child is contained by :mod:`earshot.children`: its whole tree is
+  killed on timeout or cancellation, and it never sees the API key in its environment.
 - **Built-ins** (``realtime.builtin_tools``): ``datetime`` → ``get_datetime``; ``volume`` →
   ``get_volume`` / ``set_volume`` through the ALSA mixer, driven by ``amixer`` (alsa-utils) so
   that only ``audio/alsa.py`` imports alsaaudio.
@@ -17,18 +17,17 @@ missing mixer becomes ``{"error": "..."}`` for the model to read and say.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
 import math
 import os
 import re
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from earshot import children
 from earshot.config import OutputConfig, RealtimeConfig, ToolConfig
 from earshot.errors import ToolError
 
@@ -45,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # The tool never needs these; a misbehaving tool must not be able to read the key.
-_SCRUBBED_ENV = ("OPENAI_API_KEY", "CREDENTIALS_DIRECTORY")
+_MIXER_OUTPUT_BYTES = 65536
 _STDERR_KEEP_BYTES = 2048
 _ERROR_DETAIL_CHARS = 300
 
@@ -277,33 +276,26 @@ class AmixerMixer:
     async def _run(self, *args: str) -> str:
         argv = self._argv(*args)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self._env,
+            outcome = await children.run(
+                argv,
+                stdin=None,
+                env=children.child_env(os.environ if self._env is None else self._env),
+                timeout_s=self._timeout_s,
+                keep_stdout=_MIXER_OUTPUT_BYTES,
+                keep_stderr=_STDERR_KEEP_BYTES,
             )
         except FileNotFoundError:
             raise ToolError(f"{self._amixer} not found (install alsa-utils)") from None
         except OSError as exc:
             raise ToolError(f"cannot run {self._amixer}: {exc.strerror or exc}") from None
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            raise ToolError(f"the mixer did not answer within {self._timeout_s:g} s") from None
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if proc.returncode != 0:
-            lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+        if outcome.status is None:
+            raise ToolError(f"the mixer did not answer within {self._timeout_s:g} s")
+        if outcome.status != 0:
+            lines = [ln.strip() for ln in outcome.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
             # alsa-lib's own "ALSA lib …" noise precedes amixer's message: keep the last line.
-            reason = lines[-1] if lines else f"exit status {proc.returncode}"
+            reason = lines[-1] if lines else f"exit status {outcome.status}"
             raise ToolError(f"mixer {self.control!r} on {self.card!r}: {reason[:_ERROR_DETAIL_CHARS]}")
-        return out.decode("utf-8", "replace")
+        return outcome.stdout.decode("utf-8", "replace")
 
     async def get_percent(self) -> int:
         """The current volume of the control, 0..100.
@@ -401,8 +393,10 @@ class ToolRunner:
                 self._builtins[_GET_VOLUME.name] = _GET_VOLUME
                 self._builtins[_SET_VOLUME.name] = _SET_VOLUME
         self._mixer = mixer
+        self._max_processes = config.max_tool_processes
+        self._slots = asyncio.Semaphore(config.max_tool_processes)
         base = os.environ if env is None else env
-        self._env = {k: v for k, v in base.items() if k not in _SCRUBBED_ENV}
+        self._env = children.child_env(base)
 
     def specs(self) -> list[ToolSpec]:
         """Every tool offered to the model: built-ins first, then config tools in config order."""
@@ -483,34 +477,37 @@ class ToolRunner:
 
     async def _run_command(self, tool: ToolConfig, arguments: dict[str, Any]) -> str:
         stdin = json.dumps(arguments, ensure_ascii=False).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + tool.timeout_s
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *tool.command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()  # waiting for a slot counts against the call's timeout
+        except TimeoutError:
+            raise ToolError(
+                f"tool {tool.name!r} not run: {self._max_processes} tool processes were busy for {tool.timeout_s:g} s"
+            ) from None
+        try:
+            outcome = await children.run(
+                tool.command,
+                stdin=stdin,
                 env=self._env,
-                start_new_session=True,  # its own process group: a timeout kills grandchildren too
+                timeout_s=max(0.0, deadline - loop.time()),
+                keep_stdout=tool.max_output_bytes,
+                keep_stderr=_STDERR_KEEP_BYTES,
             )
         except FileNotFoundError:
             raise ToolError(f"tool {tool.name!r}: command not found: {tool.command[0]}") from None
         except OSError as exc:
             raise ToolError(f"tool {tool.name!r}: cannot run {tool.command[0]}: {exc.strerror or exc}") from None
-        logger.debug("tool %s started (pid %d)", tool.name, proc.pid)
-        try:
-            async with asyncio.timeout(tool.timeout_s):
-                out, total, err = await _exchange(proc, stdin, tool.max_output_bytes)
-                status = await proc.wait()
-        except TimeoutError:
-            raise ToolError(f"tool {tool.name!r} timed out after {tool.timeout_s:g} s and was stopped") from None
         finally:
-            _kill_group(proc)
-            if proc.returncode is None:
-                await proc.wait()
-        text = out.decode("utf-8", "replace")
+            self._slots.release()
+        status, total = outcome.status, outcome.stdout_total
+        if status is None:
+            raise ToolError(f"tool {tool.name!r} timed out after {tool.timeout_s:g} s and was stopped")
+        text = outcome.stdout.decode("utf-8", "replace")
         if status != 0:
             what = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-            detail = err.decode("utf-8", "replace").strip()[-_ERROR_DETAIL_CHARS:]
+            detail = outcome.stderr.decode("utf-8", "replace").strip()[-_ERROR_DETAIL_CHARS:]
             extra: dict[str, Any] = {"stderr": detail} if detail else {}
             if text.strip():
                 extra["output"] = text[:_ERROR_DETAIL_CHARS]
@@ -521,43 +518,3 @@ class ToolRunner:
             text += f"\n[output cut: {total - tool.max_output_bytes} more bytes]"
         logger.debug("tool %s done (%d bytes)", tool.name, total)
         return text if text.strip() else json.dumps({"ok": True})
-
-
-async def _exchange(proc: asyncio.subprocess.Process, stdin: bytes, limit: int) -> tuple[bytes, int, bytes]:
-    """Write ``stdin`` and read both pipes to EOF; keep ``limit`` bytes of stdout and the stderr tail.
-
-    Reading past the limit (and discarding) lets a chatty tool finish instead of blocking on a
-    full pipe; the caller's timeout still bounds it.
-    """
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-
-    async def feed(writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            writer.write(stdin)
-            await writer.drain()
-        writer.close()
-
-    async def collect(reader: asyncio.StreamReader, keep: int, tail: bool) -> tuple[bytes, int]:
-        kept = bytearray()
-        total = 0
-        while chunk := await reader.read(65536):
-            total += len(chunk)
-            if tail:
-                kept += chunk
-                del kept[:-keep]
-            elif len(kept) < keep:
-                kept += chunk[: keep - len(kept)]
-        return bytes(kept), total
-
-    _, (out, total), (err, _) = await asyncio.gather(
-        feed(proc.stdin), collect(proc.stdout, limit, False), collect(proc.stderr, _STDERR_KEEP_BYTES, True)
-    )
-    return out, total, err
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the tool's process group (it leads its own session); harmless when already gone."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
