@@ -67,8 +67,10 @@ def serve(config: Config, *, config_path: Path | None = None) -> int:
     # Descendants of tools and hooks that escape (setsid, then their parent exits) come back to this
     # process instead of PID 1, so that each run's cleanup finds and kills them (earshot.children).
     children.become_subreaper()
+    environ = dict(os.environ)  # the daemon's own copy: the key is read from it for every connection
+    children.seal_secrets()
     try:
-        return asyncio.run(Daemon(config, config_path=config_path).run())
+        return asyncio.run(Daemon(config, config_path=config_path, environ=environ).run())
     except ConfigError as exc:
         for problem in exc.problems:
             logger.error("%s", problem)

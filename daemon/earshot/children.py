@@ -32,7 +32,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["SCRUBBED_ENV", "Outcome", "become_subreaper", "child_env", "run"]
+__all__ = ["SCRUBBED_ENV", "Outcome", "become_subreaper", "child_env", "run", "seal_secrets"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ SCRUBBED_ENV = ("OPENAI_API_KEY", "CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WAT
 """Removed from every child's environment."""
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 _EOF_GRACE_S = 0.2
 """After the process exits, how long its pipes may stay open (a grandchild holding them) before the run ends."""
 _REAP_WAIT_S = 2.0
@@ -79,6 +80,24 @@ def become_subreaper() -> bool:
     except (OSError, AttributeError):
         _subreaper = False
     return _subreaper
+
+
+def seal_secrets() -> bool:
+    """Keep the key from processes of the same user, children included (call once, at start).
+
+    The key leaves this process's environment (a child started without an explicit environment
+    cannot inherit it), and the process becomes non-dumpable (``PR_SET_DUMPABLE`` 0): its
+    ``/proc/PID/environ`` and ``/proc/PID/mem``, which still hold the environment it started with,
+    are then closed to other processes of its user, such as a tool reading ``/proc/$PPID/environ``.
+    It also means no core dump holds the key. Returns whether the kernel agreed.
+    """
+    for name in ("OPENAI_API_KEY",):
+        os.environ.pop(name, None)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def child_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:

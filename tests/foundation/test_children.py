@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+import pytest
 
 from earshot import children
 from tests.support.procs import running
@@ -116,3 +119,47 @@ def test_child_env_drops_the_secrets() -> None:
         {"OPENAI_API_KEY": "sk-x", "CREDENTIALS_DIRECTORY": "/run/c", "NOTIFY_SOCKET": "/n", "PATH": "/bin"}, EXTRA="1"
     )
     assert env == {"PATH": "/bin", "EXTRA": "1"}
+
+
+_SEALED_PARENT = """
+import asyncio, os, sys
+from earshot import children
+if sys.argv[1] == "seal":
+    assert children.seal_secrets()
+probe = '''
+import os
+try:
+    seen = open(f"/proc/{os.getppid()}/environ", "rb").read()
+    print("read", b"sk-test-0123456789" in seen, "OPENAI_API_KEY" in os.environ)
+except PermissionError:
+    print("refused", False, "OPENAI_API_KEY" in os.environ)
+'''
+# The tool gets the parent's environment as is, as a careless spawn would: only sealing protects it.
+out = asyncio.run(children.run([sys.executable, "-c", probe], stdin=None, env=dict(os.environ),
+                               timeout_s=20, keep_stdout=200, keep_stderr=2000))
+print(out.stdout.decode().strip(), out.stderr.decode()[-300:])
+"""
+
+
+SYSTEM_PY = "/usr/bin/python3"  # the venv's interpreter may sit under a home another user cannot enter
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None or not os.access(SYSTEM_PY, os.X_OK),
+    reason="needs root, setpriv and the system python3 (python3-venv installs it)",
+)
+@pytest.mark.parametrize("mode", ["seal", "plain"])
+def test_a_sealed_daemon_keeps_the_key_from_a_tool_of_the_same_user(mode: str) -> None:
+    """As an unprivileged user (as under systemd), a tool cannot read the sealed parent's /proc environ."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(Path(children.__file__).parents[1]),
+        "OPENAI_API_KEY": "sk-test-0123456789",
+    }
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PY, "-c", _SEALED_PARENT, mode]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd="/", check=True)
+    verdict = done.stdout.split()
+    if mode == "seal":
+        assert verdict[:3] == ["refused", "False", "False"], done.stdout + done.stderr
+    else:  # the control: without sealing the same tool reads the key, so the test can fail
+        assert verdict[:3] == ["read", "True", "True"], done.stdout + done.stderr
