@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from earshot import children
-from earshot.audio.backend import open_audio
+from earshot.audio.backend import DeviceState, DeviceStatus, open_audio
 from earshot.audio.echo import EchoCanceller
 from earshot.audio.playback import Playback
 from earshot.config import Config, load_config
@@ -119,6 +120,10 @@ class Daemon:
         self._credential_mtime: float | None = None
         self._playback: Playback | None = None
         self._source: Any = None
+        self._sink: Any = None
+        self._health: Health | None = None
+        self._device_lost_wall: dict[str, float] = {}
+        self._discarded_seen = 0
         self.exit_code = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -144,6 +149,11 @@ class Daemon:
         self._source = source
         health = Health(time.monotonic())
         self._health = health
+        # A device that goes away is reported (STATUS=, status, metrics) and, for the microphone,
+        # is a known gap for the watchdog: a restart cannot bring a USB microphone back.
+        for role, device in (("input", source), ("output", sink)):
+            if hasattr(device, "on_status"):
+                device.on_status = functools.partial(self._on_device_status, role)
         playback = Playback(sink, prebuffer_ms=cfg.audio.output.prebuffer_ms, on_event=self._on_playback_event)
         self._playback = playback
         self._sink = sink
@@ -174,14 +184,14 @@ class Daemon:
         control: ControlServer | None = ControlServer(
             default_socket_path(cfg.control, self.environ), cfg.control.group, self
         )
-        metrics = MetricsExporter(cfg.metrics, self.stats, clock=loop.time)
+        metrics = MetricsExporter(cfg.metrics, self.stats, clock=loop.time, refresh=self._refresh_devices)
         try:
             await control.start()  # type: ignore[union-attr]
         except OSError as exc:
             logger.warning("control socket unavailable (%s): earshot engage/status will not reach this daemon", exc)
             control = None
         await metrics.start()
-        self.notifier.ready(PHASE_STATUS[Phase.IDLE])
+        self.notifier.ready(self._status_text())
         logger.info("earshot started: gate %s, audio %s, %s", cfg.gate.mode, cfg.audio.backend, cfg.realtime.url)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -247,9 +257,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         sink = self._sink
         echo = conv.echo
+        health = self._health
+        assert health is not None
         async for chunk in source.chunks():
             now = loop.time()
-            self._health.capture_progress(time.monotonic())
+            health.capture_progress(time.monotonic())
             ref = sink.pop_reference()
             if echo is not None and len(ref):
                 echo.add_reference(ref)
@@ -303,12 +315,59 @@ class Daemon:
         if self.conversation is not None:
             self.conversation.on_playback_event(ev, asyncio.get_running_loop().time())
 
+    def _status_text(self) -> str:
+        """The STATUS= line: the phase (or muted, or resting), then every device that is not working."""
+        conv = self.conversation
+        phase = conv.phase if conv is not None else Phase.IDLE
+        if conv is not None and conv.muted:
+            text = "Microphone muted"
+        else:
+            text = PHASE_STATUS[phase]
+            if conv is not None and conv.resting_reason and phase is Phase.IDLE:
+                text = f"{text}; not connecting for now: {conv.resting_reason}"
+        for role, device in (("input", self._source), ("output", self._sink)):
+            status: DeviceStatus | None = getattr(device, "status", None)
+            if status is None or status.state in (DeviceState.OK, DeviceState.CLOSED):
+                continue
+            lost = self._device_lost_wall.get(role)
+            since = time.strftime("%H:%M:%S", time.localtime(lost)) if lost is not None else "start"
+            what = "microphone" if role == "input" else "speaker"
+            error = f" ({status.error[:80]})" if status.error else ""
+            text += f"; {what} {status.device} {status.state.value} since {since}{error}"
+        return text
+
+    def _on_device_status(self, role: str, status: DeviceStatus) -> None:
+        """A device opened, went missing or is being reopened (called on the loop by the device)."""
+        if status.state in (DeviceState.OK, DeviceState.CLOSED):
+            self._device_lost_wall.pop(role, None)
+        else:
+            self._device_lost_wall.setdefault(role, time.time())
+        if self.stats is not None:
+            self.stats.update_device(role, status, asyncio.get_running_loop().time())
+        if role == "input" and self._health is not None:
+            # While the microphone is away no frames can come: the watchdog keeps being fed.
+            self._health.expecting_gap(status.state in (DeviceState.MISSING, DeviceState.REOPENING), time.monotonic())
+        if role == "output" and status.state is DeviceState.OK:
+            discarded = getattr(self._sink, "discarded_samples", 0)
+            if discarded > self._discarded_seen and self.conversation is not None:
+                # Something was said to nobody while the speaker was away: say so once it is back.
+                logger.info("speaker back: %.1f s of audio was lost while it was away", discarded / 24000)
+                self.conversation.play_earcon("offline")
+            self._discarded_seen = discarded
+        self.notifier.status(self._status_text())
+
+    def _refresh_devices(self) -> None:
+        """Copy the devices' status (xruns, overruns, state) into the stats (for status and metrics)."""
+        if self.stats is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for role, device in (("input", self._source), ("output", self._sink)):
+            status = getattr(device, "status", None)
+            if status is not None:
+                self.stats.update_device(role, status, now)
+
     def _on_phase(self, old: Phase, new: Phase, reason: str) -> None:
-        resting = self.conversation.resting_reason if self.conversation is not None else None
-        status = PHASE_STATUS[new]
-        if resting and new is Phase.IDLE:
-            status = f"{status}; not connecting for now: {resting}"
-        self.notifier.status(status)
+        self.notifier.status(self._status_text())
         # Short capture periods only while engaged (wake-word latency is set by the engine, not the
         # period; barge-in and the uplink need the short ones).
         if self._source is not None:
@@ -392,8 +451,7 @@ class Daemon:
         if self.hooks is not None:
             self.hooks = Hooks(new.hooks, stats=self.stats, env=self.environ)
         logger.info("configuration reloaded")
-        phase = self.conversation.phase if self.conversation is not None else Phase.IDLE
-        self.notifier.ready(PHASE_STATUS[phase])
+        self.notifier.ready(self._status_text())
 
     # ------------------------------------------------------------------ control socket
 
@@ -431,7 +489,7 @@ class Daemon:
         self._fire_hook("muted", {"muted": muted})
         if self.stats is not None:
             self.stats.set_muted(muted)
-        self.notifier.status("Microphone muted" if muted else PHASE_STATUS[conv.phase])
+        self.notifier.status(self._status_text())
 
     def _on_gpio(self, action: str) -> None:
         """A push-to-talk button or mute switch action (see :mod:`earshot.gpio`)."""
@@ -451,6 +509,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         """The status snapshot (never contains the key)."""
         loop = asyncio.get_running_loop()
+        self._refresh_devices()
         snap: dict[str, Any] = self.stats.snapshot(loop.time(), time.time()) if self.stats is not None else {}
         conv = self.conversation
         if conv is not None:

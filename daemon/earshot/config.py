@@ -153,7 +153,7 @@ class AudioConfig:
         None, "file backend only: feed a delayed, attenuated copy of playback into capture"
     )
     file_speed: float = _f(1.0, "file backend: pace factor of the clock (tests use > 1)", min=0.1, max=1000.0)
-    reopen_max_s: float = _f(10.0, "longest wait between attempts to reopen a missing device", min=0.5, max=600.0)
+    reopen_max_s: float = _f(1.0, "longest wait between attempts to reopen a missing device", min=0.5, max=600.0)
 
 
 # ----------------------------------------------------------------------------------------- gate

@@ -96,6 +96,14 @@ def render(stats: Stats, now: float, now_wall: float) -> str:
     sample("duplex_mode", 1, {"mode": stats.duplex})
     family("connected_seconds_today", "gauge", "Seconds connected to the Realtime API today (local day).")
     sample("connected_seconds_today", stats.connected_seconds_today(now, now_wall))
+    family("device_up", "gauge", "1 while the audio device of the role is open and working.")
+    for role in ("input", "output"):
+        if role in stats.devices:
+            sample("device_up", 1 if stats.devices[role].get("state") == "ok" else 0, {"role": role})
+    family("device_missing_seconds", "gauge", "Seconds the audio device of the role has been missing (0 when up).")
+    for role in ("input", "output"):
+        if role in stats.devices:
+            sample("device_missing_seconds", stats.device_missing_s(role, now) or 0.0, {"role": role})
     family("uptime_seconds", "gauge", "Seconds since the daemon started.")
     sample("uptime_seconds", max(0.0, now - stats.started_at))
 
@@ -222,6 +230,7 @@ class MetricsExporter:
         stats: the daemon's stats.
         clock: monotonic clock; wall: Unix clock (parameters for tests).
         port: overrides ``config.port`` (0: any free port, for tests).
+        refresh: called before each render (the app refreshes the devices' status into ``stats``).
     """
 
     def __init__(
@@ -232,9 +241,11 @@ class MetricsExporter:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         port: int | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._stats = stats
+        self._refresh = refresh
         self._clock = clock
         self._wall = wall
         port = config.port if port is None else port
@@ -246,6 +257,8 @@ class MetricsExporter:
 
     def render(self) -> str:
         """The current exposition text."""
+        if self._refresh is not None:
+            self._refresh()
         return render(self._stats, self._clock(), self._wall())
 
     async def write_once(self) -> None:

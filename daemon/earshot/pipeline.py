@@ -607,6 +607,10 @@ class Conversation:
         else:
             self.gate.set_suppressed(self.phase not in (Phase.IDLE, Phase.FOLLOW_UP))
 
+    def play_earcon(self, kind: str) -> None:
+        """Play a cue now (e.g. ``offline`` when the speaker returns after audio was lost to it)."""
+        self._play_earcon(kind)
+
     def _play_earcon(self, kind: str) -> None:
         if not self.config.gate.earcons.enabled:
             return

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
+import enum
 import itertools
 import json
 import logging
@@ -182,6 +183,8 @@ class Stats:
         self.duplex = "auto"
         self.muted = False
         self.devices: dict[str, dict[str, Any]] = {}
+        self.device_missing_since: dict[str, float] = {}
+        """Per role: when (monotonic) the device was last seen going away; absent while it works."""
         self._device_counts: dict[tuple[str, str], int] = {}
         # histograms (ms)
         self.wake_to_ready_ms = Histogram()
@@ -324,8 +327,10 @@ class Stats:
         """The barge-in duplex mode in force (``full``, ``gated``, ``half``)."""
         self.duplex = mode
 
-    def update_device(self, role: str, status: Mapping[str, Any] | object) -> None:
-        """Record an audio device's status (``role``: ``input``/``output``).
+    def update_device(self, role: str, status: Mapping[str, Any] | object, now: float | None = None) -> None:
+        """Record an audio device's status (``role``: ``input``/``output``) at ``now`` (monotonic).
+
+        A ``missing`` or ``reopening`` state starts the device's missing time (kept until it is back).
 
         ``status`` is a mapping or a dataclass (e.g. the audio backend's ``DeviceStatus``). Its
         ``xruns``/``overruns`` are cumulative since the device was opened; the totals here keep
@@ -337,7 +342,13 @@ class Stats:
             data = dict(status)
         else:
             data = {"state": str(status)}
+        data = {k: v.value if isinstance(v, enum.Enum) else v for k, v in data.items()}
         self.devices[role] = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        state = self.devices[role].get("state")
+        if state not in ("missing", "reopening"):
+            self.device_missing_since.pop(role, None)
+        elif now is not None:
+            self.device_missing_since.setdefault(role, now)
         for name in ("xruns", "overruns"):
             value = data.get(name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -346,6 +357,18 @@ class Stats:
             delta = value - last if value >= last else value
             self._device_counts[(role, name)] = value
             setattr(self, name, getattr(self, name) + delta)
+
+    def device_missing_s(self, role: str, now: float) -> float | None:
+        """Seconds the ``role`` device has been missing, or None while it works."""
+        since = self.device_missing_since.get(role)
+        return None if since is None else max(0.0, now - since)
+
+    def _device_snapshot(self, role: str, now: float) -> dict[str, Any]:
+        data = dict(self.devices[role])
+        missing = self.device_missing_s(role, now)
+        if missing is not None:
+            data["missing_for_s"] = round(missing, 1)
+        return data
 
     def session_age_s(self, now: float) -> float | None:
         """Seconds the current connection has been open, or None."""
@@ -445,7 +468,7 @@ class Stats:
             "session_age_s": None if age is None else round(age, 1),
             "duplex": self.duplex,
             "muted": self.muted,
-            "devices": {role: dict(data) for role, data in self.devices.items()},
+            "devices": {role: self._device_snapshot(role, now) for role in self.devices},
             "uptime_s": round(max(0.0, now - self.started_at), 1),
             "counters": {
                 "wakes": self.wakes,

@@ -19,7 +19,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -129,7 +129,7 @@ class AlsaSource:
         stall_s: a device that delivers nothing for this long is considered lost and reopened.
     """
 
-    def __init__(self, config: InputConfig, *, reopen_max_s: float = 10.0, stall_s: float = 3.0) -> None:
+    def __init__(self, config: InputConfig, *, reopen_max_s: float = 1.0, stall_s: float = 3.0) -> None:
         self._config = config
         self._reopen_max_s = reopen_max_s
         self._stall_s = stall_s
@@ -146,7 +146,7 @@ class AlsaSource:
         self._late_max_s = 0.0
         self._late_warned = -_LATE_WARN_EVERY_S
         self._ready = asyncio.Event()
-        self._status = DeviceStatus(config.device, DeviceState.MISSING)
+        self._status = DeviceStatus(config.device, DeviceState.CLOSED)  # not opened yet
         self._generation = 0
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,11 +160,19 @@ class AlsaSource:
         self._got_data = False
         self._period_ms = config.period_ms
         """The period the thread opens the device with (read by the thread; set on the loop)."""
+        self.on_status: Callable[[DeviceStatus], None] | None = None
+        """Called on the loop when the device's state changes (opened, missing, reopening)."""
 
     @property
     def status(self) -> DeviceStatus:
         """Device name, state, xruns, overruns, reopens, last error, granted rate/period."""
         return self._status
+
+    def _set_status(self, status: DeviceStatus) -> None:
+        changed = status.state is not self._status.state
+        self._status = status
+        if changed and self.on_status is not None:
+            self.on_status(status)
 
     @property
     def late_max_ms(self) -> float:
@@ -373,7 +381,7 @@ class AlsaSource:
         state = DeviceState.REOPENING if was_open or self._ever_opened else DeviceState.MISSING
         if self._status.state is not state or self._status.error != message:
             logger.warning("capture device %s %s: %s", self._config.device, state.value, message)
-        self._status = replace(self._status, state=state, error=message, rate_hz=0, period_frames=0)
+        self._set_status(replace(self._status, state=state, error=message, rate_hz=0, period_frames=0))
         self._conv = None
         self._last_data = time.monotonic()
 
@@ -401,13 +409,15 @@ class AlsaSource:
             granted.channels,
             granted.period_frames,
         )
-        self._status = replace(
-            self._status,
-            state=DeviceState.OK,
-            error=None,
-            rate_hz=granted.rate_hz,
-            period_frames=granted.period_frames,
-            reopens=self._status.reopens + (1 if reopened else 0),
+        self._set_status(
+            replace(
+                self._status,
+                state=DeviceState.OK,
+                error=None,
+                rate_hz=granted.rate_hz,
+                period_frames=granted.period_frames,
+                reopens=self._status.reopens + (1 if reopened else 0),
+            )
         )
         self._got_data = False
         self._conv = (gen, granted, StreamResampler(granted.rate_hz, CAPTURE_RATE_HZ), Framer(CAPTURE_CHUNK_SAMPLES))
@@ -474,11 +484,11 @@ class AlsaSink:
 
     rate_hz = PLAYBACK_RATE_HZ
 
-    def __init__(self, config: OutputConfig, *, reopen_max_s: float = 10.0, stall_s: float = 3.0) -> None:
+    def __init__(self, config: OutputConfig, *, reopen_max_s: float = 1.0, stall_s: float = 3.0) -> None:
         self._config = config
         self._reopen_max_s = reopen_max_s
         self._stall_s = stall_s
-        self._status = DeviceStatus(config.device, DeviceState.MISSING)
+        self._status = DeviceStatus(config.device, DeviceState.CLOSED)  # not opened yet
         self._cond = threading.Condition()
         self._sw: collections.deque[bytes] = collections.deque()  # device-format periods not yet written
         self._sw_frames = 0
@@ -506,11 +516,21 @@ class AlsaSink:
         self._ever_opened = False
         self._watch: asyncio.TimerHandle | None = None
         self._thread_obj: threading.Thread | None = None
+        self.on_status: Callable[[DeviceStatus], None] | None = None
+        """Called on the loop when the device's state changes (opened, missing, reopening)."""
+        self.discarded_samples = 0
+        """24 kHz samples thrown away because the device was missing (a reply nobody heard)."""
 
     @property
     def status(self) -> DeviceStatus:
         """Device name, state, xruns, reopens, last error, granted rate/period."""
         return self._status
+
+    def _set_status(self, status: DeviceStatus) -> None:
+        changed = status.state is not self._status.state
+        self._status = status
+        if changed and self.on_status is not None:
+            self.on_status(status)
 
     def start(self) -> None:
         """Start the playback thread (done by the first write); must be called from the event loop."""
@@ -610,6 +630,7 @@ class AlsaSink:
         for the device to be reopened at all; a reply on a missing speaker lasts as long as it would have.
         """
         now = time.monotonic()
+        self.discarded_samples += samples
         self._discard_until = max(self._discard_until, now) + samples / PLAYBACK_RATE_HZ
         await asyncio.sleep(max(0.0, self._discard_until - now - self._config.buffer_ms / 1000))
 
@@ -785,13 +806,15 @@ class AlsaSink:
             self._granted = granted
             self._capacity_frames = max(granted.period_frames, granted.buffer_frames)
         self._resampler = StreamResampler(PLAYBACK_RATE_HZ, granted.rate_hz, quality=_SINK_QUALITY)
-        self._status = replace(
-            self._status,
-            state=DeviceState.OK,
-            error=None,
-            rate_hz=granted.rate_hz,
-            period_frames=granted.period_frames,
-            reopens=self._status.reopens + (1 if reopened else 0),
+        self._set_status(
+            replace(
+                self._status,
+                state=DeviceState.OK,
+                error=None,
+                rate_hz=granted.rate_hz,
+                period_frames=granted.period_frames,
+                reopens=self._status.reopens + (1 if reopened else 0),
+            )
         )
         self._space.set()
         self._settled.set()
@@ -819,7 +842,7 @@ class AlsaSink:
             self._pcm = None
             self._granted = None
         self._resampler = None
-        self._status = replace(self._status, state=state, error=message, rate_hz=0, period_frames=0)
+        self._set_status(replace(self._status, state=state, error=message, rate_hz=0, period_frames=0))
         self._space.set()
         self._settled.set()
 

@@ -57,7 +57,7 @@ class DeviceState(enum.Enum):
     OK = "ok"
     MISSING = "missing"  # could not be opened (yet): retrying with backoff
     REOPENING = "reopening"  # was open, failed or stalled: retrying with backoff
-    CLOSED = "closed"
+    CLOSED = "closed"  # not opened yet, or closed on purpose
 
 
 @dataclass(frozen=True, slots=True)
