@@ -9,14 +9,20 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from numpy.typing import NDArray
 
 from earshot.app import Daemon
 from earshot.config import load_config
+from earshot.emulator import Emulator, EmulatorOptions
 from earshot.metrics import render
 from earshot.systemd import Notifier
+from tests.resilience.harness import watching_logs
+from tests.support.speech import concat, read_wav, silence, synth
 
 
 @pytest.fixture
@@ -29,17 +35,33 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     sock.close()
 
 
-def _daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fifo: Path, notify: str) -> Daemon:
+def _conf(path: Path, fifo: Path, speaker: Path | None = None) -> None:
+    """The room's ALSA config: the microphone (a FIFO) and, once it is plugged in, the speaker (a file)."""
+    body = f'pcm.usbmic {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n'
+    if speaker is not None:
+        body += f'pcm.usbspk {{ type file slave.pcm "null" file "{speaker}" format "raw" }}\n'
+    old = path.stat().st_mtime if path.exists() else 0.0
+    path.write_text("</usr/share/alsa/alsa.conf>\n" + body)
+    os.utime(path, (old + 10, old + 10))  # alsa-lib rereads a config whose mtime (in seconds) changed
+
+
+def _daemon(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fifo: Path,
+    notify: str,
+    *,
+    output: str = "null",
+    url: str = "ws://127.0.0.1:9/v1/realtime",
+    gate: dict[str, Any] | None = None,
+) -> Daemon:
     conf = tmp_path / "asound.conf"
-    conf.write_text(
-        "</usr/share/alsa/alsa.conf>\n"
-        f'pcm.usbmic {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n'
-    )
+    _conf(conf, fifo)
     monkeypatch.setenv("ALSA_CONFIG_PATH", str(conf))
     cfg = {
-        "audio": {"backend": "alsa", "input": {"device": "usbmic"}, "output": {"device": "null"}},
-        "gate": {"mode": "vad"},
-        "realtime": {"url": "ws://127.0.0.1:9/v1/realtime"},
+        "audio": {"backend": "alsa", "input": {"device": "usbmic"}, "output": {"device": output}},
+        "gate": gate or {"mode": "vad"},
+        "realtime": {"url": url, "idle_close_s": 0.0},
         "state_dir": str(tmp_path / "state"),
         "control": {"socket": str(tmp_path / "control.sock")},
     }
@@ -53,12 +75,14 @@ def _daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fifo: Path, notify:
     )
 
 
-def _feed(fifo: Path, stop: threading.Event) -> None:
-    """The microphone's signal: 16 kHz silence at about real time, until stopped."""
+def _feed(fifo: Path, stop: threading.Event, pcm: NDArray[np.int16] | None = None) -> None:
+    """The microphone's signal at about real time: ``pcm`` (16 kHz), then silence until stopped."""
     fd = os.open(fifo, os.O_WRONLY)
+    data = pcm.astype("<i2").tobytes() if pcm is not None else b""
     try:
         while not stop.is_set():
-            os.write(fd, bytes(3200))
+            piece, data = (data[:3200], data[3200:]) if data else (bytes(3200), b"")
+            os.write(fd, piece.ljust(3200, b"\0"))
             stop.wait(0.1)
     finally:
         os.close(fd)
@@ -110,3 +134,39 @@ async def test_a_missing_microphone_keeps_the_watchdog_fed_is_named_and_is_used_
 def daemon_metrics(daemon: Daemon) -> str:
     assert daemon.stats is not None
     return render(daemon.stats, asyncio.get_running_loop().time(), 0.0)
+
+
+async def test_a_reply_lost_to_a_missing_speaker_is_followed_by_the_offline_earcon_when_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """The speaker is unplugged through a whole exchange; once it is back the user hears that something was lost."""
+    _sock, path = notify_socket
+    fifo = tmp_path / "mic.fifo"
+    os.mkfifo(fifo)
+    spoken = tmp_path / "speaker.raw"
+    question, _ = read_wav(synth("what is the capital of france"))
+    async with Emulator(EmulatorOptions(strict=True)) as emu:
+        gate = {"mode": "vad", "follow_up_s": 1.0}  # earcons on, as installed
+        daemon = _daemon(tmp_path, monkeypatch, fifo, path, output="usbspk", url=emu.url, gate=gate)
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        feeder = loop.run_in_executor(None, _feed, fifo, stop, concat(silence(1.0), question))
+        with watching_logs() as logs:
+            running = asyncio.create_task(daemon.run())
+            try:
+                await logs.wait_for("engagement ended", within_s=60)
+                assert emu.sessions
+                assert emu.sessions[0].responses, "no reply was made"
+                assert not spoken.exists()
+                _conf(tmp_path / "asound.conf", fifo, speaker=spoken)  # the speaker is plugged back in
+                await logs.wait_for("speaker back", within_s=20)
+                await logs.wait_for("playback device usbspk open", within_s=20)
+            finally:
+                stop.set()
+                daemon.stop("test over")
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(running, 10)
+                await feeder
+    assert daemon.status()["devices"]["output"]["state"] in ("ok", "closed")
+    played = np.frombuffer(spoken.read_bytes(), dtype="<i2") if spoken.exists() else np.zeros(0, np.int16)
+    assert np.abs(played.astype(np.int32)).max(initial=0) > 1000, "the offline earcon was not played"
