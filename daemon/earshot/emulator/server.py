@@ -1121,6 +1121,11 @@ class Emulator:
         for conn in self._live():
             conn.send_huge()
 
+    def send_oversize(self, size: int = 64 * 1024 * 1024) -> None:
+        """Send one audio delta of ``size`` characters, in 1 MiB fragments, on every open connection."""
+        for conn in self._live():
+            conn.send_oversize(size)
+
     def expire(self) -> None:
         """Expire every open session now (``session_expired`` + close 1001)."""
         for conn in self._live():
