@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from earshot import children
+from earshot import children, toolexec
 from earshot.audio.backend import DeviceState, DeviceStatus, open_audio
 from earshot.audio.echo import EchoCanceller
 from earshot.audio.playback import Playback
@@ -157,7 +157,9 @@ class Daemon:
         playback = Playback(sink, prebuffer_ms=cfg.audio.output.prebuffer_ms, on_event=self._on_playback_event)
         self._playback = playback
         self._sink = sink
-        runner = ToolRunner(cfg.realtime, mixer=_mixer(cfg), env=self.environ)
+        tool_socket = self.environ.get(toolexec.ENV_SOCKET)
+        remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
+        runner = ToolRunner(cfg.realtime, mixer=_mixer(cfg), env=self.environ, remote=remote)
         self.tools = runner
         self.link = Link(cfg.realtime, headers=self._headers, on_event=self._on_link_event, tools=runner.specs())
         gate, echo, bargein, guard = _build_gate(cfg, sdir)

@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_cmd_devices)
 
+    p = sub.add_parser("tool-exec", help="answer one tool call on the socket passed as stdin (earshot-tools@.service)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    p.set_defaults(handler=_cmd_tool_exec)
+
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(handler=_cmd_version)
 
@@ -171,6 +175,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         logger.error("cannot start: %s", exc)
         return EX_RUNTIME
     return _as_status(serve(config, config_path=args.config))
+
+
+def _cmd_tool_exec(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from earshot import logs
+    from earshot.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    logs.configure(args.log_level or config.logging.level, config.logging.journald)
+    serve = _load("earshot.toolexec", "serve_stdin")
+    return _as_status(asyncio.run(serve(args.config)))
 
 
 def _cmd_version(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from earshot import children
-from tests.support.procs import running
+from tests.support.procs import AS_NOBODY, SYSTEM_PY, can_run_as_nobody, running
 
 PY = sys.executable
 
@@ -141,13 +140,7 @@ print(out.stdout.decode().strip(), out.stderr.decode()[-300:])
 """
 
 
-SYSTEM_PY = "/usr/bin/python3"  # the venv's interpreter may sit under a home another user cannot enter
-
-
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None or not os.access(SYSTEM_PY, os.X_OK),
-    reason="needs root, setpriv and the system python3 (python3-venv installs it)",
-)
+@pytest.mark.skipif(not can_run_as_nobody(), reason="needs root, setpriv and the system python3")
 @pytest.mark.parametrize("mode", ["seal", "plain"])
 def test_a_sealed_daemon_keeps_the_key_from_a_tool_of_the_same_user(mode: str) -> None:
     """As an unprivileged user (as under systemd), a tool cannot read the sealed parent's /proc environ."""
@@ -156,7 +149,7 @@ def test_a_sealed_daemon_keeps_the_key_from_a_tool_of_the_same_user(mode: str) -
         "PYTHONPATH": str(Path(children.__file__).parents[1]),
         "OPENAI_API_KEY": "sk-test-0123456789",
     }
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PY, "-c", _SEALED_PARENT, mode]
+    argv = [*AS_NOBODY, SYSTEM_PY, "-c", _SEALED_PARENT, mode]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd="/", check=True)
     verdict = done.stdout.split()
     if mode == "seal":

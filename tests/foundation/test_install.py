@@ -42,7 +42,9 @@ def test_dry_run_prints_plan_and_changes_nothing(tmp_path: Path, key_file: Path)
     assert f"+ install -D -m 0644 {ROOT}/systemd/earshot.service {target}/etc/systemd/system/earshot.service" in lines
     assert f"+ install -m 0644 {ROOT}/config/earshot.yaml {target}/etc/earshot/earshot.yaml" in lines
     assert f"+ install -m 0600 {key_file} {target}/etc/earshot/openai-api-key" in lines
-    assert f"+ systemctl --root={target} enable earshot.service" in lines
+    assert f"+ systemctl --root={target} enable earshot-tools.socket earshot.service" in lines
+    for unit in ("earshot-tools.socket", "earshot-tools@.service"):
+        assert f"+ install -D -m 0644 {ROOT}/systemd/{unit} {target}/etc/systemd/system/{unit}" in lines
     assert SECRET not in r.stdout + r.stderr
     assert tree(target) == []
 

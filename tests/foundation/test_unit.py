@@ -93,7 +93,8 @@ def test_required_directives() -> None:
     assert d["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert d["LoadCredential"] == ["openai-api-key:/etc/earshot/openai-api-key"]
     assert d["DynamicUser"] == ["yes"]
-    assert d["SupplementaryGroups"] == ["audio"]
+    assert d["SupplementaryGroups"] == ["audio earshot-tools"]
+    assert d["Environment"] == ["EARSHOT_TOOL_SOCKET=/run/earshot-tools.sock"]
     assert d["StateDirectory"] == ["earshot"]
     assert d["RuntimeDirectory"] == ["earshot"]
     assert float(d["WatchdogSec"][0]) > 0
@@ -108,3 +109,42 @@ def test_keeps_sound_and_network() -> None:
     assert set(d["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert "PrivateNetwork" not in d
     assert "IPAddressDeny" not in d
+
+
+def _tool_units(tmp_path: Path) -> list[Path]:
+    exe = shutil.which("true")
+    assert exe is not None
+    out = []
+    for name in ("earshot-tools.socket", "earshot-tools@.service", "earshot.service"):
+        text = (ROOT / "systemd" / name).read_text().replace("/opt/earshot/venv/bin/earshot ", f"{exe} ")
+        path = tmp_path / name
+        path.write_text(text)
+        out.append(path)
+    return out
+
+
+def test_the_tool_runner_units_verify_clean(tmp_path: Path) -> None:
+    units = _tool_units(tmp_path)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *[u.name for u in units]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
+
+
+def test_tools_run_as_another_user_without_the_credential() -> None:
+    """The tool runner is not the daemon's user and cannot reach the key; its socket is the group's only."""
+    socket_unit = (ROOT / "systemd" / "earshot-tools.socket").read_text()
+    service = (ROOT / "systemd" / "earshot-tools@.service").read_text()
+    assert "ListenStream=/run/earshot-tools.sock\n" in socket_unit
+    assert "Accept=yes\n" in socket_unit
+    assert "SocketGroup=earshot-tools\nSocketMode=0660\n" in socket_unit
+    assert "DynamicUser=yes\nUser=earshot-runner\n" in service
+    assert "LoadCredential" not in service
+    assert "InaccessiblePaths=-/etc/earshot/openai-api-key -/run/credentials\n" in service
+    assert "KillMode=control-group\n" in service
+    assert "ExecStart=/opt/earshot/venv/bin/earshot tool-exec --config /etc/earshot/earshot.yaml\n" in service

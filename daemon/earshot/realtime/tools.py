@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -373,6 +373,8 @@ class ToolRunner:
             ``AmixerMixer.from_config(config.audio.output)``); None leaves the volume tools out.
         env: environment of the tool processes (None: this process's); the API key variables
             are removed from it either way.
+        remote: runs a config tool elsewhere instead, ``(name, arguments_json, timeout_s) -> output``
+            (:func:`earshot.toolexec.call`: another user, who cannot read the key); built-ins stay here.
     """
 
     def __init__(
@@ -381,8 +383,10 @@ class ToolRunner:
         *,
         mixer: Mixer | None = None,
         env: Mapping[str, str] | None = None,
+        remote: Callable[[str, str, float], Awaitable[str]] | None = None,
     ) -> None:
         self._tools: dict[str, ToolConfig] = {t.name: t for t in config.tools}
+        self._remote = remote
         self._builtins: dict[str, ToolSpec] = {}
         if "datetime" in config.builtin_tools:
             self._builtins[_DATETIME.name] = _DATETIME
@@ -397,6 +401,11 @@ class ToolRunner:
         self._slots = asyncio.Semaphore(config.max_tool_processes)
         base = os.environ if env is None else env
         self._env = children.child_env(base)
+
+    @property
+    def config_tools(self) -> frozenset[str]:
+        """Names of the config tools (not the built-ins)."""
+        return frozenset(self._tools)
 
     def specs(self) -> list[ToolSpec]:
         """Every tool offered to the model: built-ins first, then config tools in config order."""
@@ -487,6 +496,8 @@ class ToolRunner:
                 f"tool {tool.name!r} not run: {self._max_processes} tool processes were busy for {tool.timeout_s:g} s"
             ) from None
         try:
+            if self._remote is not None:
+                return await self._remote(tool.name, json.dumps(arguments), max(0.0, deadline - loop.time()))
             outcome = await children.run(
                 tool.command,
                 stdin=stdin,
