@@ -25,6 +25,7 @@ One over :data:`PARSE_OFF_LOOP_BYTES` is parsed and its audio decoded in a worke
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -255,6 +256,9 @@ class Link:
         self._offline_samples = 0
         self._offline_overflowed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # One worker for large messages: each thread of a pool would get a malloc arena of its own,
+        # and the peaks of several arenas stay in the RSS of a daemon that runs for months.
+        self._parser: concurrent.futures.ThreadPoolExecutor | None = None
         self.last_error: str | None = None
         self.verdict: Verdict | None = None
 
@@ -391,6 +395,9 @@ class Link:
             self._close_ws()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+            if self._parser is not None:
+                self._parser.shutdown(wait=False, cancel_futures=True)
+                self._parser = None
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         until = loop.time() + seconds
@@ -459,7 +466,10 @@ class Link:
                     raise (self._abort or _lost(exc)) from exc
                 else:
                     if len(raw) > PARSE_OFF_LOOP_BYTES:  # a large one would block the loop (audio, watchdog)
-                        session.receive_parsed(await asyncio.to_thread(session.parse, raw), loop.time())
+                        if self._parser is None:
+                            self._parser = concurrent.futures.ThreadPoolExecutor(1, "earshot-parse")
+                        parsed = await loop.run_in_executor(self._parser, session.parse, raw)
+                        session.receive_parsed(parsed, loop.time())
                     else:
                         session.receive_message(raw, loop.time())
                     self._pump()
