@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 import numpy as np
+import pytest
 
 from earshot.config import default_config
 from earshot.emulator.options import EmulatorOptions
 from earshot.emulator.server import Emulator
 from earshot.realtime.connection import Link, LinkDown, LinkEvent
-from earshot.realtime.session import PlayAudio, ResponseDone, SessionReady, TurnCommitted
+from earshot.realtime.session import (
+    PlayAudio,
+    RealtimeSession,
+    ResponseDone,
+    ServerError,
+    SessionReady,
+    TurnCommitted,
+)
 from tests.support.speech import concat, read_wav, silence, synth
 
 
@@ -100,3 +109,49 @@ async def test_a_loop_catching_up_is_not_a_stalled_network() -> None:
     assert not [e for e in events if isinstance(e, LinkDown)]
     assert len(emu.sessions) == 1
     np.testing.assert_array_equal(received[: turn.size - 960], turn[: turn.size - 960])
+
+
+async def test_a_large_message_is_parsed_off_the_loop_and_small_ones_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 10 MB item is parsed in the parse thread (the loop keeps running); a normal event on the loop."""
+    threads: list[tuple[int, int]] = []  # (message size, parsing thread)
+    parse = RealtimeSession.parse
+
+    def watched(self: RealtimeSession, raw: str | bytes) -> object:
+        threads.append((len(raw), threading.get_ident()))
+        return parse(self, raw)
+
+    monkeypatch.setattr(RealtimeSession, "parse", watched)
+    ready, after = asyncio.Event(), asyncio.Event()
+
+    def on_event(event: LinkEvent) -> None:
+        if isinstance(event, SessionReady):
+            ready.set()
+        elif isinstance(event, ServerError):
+            after.set()
+
+    async with Emulator(EmulatorOptions(strict=True, voice_engine="tone")) as emu:
+        config = dataclasses.replace(default_config().realtime, url=emu.url)
+
+        async def headers() -> dict[str, str]:
+            return {"Authorization": "Bearer sk-test"}
+
+        link = Link(config, headers=headers, on_event=on_event)
+        task = asyncio.create_task(link.run())
+        try:
+            link.open()
+            async with asyncio.timeout(30):
+                await ready.wait()
+                emu.send_huge()
+                emu.send_error("rate_limit_exceeded", close=False)  # in order: it arrives once the huge one is in
+                await after.wait()
+        finally:
+            link.close()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    loop_thread = threading.get_ident()
+    large = [t for size, t in threads if size > 10_000_000]
+    small = [t for size, t in threads if size < 1000]
+    assert large
+    assert all(t != loop_thread for t in large)
+    assert small
+    assert all(t == loop_thread for t in small)
