@@ -127,6 +127,7 @@ async def test_a_missing_microphone_keeps_the_watchdog_fed_is_named_and_is_used_
         daemon.stop("test over")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(running, 10)
+        daemon.notifier.close()
         if feeder is not None:
             await feeder
 
@@ -166,6 +167,7 @@ async def test_a_reply_lost_to_a_missing_speaker_is_followed_by_the_offline_earc
                 daemon.stop("test over")
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(running, 10)
+                daemon.notifier.close()
                 await feeder
     assert daemon.status()["devices"]["output"]["state"] in ("ok", "closed")
     played = np.frombuffer(spoken.read_bytes(), dtype="<i2") if spoken.exists() else np.zeros(0, np.int16)

@@ -252,6 +252,7 @@ class Link:
         self._session: RealtimeSession | None = None
         self._history: list[HistoryItem] = []
         self._replay: NDArray[np.int16] | None = None
+        self._replay_offline = 0  # samples of the replay that arrived while disconnected
         self._offline: deque[NDArray[np.int16]] = deque()
         self._offline_samples = 0
         self._offline_overflowed = False
@@ -285,7 +286,7 @@ class Link:
         """Close the connection and forget the conversation; :meth:`open` starts a new one."""
         self._engaged = False
         self._history = []
-        self._replay = None
+        self._replay, self._replay_offline = None, 0
         self._offline.clear()
         self._offline_samples = 0
         self._changed.set()
@@ -410,8 +411,14 @@ class Link:
         self._wake = False
 
     async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> tuple[BaseException | None, bool]:
-        session = RealtimeSession(self._config, tools=self._tools, history=self._history, replay_audio=self._replay)
-        self._replay = None
+        session = RealtimeSession(
+            self._config,
+            tools=self._tools,
+            history=self._history,
+            replay_audio=self._replay,
+            replay_offline_samples=self._replay_offline,
+        )
+        self._replay, self._replay_offline = None, 0
         while self._offline:
             session.append_audio(self._offline.popleft(), loop.time())
         self._offline_samples = 0
@@ -439,6 +446,7 @@ class Link:
         self._history = session.history
         if self._engaged:
             self._replay = session.unsettled_audio()
+            self._replay_offline = min(session.offline_samples(), self._replay.size)
         return error, was_ready
 
     async def _serve(self, ws: ClientConnection, session: RealtimeSession, loop: asyncio.AbstractEventLoop) -> None:

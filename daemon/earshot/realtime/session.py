@@ -315,6 +315,7 @@ class RealtimeSession:
         tools: Sequence[ToolSpec] = (),
         history: Sequence[HistoryItem] = (),
         replay_audio: NDArray[np.int16] | None = None,
+        replay_offline_samples: int = 0,
     ) -> None:
         self._config = config
         self._tools = tuple(tools)
@@ -357,11 +358,14 @@ class RealtimeSession:
         self._speech_end_sample: int | None = None
         self._commit_sample = 0
         self._response_turn_end = 0
+        self._replay_allowance = 0
         if replay_audio is not None and replay_audio.size:
             replay = np.asarray(replay_audio, dtype=np.int16).reshape(-1)[-self._max_turn_samples :]
-            # The replay is audio from before the drop: only what arrives while connecting counts
+            # The part of the replay a server already heard is not offline audio: only what arrived
+            # while disconnected (``replay_offline_samples`` of it, and what comes now) counts
             # against the offline bound.
-            self._max_buffer_samples += replay.size
+            self._replay_allowance = max(0, replay.size - replay_offline_samples)
+            self._max_buffer_samples += self._replay_allowance
             self._queue_pending(replay)
 
         # responses
@@ -422,6 +426,10 @@ class RealtimeSession:
                 items.append(HistoryItem(entry.role, entry.text))
         limits = self._config.history
         return trim_history(items, max_items=limits.max_items, max_chars=limits.max_chars)
+
+    def offline_samples(self) -> int:
+        """Samples of :meth:`unsettled_audio` that no server heard: audio that arrived while disconnected."""
+        return 0 if self._ready else max(0, self._pending_samples - self._replay_allowance)
 
     def unsettled_audio(self) -> NDArray[np.int16]:
         """The audio of the user turn not yet answered (input wire rate), for replay after a drop.
