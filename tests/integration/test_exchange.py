@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions, FunctionCall
 from tests.integration.replies import RATE_HZ, check_events, client_types, locate, reply_pcm
+from tests.resilience.harness import watching_logs
 from tests.support.daemon import run_daemon
 from tests.support.procs import running
 from tests.support.schema import check_client_event
@@ -133,3 +135,33 @@ async def test_a_tool_still_running_when_the_engagement_ends_is_stopped(tmp_path
     assert outputs == []
     pid = int(pidfile.read_text())
     assert not running(pid), f"the tool (pid {pid}) is still running"
+
+
+async def test_a_tool_call_while_idle_is_not_run(tmp_path: Path) -> None:
+    """The server asks for a tool after the engagement ended (the session kept open): nothing runs."""
+    marker = tmp_path / "ran"
+    script = f"open({str(marker)!r}, 'w').close()"
+    question, _ = read_wav(synth("what is the capital of france"))
+    pcm = concat(silence(0.5), question, silence(14.0))
+    tool = {"name": "garage_door", "description": "opens", "command": [sys.executable, "-c", script]}
+    config = {"realtime": {"builtin_tools": [], "tools": [tool], "idle_close_s": 60.0}}
+    call = {
+        "type": "response.function_call_arguments.done",
+        "event_id": "event_idle",
+        "response_id": "resp_idle",
+        "item_id": "item_idle",
+        "output_index": 0,
+        "call_id": "call_idle",
+        "name": "garage_door",
+        "arguments": "{}",
+    }
+    async with Emulator(EmulatorOptions(strict=True)) as emu:
+        with watching_logs() as logs:
+            daemon = asyncio.create_task(run_daemon(tmp_path, pcm, url=emu.url, config=config))
+            await logs.wait_for("engagement ended", within_s=60)
+            emu.send_raw(json.dumps(call))
+            await logs.wait_for("tool call garage_door while idle: not run", within_s=20)
+            run = await daemon
+    assert run.exit_code == 0
+    assert not run.marks("tool call garage_door")
+    assert not marker.exists()
