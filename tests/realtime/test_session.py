@@ -669,6 +669,18 @@ def test_a_replay_is_kept_to_its_last_minute() -> None:
     np.testing.assert_array_equal(d.session.unsettled_audio(), turn[-60 * 24000 :])
 
 
+def test_pending_function_calls_are_bounded() -> None:
+    """A server asking for thousands of calls at once: 16 are run, the rest dropped and counted."""
+    d = ready_driver()
+    d.feed(s.response("created", "r1"))
+    for i in range(1000):
+        d.feed(s.function_call_done("r1", f"call_{i}", "garage_door", "{}"))
+    d.feed(s.function_call_done("r1", "call_0", "garage_door", "{}"))  # a repeat is not a new call
+    calls = [e for e in d.events() if isinstance(e, ToolCall)]
+    assert [c.call_id for c in calls] == [f"call_{i}" for i in range(16)]
+    assert d.session.dropped_calls == 1000 - 16
+
+
 def test_connection_lost_stops_everything() -> None:
     d = ready_driver()
     d.session.connection_lost(d.now)

@@ -75,6 +75,8 @@ _MAX_ENTRY_CHARS = 16_384
 _MAX_TRANSCRIPT_CHARS = 262_144
 """Transcript kept over all items of a session; the oldest items go first."""
 _MAX_SENT_IDS = 256
+_MAX_PENDING_CALLS = 16
+"""Function calls waiting for their output at most (a reply asks for a few; a hostile server for thousands)."""
 
 
 # ---------------------------------------------------------------------------- events for the app
@@ -338,6 +340,7 @@ class RealtimeSession:
         self.protocol_errors = 0
         self.dropped_audio_samples = 0
         self.dropped_deltas = 0
+        self.dropped_calls = 0
         self._opened = False
         self._created = False
         self._ready = False
@@ -678,6 +681,14 @@ class RealtimeSession:
         elif isinstance(event, ev.InputTranscriptionEvent):
             self._on_input_transcription(event)
         elif isinstance(event, ev.FunctionCallEvent):
+            if event.call_id in self._pending_calls:
+                return
+            if len(self._pending_calls) >= _MAX_PENDING_CALLS:
+                self.dropped_calls += 1
+                logger.warning(
+                    "< function call %s dropped: %d calls already pending", event.name[:64], _MAX_PENDING_CALLS
+                )
+                return
             self._pending_calls.add(event.call_id)
             self._events.append(ToolCall(event.call_id, event.name, event.arguments))
         elif isinstance(event, ev.UnknownServerEvent):
