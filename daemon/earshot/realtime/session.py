@@ -685,9 +685,8 @@ class RealtimeSession:
                 return
             if len(self._pending_calls) >= _MAX_PENDING_CALLS:
                 self.dropped_calls += 1
-                logger.warning(
-                    "< function call %s dropped: %d calls already pending", event.name[:64], _MAX_PENDING_CALLS
-                )
+                if self.dropped_calls == 1:  # once per session: a flood must not flood the journal too
+                    logger.warning("< function calls dropped: %d already pending", _MAX_PENDING_CALLS)
                 return
             self._pending_calls.add(event.call_id)
             self._events.append(ToolCall(event.call_id, event.name, event.arguments))
