@@ -342,6 +342,8 @@ async def run_in_room(
             recorder.terminate()
             await asyncio.to_thread(recorder.wait, 10)
             await reader
+    for i, session in enumerate(emu.sessions):  # what the server heard, beside the room's recording
+        session.received_audio().astype("<i2").tofile(workdir / f"received-{i}.raw")
     data = np.fromfile(rec_raw, dtype="<i2") if rec_raw.exists() else np.zeros(0, np.int16)
     recording = data[: data.size // 3 * 3].reshape(-1, 3).astype(np.int16)
     return RoomRun(
