@@ -1,6 +1,7 @@
 """The real-time tier: PulseAudio null sinks through alsa-lib's pulse plugin run at real speed."""
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -9,12 +10,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from earshot.audio.alsa import AlsaSink, AlsaSource
 from earshot.audio.backend import DeviceState
+from earshot.audio.playback import Playback, PlaybackFinished
 from earshot.config import InputConfig, OutputConfig
 
 from .conftest import AlsaConf
@@ -223,3 +227,56 @@ async def test_the_gap_after_a_drained_reply_is_not_an_underrun(pulse: Pulse) ->
     assert status.state is DeviceState.OK
     assert status.xruns == 0
     assert sink.queued_samples() == 0
+
+
+async def test_a_playing_reply_wakes_the_loop_a_few_times_a_second_not_every_period(pulse: Pulse) -> None:
+    """The sink refills its software queue in bursts: the device thread wakes the loop when half of it
+    has played, not after every period (100 wake-ups a second per reply were a Pi core's budget)."""
+    sink = AlsaSink(OutputConfig(device="speaker", sample_rate_hz=24000, period_ms=10, buffer_ms=40))
+    finished = asyncio.Event()
+    writes: list[int] = []
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, PlaybackFinished):
+            finished.set()
+
+    playback = Playback(sink, prebuffer_ms=40, on_event=on_event)
+    real_write = sink.write
+
+    async def counted_write(pcm: NDArray[np.int16]) -> None:
+        writes.append(len(pcm))
+        await real_write(pcm)
+
+    sink.write = counted_write  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    posted = 0
+    real_post = loop.call_soon_threadsafe
+
+    def counting_post(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        nonlocal posted
+        if callback == sink._space.set:
+            posted += 1
+        return real_post(callback, *args, context=context)
+
+    loop.call_soon_threadsafe = counting_post  # type: ignore[method-assign]
+    runner = asyncio.create_task(playback.run())
+    reply_s = 3
+    try:
+        async with asyncio.timeout(30):
+            tone = (np.sin(np.arange(24000 * reply_s) * 0.05) * 8000).astype(np.int16)
+            for i in range(0, tone.size, 4800):  # 200 ms deltas, all at once, as a server sends them
+                playback.enqueue("item", tone[i : i + 4800])
+            playback.finish()
+            await finished.wait()
+    finally:
+        loop.call_soon_threadsafe = real_post  # type: ignore[method-assign]
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        status = sink.status
+        sink.close()
+    assert playback.heard_samples("item") == tone.size
+    assert status.xruns == 0
+    # 40 ms writes into a 200 ms queue refilled from half full: about 10 wake-ups a second, not 100.
+    assert max(writes) == sink.write_samples
+    assert posted <= 15 * reply_s, f"{posted} wake-ups for {reply_s} s of reply"

@@ -470,6 +470,10 @@ class AlsaSource:
 # ---------------------------------------------------------------------------------------------- playback
 
 
+_SW_LEAD_MS = 200
+"""Reply audio the sink queues ahead of the device buffer (refilled when half of it has played)."""
+
+
 class AlsaSink:
     """The loudspeaker: 24 kHz mono in, converted to the granted device rate and channel count.
 
@@ -483,6 +487,9 @@ class AlsaSink:
     """
 
     rate_hz = PLAYBACK_RATE_HZ
+    write_samples = PLAYBACK_RATE_HZ * 40 // 1000
+    """What :class:`~earshot.audio.playback.Playback` hands over per write: 40 ms (the software queue
+    takes it; barge-in drops it whole, so the size adds no latency)."""
 
     def __init__(self, config: OutputConfig, *, reopen_max_s: float = 1.0, stall_s: float = 3.0) -> None:
         self._config = config
@@ -493,6 +500,7 @@ class AlsaSink:
         self._sw: collections.deque[bytes] = collections.deque()  # device-format periods not yet written
         self._sw_frames = 0
         self._capacity_frames = 0
+        self._space_need = 0  # frames a waiting write() needs; 0 while none waits (the thread then posts nothing)
         self._pcm: Any = None
         self._granted: _Granted | None = None
         self._dev_written = 0  # device frames handed to pcm.write since the last reset
@@ -600,12 +608,14 @@ class AlsaSink:
         await self._settled.wait()  # the first open attempt has succeeded or failed
         granted = self._granted
         while granted is not None:
+            need = min(self._capacity_frames, round(arr.size * granted.rate_hz / PLAYBACK_RATE_HZ))
             with self._cond:
                 free = self._capacity_frames - self._sw_frames
-            need = min(self._capacity_frames, round(arr.size * granted.rate_hz / PLAYBACK_RATE_HZ))
-            if free >= need:
-                break
-            self._space.clear()
+                if free >= need:
+                    self._space_need = 0
+                    break
+                self._space_need = need
+                self._space.clear()
             await self._space.wait()
             granted = self._granted
         if granted is None or self._resampler is None:
@@ -777,7 +787,14 @@ class AlsaSink:
                     with self._cond:
                         self._sw_frames = max(0, self._sw_frames - len(data) // bpf)
                         self._dev_written += max(0, n)
-                    _post(loop, self._space.set)
+                        # Wake a waiting writer once half the queue is free (or all of it it needs), not
+                        # after every period: the loop refills in bursts, a few wake-ups a second.
+                        free = self._capacity_frames - self._sw_frames
+                        wake = 0 < self._space_need <= free and free >= self._capacity_frames // 2
+                        if wake:
+                            self._space_need = 0
+                    if wake:
+                        _post(loop, self._space.set)
             except alsaaudio.ALSAAudioError as exc:
                 _post(loop, self._on_missing, gen, str(exc), True)
                 self._stop.wait(next(delays))
@@ -804,7 +821,10 @@ class AlsaSink:
         with self._cond:
             self._pcm = pcm
             self._granted = granted
-            self._capacity_frames = max(granted.period_frames, granted.buffer_frames)
+            # The software queue ahead of the device buffer: long enough that the loop refills it a
+            # few times a second. Barge-in drops it with the device buffer, so it adds no latency.
+            lead = granted.rate_hz * _SW_LEAD_MS // 1000
+            self._capacity_frames = max(granted.period_frames, granted.buffer_frames, lead)
         self._resampler = StreamResampler(PLAYBACK_RATE_HZ, granted.rate_hz, quality=_SINK_QUALITY)
         self._set_status(
             replace(

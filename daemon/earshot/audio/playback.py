@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 EARCON_PREFIX = "earcon:"
 MAX_FADE_MS = 12
-_CHUNK_SAMPLES = PLAYBACK_RATE_HZ // 100  # hand the sink 10 ms at a time: drop granularity stays small
+_CHUNK_SAMPLES = PLAYBACK_RATE_HZ // 100
+"""Samples handed to a sink per write unless it says otherwise (its ``write_samples``): 10 ms."""
 _KEEP_KEYS = 256  # heard counts kept for heard_samples() after a reply is over
 MAX_QUEUED_S = 180
 """Reply audio queued ahead of the speaker at most (8.6 MB at 24 kHz): longer than any spoken reply
@@ -108,6 +109,9 @@ class Playback:
         max_queued_s: float = MAX_QUEUED_S,
     ) -> None:
         self._sink = sink
+        # A sink with a software queue in front of its device takes longer writes (fewer loop turns
+        # per second of reply); one that is only a device buffer takes 10 ms so it never runs dry.
+        self._chunk = max(1, int(getattr(sink, "write_samples", _CHUNK_SAMPLES)))
         self._max_pending = int(max_queued_s * PLAYBACK_RATE_HZ)
         self.dropped_samples = 0
         self._dropping = False  # warned during this reply
@@ -296,9 +300,9 @@ class Playback:
         entry = self._pending[0]
         assert not isinstance(entry, _EndOfReply)
         key, pcm = entry
-        chunk = pcm[:_CHUNK_SAMPLES]
-        if pcm.size > _CHUNK_SAMPLES:
-            self._pending[0] = (key, pcm[_CHUNK_SAMPLES:])
+        chunk = pcm[: self._chunk]
+        if pcm.size > self._chunk:
+            self._pending[0] = (key, pcm[self._chunk :])
         else:
             self._pending.popleft()
         self._pending_samples -= int(chunk.size)
