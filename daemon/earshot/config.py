@@ -95,7 +95,11 @@ class InputConfig:
     channels: int = _f(1, "capture channels (multi-mic arrays: 2, 4, 6, 8)", min=1, max=16)
     channel: int | None = _f(None, "use only this channel (0-based); null mixes all channels down", min=0, max=15)
     period_ms: int = _f(
-        10, "capture period in ms while engaged (FIFO-fed virtual devices deliver 10 ms)", min=5, max=100
+        20,
+        "capture period in ms while engaged: barge-in hears the user at most a period later; each period "
+        "wakes the daemon (10 ms periods cost a Pi core twice the wake-ups)",
+        min=5,
+        max=100,
     )
     idle_period_ms: int = _f(
         100, "capture period in ms while nobody is engaged (fewer wake-ups: an idle Pi stays cool)", min=5, max=250

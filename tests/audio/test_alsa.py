@@ -1,5 +1,6 @@
 import asyncio
 import fcntl
+import itertools
 import os
 import time
 from pathlib import Path
@@ -94,7 +95,7 @@ async def test_live_capture_from_a_fifo_follows_the_writer(alsa_conf: AlsaConf, 
     os.mkfifo(fifo)
     fd = os.open(fifo, os.O_RDWR)  # before the PCM opens it: the open never blocks, no EOF later
     alsa_conf(f'pcm.live {{ type file slave.pcm "null" file "/dev/null" infile "{fifo}" format "raw" }}\n')
-    source = AlsaSource(InputConfig(device="live"))
+    source = AlsaSource(InputConfig(device="live", period_ms=10))  # the writer delivers 10 ms at a time
     got: list[CaptureChunk] = []
     try:
         async with asyncio.timeout(20):
@@ -278,6 +279,48 @@ async def test_a_late_loop_loses_no_captured_audio(alsa_conf: AlsaConf, tmp_path
     assert np.array_equal(np.concatenate([c.pcm for c in chunks]), data)
     assert status.overruns == 0
     assert late_ms >= 250  # the inbox measured how late the loop was
+
+
+async def test_a_catch_up_gives_the_other_tasks_a_turn_every_few_chunks(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    """A backlog is handed over at once, but never so long in one go that playback and the link starve
+    (inside one Pi core, ten chunks in a row between turns held a wake earcon's writes back for 1.9 s)."""
+    data = _ramp(16000 * 2)
+    fd = _fifo_mic(alsa_conf, tmp_path)
+    source = AlsaSource(InputConfig(device="live", sample_rate_hz=16000, period_ms=10, queue_ms=30000))
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    turns_at: list[int] = []
+    other = asyncio.create_task(other_task())
+    try:
+        async with asyncio.timeout(20):
+            it = source.chunks()
+            os.write(fd, data[:160].astype("<i2").tobytes())
+            await anext(it)
+            rest = memoryview(data[160:].astype("<i2").tobytes())
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+            time.sleep(0.3)  # noqa: ASYNC251 - the point: a loop that is busy while the device delivers
+            for _ in range(150):
+                await anext(it)
+                turns_at.append(turns)
+    finally:
+        other.cancel()
+        source.close()
+        os.close(fd)
+    assert len(turns_at) == 150
+    runs: list[int] = []
+    run = 0
+    for before, after in itertools.pairwise(turns_at):
+        run = run + 1 if after == before else 0
+        runs.append(run)
+    # From the tenth chunk on (the other task's first turns fall in with the device's start).
+    assert max(runs[10:]) < 3, f"{max(runs[10:]) + 1} chunks in a row without a turn for the other tasks"
 
 
 async def test_the_capture_inbox_is_bounded_and_counts_the_gap(alsa_conf: AlsaConf, tmp_path: Path) -> None:

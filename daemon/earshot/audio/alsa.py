@@ -51,7 +51,7 @@ _PROBE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
 _LATE_WARN_S = 0.1
 """The loop took captured audio this late: worth a warning (at most every ``_LATE_WARN_EVERY_S``)."""
 _LATE_WARN_EVERY_S = 10.0
-_YIELD_EVERY = 10
+_YIELD_EVERY = 3
 """While catching up, the chunk iterator gives other tasks a turn every this many chunks."""
 
 
@@ -213,15 +213,16 @@ class AlsaSource:
         few chunks so a catch-up never starves the uplink.
         """
         self.start()
-        run = 0
+        run = 0  # chunks handed over since this task last gave the others a turn
         while True:
             if not self._queue:
-                run = 0
-                self._drain()  # what waited in the inbox for room
-                while not self._queue:
-                    self._ready.clear()
-                    await self._ready.wait()
-            elif run >= _YIELD_EVERY:
+                self._drain()  # what waited in the inbox for room (no turn for the others: not a reset)
+                if not self._queue:
+                    run = 0
+                    while not self._queue:
+                        self._ready.clear()
+                        await self._ready.wait()
+            if run >= _YIELD_EVERY:
                 run = 0
                 await asyncio.sleep(0)
                 continue
