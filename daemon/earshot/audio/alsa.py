@@ -629,8 +629,11 @@ class AlsaSink:
         dev = upmix(self._resampler.process(arr), granted.channels)
         data = dev.astype("<i2").tobytes()
         bpf = 2 * granted.channels
+        # The thread writes one period at a time: a barge-in's drop() can only let the period being
+        # written through (a 40 ms write in flight went on into the emptied device, unheard by the count).
+        step = max(1, granted.period_frames) * bpf
         with self._cond:
-            self._sw.append(data)
+            self._sw.extend(data[i : i + step] for i in range(0, len(data), step))
             self._sw_frames += len(data) // bpf
             self._cond.notify()
 
