@@ -44,9 +44,34 @@ from benchlib.report import Report
 QUOTA_US = 1000
 PERIOD_US = 12000
 """One Pi core: 1/12 of a core here."""
+LARGER_CORES = (("Pi 4 core (1/6)", 2000), ("Pi 5 core (1/3)", 4000))
+"""The same exchange inside one core of the faster boards (quota per ``PERIOD_US``)."""
 _CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
 _LATE = re.compile(r"event loop: (?:max lateness|ran) (\d+) ms")
+
+
+class _Figures:
+    """Where a confined run's figures go: the report (the Pi Zero 2 W core) or a details entry (faster cores)."""
+
+    def __init__(self, report: Report | None, entry: dict[str, Any]) -> None:
+        self.report = report
+        self.entry = entry
+
+    def set(self, key: str, value: float, note: str | None = None) -> None:
+        if self.report is not None:
+            self.report.set(key, value, note=note)
+            return
+        self.entry[key] = value
+        if note:
+            self.entry.setdefault("notes", {})[key] = note
+
+    def unmeasured(self, key: str, why: str) -> None:
+        if self.report is not None:
+            self.report.unmeasured(key, why)
+            return
+        self.entry[key] = None
+        self.entry.setdefault("notes", {})[key] = why
 
 
 class CgroupUnavailable(RuntimeError):
@@ -328,50 +353,64 @@ def _measure(
         report.set("rss_mb", max(rss))
         details["rss_mb_per_run"] = rss
 
-    def confined() -> None:
-        with cpu_quota() as procs:
-            spec = daemon.RunSpec("pi_confined", ex.pcm, echo=False, replies=(audio.LONG_REPLY,), timeout_s=120.0)
+    def confined(figures: _Figures, quota_us: int, name: str) -> None:
+        with cpu_quota(quota_us) as procs:
+            spec = daemon.RunSpec(name, ex.pcm, echo=False, replies=(audio.LONG_REPLY,), timeout_s=120.0)
             run = _run(room, spec, root, log, confined=procs)
-        entry: dict[str, Any] = {"exit": run.returncode, "cpu_pct": run.cpu_pct}
-        details["confined"] = entry
+        entry = figures.entry
+        entry.update({"exit": run.returncode, "cpu_pct": run.cpu_pct})
         entry["threads_cpu_pct"] = split_pct(run, ex.pcm.size / audio.RATE_HZ)
         wake = _first(run, r"^engaged by")
         ready = _first(run, r"session ready")
-        report.set("pi_wake_to_ready_ms", round(1000.0 * (ready - wake), 1))
+        figures.set("pi_wake_to_ready_ms", round(1000.0 * (ready - wake), 1))
         if "ms" in handshake:
-            report.set("pi_wake_to_ready_excess_ms", round(1000.0 * (ready - wake) - handshake["ms"], 1))
+            figures.set("pi_wake_to_ready_excess_ms", round(1000.0 * (ready - wake) - handshake["ms"], 1))
         else:
-            report.unmeasured("pi_wake_to_ready_excess_ms", "no unconfined handshake to compare with")
-        report.set("pi_loop_block_max_ms", round(loop_lateness_ms(run), 1))
+            figures.unmeasured("pi_wake_to_ready_excess_ms", "no unconfined handshake to compare with")
+        figures.set("pi_loop_block_max_ms", round(loop_lateness_ms(run), 1))
         scores = delivery_scores(run, ex)
         entry["delivery_scores"] = scores
         entry["drops"] = [m for _, m in run.log if "stalled" in m or "dropped" in m][:5]
-        report.set("pi_turns_delivered", sum(1 for s in scores if s >= 0.8) / len(scores))
+        figures.set("pi_turns_delivered", sum(1 for s in scores if s >= 0.8) / len(scores))
         onset_at = run.play_started + ex.interruption_onset / audio.RATE_HZ
         false = [round(t - run.play_started, 2) for t in run.barge_ins() if t < onset_at]
         entry["false_barge_ins_at_s"] = false
-        report.set("pi_false_bargeins", len(false))
+        figures.set("pi_false_bargeins", len(false))
         try:
-            figures = pulse.analyse_exchange(run, ex, story)
+            analysed = pulse.analyse_exchange(run, ex, story)
         except daemon.DaemonUnavailable as exc:
             # The speaker recording cannot be followed (the reply was too short or too broken to match):
             # the barge-in time comes from the daemon's own timeline instead, on its capture clock.
             entry["speaker_analysis"] = str(exc)
-            report.unmeasured("pi_truncate_error_ms", f"the speaker recording could not be followed: {exc}")
+            figures.unmeasured("pi_truncate_error_ms", f"the speaker recording could not be followed: {exc}")
             try:
                 bargein = speaker_stop_after_onset_ms(run, ex)
             except daemon.DaemonUnavailable as why:
-                report.unmeasured("pi_bargein_ms", str(why))
+                figures.unmeasured("pi_bargein_ms", str(why))
                 return
-            report.set(
+            figures.set(
                 "pi_bargein_ms",
                 round(bargein, 1),
                 note="the reply could not be followed sample by sample: the interruption's onset on the user "
                 "channel to the speaker channel's first 30 ms of silence after it",
             )
             return
-        entry.update(figures.details)
-        report.set("pi_bargein_ms", round(figures.bargein_ms, 1))
-        report.set("pi_truncate_error_ms", round(figures.truncate_error_ms, 1))
+        entry.update(analysed.details)
+        figures.set("pi_bargein_ms", round(analysed.bargein_ms, 1))
+        figures.set("pi_truncate_error_ms", round(analysed.truncate_error_ms, 1))
 
-    report.attempt(tuple(k for k in KEYS if k.startswith("pi_")), "pi confined run (one Pi core)", confined, log)
+    one_core = _Figures(report, details.setdefault("confined", {}))
+    report.attempt(
+        tuple(k for k in KEYS if k.startswith("pi_")),
+        "pi confined run (one Pi core)",
+        lambda: confined(one_core, QUOTA_US, "pi_confined"),
+        log,
+    )
+    # The faster boards' cores, measured the same way (details only: the goals are the Pi Zero 2 W's).
+    for label, quota_us in LARGER_CORES:
+        figures = _Figures(None, details.setdefault("cores", {}).setdefault(label, {"quota_us": quota_us}))
+        try:
+            confined(figures, quota_us, f"pi_confined_{quota_us}")
+        except Exception as exc:  # noqa: BLE001 - as Report.attempt: a failed run leaves its reason
+            figures.entry["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"pi confined run at {label}: {exc}")
