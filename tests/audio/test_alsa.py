@@ -313,7 +313,6 @@ async def test_a_catch_up_gives_the_other_tasks_a_turn_every_few_chunks(alsa_con
         other.cancel()
         source.close()
         os.close(fd)
-    assert len(turns_at) == 150
     runs: list[int] = []
     run = 0
     for before, after in itertools.pairwise(turns_at):

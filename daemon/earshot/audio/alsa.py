@@ -791,8 +791,8 @@ class AlsaSink:
                     with self._cond:
                         self._sw_frames = max(0, self._sw_frames - len(data) // bpf)
                         self._dev_written += max(0, n)
-                        # Wake a waiting writer once half the queue is free (or all of it it needs), not
-                        # after every period: the loop refills in bursts, a few wake-ups a second.
+                        # Wake a waiting writer once its write fits and half the queue is free, not after
+                        # every period: the loop refills in bursts, a few wake-ups a second.
                         free = self._capacity_frames - self._sw_frames
                         wake = 0 < self._space_need <= free and free >= self._capacity_frames // 2
                         if wake:
