@@ -33,7 +33,6 @@ import ssl
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import websockets
@@ -43,10 +42,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from earshot.config import RealtimeConfig, check_realtime_url
 from earshot.errors import ConfigError, ConnectionLost, HandshakeError, RealtimeError
 from earshot.realtime import events as ev
+from earshot.realtime.linkevents import LinkDown, LinkEvent, OfflineOverflow
 from earshot.realtime.policy import Reconnector, Verdict
-from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionEvent
+from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession
 from earshot.realtime.stall import SocketWatch
-from earshot.realtime.tools import ToolSpec
+from earshot.realtime.toolspec import ToolSpec
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -172,29 +172,6 @@ class SendQueue:
         return self._audio_chars
 
 
-@dataclass(frozen=True, slots=True)
-class LinkDown:
-    """The connection failed or ended; the next attempt is in ``retry_in_s``.
-
-    Attributes:
-        error: one line saying why (never the key).
-        verdict: RETRY or FATAL_FOR_NOW (bad key, quota …: slow retry).
-        retry_in_s: delay before the next attempt.
-        attempt: consecutive failures.
-    """
-
-    error: str
-    verdict: Verdict
-    retry_in_s: float
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class OfflineOverflow:
-    """More than ``reconnect.offline_buffer_s`` of audio arrived while disconnected: end the engagement."""
-
-
-LinkEvent = SessionEvent | LinkDown | OfflineOverflow
 HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
 
 

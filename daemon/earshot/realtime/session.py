@@ -34,7 +34,7 @@ from earshot.config import RealtimeConfig
 from earshot.errors import RealtimeError, RealtimeServerError, RemoteProtocolError
 from earshot.realtime import events as ev
 from earshot.realtime.policy import HistoryItem, trim_history
-from earshot.realtime.tools import ToolSpec
+from earshot.realtime.toolspec import ToolSpec
 
 __all__ = [
     "MAX_REPLAY_S",

@@ -24,12 +24,12 @@ import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from earshot import children
 from earshot.config import OutputConfig, RealtimeConfig, ToolConfig
 from earshot.errors import ToolError
+from earshot.realtime.toolspec import ToolSpec
 
 __all__ = [
     "AmixerMixer",
@@ -47,39 +47,6 @@ logger = logging.getLogger(__name__)
 _MIXER_OUTPUT_BYTES = 65536
 _STDERR_KEEP_BYTES = 2048
 _ERROR_DETAIL_CHARS = 300
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    """A function tool as declared to the model in ``session.update``.
-
-    Attributes:
-        name: the function name.
-        description: what it does, for the model.
-        parameters: JSON schema of the arguments (an object schema).
-    """
-
-    name: str
-    description: str
-    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
-
-    def to_session_tool(self) -> dict[str, Any]:
-        """The ``session.tools[]`` entry: ``{"type": "function", name, description, parameters}``."""
-        return {
-            "type": "function",
-            "name": self.name,
-            "description": self.description,
-            "parameters": _thaw(self.parameters),
-        }
-
-
-def _thaw(value: Any) -> Any:
-    """Plain dicts/lists from the config's frozen mappings/tuples (for JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def _error(message: str, **extra: Any) -> str:
