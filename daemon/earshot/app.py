@@ -376,7 +376,7 @@ class Daemon:
             if discarded > self._discarded_seen and self.conversation is not None:
                 # Something was said to nobody while the speaker was away: say so once it is back.
                 logger.info("speaker back: %.1f s of audio was lost while it was away", discarded / 24000)
-                self.conversation.play_earcon("offline")
+                self.conversation.play_earcon("offline", asyncio.get_running_loop().time())
             self._discarded_seen = discarded
         self.notifier.status(self._status_text())
 
@@ -506,9 +506,7 @@ class Daemon:
         assert conv is not None
         if conv.muted == muted:
             return
-        conv.muted = muted
-        if muted and conv.phase is not Phase.IDLE:
-            conv.cancel(now, "muted")
+        conv.set_muted(muted, now)
         logger.info("microphone %s", "muted" if muted else "unmuted")
         self._fire_hook("muted", {"muted": muted})
         if self.stats is not None:

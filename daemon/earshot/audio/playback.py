@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from earshot.audio.backend import PLAYBACK_RATE_HZ, AudioSink
 from earshot.audio.dsp import fade_out
+from earshot.audio.resample import StreamResampler
 
 __all__ = [
     "EARCON_PREFIX",
@@ -132,6 +133,7 @@ class Playback:
         self._io: asyncio.Future[None] | None = None
         self._io_samples = 0
         self._wake = asyncio.Event()
+        self._resampler: StreamResampler | None = None  # wire rate -> 24 kHz, for G.711's 8 kHz
 
     # ------------------------------------------------------------------ producer side (non-blocking)
 
@@ -149,6 +151,19 @@ class Playback:
             logger.warning("playback queue full (%d s ahead): reply audio dropped", ahead_s)
         self.dropped_samples += (int(pcm.size) - room) * PLAYBACK_RATE_HZ // rate_hz
         return pcm[:room]
+
+    def play(self, key: str, pcm: NDArray[np.int16], rate_hz: int) -> None:
+        """Queue reply audio of ``key`` at ``rate_hz`` (the wire rate).
+
+        It is cut to what the queue takes first, then resampled to the speaker's 24 kHz (one stream
+        across the calls: no seams between deltas).
+        """
+        arr = self.fit(np.asarray(pcm, dtype=np.int16).reshape(-1), rate_hz)
+        if rate_hz != PLAYBACK_RATE_HZ:
+            if self._resampler is None or self._resampler.in_hz != rate_hz:
+                self._resampler = StreamResampler(rate_hz, PLAYBACK_RATE_HZ)
+            arr = self._resampler.process(arr)
+        self.enqueue(key, arr)
 
     def enqueue(self, key: str, pcm24k: NDArray[np.int16]) -> None:
         """Queue audio of ``key`` (an item id, or ``earcon:<name>``); never blocks.

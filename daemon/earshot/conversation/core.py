@@ -1,0 +1,641 @@
+"""The conversation core: every decision that depends on the phase, in one sans-I/O object.
+
+After h11's rule: one state machine decides everything. :class:`ConversationCore` takes
+
+- capture chunks (16 kHz, with their positions), which it runs through the echo canceller, the uplink
+  guard, the gate and the barge-in detectors;
+- the link's events (session events, :class:`~earshot.realtime.linkevents.LinkDown`,
+  :class:`~earshot.realtime.linkevents.OfflineOverflow`);
+- the playback's events (first sample heard, reply played out);
+- the user's commands (engage, cancel, end of turn, mute) and the clock (:meth:`tick`),
+
+each with ``now`` (monotonic seconds) and, for what the caller owns, its state as an argument
+(``playback_active``). It returns :mod:`~earshot.conversation.effects` through :meth:`effects`,
+which :class:`~earshot.pipeline.Conversation` carries out and nothing else.
+
+The phase table itself is :class:`~earshot.engage.Engagement`, which only this core drives; the rule
+that the server never hears the device is :class:`~earshot.uplink.UplinkGuard`, which only this core
+feeds. Pure: no asyncio, threads, processes or sockets; tested without an event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from earshot import engage as eg
+from earshot.audio.backend import CaptureChunk
+from earshot.audio.earcons import earcon
+from earshot.audio.playback import PlaybackFinished, PlaybackStarted, is_earcon
+from earshot.audio.resample import StreamResampler
+from earshot.audio.ring import AudioRing
+from earshot.config import Config
+from earshot.conversation import effects as fx
+from earshot.engage import Engagement, EngagementSettings, Phase
+from earshot.gate import gate as gt
+from earshot.gate.bargein import BargeInDetector, DuplexMode
+from earshot.realtime import session as rs
+from earshot.realtime.linkevents import LinkDown, OfflineOverflow
+from earshot.realtime.policy import Verdict
+from earshot.uplink import UplinkGuard
+
+__all__ = ["CAPTURE_RATE_HZ", "HOOK_FOR_PHASE", "PHASE_STATUS", "PLAYBACK_RATE_HZ", "ConversationCore"]
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_RATE_HZ = 16000
+PLAYBACK_RATE_HZ = 24000
+RING_S = 30.0
+# Without a canceller nothing measures the echo tail: the device's sound is taken to linger this long.
+_NO_CANCELLER_TAIL_S = 0.3
+_TIMELINE = 400
+
+PHASE_STATUS = {
+    Phase.IDLE: "Idle: listening for the wake word",
+    Phase.CONNECTING: "Woken: connecting to the assistant",
+    Phase.LISTENING: "Listening to the user",
+    Phase.THINKING: "Thinking: waiting for the reply",
+    Phase.SPEAKING: "Speaking the reply",
+    Phase.FOLLOW_UP: "Listening for a follow-up",
+}
+HOOK_FOR_PHASE = {
+    Phase.IDLE: "idle",
+    Phase.CONNECTING: "wake",
+    Phase.LISTENING: "listening",
+    Phase.THINKING: "thinking",
+    Phase.SPEAKING: "speaking",
+    Phase.FOLLOW_UP: "listening",
+}
+
+
+class ConversationCore:
+    """Decides the conversation. See the module docstring.
+
+    Args:
+        config: the whole configuration.
+        gate: the listening gate.
+        echo: the echo canceller, or None.
+        bargein: the barge-in detector used over a reply, or None (no barge-in).
+        wake_guard: rejects wakes explained by the device's own voice, or None.
+        tools: whether tool calls can be run (a tool call's response then has no audio of its own).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        gate: gt.Gate,
+        echo: Any | None = None,
+        bargein: Any | None = None,
+        wake_guard: Any | None = None,
+        tools: bool = True,
+    ) -> None:
+        self.config = config
+        self.gate = gate
+        self.echo = echo
+        self.bargein = bargein
+        self.wake_guard = wake_guard
+        self._tools = tools
+        self._recording = config.recordings.enabled
+        self.daily_cap_reached: Callable[[float], bool] = lambda now: False
+        """Whether the daily connected-minutes cap is used up at ``now`` (the app keeps that count)."""
+        rt = config.realtime
+        preroll = config.gate.preroll_ms * CAPTURE_RATE_HZ // 1000
+        self.engagement = Engagement(
+            EngagementSettings(
+                preroll_samples=preroll,
+                follow_up_s=config.gate.follow_up_s,
+                no_speech_timeout_s=config.gate.no_speech_timeout_s,
+                reply_timeout_s=rt.reply_timeout_s,
+                connect_timeout_s=rt.reconnect.offline_buffer_s + rt.open_timeout_s,
+                max_engagement_s=config.gate.max_engagement_s,
+                idle_close_s=rt.idle_close_s,
+                local_turn_detection=rt.turn_detection.type == "none",
+            )
+        )
+        self.ring = AudioRing(int(RING_S * CAPTURE_RATE_HZ))
+        vad = config.gate.vad
+        self.uplink_guard = UplinkGuard(
+            lead_samples=preroll,
+            keep_samples=self.ring.capacity_samples,
+            confirm_samples=(vad.end_ms + vad.start_ms) * CAPTURE_RATE_HZ // 1000,
+        )
+        """What of the capture may go upstream: never the device's own sound (:mod:`earshot.uplink`)."""
+        self.over_sound = BargeInDetector(config.bargein) if bargein is not None else None
+        """Local detection of the user over the device's sound outside a reply (earcons, the reply's tail)."""
+        self.wire_rate_hz = 24000 if rt.format == "pcm16" else 8000
+        self._up = StreamResampler(CAPTURE_RATE_HZ, self.wire_rate_hz)
+        self._pump_samples = rt.append_ms * CAPTURE_RATE_HZ // 1000
+        self._cursor: int | None = None  # capture position the uplink has sent up to
+        self._position = 0
+        self._audible_until = -1  # without a canceller: capture position the device's sound may last to
+        self.muted = False
+        # The response in flight (one at a time, as the server sends them).
+        self._response_has_audio = False
+        self._response_done = True
+        self._reply_pending = False  # audio or a tool call's answer is still to come or to play
+        self._turn_ended_at: float | None = None
+        self._bargein_onset: int | None = None
+        self._ready_reported = False  # wake → ready measured for this engagement
+        self._session_ready_at: float | None = None
+        self._resting_until: float | None = None
+        self.resting_reason: str | None = None
+        self.connection: str = "disconnected"
+        """What the core last told the counters of the connection (``connecting`` … ``resting``)."""
+        self.timeline: deque[tuple[float, str]] = deque(maxlen=_TIMELINE)
+        """The recent lifecycle marks (loop time, what), for status, tests and the demo."""
+        self._duplex_mode: str | None = None
+        self._effects: list[fx.Effect] = []
+        self._update_gate_suppression()
+
+    # ------------------------------------------------------------------ outputs
+
+    def effects(self) -> list[fx.Effect]:
+        """Return and clear what the inputs so far asked for, in order."""
+        out, self._effects = self._effects, []
+        return out
+
+    @property
+    def phase(self) -> Phase:
+        """The current engagement phase."""
+        return self.engagement.phase
+
+    @property
+    def position(self) -> int:
+        """The capture position (16 kHz samples) reached so far."""
+        return self._position
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` must be called next (monotonic), or None."""
+        return self.engagement.next_deadline()
+
+    # ------------------------------------------------------------------ capture
+
+    def capture(self, pcm: NDArray[np.int16], position: int, now: float, *, playback_active: bool) -> None:
+        """One capture chunk (16 kHz mono) at ``position``; ``playback_active``: the device is sounding."""
+        self._position = position + len(pcm)
+        if self.muted:
+            self._tick(now)
+            return
+        frame = None
+        cleaned = pcm
+        if self.echo is not None:
+            near_end = bool(getattr(self.bargein, "user_speaking", False)) or bool(
+                getattr(self.over_sound, "user_speaking", False)
+            )
+            cleaned = self.echo.process(pcm, near_end=near_end)
+            frame = self.echo.frame
+            if self.wake_guard is not None:
+                self.wake_guard.observe(frame, position)
+        self.ring.append(cleaned, position)
+        self._guard_chunk(pcm, cleaned, frame, position, now, playback_active)
+        for ev in self.gate.process(CaptureChunk(cleaned, position)):
+            self._on_gate_event(ev, now)
+        bargein = self.bargein
+        if self.phase is Phase.SPEAKING and bargein is not None and bargein.armed:
+            hit = bargein.process(cleaned, pcm, frame, position)
+            self._duplex(bargein.duplex.mode.value)  # it follows the echo measured during the reply
+            self._update_gate_suppression()
+            if hit is not None:
+                self._barge_in(now, hit.position, local=True)
+        self._pump_uplink(force=False)
+        self._tick(now)
+
+    def _guard_chunk(
+        self,
+        raw: NDArray[np.int16],
+        cleaned: NDArray[np.int16],
+        frame: Any,
+        position: int,
+        now: float,
+        playback_active: bool,
+    ) -> None:
+        """Tell the uplink guard whether the device's own sound can be in this chunk, and judge it."""
+        guard = self.uplink_guard
+        if frame is not None:
+            # Some reference above the floor is within the canceller's filter span (the longest echo
+            # path it models), or a new pairing is still being aligned: the echo can be in this chunk.
+            audible = bool(frame.echo_possible or frame.settling)
+        else:
+            if playback_active:
+                self._audible_until = position + len(raw) + int(_NO_CANCELLER_TAIL_S * CAPTURE_RATE_HZ)
+            audible = position < self._audible_until
+        was = guard.audible
+        guard.chunk(position, len(raw), audible=audible)
+        over = self.over_sound
+        if over is not None:
+            if guard.holding and not was:
+                over.start(position, **self._echo_figures())
+            elif not guard.audible and over.armed:
+                over.stop()
+            if guard.holding and over.armed and self.phase is not Phase.SPEAKING:
+                hit = over.process(cleaned, raw, frame, position)
+                if hit is not None:
+                    self._mark(now, f"user speech over the device's sound at {hit.position / CAPTURE_RATE_HZ:.3f} s")
+                    guard.user_speech(hit.position)
+        for onset in guard.released():
+            self._speech_started(onset, now)
+
+    def _echo_figures(self) -> dict[str, Any]:
+        echo = self.echo
+        return {
+            "erle_db": echo.erle_db if echo is not None else None,
+            "erl_db": echo.erl_db if echo is not None else None,
+            "canceller": echo is not None,
+        }
+
+    def _on_gate_event(self, ev: gt.GateEvent, now: float) -> None:
+        if isinstance(ev, gt.SpeechStarted):
+            if self.uplink_guard.speech_started(ev.position):
+                self._speech_started(ev.position, now)
+            # else: inside the device's own sound, held until it is known to be the user's
+        elif isinstance(ev, gt.SpeechEnded):
+            if self.uplink_guard.speech_ended(ev.position) and self.phase is Phase.LISTENING:
+                self.engagement.speech_ended(now)
+                self._run_engagement(now)
+        elif isinstance(ev, gt.Wake):
+            self._on_wake(ev, now)
+        elif self.phase is Phase.LISTENING and self.engagement.settings.local_turn_detection:
+            self._end_of_turn(now)  # a gt.EndOfTurn: local turn detection ends the turn
+
+    def _on_wake(self, ev: gt.Wake, now: float) -> None:
+        self._emit(fx.Counted("wake"))
+        if self.wake_guard is not None and not self.wake_guard.accept(ev.position, ev.start_position):
+            logger.info("wake ignored: the device heard its own voice (%s)", self.wake_guard.last_reason)
+            return
+        if self.phase is Phase.SPEAKING:
+            self._barge_in(now, ev.start_position, local=True)  # gated duplex: the wake word interrupts
+        elif self.config.gate.mode == "wakeword" and self.phase in (Phase.IDLE, Phase.FOLLOW_UP):
+            logger.info("wake word (%s, score %.2f)", ev.engine, ev.score)
+            self._emit(fx.Hook("wake", {"engine": ev.engine, "score": round(float(ev.score), 3)}))
+            if self._recording:
+                info = {"engine": ev.engine, "score": float(ev.score)}
+                self._emit(fx.Record("wake", self.ring.since(ev.start_position), info))
+            self.engage(now, ev.start_position, source=f"wake word ({ev.engine})")
+
+    def _speech_started(self, position: int, now: float) -> None:
+        """Speech of the user's (local VAD, or released by the uplink guard) at ``position``."""
+        if self.phase is Phase.IDLE and self.config.gate.mode == "vad":
+            self.engage(now, position, source="speech")
+        elif self.phase in (Phase.LISTENING, Phase.FOLLOW_UP, Phase.THINKING):
+            self.engagement.speech_started(now, position)
+            self._run_engagement(now)
+
+    # ------------------------------------------------------------------ commands
+
+    def engage(self, now: float, position: int | None = None, *, source: str) -> bool:
+        """Engage (wake word, button, ``earshot engage``, speech in vad mode). False when it cannot."""
+        if self.muted:
+            return False
+        if self.phase is Phase.IDLE:
+            if self._resting_until is not None and now < self._resting_until:
+                logger.info("not connecting: %s", self.resting_reason)
+                self._play_earcon("error")
+                return False
+            if self.daily_cap_reached(now):
+                logger.info("daily connected-minutes cap reached: resting instead of connecting")
+                self._play_earcon("resting")
+                self._emit(fx.Hook("error", {"reason": "daily cap reached"}))
+                return False
+            self._ready_reported = False
+            self._emit(fx.EngagementStarted(source))
+        self._mark(now, f"engaged by {source}")
+        self.engagement.engage(now, self._position if position is None else position, source)
+        self._run_engagement(now)
+        return True
+
+    def cancel(self, now: float, reason: str = "cancelled") -> None:
+        """End the engagement now (``earshot cancel``, a button, mute)."""
+        self.engagement.cancel(now, reason)
+        self._run_engagement(now)
+
+    def end_turn(self, now: float) -> None:
+        """Push-to-talk released: the user's turn ends now (commit it, ask for the reply)."""
+        if self.phase is not Phase.LISTENING:
+            return
+        self._end_of_turn(now)
+        if not self.engagement.settings.local_turn_detection:
+            # With server turn detection the engagement does not commit: the button does, here.
+            self._pump_uplink()
+            self._emit(fx.CommitAudio())
+
+    def set_muted(self, muted: bool, now: float) -> None:
+        """Privacy mute: nothing of the microphone reaches the gate or the uplink; an engagement ends."""
+        self.muted = muted
+        if muted and self.phase is not Phase.IDLE:
+            self.cancel(now, "muted")
+
+    def retry_now(self) -> None:
+        """Forget a fatal-for-now pause (SIGHUP, a changed credential)."""
+        self._resting_until = None
+        self.resting_reason = None
+
+    def play_earcon(self, kind: str) -> None:
+        """Play a cue now (``offline`` when the speaker returns after audio was lost to it)."""
+        self._play_earcon(kind)
+
+    # ------------------------------------------------------------------ the turn
+
+    def _barge_in(self, now: float, onset: int, *, local: bool) -> None:
+        self._bargein_onset = onset
+        self.uplink_guard.user_speech(onset)
+        self.uplink_guard.released()  # the barge-in itself starts the user's turn
+        self._mark(now, f"barge-in ({'local' if local else 'server'}) at {onset / CAPTURE_RATE_HZ:.3f} s")
+        self.engagement.barge_in(now, onset, local=local)
+        self._run_engagement(now)
+
+    def _end_of_turn(self, now: float) -> None:
+        was_listening = self.phase is Phase.LISTENING
+        turn_start = self.engagement.turn_start_position
+        self.engagement.end_of_turn(now)
+        if was_listening and turn_start is not None and self._recording:
+            self._emit(fx.Record("turn", self.ring.since(turn_start), {"turn": self.engagement.turns}))
+        if was_listening and self.phase is Phase.THINKING:
+            self._turn_ended_at = now
+            self._emit(fx.Counted("turn"))
+        self._run_engagement(now)
+
+    # ------------------------------------------------------------------ uplink
+
+    def _pump_uplink(self, *, force: bool = True) -> None:
+        if not self.engagement.uplink or self._cursor is None:
+            return
+        # Only what the guard has decided goes up: a stretch the device's sound may be in waits until
+        # it is known to be silence (it was all echo) or the user's (local detection confirmed them).
+        upto = min(self._position, self.uplink_guard.decided_upto())
+        start = max(self._cursor, self.ring.start_position or 0)
+        if upto <= start or (not force and upto - start < self._pump_samples):
+            # Per capture chunk, audio goes up in ``append_ms`` batches: the session sends no smaller
+            # message anyway, and one resampler call per batch instead of per chunk is a quarter of
+            # the per-call cost. A commit, a flush or an end of turn pumps what is left at once.
+            return
+        pcm = self.uplink_guard.apply(self.ring.since(start)[: upto - start], start)
+        self._cursor = upto
+        wire = self._up.process(pcm)
+        if len(wire):
+            self._emit(fx.SendAudio(wire))
+
+    # ------------------------------------------------------------------ link events
+
+    def link_event(self, ev: Any, now: float, *, playback_active: bool) -> None:
+        """A session event, :class:`LinkDown` or :class:`OfflineOverflow`, in the order the link got them."""
+        if isinstance(ev, LinkDown):
+            self._on_link_down(ev, now)
+        elif isinstance(ev, OfflineOverflow):
+            self._mark(now, "offline for longer than the buffer")
+            self._emit(fx.Hook("offline", {"reason": "offline buffer exceeded"}))
+            self.engagement.offline(now, "offline")
+        elif isinstance(ev, rs.SessionReady):
+            self._on_session_ready(now)
+        elif isinstance(ev, rs.PlayAudio):
+            self._on_play_audio(ev, now)
+        elif isinstance(ev, rs.ResponseStarted):
+            self._response_has_audio = False
+            self._response_done = False
+        elif isinstance(ev, rs.ResponseDone):
+            self._on_response_done(ev, now, playback_active)
+        elif isinstance(ev, rs.SpeechStarted):
+            if self.phase is Phase.SPEAKING:
+                self._barge_in(now, self._position, local=False)
+            else:
+                self._drop_unheard_reply(now, playback_active)
+                self.engagement.speech_started(now, self._position)
+        elif isinstance(ev, rs.TurnCommitted):
+            self._end_of_turn(now)
+        elif isinstance(ev, rs.ToolCall):
+            self._on_tool_call(ev, now)
+        elif isinstance(ev, rs.ServerError):
+            self._emit(fx.ErrorSeen(ev.code or "server_error", ev.message))
+            self._emit(fx.Hook("error", {"code": ev.code, "message": ev.message}))
+        elif isinstance(ev, rs.Transcript) and ev.final:
+            logger.debug("transcript (%s): %d characters", ev.role, len(ev.text))
+        self._run_engagement(now)
+
+    def _on_session_ready(self, now: float) -> None:
+        self._mark(now, "session ready")
+        self._session_ready_at = now
+        self._connection("connected")
+        started = self.engagement.engaged_at
+        if started is not None and not self._ready_reported:
+            self._ready_reported = True
+            self._emit(fx.Measured("session_ready", 1000.0 * (now - started)))
+        self.engagement.session_ready(now)
+
+    def _on_play_audio(self, ev: rs.PlayAudio, now: float) -> None:
+        if self.phase is Phase.IDLE:
+            return  # a late delta of an engagement that is over
+        if not self._response_has_audio:
+            self._mark(now, "reply audio received")
+        self._response_has_audio = True
+        self._reply_pending = True
+        self._emit(fx.PlayReply(ev.item_id, ev.pcm, self.wire_rate_hz))
+
+    def _on_response_done(self, ev: rs.ResponseDone, now: float, playback_active: bool) -> None:
+        self._response_done = True
+        self._mark(now, f"response done ({ev.status})")
+        if ev.status == "cancelled" and self.phase is not Phase.SPEAKING:
+            # The server interrupted a reply nobody has heard yet (the user went on talking).
+            self._drop_unheard_reply(now, playback_active)
+            return
+        if self._response_has_audio:
+            self._emit(fx.FinishPlayback())
+            return
+        if ev.status == "cancelled":
+            return
+        if self._tools and self._reply_pending:
+            # A tool call's response: the spoken answer comes in the next response.
+            self._reply_pending = False
+            return
+        self.engagement.response_done(now, had_audio=False)
+
+    def _on_tool_call(self, ev: rs.ToolCall, now: float) -> None:
+        if self.phase is Phase.IDLE:
+            # Nobody is engaged: running it would answer into a session nobody listens to (and run
+            # local commands for a server while idle).
+            logger.warning("tool call %s while idle: not run", ev.name[:64])
+            return
+        self._mark(now, f"tool call {ev.name}")
+        self._reply_pending = True
+        if self._tools:
+            self._emit(fx.RunTool(ev.call_id, ev.name, ev.arguments))
+
+    def _drop_unheard_reply(self, now: float, playback_active: bool) -> None:
+        if self.phase is not Phase.SPEAKING and playback_active and self._response_has_audio:
+            self._emit(fx.StopPlayback())
+            self._response_has_audio = False
+            self._mark(now, "unheard reply dropped")
+
+    def _on_link_down(self, ev: LinkDown, now: float) -> None:
+        self._emit(fx.ErrorSeen("LinkDown", ev.error))
+        if ev.verdict is Verdict.FATAL_FOR_NOW:
+            self._resting_until = now + self.config.realtime.reconnect.slow_retry_s
+            self.resting_reason = ev.error
+            self._connection("resting")
+            self._mark(now, f"not connecting for now: {ev.error}")
+            self._emit(fx.Hook("error", {"reason": ev.error}))
+            self.engagement.failed(now, ev.error)
+            # No engagement wants the link now: stop its retries (the next engagement, a SIGHUP or a
+            # changed credential retries); left open it would connect sessions while idle.
+            self._emit(fx.CloseLink(ev.error))
+            return
+        self._connection("connecting")
+        self._emit(fx.Counted("reconnect"))
+        self._mark(now, f"connection lost: {ev.error}")
+        self.engagement.connection_lost(now)
+        if self.phase is Phase.SPEAKING and not self._response_done:
+            # No more of this reply will come; play what arrived, then move on.
+            self._response_done = True
+            self._emit(fx.FinishPlayback())
+
+    # ------------------------------------------------------------------ playback events
+
+    def playback_event(self, ev: Any, now: float) -> None:
+        """A :class:`PlaybackStarted` / :class:`PlaybackFinished` from the playback."""
+        if isinstance(ev, PlaybackFinished):
+            logger.debug("playback finished (%d reply items heard)", len(ev.heard))
+        if isinstance(ev, PlaybackStarted) and not is_earcon(ev.key):
+            if self.phase in (Phase.LISTENING, Phase.THINKING, Phase.FOLLOW_UP):
+                self._reply_started(now)
+        elif isinstance(ev, PlaybackFinished) and ev.heard and self.phase is Phase.SPEAKING and self._response_done:
+            self._mark(now, "reply played out")
+            self._reply_pending = False
+            # Nothing of this reply is left to drop: a later server speech start must not stop the next
+            # engagement's wake earcon as if it were an unheard reply.
+            self._response_has_audio = False
+            if self.bargein is not None:
+                self.bargein.stop()
+            self.engagement.reply_played(now)
+        self._run_engagement(now)
+
+    def _reply_started(self, now: float) -> None:
+        self._mark(now, "reply started")
+        if self._turn_ended_at is not None:
+            self._emit(fx.Measured("reply_started", 1000.0 * (now - self._turn_ended_at)))
+        self._turn_ended_at = None
+        self.engagement.reply_started(now)
+        if self.bargein is not None:
+            decision = self.bargein.start(self._position, **self._echo_figures())
+            self._duplex(decision.mode.value)
+            self._update_gate_suppression()
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        """Run the deadlines that have passed (call at least at :meth:`next_deadline`)."""
+        self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        deadline = self.engagement.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.engagement.tick(now)
+            self._run_engagement(now)
+        ready_at = self._session_ready_at
+        if (
+            ready_at is not None
+            and now - ready_at >= self.config.realtime.rotate_after_s
+            and self.phase in (Phase.IDLE, Phase.FOLLOW_UP)
+            and self.engagement.connected
+        ):
+            # The server ends sessions at 60 minutes: replace this one now, while nobody is talking.
+            self._session_ready_at = None
+            self._mark(now, "rotating the session before the server's 60-minute cap")
+            self._emit(fx.RotateLink())
+
+    # ------------------------------------------------------------------ the engagement's actions
+
+    def _run_engagement(self, now: float) -> None:
+        for action in self.engagement.actions():
+            self._follow(action, now)
+
+    def _follow(self, action: eg.Action, now: float) -> None:
+        match action:
+            case eg.OpenSession():
+                self._connection("connecting")
+                self._emit(fx.OpenLink())
+            case eg.CloseSession(reason=reason):
+                self._mark(now, f"session closed ({reason})")
+                self._session_ready_at = None
+                self._emit(fx.CloseLink(reason))
+                self.engagement.connection_closed()
+                if self.connection != "resting":
+                    self._connection("disconnected")
+            case eg.StartUplink(from_position=pos):
+                start = self.ring.start_position
+                self._cursor = pos if start is None else max(pos, start)
+                self._up.reset()
+            case eg.ReplayTurn():
+                # The link keeps the unsettled turn's audio and sends it into the new session itself.
+                self._mark(now, "user turn sent again into the new session")
+            case eg.StopUplink():
+                self._pump_uplink()
+                self._emit(fx.FlushAudio())
+            case eg.CommitTurn():
+                self._pump_uplink()
+                self._emit(fx.CommitAudio())
+            case eg.Interrupt(local=local):
+                self._interrupt(local=local)
+            case eg.PlayEarcon(kind=kind):
+                self._play_earcon(kind)
+            case eg.PhaseChanged(old=old, new=new, reason=reason):
+                self._update_gate_suppression()
+                self._emit(fx.PhaseChanged(old, new, reason))
+            case eg.EndEngagement(reason=reason):
+                self._mark(now, f"engagement ended ({reason})")
+                if self.bargein is not None:
+                    self.bargein.stop()
+                self._emit(fx.EngagementEnded(reason))
+            case _:  # pragma: no cover - every action is handled above
+                raise AssertionError(f"unhandled action {action!r}")
+
+    def _interrupt(self, *, local: bool) -> None:
+        if self.bargein is not None:
+            self.bargein.stop()
+        reaction_ms = None
+        if self._bargein_onset is not None:
+            reaction_ms = 1000.0 * (self._position - self._bargein_onset) / CAPTURE_RATE_HZ
+        self._emit(fx.Interrupt(local=local, reaction_ms=reaction_ms))
+        self._response_done = True
+        self._reply_pending = False
+        # The interrupted reply is dealt with: its response.done (cancelled) must not stop playback
+        # again, which would cut the fade still playing (a click, and fewer samples heard than truncated).
+        self._response_has_audio = False
+
+    def played_until_interrupt(self, now: float, heard_ms: int) -> None:
+        """The executor stopped the speaker for an ``Interrupt``: this much of the reply was heard."""
+        self._mark(now, f"playback stopped; truncate at {heard_ms} ms heard")
+
+    def _update_gate_suppression(self) -> None:
+        # Wakes matter in IDLE and FOLLOW_UP, and over playback unless the duplex is FULL (then the
+        # barge-in detector decides alone and the wake-word engine would only burn CPU).
+        if self.phase is Phase.SPEAKING:
+            full = self.bargein is not None and self.bargein.duplex.mode is DuplexMode.FULL
+            self.gate.set_suppressed(full)
+        else:
+            self.gate.set_suppressed(self.phase not in (Phase.IDLE, Phase.FOLLOW_UP))
+
+    def _play_earcon(self, kind: str) -> None:
+        cues = self.config.gate.earcons
+        if cues.enabled:
+            self._emit(fx.PlayCue(f"earcon:{kind}", earcon(kind, level_dbfs=cues.volume_db)))
+
+    def _duplex(self, mode: str) -> None:
+        if mode != self._duplex_mode:
+            self._duplex_mode = mode
+            self._emit(fx.DuplexChanged(mode))
+
+    def _connection(self, state: Any) -> None:
+        self.connection = state
+        self._emit(fx.ConnectionState(state))
+
+    def _mark(self, now: float, what: str) -> None:
+        """One lifecycle line in the log and the timeline (capture time in seconds too)."""
+        logger.info("[%.3f] %s", self._position / CAPTURE_RATE_HZ, what)
+        self.timeline.append((now, what))
+
+    def _emit(self, effect: fx.Effect) -> None:
+        self._effects.append(effect)
