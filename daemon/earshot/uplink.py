@@ -12,9 +12,11 @@ upstream yet. How the held stretch is decided:
   the device's sound: from ``lead_samples`` before the speech onset on, the cleaned signal goes up.
 
 The same holds for the local VAD's events: a speech start inside a held stretch is held with it, and
-released when the user is confirmed, or at the stretch's end if the VAD still hears speech then; a
-speech end inside the stretch takes the held start away. So the device's own sound never starts a
-turn locally either.
+released when the user is confirmed, or when the VAD still hears speech ``confirm_samples`` after the
+stretch's end (longer than the VAD's own hangover, so a start the device's echo caused has ended by
+then); a speech end inside the stretch or that window takes the held start away. So the device's own
+sound never starts a turn locally either: a VAD that fired on the reply's residual and was still
+"speaking" in its hangover when the reply ended once turned FOLLOW_UP into a turn of nobody's.
 
 This holds in every phase and duplex mode; while the device speaks a reply the uplink is stopped
 anyway (:mod:`earshot.engage`) and a barge-in releases it through :meth:`UplinkGuard.user_speech`.
@@ -47,11 +49,15 @@ class UplinkGuard:
     Args:
         lead_samples: audio let through before a confirmed speech onset (its pre-roll).
         keep_samples: how far back silenced spans are remembered (the uplink's ring).
+        confirm_samples: how long after a stretch's end the VAD must still hear speech for a start held
+            in it to be the user's (the VAD's end hangover plus its start time).
     """
 
-    def __init__(self, *, lead_samples: int, keep_samples: int) -> None:
+    def __init__(self, *, lead_samples: int, keep_samples: int, confirm_samples: int = 0) -> None:
         self.lead_samples = lead_samples
         self.keep_samples = keep_samples
+        self.confirm_samples = confirm_samples
+        self._pending: tuple[int, int] | None = None  # (held start, position it is confirmed at)
         self._end = 0  # capture position one past the last chunk seen
         self._held_from: int | None = None  # start of the stretch being held (undecided)
         self._open = False  # the current stretch was opened by the user's confirmed speech
@@ -80,16 +86,23 @@ class UplinkGuard:
         if audible:
             if self._held_from is None and not self._open:
                 self._held_from = position
+                if self._pending is not None:
+                    # The device sounds again before the start was confirmed: it is held again.
+                    self._held_start = self._pending[0]
+                    self._pending = None
         elif self._held_from is not None or self._open:
             # The stretch is over (its echo tail too): what was not let through is silence.
             if self._held_from is not None:
                 self._silence(self._held_from, position)
                 self._held_from = None
                 if self._held_start is not None and self._vad_speaking:
-                    # The VAD still hears speech after the device's sound ended: it is the user's.
-                    self._released.append(self._held_start)
+                    # The VAD still hears speech: the user's, if it goes on past the VAD's hangover.
+                    self._pending = (self._held_start, position + self.confirm_samples)
                 self._held_start = None
             self._open = False
+        if self._pending is not None and not audible and end >= self._pending[1]:
+            self._released.append(self._pending[0])
+            self._pending = None
         self._end = end
 
     def user_speech(self, onset: int) -> None:
@@ -101,6 +114,7 @@ class UplinkGuard:
             self._held_from = None
             self._open = True
             self._held_start = None
+            self._pending = None
             self._released.append(onset)
 
     def speech_started(self, position: int) -> bool:
@@ -115,8 +129,9 @@ class UplinkGuard:
     def speech_ended(self, position: int) -> bool:
         """The local VAD's speech end; False when it ends a held start (both are dropped)."""
         self._vad_speaking = False
-        if self._held_start is not None:
+        if self._held_start is not None or self._pending is not None:
             self._held_start = None
+            self._pending = None
             return False
         return self._held_from is None or self._open
 

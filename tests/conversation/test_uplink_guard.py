@@ -62,16 +62,40 @@ def test_a_vad_start_inside_the_device_sound_is_held_and_dropped_with_its_end() 
     assert guard.released() == []
 
 
-def test_speech_still_heard_when_the_sound_ends_is_the_users() -> None:
-    """A VAD start held in the stretch is released at its end when the VAD still hears speech."""
-    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N)
+def test_speech_still_heard_past_the_hangover_after_the_sound_ends_is_the_users() -> None:
+    """A VAD start held in the stretch is released once the VAD still hears speech ``confirm_samples`` on."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=3 * N)
     feed(guard, [True] * 4)
     assert guard.speech_started(3 * N) is False
-    feed(guard, [True, False], start=4 * N)
+    feed(guard, [True, False, False], start=4 * N)  # the stretch ends at 5 N
+    assert guard.released() == [], "released inside the VAD's hangover"
+    feed(guard, [False], start=7 * N)
     assert guard.released() == [3 * N]
     # Outside any stretch the VAD's events pass as they are.
     assert guard.speech_ended(9 * N) is True
     assert guard.speech_started(10 * N) is True
+
+
+def test_a_start_the_echo_caused_ends_in_the_hangover_and_is_never_released() -> None:
+    """The VAD fired on the device's residual and ends within the window: nobody's turn starts."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=5 * N)
+    feed(guard, [True] * 4)
+    assert guard.speech_started(2 * N) is False
+    pos = feed(guard, [True, False, False], start=4 * N)
+    assert guard.speech_ended(pos) is False, "the end of a start nobody saw must not pass either"
+    feed(guard, [False] * 10, start=pos)
+    assert guard.released() == []
+
+
+def test_the_device_sounding_again_holds_a_start_waiting_for_confirmation() -> None:
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=3 * N)
+    feed(guard, [True] * 2)
+    guard.speech_started(N)
+    pos = feed(guard, [False, True, True, False, False], start=2 * N)
+    assert guard.released() == []
+    assert guard.speech_ended(pos) is False
+    feed(guard, [False] * 6, start=pos)
+    assert guard.released() == []
 
 
 def test_silenced_spans_stay_bounded() -> None:
