@@ -183,7 +183,7 @@ class Daemon:
         remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
         runner = ToolRunner(cfg.realtime, mixer=_mixer(cfg), env=self.environ, remote=remote)
         self.tools = runner
-        self.link = Link(cfg.realtime, headers=self._headers, on_event=self._on_link_event, tools=runner.specs())
+        self.link = Link(cfg.realtime, headers=self._headers, tools=runner.specs())
         gate, echo, bargein, guard = _build_gate(cfg, sdir)
         conv = Conversation(
             cfg,
@@ -222,6 +222,7 @@ class Daemon:
                 tg.create_task(self._capture_loop(source), name="capture")
                 tg.create_task(playback.run(), name="playback")
                 tg.create_task(self.link.run(), name="realtime")
+                tg.create_task(self._link_events(self.link, conv), name="realtime events")
                 tg.create_task(self._timer_loop(), name="timers")
                 tg.create_task(run_watchdog(self.notifier, health), name="watchdog")
                 tg.create_task(self._wait_stop(), name="stop")
@@ -331,9 +332,11 @@ class Daemon:
         secret = await connection_secret(self.config.realtime.auth, self.environ, session)
         return headers_for(secret)
 
-    def _on_link_event(self, ev: Any) -> None:
-        if self.conversation is not None:
-            self.conversation.on_link_event(ev, asyncio.get_running_loop().time())
+    async def _link_events(self, link: Link, conv: Conversation) -> None:
+        """The one task that takes the link's events, in order (the link never calls back)."""
+        loop = asyncio.get_running_loop()
+        async for ev in link.events():
+            conv.on_link_event(ev, loop.time())
 
     def _on_playback_event(self, ev: Any) -> None:
         if self.conversation is not None:

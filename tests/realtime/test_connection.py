@@ -23,6 +23,7 @@ from earshot.realtime.connection import Link, LinkDown, LinkEvent, SendQueue, op
 from earshot.realtime.policy import Verdict, classify
 from earshot.realtime.session import SessionReady
 from tests.realtime import serverevents as s
+from tests.support.links import run_with
 from tests.support.schema import check_client_event
 
 KEY_HEADERS = {"Authorization": "Bearer sk-test-not-a-real-key"}
@@ -111,8 +112,8 @@ async def headers() -> dict[str, str]:
 
 
 @asynccontextmanager
-async def running(link: Link) -> AsyncIterator[Link]:
-    task = asyncio.create_task(link.run())
+async def running(link: Link, collector: Collector) -> AsyncIterator[Link]:
+    task = asyncio.create_task(run_with(link, collector))
     try:
         yield link
     finally:
@@ -212,9 +213,9 @@ async def test_ping_timeout_detects_a_half_open_peer() -> None:
     try:
         config = config_for(url, ping_interval_s=0.1, ping_timeout_s=0.2)
         collector = Collector()
-        link = Link(config, headers=headers, on_event=collector, rng=random.Random(1))
+        link = Link(config, headers=headers, rng=random.Random(1))
         link.open()
-        async with running(link):
+        async with running(link, collector):
             await collector.wait_for(SessionReady)
             (down, *_) = await collector.wait_for(LinkDown)
         assert down.verdict is Verdict.RETRY
@@ -230,9 +231,9 @@ async def test_ready_timeout_ends_a_silent_session() -> None:
 
     async with server(Script(mute)) as url:
         collector = Collector()
-        link = Link(config_for(url, ready_timeout_s=0.2), headers=headers, on_event=collector)
+        link = Link(config_for(url, ready_timeout_s=0.2), headers=headers)
         link.open()
-        async with running(link):
+        async with running(link, collector):
             (down, *_) = await collector.wait_for(LinkDown)
     assert "session.created" in down.error
     assert down.verdict is Verdict.RETRY
@@ -255,11 +256,11 @@ async def test_link_session_flows_and_audio_arrives() -> None:
     script = Script(handler)
     async with server(script) as url:
         collector = Collector()
-        link = Link(config_for(url), headers=headers, on_event=collector)
+        link = Link(config_for(url), headers=headers)
         audio = s.ramp(4800)
         link.open()
         link.send_audio(audio[:2400], 0.0)  # before any connection: kept
-        async with running(link):
+        async with running(link, collector):
             await collector.wait_for(SessionReady)
             link.send_audio(audio[2400:], 0.0)
             link.flush_audio(0.0)
@@ -302,9 +303,9 @@ async def test_link_reconnects_with_history_and_the_interrupted_turn() -> None:
     script = Script(first, second)
     async with server(script) as url:
         collector = Collector()
-        link = Link(config_for(url), headers=headers, on_event=collector, rng=random.Random(3))
+        link = Link(config_for(url), headers=headers, rng=random.Random(3))
         link.open()
-        async with running(link):
+        async with running(link, collector):
             await collector.wait_for(SessionReady)
             for i in range(0, turn.size, 480):
                 link.send_audio(turn[i : i + 480], 0.0)
@@ -336,9 +337,9 @@ async def test_fatal_error_waits_slowly_and_wake_now_retries_at_once() -> None:
     script = Script(bad_key, good)
     async with server(script) as url:
         collector = Collector()
-        link = Link(config_for(url), headers=headers, on_event=collector)
+        link = Link(config_for(url), headers=headers)
         link.open()
-        async with running(link):
+        async with running(link, collector):
             (down,) = await collector.wait_for(LinkDown)
             assert down.verdict is Verdict.FATAL_FOR_NOW
             assert down.retry_in_s == 30.0
@@ -361,9 +362,9 @@ async def test_close_ends_the_connection_without_a_retry() -> None:
     script = Script(handler)
     async with server(script) as url:
         collector = Collector()
-        link = Link(config_for(url), headers=headers, on_event=collector)
+        link = Link(config_for(url), headers=headers)
         link.open()
-        async with running(link):
+        async with running(link, collector):
             await collector.wait_for(SessionReady)
             link.close()
             async with asyncio.timeout(10):

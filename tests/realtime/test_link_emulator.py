@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from earshot.config import default_config
-from earshot.emulator.options import EmulatorOptions
+from earshot.emulator.options import DefaultScript, EmulatorOptions
 from earshot.emulator.server import Emulator
 from earshot.realtime.connection import Link, LinkDown, LinkEvent
 from earshot.realtime.session import (
@@ -21,6 +21,7 @@ from earshot.realtime.session import (
     SessionReady,
     TurnCommitted,
 )
+from tests.support.links import run_with
 from tests.support.speech import concat, read_wav, silence, synth
 
 
@@ -43,8 +44,8 @@ async def test_spoken_exchange_against_the_emulator() -> None:
         async def headers() -> dict[str, str]:
             return {"Authorization": "Bearer sk-test"}
 
-        link = Link(config, headers=headers, on_event=on_event)
-        task = asyncio.create_task(link.run())
+        link = Link(config, headers=headers)
+        task = asyncio.create_task(run_with(link, on_event))
         try:
             link.open()
             loop = asyncio.get_running_loop()
@@ -88,8 +89,8 @@ async def test_a_loop_catching_up_is_not_a_stalled_network() -> None:
         async def headers() -> dict[str, str]:
             return {"Authorization": "Bearer sk-test"}
 
-        link = Link(config, headers=headers, on_event=on_event)
-        task = asyncio.create_task(link.run())
+        link = Link(config, headers=headers)
+        task = asyncio.create_task(run_with(link, on_event))
         try:
             link.open()
             async with asyncio.timeout(10):
@@ -135,8 +136,8 @@ async def test_a_large_message_is_parsed_off_the_loop_and_small_ones_on_it(monke
         async def headers() -> dict[str, str]:
             return {"Authorization": "Bearer sk-test"}
 
-        link = Link(config, headers=headers, on_event=on_event)
-        task = asyncio.create_task(link.run())
+        link = Link(config, headers=headers)
+        task = asyncio.create_task(run_with(link, on_event))
         try:
             link.open()
             async with asyncio.timeout(30):
@@ -155,3 +156,55 @@ async def test_a_large_message_is_parsed_off_the_loop_and_small_ones_on_it(monke
     assert all(t != loop_thread for t in large)
     assert small
     assert all(t == loop_thread for t in small)
+
+
+async def test_an_app_that_falls_behind_holds_the_reader_back_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nobody takes the link's events for a while: the queue stops at its byte bound (plus the message
+    being parsed), the socket keeps the rest, and every sample arrives in order once the app reads again."""
+    from earshot.realtime import connection
+
+    monkeypatch.setattr(connection, "MAX_QUEUED_EVENT_BYTES", 64 * 1024)
+    pcm, _ = read_wav(synth("Tell me a long story about the sea, please.", rate_hz=24000))
+    turn = concat(silence(0.3, 24000), pcm, silence(1.5, 24000))
+    long_reply = " ".join(["The sea was calm and grey that morning, and the boats stayed in the harbour."] * 4)
+    async with Emulator(EmulatorOptions(strict=True, script=DefaultScript(replies=[long_reply]))) as emu:
+        config = dataclasses.replace(default_config().realtime, url=emu.url)
+
+        async def headers() -> dict[str, str]:
+            return {"Authorization": "Bearer sk-test"}
+
+        link = Link(config, headers=headers)
+        assert link.state is connection.LinkState.CLOSED
+        task = asyncio.create_task(link.run())
+        try:
+            link.open()
+            loop = asyncio.get_running_loop()
+            events: list[LinkEvent] = []
+            async with asyncio.timeout(30):
+                while not any(isinstance(e, SessionReady) for e in events):
+                    events.append(await link.recv())
+            assert link.state is connection.LinkState.OPEN
+            for i in range(0, turn.size, 240):
+                link.send_audio(turn[i : i + 240], loop.time())
+                await asyncio.sleep(0)
+            link.flush_audio(loop.time())
+            peak = 0
+            for _ in range(300):  # the app is away for 3 s while the reply streams in
+                peak = max(peak, link._events.queued_bytes)
+                await asyncio.sleep(0.01)
+            assert peak > 64 * 1024, "the reply never reached the bound: the test proves nothing"
+            assert peak <= 2 * 64 * 1024, f"the queue grew to {peak} B past its bound (one delta is ~5 kB)"
+            async with asyncio.timeout(30):
+                while not any(isinstance(e, ResponseDone) for e in events):
+                    events.append(await link.recv())
+            link.close()
+            assert link.state is connection.LinkState.CLOSED
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert emu.violations == []
+    got = sum(e.pcm.size for e in events if isinstance(e, PlayAudio))
+    sent = sum(r.audio_samples_sent for r in emu.sessions[0].responses)
+    assert got == sent > 5 * 24000, f"{got} of {sent} samples arrived"

@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import logging
 import random
 import ssl
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 import websockets
@@ -44,7 +45,7 @@ from earshot.errors import ConfigError, ConnectionLost, HandshakeError, Realtime
 from earshot.realtime import events as ev
 from earshot.realtime.linkevents import LinkDown, LinkEvent, OfflineOverflow
 from earshot.realtime.policy import Reconnector, Verdict
-from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession
+from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionReady
 from earshot.realtime.stall import SocketWatch
 from earshot.realtime.toolspec import ToolSpec
 
@@ -53,6 +54,7 @@ __all__ = [
     "Link",
     "LinkDown",
     "LinkEvent",
+    "LinkState",
     "OfflineOverflow",
     "SendQueue",
     "open_websocket",
@@ -72,6 +74,10 @@ _FRAME_HEADER = 8
 """Bytes of WebSocket framing counted per frame sent (a client text frame's header: 6–14)."""
 _HARD_FACTOR = 4
 """While the socket takes bytes, the audio queue may grow to this many times ``send_queue_ms``."""
+MAX_QUEUED_EVENT_BYTES = 4 * 1024 * 1024
+"""Events waiting for the app's task (two minutes of reply audio): over it, the reader stops taking
+messages from the socket until the app catches up (TCP holds the rest; nothing is dropped)."""
+_EVENT_OVERHEAD_BYTES = 256
 
 
 def realtime_url(url: str, model: str) -> str:
@@ -175,15 +181,77 @@ class SendQueue:
 HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
 
 
+class LinkState(enum.Enum):
+    """Where the link is; the one variable its loop decides on."""
+
+    CLOSED = "closed"
+    """Not wanted: no connection, none attempted (:meth:`Link.open` not called, or closed since)."""
+    CONNECTING = "connecting"
+    """An attempt is under way: credentials, the handshake, the session's setup."""
+    OPEN = "open"
+    """A session is ready."""
+    ROTATING = "rotating"
+    """The session is being replaced on purpose (:meth:`Link.rotate`); the next one keeps the history."""
+    WAITING = "waiting"
+    """Backing off before the next attempt (:meth:`Link.wake_now` cuts it short)."""
+
+
+class _EventQueue:
+    """The link's events for the app's one task, in order, with a byte bound the reader waits on."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._events: deque[tuple[LinkEvent, int]] = deque()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def put(self, event: LinkEvent) -> None:
+        """Queue one event (never waits: whoever reads the socket waits for room before reading)."""
+        pcm = getattr(event, "pcm", None)
+        size = _EVENT_OVERHEAD_BYTES + (int(pcm.nbytes) if isinstance(pcm, np.ndarray) else 0)
+        self._events.append((event, size))
+        self._bytes += size
+        self._ready.set()
+        if self._bytes > self.max_bytes:
+            self._room.clear()
+
+    async def get(self) -> LinkEvent:
+        """The oldest event, waiting for one."""
+        while not self._events:
+            self._ready.clear()
+            await self._ready.wait()
+        event, size = self._events.popleft()
+        self._bytes -= size
+        if self._bytes <= self.max_bytes:
+            self._room.set()
+        return event
+
+    async def room(self) -> None:
+        """Wait until the queue is within its bound."""
+        await self._room.wait()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes (estimated) of the events waiting."""
+        return self._bytes
+
+
 class Link:
     """The app's handle on the Realtime connection (run :meth:`run` as one task).
+
+    Everything it has to say (every session event, :class:`LinkDown`, :class:`OfflineOverflow`) waits
+    in order for one task of the app to take it (:meth:`events`, :meth:`recv`, as websockets' ``recv``):
+    the link never calls back, so nothing of the app runs in the middle of one of its methods.
 
     Args:
         config: the ``realtime`` section.
         headers: called before every connection attempt for fresh auth headers (an ephemeral
             secret is minted per connection); may raise ``AuthenticationError``.
-        on_event: receives every :class:`SessionEvent` plus :class:`LinkDown` /
-            :class:`OfflineOverflow`, on the event loop, in order.
         tools: tools declared in every session.
         rng: jitter source (seeded in tests).
     """
@@ -193,13 +261,12 @@ class Link:
         config: RealtimeConfig,
         *,
         headers: HeadersFn,
-        on_event: Callable[[LinkEvent], None],
         tools: Sequence[ToolSpec] = (),
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._headers = headers
-        self._on_event = on_event
+        self._events = _EventQueue(MAX_QUEUED_EVENT_BYTES)
         self._tools = tuple(tools)
         self._reconnector = Reconnector(
             initial_s=config.reconnect.initial_s,
@@ -221,9 +288,8 @@ class Link:
         self._behind_warned = False
         self._max_offline_samples = int(config.reconnect.offline_buffer_s * rate)
         self._changed = asyncio.Event()
-        self._engaged = False
-        self._wake = False
-        self._rotate = False
+        self.state = LinkState.CLOSED
+        """The one variable the loop decides on (:class:`LinkState`)."""
         self._ws: ClientConnection | None = None
         self._abort: RealtimeError | None = None
         self._session: RealtimeSession | None = None
@@ -250,18 +316,32 @@ class Link:
     @property
     def engaged(self) -> bool:
         """:meth:`open` was called and :meth:`close` not since."""
-        return self._engaged
+        return self.state is not LinkState.CLOSED
+
+    async def recv(self) -> LinkEvent:
+        """The next event (session events, :class:`LinkDown`, :class:`OfflineOverflow`), in order."""
+        return await self._events.get()
+
+    async def events(self) -> AsyncIterator[LinkEvent]:
+        """Every event, in order, for as long as the caller iterates."""
+        while True:
+            yield await self._events.get()
+
+    @property
+    def queued_events(self) -> int:
+        """Events waiting for the app's task."""
+        return len(self._events)
 
     def open(self) -> None:
         """Connect (and keep reconnecting) until :meth:`close`."""
-        if not self._engaged:
-            self._engaged = True
+        if self.state is LinkState.CLOSED:
+            self.state = LinkState.CONNECTING
             self._offline_overflowed = False
             self._changed.set()
 
     def close(self) -> None:
         """Close the connection and forget the conversation; :meth:`open` starts a new one."""
-        self._engaged = False
+        self.state = LinkState.CLOSED
         self._history = []
         self._replay, self._replay_offline = None, 0
         self._offline.clear()
@@ -271,15 +351,16 @@ class Link:
 
     def rotate(self) -> None:
         """Replace the session now (while idle, before the server's 60-minute cap), keeping the history."""
-        if self._ws is not None:
-            self._rotate = True
+        if self._ws is not None and self.state is LinkState.OPEN:
+            self.state = LinkState.ROTATING
             self._close_ws()
 
     def wake_now(self) -> None:
         """Retry at once (SIGHUP, a changed credential): forget the backoff."""
         self._reconnector.reset()
-        self._wake = True
-        self._changed.set()
+        if self.state is LinkState.WAITING:
+            self.state = LinkState.CONNECTING
+            self._changed.set()
 
     def send_audio(self, pcm: NDArray[np.int16], now: float) -> None:
         """Microphone audio at the session's input rate. Never blocks.
@@ -287,7 +368,7 @@ class Link:
         Between connections it is kept (up to ``reconnect.offline_buffer_s``, then
         :class:`OfflineOverflow` is reported once) and sent first on the next session.
         """
-        if not self._engaged:
+        if self.state is LinkState.CLOSED:
             return
         session = self._session
         if session is not None:
@@ -301,14 +382,14 @@ class Link:
             self._offline_samples -= self._offline.popleft().size
             if not self._offline_overflowed:
                 self._offline_overflowed = True
-                self._on_event(OfflineOverflow())
+                self._events.put(OfflineOverflow())
 
     def _check_offline_bound(self, session: RealtimeSession) -> None:
         """Report OfflineOverflow once when audio waiting for a session exceeded the offline bound."""
-        if not session.ready and session.dropped_audio_samples and not self._offline_overflowed and self._engaged:
+        if not session.ready and session.dropped_audio_samples and not self._offline_overflowed and self.engaged:
             # Still (re)connecting, and the turn waiting for the session reached reconnect.offline_buffer_s.
             self._offline_overflowed = True
-            self._on_event(OfflineOverflow())
+            self._events.put(OfflineOverflow())
 
     def flush_audio(self, now: float) -> None:
         """Send the partial audio batch now."""
@@ -344,18 +425,18 @@ class Link:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                while not self._engaged:
+                while self.state is LinkState.CLOSED:
                     self._changed.clear()
                     await self._changed.wait()
+                self.state = LinkState.CONNECTING
                 error, stayed_up = await self._connect_once(loop)
-                if not self.engaged:  # the property: close() may have run meanwhile
+                if self.state is LinkState.CLOSED:  # close() ran meanwhile
                     self._reconnector.reset()
                     continue
-                if self._rotate and error is None:
-                    self._rotate = False
+                if self.state is LinkState.ROTATING and error is None:
                     self._reconnector.reset()
                     continue
-                self._rotate = False
+                self.state = LinkState.WAITING
                 failure: BaseException = error or ConnectionLost("the server closed the connection")
                 delay = self._reconnector.failed(failure, stayed_up=stayed_up)
                 self.last_error, self.verdict = _one_line(failure), delay.verdict
@@ -366,9 +447,10 @@ class Link:
                     "slow retry" if delay.verdict is Verdict.FATAL_FOR_NOW else "reconnecting",
                     delay.seconds,
                 )
-                self._on_event(LinkDown(self.last_error, delay.verdict, delay.seconds, delay.attempt))
+                retry_at = loop.time() + delay.seconds
+                self._events.put(LinkDown(self.last_error, delay.verdict, delay.seconds, delay.attempt, retry_at))
                 del error, failure  # not kept through the wait (up to slow_retry_s)
-                await self._sleep(loop, delay.seconds)
+                await self._sleep(loop, retry_at)
         finally:
             self._close_ws()
             if self._tasks:
@@ -377,15 +459,12 @@ class Link:
                 self._parser.shutdown(wait=False, cancel_futures=True)
                 self._parser = None
 
-    async def _sleep(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        until = loop.time() + seconds
-        self._wake = False
-        while self._engaged and not self._wake and (left := until - loop.time()) > 0:
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        while self.state is LinkState.WAITING and (left := until - loop.time()) > 0:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await self._changed.wait()
-        self._wake = False
 
     async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> tuple[BaseException | None, bool]:
         session = RealtimeSession(
@@ -421,7 +500,7 @@ class Link:
         self._session = None
         self._drop_queue()
         self._history = session.history
-        if self._engaged:
+        if self.state is not LinkState.CLOSED:
             self._replay = session.unsettled_audio()
             self._replay_offline = min(session.offline_samples(), self._replay.size)
         return error, was_ready
@@ -437,6 +516,7 @@ class Link:
                 deadline = session.next_deadline()
                 try:
                     async with asyncio.timeout_at(deadline):
+                        await self._events.room()  # the app is behind: TCP holds the rest meanwhile
                         raw = await ws.recv()  # cancel-safe in websockets' asyncio API
                 except TimeoutError:
                     session.tick(loop.time())
@@ -444,7 +524,7 @@ class Link:
                 except websockets.ConnectionClosedOK as exc:
                     if self._abort is not None:
                         raise self._abort from exc
-                    if not self._engaged or self._rotate:
+                    if self.state in (LinkState.CLOSED, LinkState.ROTATING):
                         return
                     raise _lost(exc) from exc
                 except websockets.ConnectionClosed as exc:
@@ -518,7 +598,9 @@ class Link:
             logger.warning("realtime: %s", self._abort)
             self._abort_ws()
         for event in session.events_received():
-            self._on_event(event)
+            if isinstance(event, SessionReady) and self.state is LinkState.CONNECTING:
+                self.state = LinkState.OPEN
+            self._events.put(event)
         if session.failure is not None and self._abort is None:
             self._abort = session.failure
             self._close_ws()

@@ -23,12 +23,14 @@ class LinkDown:
         verdict: RETRY or FATAL_FOR_NOW (bad key, quota …: slow retry).
         retry_in_s: delay before the next attempt.
         attempt: consecutive failures.
+        retry_at: the loop time of the next attempt (the event may be taken a little later).
     """
 
     error: str
     verdict: Verdict
     retry_in_s: float
     attempt: int
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
