@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from earshot import children, toolexec
-from earshot.audio.backend import DeviceState, DeviceStatus, open_audio
+from earshot.audio.backend import DeviceState, DeviceStatus
+from earshot.audio.devices import open_audio
 from earshot.audio.echo import EchoCanceller
 from earshot.audio.playback import Playback
 from earshot.config import Config, load_config

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from earshot.audio.playback import is_earcon
+from earshot.audio.ledger import is_earcon
 from earshot.config import Config
 from earshot.conversation import effects as fx
 from earshot.conversation.core import HOOK_FOR_PHASE, PHASE_STATUS, PLAYBACK_RATE_HZ, ConversationCore

@@ -169,6 +169,7 @@ class BenchSink:
     """
 
     rate_hz = 24000
+    write_samples = 240
 
     def __init__(self) -> None:
         self._ref = StreamResampler(24000, 16000)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earshot.audio.backend import open_audio
+from earshot.audio.devices import open_audio
 from earshot.audio.playback import Playback, PlaybackEvent, PlaybackFinished, PlaybackStarted
 from earshot.audio.wavfile import FileAudio
 from earshot.config import AudioConfig, EchoFeedConfig, InputConfig, OutputConfig

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot.audio.echo import EchoCanceller
-from earshot.audio.playback import PlaybackFinished, PlaybackStarted, is_earcon
+from earshot.audio.ledger import PlaybackFinished, PlaybackStarted, is_earcon
 from earshot.audio.resample import resample
 from earshot.audio.room import EchoPath
 from earshot.config import Config, parse_config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -12,26 +13,54 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 PURE = [
+    # configuration, errors, logging, service plumbing
     "earshot.config",
     "earshot.errors",
-    "earshot.engage",
-    "earshot.systemd",
     "earshot.logs",
-    "earshot.realtime.session",
+    # the protocol and the session (sans-I/O)
     "earshot.realtime.events",
+    "earshot.realtime.session",
+    "earshot.realtime.toolspec",
+    "earshot.realtime.linkevents",
     "earshot.realtime.policy",
+    "earshot.realtime.stall",
+    # the conversation core, the engagement table, the uplink rule
+    "earshot.conversation.core",
+    "earshot.conversation.effects",
+    "earshot.engage",
+    "earshot.uplink",
+    # DSP and the gate
+    "earshot.audio.dsp",
+    "earshot.audio.resample",
+    "earshot.audio.g711",
+    "earshot.audio.room",
+    "earshot.audio.delay",
+    "earshot.audio.ring",
+    "earshot.audio.echo",
+    "earshot.audio.earcons",
     "earshot.gate.gate",
     "earshot.gate.vad",
-    "earshot.audio.dsp",
-    "earshot.audio.playback",
-    "earshot.audio.room",
-    "earshot.uplink",
-    "earshot.realtime.stall",
+    "earshot.gate.bargein",
+    "earshot.gate.mfcc",
+    "earshot.gate.wakeword",
+    # the playback ledger, the stats counters
+    "earshot.audio.ledger",
+    "earshot.stats",
 ]
+"""Modules that decide or compute: no event loop, threads, processes, sockets or devices, not even
+through a module one of their types lives in."""
+
+FORBIDDEN = {"asyncio", "threading", "subprocess", "websockets", "alsaaudio", "socket", "selectors", "concurrent"}
+"""What a pure module (or an earshot module it imports, at the top or inside a function) must not import.
+Third-party libraries may use threads inside (``logging`` itself imports ``threading``): this is about
+our own code."""
+
+EDGE_ONLY = ["earshot.systemd"]
+"""Not pure (the watchdog task), but must not pull in the devices or the WebSocket edge."""
 
 BLOCKER = """
 import importlib.abc, sys
-BLOCKED = {"alsaaudio", "websockets"}
+BLOCKED = {"alsaaudio", "websockets"} | set(sys.argv[2:])
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
@@ -52,13 +81,66 @@ def _exists(module: str) -> bool:
         return False
 
 
+def _source(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function (relative imports resolved)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _own_closure(module: str) -> dict[str, set[str]]:
+    """``module`` and every earshot module it reaches, each with what it imports."""
+    seen: dict[str, set[str]] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _source(name) if _exists(name) else None
+        if path is None:
+            continue
+        seen[name] = _imports(path)
+        todo += [m for m in seen[name] if m.split(".")[0] == "earshot" and _exists(m)]
+    return seen
+
+
 @pytest.mark.parametrize("module", PURE)
+def test_pure_module_imports_no_loop_thread_process_or_socket(module: str) -> None:
+    """Read from the source: neither the module nor any earshot module it reaches imports the edges."""
+    assert _exists(module), f"{module} is on the pure list but does not exist"
+    bad = {
+        name: sorted(m for m in imports if m.split(".")[0] in FORBIDDEN)
+        for name, imports in _own_closure(module).items()
+    }
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"{module} reaches {bad}"
+
+
+def test_the_source_check_can_fail() -> None:
+    """The harness finds an edge in a module that has one (the playback task imports asyncio)."""
+    closure = _own_closure("earshot.audio.playback")
+    assert "asyncio" in closure["earshot.audio.playback"]
+    # Reached through another module: the tool runner starts children through earshot.children.
+    assert "asyncio" in _own_closure("earshot.realtime.tools")["earshot.children"]
+
+
+@pytest.mark.parametrize("module", PURE + EDGE_ONLY)
 def test_pure_module_imports_without_edges(module: str) -> None:
     """The module imports in a fresh interpreter where alsaaudio and websockets raise ImportError."""
     if not _exists(module):
         pytest.skip(f"{module} does not exist yet")
     r = subprocess.run(
-        [sys.executable, "-c", BLOCKER, module],
+        [sys.executable, "-c", BLOCKER, module, *(() if module in EDGE_ONLY else ("asyncio", "subprocess"))],
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,13 +9,10 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
-
-if TYPE_CHECKING:
-    from earshot.config import AudioConfig
 
 __all__ = [
     "CAPTURE_CHUNK_SAMPLES",
@@ -26,7 +23,6 @@ __all__ = [
     "CaptureChunk",
     "DeviceState",
     "DeviceStatus",
-    "open_audio",
 ]
 
 CAPTURE_RATE_HZ = 16000
@@ -122,6 +118,9 @@ class AudioSink(Protocol):
     """The loudspeaker: takes 24 kHz mono int16 and converts to the device's rate and channels."""
 
     rate_hz: int
+    write_samples: int
+    """How many samples a write should carry: a device buffer alone takes 10 ms so it never runs dry; a
+    sink with a software queue ahead of its device takes longer ones (fewer loop turns per second)."""
 
     async def write(self, pcm: NDArray[np.int16]) -> None:
         """Queue samples for playing; waits (back-pressure) while the device buffer is full."""
@@ -147,24 +146,3 @@ class AudioSink(Protocol):
     def status(self) -> DeviceStatus:
         """The device's current status."""
         ...
-
-
-def open_audio(config: AudioConfig) -> tuple[AudioSource, AudioSink]:
-    """Build the source and sink for ``config.backend``.
-
-    Opening never blocks on a missing ALSA device: the device threads retry in the background and
-    report it through ``status``.
-
-    Returns:
-        (source, sink). For the file backend both are views of one :class:`~earshot.audio.wavfile.FileAudio`.
-    """
-    if config.backend == "file":
-        from earshot.audio.wavfile import FileAudio
-
-        audio = FileAudio(config)
-        return audio.source, audio.sink
-    from earshot.audio.alsa import AlsaSink, AlsaSource
-
-    return AlsaSource(config.input, reopen_max_s=config.reopen_max_s), AlsaSink(
-        config.output, reopen_max_s=config.reopen_max_s
-    )

@@ -1,12 +1,12 @@
-"""Reply scheduling above an :class:`~earshot.audio.backend.AudioSink` with exact heard-sample accounting.
+"""The playback task: reply audio to an :class:`~earshot.audio.backend.AudioSink`, with a jitter prebuffer.
 
 The sink's clock is the truth: the played position is "samples handed to the sink − samples the sink
-still holds" (``AudioSink.queued_samples``), and every sample handed over is recorded on a timeline
-with the key (item id) it belongs to, so the samples heard of each item are exact at any moment,
-including the instant of a barge-in.
+still holds" (``AudioSink.queued_samples``), and every sample handed over is entered in the pure
+:class:`~earshot.audio.ledger.HeardLedger` with the key (item id) it belongs to, so the samples heard
+of each item are exact at any moment, including the instant of a barge-in.
 
 Keys starting with ``earcon:`` are cues: played like replies and fed to the echo reference by the
-sink, but never counted in the heard dictionaries (they are not part of any truncation).
+sink, but never counted as heard (they are not part of any truncation).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,14 @@ from numpy.typing import NDArray
 
 from earshot.audio.backend import PLAYBACK_RATE_HZ, AudioSink
 from earshot.audio.dsp import fade_out
+from earshot.audio.ledger import (
+    EARCON_PREFIX,
+    HeardLedger,
+    PlaybackEvent,
+    PlaybackFinished,
+    PlaybackStarted,
+    is_earcon,
+)
 from earshot.audio.resample import StreamResampler
 
 __all__ = [
@@ -37,53 +45,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EARCON_PREFIX = "earcon:"
 MAX_FADE_MS = 12
 _CHUNK_SAMPLES = PLAYBACK_RATE_HZ // 100
 """Samples handed to a sink per write unless it says otherwise (its ``write_samples``): 10 ms."""
-_KEEP_KEYS = 256  # heard counts kept for heard_samples() after a reply is over
 MAX_QUEUED_S = 180
 """Reply audio queued ahead of the speaker at most (8.6 MB at 24 kHz): longer than any spoken reply
 (the model's output-token cap ends one within a few minutes); audio past it is dropped and counted."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlaybackStarted:
-    """The first samples of ``key`` were handed to the device."""
-
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlaybackFinished:
-    """A reply (everything enqueued before :meth:`Playback.finish`) has really been played out.
-
-    Attributes:
-        heard: samples (24 kHz) heard per item key of that reply; earcons are not included.
-    """
-
-    heard: dict[str, int] = field(default_factory=dict)
-
-
-PlaybackEvent = PlaybackStarted | PlaybackFinished
-
-
-def is_earcon(key: str) -> bool:
-    """Whether ``key`` names a cue rather than a reply item."""
-    return key.startswith(EARCON_PREFIX)
-
-
-@dataclass(slots=True)
-class _Span:
-    """Samples handed to the sink: sink positions ``start`` to ``start + len(pcm)``."""
-
-    start: int
-    key: str | None  # None: a barge-in fade, already counted
-    pcm: NDArray[np.int16]
-
-    @property
-    def end(self) -> int:
-        return self.start + int(self.pcm.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +77,7 @@ class Playback:
         max_queued_s: float = MAX_QUEUED_S,
     ) -> None:
         self._sink = sink
-        # A sink with a software queue in front of its device takes longer writes (fewer loop turns
-        # per second of reply); one that is only a device buffer takes 10 ms so it never runs dry.
-        self._chunk = max(1, int(getattr(sink, "write_samples", _CHUNK_SAMPLES)))
+        self._chunk = max(1, int(sink.write_samples))
         self._max_pending = int(max_queued_s * PLAYBACK_RATE_HZ)
         self.dropped_samples = 0
         self._dropping = False  # warned during this reply
@@ -122,12 +87,7 @@ class Playback:
         self._pending: deque[tuple[str, NDArray[np.int16]] | _EndOfReply] = deque()
         self._pending_samples = 0
         self._open_keys: list[str] = []  # keys of the reply being enqueued (before finish())
-        self._spans: deque[_Span] = deque()  # handed to the sink, not yet fully heard
-        self._written = 0  # sink position one past the last sample handed over
-        self._accounted = 0  # sink position up to which heard counts are up to date
-        self._heard: dict[str, int] = {}
-        self._handed: dict[str, int] = {}
-        self._started: set[str] = set()
+        self._ledger = HeardLedger()
         self._fade: list[tuple[NDArray[np.int16]]] = []
         self._flowing = False
         self._io: asyncio.Future[None] | None = None
@@ -177,8 +137,7 @@ class Playback:
         if not is_earcon(key):
             if key not in self._open_keys:
                 self._open_keys.append(key)
-            self._heard.setdefault(key, 0)
-            self._handed.setdefault(key, 0)
+            self._ledger.expect(key)
         self._pending.append((key, arr))
         self._pending_samples += int(arr.size)
         self._wake.set()
@@ -198,7 +157,7 @@ class Playback:
             :class:`PlaybackFinished`, including the faded samples. Earcons are left out.
         """
         played = self._played_position()
-        self._account(played)
+        self._ledger.account(played)
         if self._io is not None and not self._io.done():
             self._io.cancel()  # an atomic sink write: cancelled means nothing was queued
         self._io = None
@@ -206,9 +165,7 @@ class Playback:
         fade_samples = max(0, min(fade_ms, MAX_FADE_MS)) * PLAYBACK_RATE_HZ // 1000
         pieces = self._unheard_audio(played, fade_samples)
         self._sink.drop()
-        self._spans.clear()
-        self._written = played
-        self._accounted = played
+        self._ledger.cut(played)
         reported: list[str] = list(self._open_keys)
         for entry in self._pending:
             if isinstance(entry, _EndOfReply):
@@ -222,23 +179,22 @@ class Playback:
             ramp = fade_out(np.concatenate([p for _, p in pieces]))
             self._fade.append((ramp,))
             for key, piece in pieces:
-                if not is_earcon(key):
-                    self._heard[key] = self._heard.get(key, 0) + int(piece.size)
+                self._ledger.add_heard(key, int(piece.size))
         self._flowing = False
         self._wake.set()
-        heard = {key: self._heard.get(key, 0) for key in reported if not is_earcon(key)}
+        heard = {key: self._ledger.heard(key) for key in reported if not is_earcon(key)}
         logger.debug("playback stopped: heard %s", heard)
-        self._trim_keys()
+        self._ledger.trim(set(self._open_keys))
         return heard
 
     def heard_samples(self, key: str) -> int:
         """Samples (24 kHz) of ``key`` heard so far."""
-        self._account(self._played_position())
-        return self._heard.get(key, 0)
+        self._ledger.account(self._played_position())
+        return self._ledger.heard(key)
 
     def handed_samples(self, key: str) -> int:
         """Samples (24 kHz) of ``key`` handed to the device so far (heard or still in its buffer)."""
-        return self._handed.get(key, 0)
+        return self._ledger.handed(key)
 
     @property
     def active(self) -> bool:
@@ -254,32 +210,12 @@ class Playback:
 
     def _played_position(self) -> int:
         inflight = self._io_samples if self._io is not None and not self._io.done() else 0
-        queued = self._sink.queued_samples() + inflight
-        return max(self._accounted, self._written - queued)
-
-    def _account(self, played: int) -> None:
-        while self._spans and self._accounted < played:
-            span = self._spans[0]
-            upto = min(played, span.end)
-            if span.key is not None and not is_earcon(span.key):
-                self._heard[span.key] = self._heard.get(span.key, 0) + (upto - max(self._accounted, span.start))
-            self._accounted = upto
-            if upto >= span.end:
-                self._spans.popleft()
-        self._accounted = max(self._accounted, played)
+        return self._ledger.played(self._sink.queued_samples() + inflight)
 
     def _unheard_audio(self, played: int, n: int) -> list[tuple[str, NDArray[np.int16]]]:
         """The next ``n`` samples that would have been heard after ``played``, with their keys."""
-        out: list[tuple[str, NDArray[np.int16]]] = []
-        for span in self._spans:
-            if n <= 0:
-                break
-            if span.end <= played or span.key is None:
-                continue
-            piece = span.pcm[max(0, played - span.start) :][:n]
-            if piece.size:
-                out.append((span.key, piece))
-                n -= int(piece.size)
+        out = self._ledger.unheard(played, n)
+        n -= sum(int(p.size) for _, p in out)
         for entry in self._pending:
             if n <= 0 or isinstance(entry, _EndOfReply):
                 break
@@ -288,16 +224,6 @@ class Playback:
             out.append((key, piece))
             n -= int(piece.size)
         return out
-
-    def _trim_keys(self) -> None:
-        live = set(self._open_keys) | {s.key for s in self._spans if s.key}
-        while len(self._heard) > _KEEP_KEYS:
-            oldest = next((k for k in self._heard if k not in live), None)
-            if oldest is None:
-                break
-            del self._heard[oldest]
-            self._handed.pop(oldest, None)
-            self._started.discard(oldest)
 
     # ------------------------------------------------------------------ the task
 
@@ -347,8 +273,7 @@ class Playback:
         while True:
             if self._fade:
                 (ramp,) = self._fade.pop(0)
-                self._spans.append(_Span(self._written, None, ramp))
-                self._written += int(ramp.size)
+                self._ledger.hand(None, ramp)
                 await self._sink_io(self._sink.write(ramp), int(ramp.size))
                 continue
             if self._pending and isinstance(self._pending[0], _EndOfReply):
@@ -356,22 +281,17 @@ class Playback:
                 if await self._sink_io(self._sink.drain(), 0):
                     if self._pending and self._pending[0] is marker:
                         self._pending.popleft()
-                    self._account(self._played_position())
+                    self._ledger.account(self._played_position())
                     self._flowing = False
-                    heard = {k: self._heard.get(k, 0) for k in marker.keys}
+                    heard = {k: self._ledger.heard(k) for k in marker.keys}
                     self._on_event(PlaybackFinished(heard))
-                    self._trim_keys()
+                    self._ledger.trim(set(self._open_keys))
                 continue
             if self._ready_to_write():
                 key, chunk = self._take_chunk()
                 self._flowing = True
-                if not is_earcon(key):
-                    self._handed[key] = self._handed.get(key, 0) + int(chunk.size)
-                if key not in self._started:
-                    self._started.add(key)
+                if self._ledger.hand(key, chunk):
                     self._on_event(PlaybackStarted(key))
-                self._spans.append(_Span(self._written, key, chunk))
-                self._written += int(chunk.size)
                 await self._sink_io(self._sink.write(chunk), int(chunk.size))
                 continue
             self._wake.clear()

@@ -121,6 +121,7 @@ class FileSink:
     """The speaker side of :class:`FileAudio`: a simulated device buffer drained by the clock."""
 
     rate_hz = PLAYBACK_RATE_HZ
+    write_samples = PLAYBACK_RATE_HZ // 100  # the fake device buffer is short: 10 ms writes keep it fed
 
     def __init__(self, audio: FileAudio) -> None:
         self._audio = audio

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from earshot import engage as eg
 from earshot.audio.backend import CaptureChunk
 from earshot.audio.earcons import earcon
-from earshot.audio.playback import PlaybackFinished, PlaybackStarted, is_earcon
+from earshot.audio.ledger import PlaybackFinished, PlaybackStarted, is_earcon
 from earshot.audio.resample import StreamResampler
 from earshot.audio.ring import AudioRing
 from earshot.config import Config
