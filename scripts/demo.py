@@ -53,7 +53,7 @@ LONG_ANSWER = (
 SHORT_ANSWER = "About three hundred and eighty four thousand kilometres, on average."
 
 # Where the demo's log lines come from and which of them make the timeline.
-_DAEMON_MARK = re.compile(r"^(?P<level>[A-Z]+) earshot\.pipeline: \[(?P<t>\d+\.\d+)\] (?P<what>.*)$")
+_DAEMON_MARK = re.compile(r"^(?P<level>[A-Z]+) earshot\.conversation\.core: \[(?P<t>\d+\.\d+)\] (?P<what>.*)$")
 _DAEMON_LINE = re.compile(r"^(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<what>.*)$")
 _EMU_KEEP = ("listening", "opened", "user turn committed", "response", "truncate", "closed")
 _TRUNCATE_HEARD = re.compile(r"truncate at (\d+) ms heard")
