@@ -260,3 +260,40 @@ def test_peak_gap_needs_echo_only_frames_and_ignores_near_end() -> None:
         ec.process(loud)
     assert ec.peak_gap_db is not None
     assert ec.peak_gap_db != before  # unflagged, the same chunks do enter it
+
+
+def test_a_filter_that_learned_the_users_voice_never_plays_the_reply_into_a_silent_microphone() -> None:
+    """Double talk over an earcon with no echo path: the filter diverges; its output never exceeds what was heard.
+
+    The user talks over the wake earcon; nothing of the speaker reaches the microphone. speexdsp's filter
+    adapts on the user's voice as if it were the earcon's echo, and then subtracts a "predicted echo" of
+    the reply from a silent microphone: the reply, inverted, out of nowhere (measured -53 dBFS, peaks of 512
+    LSB, out of a -82 dBFS microphone), loud enough for the barge-in detector to take it for the user.
+    """
+    from earshot.audio.earcons import earcon
+    from tests.echo.scenes import speech
+
+    wake = earcon("wake")
+    user = speech("hey jarvis, what is the weather like tomorrow", "rms")
+    total = 8 * RATE_HZ
+    reference = np.zeros(total, np.int16)
+    reference[: wake.size] = wake
+    reply_at = 3 * RATE_HZ
+    answer = reply(4.0)
+    reference[reply_at : reply_at + answer.size] = answer
+    mic = np.random.default_rng(0).standard_normal(total) * 3.0  # a quiet room, no echo path at all
+    mic[: user.size] += user
+    mic16 = np.clip(mic, -32768, 32767).astype(np.int16)
+    ec = EchoCanceller()
+    cleaned = []
+    for _, (m, ref) in chunks(mic16, reference):
+        ec.add_reference(ref)
+        cleaned.append(ec.process(m))
+    out = np.concatenate(cleaned)
+    during = slice(reply_at + RATE_HZ // 2, reply_at + answer.size)
+    mic_level = float(np.sqrt(np.mean(mic16[during].astype(np.float64) ** 2)))
+    out_level = float(np.sqrt(np.mean(out[during].astype(np.float64) ** 2)))
+    assert out_level <= 1.5 * mic_level, f"cleaned {out_level:.1f} RMS out of a {mic_level:.1f} RMS microphone"
+    assert int(np.abs(out[during]).max()) <= max(64, 4 * int(np.abs(mic16[during]).max()))
+    assert ec.filter_resets >= 1
+    assert ec.diverged_frames >= 1

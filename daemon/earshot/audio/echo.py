@@ -116,6 +116,17 @@ def _power(pcm: NDArray[np.int16]) -> float:
 _FILTER_LAG_FRAMES = 3
 """Chunks the canceller's output keeps an echo prediction after the reference left its span."""
 
+_DIVERGED_DB = 10.0
+"""A filtered chunk this much louder than its microphone chunk came from a diverged filter."""
+_DIVERGED_FLOOR_DBFS = -75.0
+"""...and that loud at least, to count towards a reset (a silent microphone's rounding is no divergence)."""
+_DIVERGED_WINDOW = 30
+_DIVERGED_RESET_FRAMES = 15
+"""The filter is started afresh when this many of the last ``_DIVERGED_WINDOW`` filtered chunks diverged.
+A converged filter in a real room diverges on a few chunks now and then (an echo path that moved at a
+sentence's onset: 0-13 chunks of a 15 s reply, never 5 in a row), and a reset there cost it a false
+barge-in; one that learned the user's voice diverges on nearly every chunk the reference is loud."""
+
 
 @dataclass(frozen=True, slots=True)
 class EchoFrame:
@@ -320,6 +331,14 @@ class EchoCanceller:
         """Reference samples zero-padded because capture ran ahead of the reference while active."""
         self.processed_frames = 0
         """Chunks run through the adaptive filter (not bypassed)."""
+        self.diverged_frames = 0
+        """Filtered chunks that came out far louder than they went in (passed through raw instead)."""
+        self.filter_resets = 0
+        """Times a diverged filter was started afresh."""
+        self._diverged_recent: deque[bool] = deque(maxlen=_DIVERGED_WINDOW)
+        self._diverged_ratio = 10.0 ** (_DIVERGED_DB / 10.0)
+        self._diverged_floor = _FULL_SCALE_POWER * 10.0 ** (_DIVERGED_FLOOR_DBFS / 10.0)
+        self._create_args = (frame_samples, self.filter_samples, rate_hz, residual_suppression)
         self.frame: EchoFrame = _IDLE_FRAME
         """Levels and predictions for the last processed chunk."""
 
@@ -607,6 +626,11 @@ class EchoCanceller:
         if self._align_target is not None:
             self._track(src, ref, ref_power, near_end)
         out_power = _power(out)
+        diverged = out_power > mic_power * self._diverged_ratio
+        if diverged:
+            out_power = self._diverged(out, src, mic_power, out_power)
+        else:
+            self._diverged_recent.append(False)
         active = span_power >= self._ref_floor_power
         converged = self.processed_frames > self._converge_frames
         if active and not near_end and converged:
@@ -642,9 +666,40 @@ class EchoCanceller:
             erl_db=erl,
             reference_peak_dbfs=peak_dbfs,
             residual_peak_dbfs=self._residual_peak(active, peak_dbfs),
+            settling=diverged,  # the raw chunk went through: all of it may be echo
             echo_possible=self._echo_possible(),
         )
         return out
+
+    def _diverged(self, out: NDArray[np.int16], src: NDArray[np.int16], mic_power: float, out_power: float) -> float:
+        """A filtered chunk far louder than its microphone chunk: pass the microphone through instead.
+
+        Subtracting a true echo estimate can only make a chunk quieter. One that comes out 10 dB louder
+        holds what the filter predicts from the reference, not what the microphone heard: the filter
+        adapted during double talk and learned the user's voice as an echo path (measured: a user
+        talking over the wake earcon with no echo path at all; the filter then played the reply,
+        inverted, at up to -30 dBFS out of a silent microphone, and the reply interrupted itself).
+        The chunk is marked settling (the raw chunk may be all echo), and a filter that keeps diverging
+        is started afresh.
+        """
+        out[:] = src
+        self.diverged_frames += 1
+        self._diverged_recent.append(out_power >= self._diverged_floor)
+        if sum(self._diverged_recent) >= _DIVERGED_RESET_FRAMES:
+            self._diverged_recent.clear()
+            self._restart_filter()
+        return mic_power
+
+    def _restart_filter(self) -> None:
+        new = self._lib.AecNew(*self._create_args)
+        if not new:
+            return  # out of memory: keep the old one (its diverged chunks still pass through raw)
+        self._lib.AecDestroy(self._handle)
+        self._handle = new
+        self.filter_resets += 1
+        self.processed_frames = 0  # the fresh filter converges again before its residual is measured
+        log = logger.info if self.filter_resets == 1 else logger.debug  # once at INFO: it can recur every few chunks
+        log("echo canceller: the filter diverged (louder out than in); started afresh (%d so far)", self.filter_resets)
 
     def _raw_frame(self, level: float, reference_dbfs: float, peak_dbfs: float, *, held: bool) -> EchoFrame:
         # A chunk passed through unfiltered: bypassed (no reference: no echo), or held for alignment
