@@ -18,6 +18,15 @@ then); a speech end inside the stretch or that window takes the held start away.
 sound never starts a turn locally either: a VAD that fired on the reply's residual and was still
 "speaking" in its hangover when the reply ended once turned FOLLOW_UP into a turn of nobody's.
 
+One case is the user's already: a stretch that begins while the user's own speech is in progress
+(the VAD's start was released before the device sounded, and the user's turn is open: the engagement
+earcon over the first words in vad mode, or a question that follows the wake word without a pause).
+The device's sound cannot have started that speech, so the stretch is the user's while the VAD keeps
+hearing it: up to where the VAD's speech ends inside the stretch (the rest is held as above), or all
+of it when the VAD still hears speech ``confirm_samples`` after the stretch (it is kept undecided until
+then). Silencing it lost the question's first half second (a flite question's first word, matched
+at 0.68 against what the server received).
+
 This holds in every phase and duplex mode; while the device speaks a reply the uplink is stopped
 anyway (:mod:`earshot.engage`) and a barge-in releases it through :meth:`UplinkGuard.user_speech`.
 
@@ -64,6 +73,8 @@ class UplinkGuard:
         self._spans: deque[tuple[int, int]] = deque(maxlen=_MAX_SPANS)  # silenced [start, end)
         self._held_start: int | None = None  # a VAD speech start inside the held stretch
         self._vad_speaking = False
+        self._into = False  # the held stretch began while the user's released speech was in progress
+        self._deferred: tuple[int, int, int] | None = None  # (start, end, confirmed at) of such a stretch
         self._released: list[int] = []
         self.silenced_samples = 0
         """Capture samples replaced by silence so far (statistics)."""
@@ -80,12 +91,22 @@ class UplinkGuard:
         """A stretch is held, undecided."""
         return self._held_from is not None
 
-    def chunk(self, position: int, samples: int, *, audible: bool) -> None:
-        """One capture chunk ``[position, position + samples)``: can the device's sound be in it?"""
+    def chunk(self, position: int, samples: int, *, audible: bool, user_turn: bool = False) -> None:
+        """One capture chunk ``[position, position + samples)``: can the device's sound be in it?
+
+        ``user_turn``: the user's turn is open (connecting or listening), so speech in progress when
+        the device starts to sound is the user's going on (see the module docstring).
+        """
         end = position + samples
         if audible:
             if self._held_from is None and not self._open:
-                self._held_from = position
+                if self._deferred is not None:
+                    # The device sounds again before the stretch the user talked into was decided.
+                    self._held_from = self._deferred[0]
+                    self._deferred = None
+                else:
+                    self._held_from = position
+                    self._into = user_turn and self._vad_speaking and self._held_start is None and self._pending is None
                 if self._pending is not None:
                     # The device sounds again before the start was confirmed: it is held again.
                     self._held_start = self._pending[0]
@@ -93,16 +114,23 @@ class UplinkGuard:
         elif self._held_from is not None or self._open:
             # The stretch is over (its echo tail too): what was not let through is silence.
             if self._held_from is not None:
-                self._silence(self._held_from, position)
+                if self._into and self._vad_speaking:
+                    # The user talked into it and the VAD still hears them: theirs, if it goes on.
+                    self._deferred = (self._held_from, position, position + self.confirm_samples)
+                else:
+                    self._silence(self._held_from, position)
                 self._held_from = None
                 if self._held_start is not None and self._vad_speaking:
                     # The VAD still hears speech: the user's, if it goes on past the VAD's hangover.
                     self._pending = (self._held_start, position + self.confirm_samples)
                 self._held_start = None
             self._open = False
+            self._into = False
         if self._pending is not None and not audible and end >= self._pending[1]:
             self._released.append(self._pending[0])
             self._pending = None
+        if self._deferred is not None and not audible and end >= self._deferred[2]:
+            self._deferred = None  # the VAD heard the user past its hangover: the stretch was theirs
         self._end = end
 
     def user_speech(self, onset: int) -> None:
@@ -129,6 +157,21 @@ class UplinkGuard:
     def speech_ended(self, position: int) -> bool:
         """The local VAD's speech end; False when it ends a held start (both are dropped)."""
         self._vad_speaking = False
+        if self._into and self._held_from is not None:
+            # The user's speech ended inside the stretch they talked into: theirs up to its end, the
+            # rest of the stretch is held as any other.
+            self._held_from = max(self._held_from, min(position, self._end))
+            self._into = False
+            return True
+        if self._deferred is not None:
+            # It ended before the VAD's hangover after the stretch was over. Speech frames after the
+            # stretch were the user's (no echo can be there), so all of it was theirs; an end inside
+            # the stretch makes it theirs up to that end, as above.
+            start, stretch_end, _ = self._deferred
+            self._deferred = None
+            if position < stretch_end:
+                self._silence(max(start, position), stretch_end)
+            return True
         if self._held_start is not None or self._pending is not None:
             self._held_start = None
             self._pending = None
@@ -144,7 +187,9 @@ class UplinkGuard:
 
     def decided_upto(self) -> int:
         """Capture position up to which the uplink may send: the start of a held stretch, else all seen."""
-        return self._end if self._held_from is None else self._held_from
+        if self._held_from is not None:
+            return self._held_from
+        return self._end if self._deferred is None else self._deferred[0]
 
     def apply(self, pcm: NDArray[np.int16], start: int) -> NDArray[np.int16]:
         """``pcm`` (capture from ``start``, all decided) with the silenced spans zeroed (a copy if changed)."""

@@ -106,3 +106,76 @@ def test_silenced_spans_stay_bounded() -> None:
         pos = feed(guard, [True, False], start=pos)
     assert len(guard._spans) <= 10
     assert guard.silenced_samples == 1000 * N
+
+
+def _talking_into(guard: UplinkGuard, *, user_turn: bool = True) -> int:
+    """The user's speech starts (released) at 2 N; the device sounds from 5 N to 15 N. Returns the stretch's end."""
+    feed(guard, [False] * 2)
+    assert guard.speech_started(2 * N) is True
+    feed(guard, [False] * 3, start=2 * N)
+    pos = 5 * N
+    for _ in range(10):
+        guard.chunk(pos, N, audible=True, user_turn=user_turn)
+        pos += N
+    return pos
+
+
+def test_a_stretch_the_user_talks_into_is_theirs_when_they_go_on_past_it() -> None:
+    """The engagement earcon over the user's first words: none of their words become silence."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=3 * N)
+    end = _talking_into(guard)
+    assert guard.decided_upto() == 5 * N  # held while the device sounds
+    pos = feed(guard, [False] * 2, start=end)
+    assert guard.decided_upto() == 5 * N, "decided before the VAD's hangover could tell"
+    pos = feed(guard, [False] * 2, start=pos)
+    assert guard.decided_upto() == pos
+    out = guard.apply(np.full(pos, 9, dtype=np.int16), 0)
+    assert (out == 9).all()
+    assert guard.silenced_samples == 0
+
+
+def test_a_stretch_the_user_talks_into_is_theirs_up_to_where_their_speech_ends() -> None:
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=3 * N)
+    feed(guard, [False] * 2)
+    guard.speech_started(2 * N)
+    pos = feed(guard, [False] * 3, start=2 * N)
+    for _ in range(4):
+        guard.chunk(pos, N, audible=True, user_turn=True)
+        pos += N
+    assert guard.speech_ended(7 * N) is True  # the user's end: their turn may end on it
+    for _ in range(6):
+        guard.chunk(pos, N, audible=True, user_turn=True)
+        pos += N
+    assert guard.decided_upto() == 7 * N
+    pos = feed(guard, [False], start=pos)
+    out = guard.apply(np.full(pos, 9, dtype=np.int16), 0)
+    assert (out[: 7 * N] == 9).all()
+    assert (out[7 * N : 15 * N] == 0).all()  # after the user stopped, the device's sound is held and silenced
+    assert (out[15 * N :] == 9).all()
+
+
+def test_speech_heard_after_the_stretch_makes_all_of_it_the_users() -> None:
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=5 * N)
+    end = _talking_into(guard)
+    pos = feed(guard, [False] * 2, start=end)
+    assert guard.speech_ended(end + N) is True  # speech frames after the stretch: no echo can be there
+    assert guard.decided_upto() == pos
+    assert (guard.apply(np.full(pos, 9, dtype=np.int16), 0) == 9).all()
+
+
+def test_outside_the_users_turn_speech_in_its_hangover_never_carries_the_device_upstream() -> None:
+    """The end-of-turn earcon plays in THINKING while the VAD is still in its hangover: it is held and silenced."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=3 * N)
+    end = _talking_into(guard, user_turn=False)
+    pos = feed(guard, [False] * 6, start=end)
+    out = guard.apply(np.full(pos, 9, dtype=np.int16), 0)
+    assert (out[5 * N : end] == 0).all()
+    assert (out[: 5 * N] == 9).all()
+
+
+def test_the_device_sounding_again_keeps_a_talked_into_stretch_undecided() -> None:
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=5 * N)
+    end = _talking_into(guard)
+    pos = feed(guard, [False], start=end)
+    guard.chunk(pos, N, audible=True, user_turn=True)
+    assert guard.decided_upto() == 5 * N

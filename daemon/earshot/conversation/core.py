@@ -226,7 +226,7 @@ class ConversationCore:
                 self._audible_until = position + len(raw) + int(_NO_CANCELLER_TAIL_S * CAPTURE_RATE_HZ)
             audible = position < self._audible_until
         was = guard.audible
-        guard.chunk(position, len(raw), audible=audible)
+        guard.chunk(position, len(raw), audible=audible, user_turn=self.phase in (Phase.CONNECTING, Phase.LISTENING))
         over = self.over_sound
         if over is not None:
             if guard.holding and not was:
