@@ -334,7 +334,7 @@ class EchoCanceller:
         self.diverged_frames = 0
         """Filtered chunks that came out far louder than they went in (passed through raw instead)."""
         self.filter_resets = 0
-        """Times a diverged filter was started afresh."""
+        """Times the filter was started afresh because it diverged."""
         self._diverged_recent: deque[bool] = deque(maxlen=_DIVERGED_WINDOW)
         self._diverged_ratio = 10.0 ** (_DIVERGED_DB / 10.0)
         self._diverged_floor = _FULL_SCALE_POWER * 10.0 ** (_DIVERGED_FLOOR_DBFS / 10.0)
@@ -429,7 +429,9 @@ class EchoCanceller:
     # ------------------------------------------------------------------ alignment
 
     def _begin_alignment(self) -> None:
-        self._flush_held()  # a pairing that ended before it was aligned: its held chunks as they are
+        # A pairing that ended before it was aligned: its held chunks went on raw, and the filter does
+        # not learn from them (see _align).
+        self._align_frames.clear()
         self._aligning = self._align_target is not None
         self._align_frames.clear()
         self._align_loud = 0
@@ -461,13 +463,24 @@ class EchoCanceller:
         if not loud:
             self._align_quiet += 1
             if self._align_quiet >= len(self._ref_powers):
-                self._aligning = False  # the sound ended before its delay was known: nothing left to align
-                return self._flush_held(), False
+                # The sound ended before any echo of it was found (a short cue into a microphone that
+                # does not hear the speaker, or a user talking all over it): nothing here to cancel,
+                # and nothing to learn from. Its chunks went on raw, and the filter never sees them: a
+                # filter that adapted on a question spoken over the engagement earcon took the voice
+                # for the cue's echo and cut it by 6-20 dB, for as long as the cue was in its span.
+                self._aligning = False
+                self._align_frames.clear()
+                return None, False
         else:
             self._align_quiet = 0
         self._align_frames.append((mic.copy(), ref.copy(), near_end, True))
         self._align_loud += loud
-        if self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
+        # Before the echo path was ever measured, no delay is estimated while the user talks over the
+        # sound (near_end): a tonal cue under a voice gave a confident but false delay after 5 chunks,
+        # and the filter, adapting on that double talk, cut the user's words by 6-20 dB for the next
+        # half second. A cue the user talked over all along is then never filtered (it ends unaligned).
+        estimate = erl is not None or not near_end
+        if estimate and self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
             lag = self._estimate()
             if lag is not None:
                 self._move_reference(lag)
@@ -613,24 +626,32 @@ class EchoCanceller:
             self.frame = self._raw_frame(dbfs(mic_power), dbfs(span_power), dbfs(peak_power), held=False)
             return src.copy()
 
-        self._mic[:] = src
-        self._lib.AecCancelEcho(
-            self._handle,
-            self._mic.ctypes.data_as(_C_INT16_P),
-            ref.ctypes.data_as(_C_INT16_P),
-            self._out.ctypes.data_as(_C_INT16_P),
-            n,
-        )
-        self.processed_frames += 1
-        out = self._out.copy()
-        if self._align_target is not None:
-            self._track(src, ref, ref_power, near_end)
-        out_power = _power(out)
-        diverged = out_power > mic_power * self._diverged_ratio
-        if diverged:
-            out_power = self._diverged(out, src, mic_power, out_power)
+        erl_db = self.erl_db
+        if erl_db is not None and erl_db >= QUIET_ECHO_ERL_DB:
+            # The microphone hardly hears the speaker: nothing to cancel, and the filter and its residual
+            # suppressor only distort a user talking over the device's sound (a question spoken over the
+            # engagement earcon reached the server at 0.67 correlation with what was said). The raw chunk
+            # goes on, and the echo path is still measured, so a speaker moved closer is noticed.
+            out = src.copy()
+            out_power = mic_power
         else:
-            self._diverged_recent.append(False)
+            self._mic[:] = src
+            self._lib.AecCancelEcho(
+                self._handle,
+                self._mic.ctypes.data_as(_C_INT16_P),
+                ref.ctypes.data_as(_C_INT16_P),
+                self._out.ctypes.data_as(_C_INT16_P),
+                n,
+            )
+            self.processed_frames += 1
+            out = self._out.copy()
+            if self._align_target is not None:
+                self._track(src, ref, ref_power, near_end)
+            out_power = _power(out)
+            if out_power > mic_power * self._diverged_ratio:
+                out_power = self._diverged(out, src, mic_power, out_power)
+            else:
+                self._diverged_recent.append(False)
         active = span_power >= self._ref_floor_power
         converged = self.processed_frames > self._converge_frames
         if active and not near_end and converged:
@@ -666,7 +687,6 @@ class EchoCanceller:
             erl_db=erl,
             reference_peak_dbfs=peak_dbfs,
             residual_peak_dbfs=self._residual_peak(active, peak_dbfs),
-            settling=diverged,  # the raw chunk went through: all of it may be echo
             echo_possible=self._echo_possible(),
         )
         return out
@@ -679,27 +699,31 @@ class EchoCanceller:
         adapted during double talk and learned the user's voice as an echo path (measured: a user
         talking over the wake earcon with no echo path at all; the filter then played the reply,
         inverted, at up to -30 dBFS out of a silent microphone, and the reply interrupted itself).
-        The chunk is marked settling (the raw chunk may be all echo), and a filter that keeps diverging
-        is started afresh.
+        A filter that keeps diverging is started afresh. The raw chunk is not marked settling: in a
+        real room a few chunks of a reply diverge now and then, and holding the uplink on each of them
+        cut 0.8 s out of a question the user spoke over the engagement earcon.
         """
         out[:] = src
         self.diverged_frames += 1
         self._diverged_recent.append(out_power >= self._diverged_floor)
         if sum(self._diverged_recent) >= _DIVERGED_RESET_FRAMES:
             self._diverged_recent.clear()
-            self._restart_filter()
+            if self._restart_filter():
+                log = logger.info if self.filter_resets == 1 else logger.debug  # once at INFO: it can recur
+                log("echo canceller: the filter diverged (louder out than in); started afresh (%d)", self.filter_resets)
         return mic_power
 
-    def _restart_filter(self) -> None:
+    def _restart_filter(self) -> bool:
+        """Replace the adaptive filter by a fresh one; False when that could not be made (the old one stays)."""
         new = self._lib.AecNew(*self._create_args)
         if not new:
-            return  # out of memory: keep the old one (its diverged chunks still pass through raw)
+            return False
         self._lib.AecDestroy(self._handle)
         self._handle = new
         self.filter_resets += 1
         self.processed_frames = 0  # the fresh filter converges again before its residual is measured
-        log = logger.info if self.filter_resets == 1 else logger.debug  # once at INFO: it can recur every few chunks
-        log("echo canceller: the filter diverged (louder out than in); started afresh (%d so far)", self.filter_resets)
+        self._diverged_recent.clear()
+        return True
 
     def _raw_frame(self, level: float, reference_dbfs: float, peak_dbfs: float, *, held: bool) -> EchoFrame:
         # A chunk passed through unfiltered: bypassed (no reference: no echo), or held for alignment

@@ -146,7 +146,7 @@ class FileSink:
         await self._audio._drain()
 
     def pop_reference(self) -> NDArray[np.int16]:
-        """16 kHz mono of every tick played since the last call (silence included)."""
+        """16 kHz mono of every tick played since the last call (silence within a sound; nothing while idle)."""
         return self._audio._pop_reference()
 
     @property
@@ -284,8 +284,13 @@ class FileAudio:
         if played16.size < CAPTURE_CHUNK_SAMPLES:  # not expected (the line starts primed); keeps the chunk whole
             played16 = np.concatenate((played16, np.zeros(CAPTURE_CHUNK_SAMPLES - played16.size, dtype=np.int16)))
         self._ref_line = line[CAPTURE_CHUNK_SAMPLES:]
-        self._reference.append(played16)
-        self._reference_samples += int(played16.size)
+        if filled or played16.any():
+            # Like the ALSA sink, nothing while idle: a reference that starts again after silence is a
+            # new pairing for the canceller, aligned (or found to have no echo) afresh. Handed silence
+            # for ever, the file backend's canceller ran its filter on every earcon unaligned, and on a
+            # user talking over one it learned their voice.
+            self._reference.append(played16)
+            self._reference_samples += int(played16.size)
         while self._reference_samples > _REFERENCE_KEEP:
             self._reference_samples -= int(self._reference.popleft().size)
         return played16
