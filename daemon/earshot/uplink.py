@@ -87,6 +87,11 @@ class UplinkGuard:
         return self._held_from is not None or self._open
 
     @property
+    def user_speaking(self) -> bool:
+        """The VAD hears speech that was let through as the user's (not a start held in the device's sound)."""
+        return self._vad_speaking and self._held_start is None and self._pending is None
+
+    @property
     def holding(self) -> bool:
         """A stretch is held, undecided."""
         return self._held_from is not None
@@ -137,10 +142,11 @@ class UplinkGuard:
         """Local detection confirmed the user talking over the device's sound, from ``onset``."""
         start = max(0, onset - self.lead_samples)
         if self._held_from is not None:
-            if start > self._held_from:
+            if start > self._held_from and not self._into:  # a stretch the user talked into is theirs
                 self._silence(self._held_from, start)
             self._held_from = None
             self._open = True
+            self._into = False
             self._held_start = None
             self._pending = None
             self._released.append(onset)

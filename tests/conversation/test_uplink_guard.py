@@ -179,3 +179,13 @@ def test_the_device_sounding_again_keeps_a_talked_into_stretch_undecided() -> No
     pos = feed(guard, [False], start=end)
     guard.chunk(pos, N, audible=True, user_turn=True)
     assert guard.decided_upto() == 5 * N
+
+
+def test_local_detection_in_a_stretch_the_user_talks_into_keeps_all_of_it() -> None:
+    """The barge-in detector confirming the user late in the stretch must not silence their earlier words."""
+    guard = UplinkGuard(lead_samples=LEAD, keep_samples=100 * N, confirm_samples=3 * N)
+    end = _talking_into(guard)
+    guard.user_speech(12 * N)
+    assert guard.released() == [12 * N]
+    assert guard.decided_upto() == end
+    assert (guard.apply(np.full(end, 9, dtype=np.int16), 0) == 9).all()

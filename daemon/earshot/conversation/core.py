@@ -185,8 +185,11 @@ class ConversationCore:
         frame = None
         cleaned = pcm
         if self.echo is not None:
-            near_end = bool(getattr(self.bargein, "user_speaking", False)) or bool(
-                getattr(self.over_sound, "user_speaking", False)
+            near_end = (
+                bool(getattr(self.bargein, "user_speaking", False))
+                or bool(getattr(self.over_sound, "user_speaking", False))
+                # the user was already talking when the device began to sound (their own turn)
+                or (self.uplink_guard.user_speaking and self.phase in (Phase.CONNECTING, Phase.LISTENING))
             )
             cleaned = self.echo.process(pcm, near_end=near_end)
             frame = self.echo.frame
@@ -568,9 +571,11 @@ class ConversationCore:
                 start = self.ring.start_position
                 self._cursor = pos if start is None else max(pos, start)
                 self._up.reset()
-            case eg.ReplayTurn():
-                # The link keeps the unsettled turn's audio and sends it into the new session itself.
-                self._mark(now, "user turn sent again into the new session")
+            case eg.ReplayTurn(replay=replay):
+                # The link holds the unanswered turn's audio (and all since) until told.
+                if replay:
+                    self._mark(now, "user turn sent again into the new session")
+                self._emit(fx.ReplayTurn(replay))
             case eg.StopUplink():
                 self._pump_uplink()
                 self._emit(fx.FlushAudio())
