@@ -22,8 +22,9 @@ Rules this machine keeps:
   resumes it from the speech onset minus the pre-roll.
 - FOLLOW_UP listens locally without the wake word; the uplink restarts only when local speech
   starts (no billed audio for silence).
-- A dropped connection keeps the phase; when a new session is ready the current user turn is
-  sent again from its start (:class:`ReplayTurn`). A reply cut by the drop is not replayed.
+- A dropped connection keeps the phase and decides at once whether the next session gets the user's
+  unanswered turn again (:class:`ReplayTurn`): yes unless the reply was already playing (a reply cut
+  by the drop is not asked for again). The link holds that turn, and all said since, until told.
 
 Transitions are a table; a move the table does not list raises :class:`InvalidTransition`,
 except inputs that are meaningless in a phase (e.g. ``end_of_turn`` while IDLE), which the
@@ -217,9 +218,9 @@ class StopUplink(Action):
 
 @dataclass(frozen=True, slots=True)
 class ReplayTurn(Action):
-    """A new session is ready mid-turn: send the current user turn again from ``from_position``."""
+    """The connection dropped: the next session gets the unanswered user turn again (``replay``), or not."""
 
-    from_position: int
+    replay: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +293,6 @@ class Engagement:
         self.barge_ins = 0
         self._phase_deadline: float | None = None
         self._close_deadline: float | None = None
-        self._lost_mid_turn = False
         self._actions: list[Action] = []
 
     # ------------------------------------------------------------------ outputs
@@ -339,16 +339,10 @@ class Engagement:
         """``session.updated`` arrived: the session is configured."""
         self.connected = True
         self.connecting = False
-        replay = self._lost_mid_turn and self.phase in (Phase.LISTENING, Phase.THINKING)
         if self._move(Input.SESSION_READY, now, "session ready") is None:
             if not self.engaged:
                 self._close_deadline = now + self.settings.idle_close_s
             return
-        if replay and self.turn_start_position is not None:
-            # The user need not repeat themselves: the turn goes again from its start.
-            # (A reply cut by a drop is not replayed as audio: SPEAKING just plays out.)
-            self._emit(ReplayTurn(self.turn_start_position))
-        self._lost_mid_turn = False
 
     def speech_started(self, now: float, position: int) -> None:
         """Speech began (local VAD, or the server's ``speech_started``) at ``position``."""
@@ -426,8 +420,9 @@ class Engagement:
             self._emit(CloseSession("connection lost while idle"))
             return
         self.connecting = True
-        if self.phase in (Phase.LISTENING, Phase.THINKING):
-            self._lost_mid_turn = True
+        # The user need not repeat themselves: what the server had not answered goes again. A reply
+        # already playing answered it (SPEAKING plays out what arrived; it is not asked for again).
+        self._emit(ReplayTurn(self.phase is not Phase.SPEAKING))
         self._move(Input.CONNECTION_LOST, now, "connection lost")
 
     def connection_closed(self) -> None:
@@ -533,7 +528,6 @@ class Engagement:
         if new is Phase.IDLE:
             self._stop_uplink()
             self.turn_start_position = None
-            self._lost_mid_turn = False
             self._close_deadline = now + s.idle_close_s if (self.connected or self.connecting) else None
             if self.connecting and not self.connected:
                 # Still trying to connect for an engagement that is over: stop trying.

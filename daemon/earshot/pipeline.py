@@ -193,6 +193,8 @@ class Conversation:
                 self.link.send_audio(pcm, now)
             case fx.FlushAudio():
                 self.link.flush_audio(now)
+            case fx.ReplayTurn(replay=replay):
+                self.link.replay_turn(replay)
             case fx.CommitAudio():
                 self.link.commit_turn(now)
             case fx.OpenLink():

@@ -164,8 +164,19 @@ def test_drop_mid_turn_replays_the_turn_from_its_start() -> None:
     m.connection_lost(2.2)
     assert m.phase is Phase.THINKING
     assert not m.connected
+    assert eg.ReplayTurn(True) in m.actions()  # decided at the drop, before any new session exists
     m.session_ready(3.0)
-    assert eg.ReplayTurn(32000 - 4800) in m.actions()
+    assert not any(isinstance(a, eg.ReplayTurn) for a in m.actions())
+
+
+def test_drop_while_connecting_replays_what_was_said_so_far() -> None:
+    """The question said while the first connection was refused is the user's turn: it goes again."""
+    m = Engagement(S)
+    m.engage(0.0, 32000)
+    m.actions()
+    m.connection_lost(0.1)
+    assert m.phase is Phase.CONNECTING
+    assert eg.ReplayTurn(True) in m.actions()
 
 
 def test_drop_while_speaking_does_not_replay() -> None:
@@ -176,6 +187,7 @@ def test_drop_while_speaking_does_not_replay() -> None:
     m.reply_started(2.5)
     m.actions()
     m.connection_lost(3.0)
+    assert eg.ReplayTurn(False) in m.actions()  # the reply was playing: the question is not asked again
     m.session_ready(4.0)
     assert not any(isinstance(a, eg.ReplayTurn) for a in m.actions())
     assert m.phase is Phase.SPEAKING

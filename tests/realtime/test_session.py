@@ -620,9 +620,30 @@ def test_unsettled_turn_audio_is_replayed_and_reply_cut_by_drop_is_not_history()
     d2.session.append_audio(live, d2.now)
     d2.feed(s.session_created(), s.session_updated())
     d2.session.flush_audio(d2.now)
-    sent = d2.sent()
+    before = d2.sent()
+    assert not any(m["type"] == "input_audio_buffer.append" for m in before), "sent before it was decided"
+    assert d2.session.decide_replay(True) == unsettled.size
+    d2.session.flush_audio(d2.now)
+    sent = before + d2.sent()
     assert [m["type"] for m in sent[:3]] == ["session.update", "conversation.item.create", "conversation.item.create"]
     np.testing.assert_array_equal(decode_appends(sent), np.concatenate([unsettled, live]))
+
+
+def test_a_turn_the_core_does_not_replay_is_forgotten_and_what_follows_flows() -> None:
+    """The reply was already playing at the drop: the turn is not sent again; audio said since still goes."""
+    turn = ramp(24000, 7)
+    d = Driver(BASE, replay_audio=turn)
+    d.session.connection_opened(d.now)
+    live = ramp(960, 3)
+    d.session.append_audio(live, d.now)
+    d.feed(s.session_created(), s.session_updated())
+    d.session.append_audio(live, d.now)
+    d.session.flush_audio(d.now)
+    assert decode_appends(d.sent()).size == 0  # held while undecided, even though ready
+    assert d.session.decide_replay(False) == 0
+    d.session.flush_audio(d.now)
+    np.testing.assert_array_equal(decode_appends(d.sent()), np.concatenate([live, live]))
+    assert d.session.decide_replay(True) == 0  # decided once
 
 
 def test_pending_audio_is_bounded() -> None:
@@ -650,6 +671,7 @@ def test_a_long_turn_survives_a_quick_reconnect_whole() -> None:
 
     d2 = Driver(BASE, replay_audio=unsettled)
     d2.session.connection_opened(d2.now)
+    d2.session.decide_replay(True)
     live = ramp(2 * 24000, 5)  # 2 s said while reconnecting
     for piece in np.array_split(live, 20):
         d2.session.append_audio(piece, d2.now)

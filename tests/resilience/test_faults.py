@@ -147,18 +147,21 @@ async def test_drop_during_the_user_turn_replays_the_turn(tmp_path: Path, heap: 
 
 
 async def test_drop_during_the_reply_is_not_replayed(tmp_path: Path, heap: Any) -> None:
-    """The connection dies mid-reply: what arrived plays, the reply is not asked for again nor sent back as
-    audio, the daemon reconnects with the conversation as text and carries on."""
-    faults = Faults(drop_on_event="response.output_audio.delta", drop_times=1)
+    """The connection dies while the reply plays: what arrived plays, the question is not asked again nor the
+    reply sent back as audio, the daemon reconnects with the conversation as text and carries on."""
+    # The reply streams in real time, so it is playing when its last audio arrives and the link drops.
+    faults = Faults(drop_on_event="response.output_audio.done", drop_times=1)
     pcm = concat(spoken_turn(tail_s=4.0), question(), silence(6.0))
-    async with Emulator(EmulatorOptions(strict=True, faults=faults)) as emu:
+    async with Emulator(EmulatorOptions(strict=True, faults=faults, reply_rate=1.0)) as emu:
         run = await _run(tmp_path, emu, pcm=pcm)
         assert run.exit_code == 0
         assert emu.violations == []
         assert run.marks("connection lost")
         first = emu.sessions[0]
         assert first.close_code == 1006
-        assert first.responses[0].status == "in_progress"
+        assert run.marks("reply started")
+        assert len(run.marks("response done")) == 1  # the first reply's done never came
+        assert not run.marks("user turn sent again")
         later = emu.sessions[1:]
         assert later
         for record in later:
@@ -167,13 +170,29 @@ async def test_drop_during_the_reply_is_not_replayed(tmp_path: Path, heap: Any) 
                     # history is text only: never the reply's (or anyone's) audio
                     kinds = {part["type"] for part in event["item"].get("content", [])}
                     assert kinds <= {"input_text", "output_text"}, event
-        # No response was requested for the already answered first turn: the only completed reply is the
-        # answer to the second question, which the new session heard whole.
-        answered = answering_session(emu)
+        # No response was requested for the already answered first turn: the only completed reply after the
+        # drop is the answer to the second question, which the new session heard whole. (The emulator counts
+        # the first response completed: it finished generating it, though the daemon never got its done.)
+        answered = max(r.index for r in later if r.responses)
         assert answered >= 1
         assert [r.status for r in emu.sessions[answered].responses] == ["completed"]
         assert_whole_turn(emu, answered)
         assert run.marks("reply played out")
+
+
+async def test_drop_before_the_reply_is_heard_asks_the_question_again(tmp_path: Path, heap: Any) -> None:
+    """The link dies on the reply's first audio, before any of it played: the user need not repeat themselves,
+    the new session gets the question again and its answer plays."""
+    faults = Faults(drop_on_event="response.output_audio.delta", drop_times=1)
+    async with Emulator(EmulatorOptions(strict=True, faults=faults)) as emu:
+        run = await _run(tmp_path, emu)
+    assert_answered(run, emu)
+    assert run.marks("connection lost")
+    assert run.marks("user turn sent again into the new session")
+    answered = answering_session(emu)
+    assert answered >= 1
+    assert [r.status for r in emu.sessions[answered].responses] == ["completed"]
+    assert_whole_turn(emu, answered)
 
 
 async def test_session_expired_mid_turn_is_handled_like_a_drop(tmp_path: Path, heap: Any) -> None:

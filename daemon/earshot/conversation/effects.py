@@ -35,6 +35,7 @@ __all__ = [
     "PlayCue",
     "PlayReply",
     "Record",
+    "ReplayTurn",
     "RotateLink",
     "RunTool",
     "SendAudio",
@@ -77,6 +78,13 @@ class SendAudio(Effect):
 @dataclass(frozen=True, slots=True)
 class FlushAudio(Effect):
     """Send the partial audio batch now (the uplink stops)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTurn(Effect):
+    """After a drop: the next session gets the unanswered user turn again (``replay``), or forgets it."""
+
+    replay: bool
 
 
 @dataclass(frozen=True, slots=True)

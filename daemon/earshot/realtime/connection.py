@@ -296,6 +296,7 @@ class Link:
         self._history: list[HistoryItem] = []
         self._replay: NDArray[np.int16] | None = None
         self._replay_offline = 0  # samples of the replay that arrived while disconnected
+        self._replay_decision: bool | None = None  # the app's word on a replay not created yet
         self._offline: deque[NDArray[np.int16]] = deque()
         self._offline_samples = 0
         self._offline_overflowed = False
@@ -344,6 +345,7 @@ class Link:
         self.state = LinkState.CLOSED
         self._history = []
         self._replay, self._replay_offline = None, 0
+        self._replay_decision = None
         self._offline.clear()
         self._offline_samples = 0
         self._changed.set()
@@ -408,6 +410,19 @@ class Link:
         if self._session is not None:
             self._session.interrupt(heard_samples=heard_samples, local=local, now=now)
             self._pump()
+
+    def replay_turn(self, replay: bool) -> None:
+        """The app's decision, after a :class:`LinkDown`: send the unanswered turn again, or not.
+
+        The link never decides it: the next session holds the turn, and everything said since,
+        until told (:meth:`RealtimeSession.decide_replay`).
+        """
+        session = self._session
+        if session is not None and session.replay_undecided:
+            session.decide_replay(replay)
+            self._pump()
+        else:
+            self._replay_decision = replay  # for the session the next connection makes
 
     def tool_result(self, call_id: str, output: str, now: float) -> None:
         """A tool's output (see :meth:`RealtimeSession.tool_result`)."""
@@ -475,6 +490,9 @@ class Link:
             replay_offline_samples=self._replay_offline,
         )
         self._replay, self._replay_offline = None, 0
+        if self._replay_decision is not None:
+            session.decide_replay(self._replay_decision)
+            self._replay_decision = None
         while self._offline:
             session.append_audio(self._offline.popleft(), loop.time())
         self._offline_samples = 0

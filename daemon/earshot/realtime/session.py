@@ -303,7 +303,9 @@ class RealtimeSession:
         tools: the tools declared to the model.
         history: text turns to restore after ``session.updated`` (trimmed to ``config.history``).
         replay_audio: the audio of a user turn cut by the previous connection (input wire rate),
-            streamed again before anything appended here.
+            streamed again before anything appended here if :meth:`decide_replay` says so (the
+            conversation core decides: a turn whose reply was already playing is not asked again).
+            Until then nothing is streamed: audio appended meanwhile waits behind it.
 
     The caller drains :meth:`messages_to_send` and :meth:`events_received` after every input, and
     calls :meth:`tick` at :meth:`next_deadline`. When :attr:`failure` is set the connection must be
@@ -362,6 +364,8 @@ class RealtimeSession:
         self._commit_sample = 0
         self._response_turn_end = 0
         self._replay_allowance = 0
+        self._replay_undecided = False
+        self._replay_samples = 0  # the replay at the front of _pending, until decided
         if replay_audio is not None and replay_audio.size:
             replay = np.asarray(replay_audio, dtype=np.int16).reshape(-1)[-self._max_turn_samples :]
             # The part of the replay a server already heard is not offline audio: only what arrived
@@ -370,6 +374,8 @@ class RealtimeSession:
             self._replay_allowance = max(0, replay.size - replay_offline_samples)
             self._max_buffer_samples += self._replay_allowance
             self._queue_pending(replay)
+            self._replay_undecided = True
+            self._replay_samples = replay.size
 
         # responses
         self._active_response: str | None = None
@@ -432,7 +438,34 @@ class RealtimeSession:
 
     def offline_samples(self) -> int:
         """Samples of :meth:`unsettled_audio` that no server heard: audio that arrived while disconnected."""
-        return 0 if self._ready else max(0, self._pending_samples - self._replay_allowance)
+        if self._ready and not self._replay_undecided:
+            return 0
+        return max(0, self._pending_samples - self._replay_allowance)
+
+    @property
+    def replay_undecided(self) -> bool:
+        """A replayed turn waits for :meth:`decide_replay` (and every appended sample behind it)."""
+        return self._replay_undecided
+
+    def decide_replay(self, replay: bool) -> int:
+        """Send the previous connection's unanswered turn again (``replay``), or forget it.
+
+        Returns the samples that will be sent again (0 when forgotten, or when there is nothing
+        undecided). Audio appended meanwhile follows, once the session is ready.
+        """
+        if not self._replay_undecided:
+            return 0
+        self._replay_undecided = False
+        samples, self._replay_samples = self._replay_samples, 0
+        if not replay and samples:
+            self._pending.popleft()
+            self._pending_samples -= samples
+            self._max_buffer_samples -= self._replay_allowance
+            self._replay_allowance = 0
+            samples = 0
+        if self._ready:
+            self._stream_pending()
+        return samples
 
     def unsettled_audio(self) -> NDArray[np.int16]:
         """The audio of the user turn not yet answered (input wire rate), for replay after a drop.
@@ -512,7 +545,7 @@ class RealtimeSession:
         pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
         if not pcm.size:
             return
-        if not self._ready:
+        if not self._ready or self._replay_undecided:
             self._queue_pending(pcm)
             return
         self._stream(pcm)
@@ -531,7 +564,7 @@ class RealtimeSession:
         """
         if self._closed:
             return
-        if not self._ready:
+        if not self._ready or self._replay_undecided:
             logger.warning("end of turn before the session is ready: ignored")
             return
         self.flush_audio(now)
@@ -708,9 +741,8 @@ class RealtimeSession:
                 )
             )
             previous = item_id
-        while self._pending:
-            self._stream(self._pending.popleft())
-        self._pending_samples = 0
+        if not self._replay_undecided:
+            self._stream_pending()
         self._events.append(SessionReady(self.session_id))
         if self._create_wanted:
             self._create_wanted = False
@@ -849,11 +881,18 @@ class RealtimeSession:
             end = min(end, self._speech_end_sample)
         self._commit_sample = max(self._commit_sample, end)
 
+    def _stream_pending(self) -> None:
+        while self._pending:
+            self._stream(self._pending.popleft())
+        self._pending_samples = 0
+
     def _queue_pending(self, pcm: NDArray[np.int16]) -> None:
         self._pending.append(pcm)
         self._pending_samples += pcm.size
         while self._pending_samples > self._max_buffer_samples and len(self._pending) > 1:
             dropped = self._pending.popleft()
+            if self._replay_samples:
+                self._replay_samples = 0  # the replay was the oldest: it went first
             self._pending_samples -= dropped.size
             self.dropped_audio_samples += dropped.size
             logger.warning("audio waiting for the session exceeds the bound: %d samples dropped", dropped.size)
