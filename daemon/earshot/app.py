@@ -26,26 +26,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from earshot import children, toolexec
+from earshot import children
 from earshot.audio.backend import DeviceState, DeviceStatus
-from earshot.audio.devices import open_audio
-from earshot.audio.echo import EchoCanceller
 from earshot.audio.playback import Playback
+from earshot.compose import build
 from earshot.config import Config, load_config
 from earshot.control import ControlServer, default_socket_path
 from earshot.engage import Phase
-from earshot.errors import EX_CONFIG, AudioDeviceError, ConfigError, DaemonError
-from earshot.gate.bargein import BargeInDetector, WakeGuard
-from earshot.gate.gate import Gate
-from earshot.gate.wakeword import build_wakeword
+from earshot.errors import EX_CONFIG, ConfigError, DaemonError
 from earshot.gpio import GpioInputs
 from earshot.hooks import Hooks
 from earshot.metrics import MetricsExporter
 from earshot.pipeline import HOOK_FOR_PHASE, PHASE_STATUS, Conversation
 from earshot.realtime.auth import connection_secret, credential_mtime, headers_for
-from earshot.realtime.connection import Link
+from earshot.realtime.connection import ConnectFn, Link
 from earshot.realtime.session import build_session_config
-from earshot.realtime.tools import AmixerMixer, ToolRunner
 from earshot.recordings import Recorder
 from earshot.stats import Stats, engagement_summary
 from earshot.systemd import Health, Notifier, run_watchdog
@@ -119,6 +114,8 @@ class Daemon:
         config_path: where it came from (SIGHUP reloads it).
         notifier: sd_notify sender (default: from ``$NOTIFY_SOCKET``).
         environ: environment for credentials and paths (default ``os.environ``).
+        audio: ``(source, sink)`` instead of the configured devices (see :func:`earshot.compose.build`).
+        connect: opens the WebSocket instead of the default (see :func:`earshot.compose.build`).
     """
 
     def __init__(
@@ -128,8 +125,12 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         environ: dict[str, str] | None = None,
+        audio: tuple[Any, Any] | None = None,
+        connect: ConnectFn | None = None,
     ) -> None:
         self.config = config
+        self._audio = audio
+        self._connect = connect
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.environ = dict(os.environ if environ is None else environ)
@@ -167,7 +168,16 @@ class Daemon:
         self.stats = Stats(state_dir=sdir, now=loop.time(), now_wall=time.time())
         self.hooks = Hooks(cfg.hooks, stats=self.stats, env=self.environ)
         self.recorder = Recorder(cfg.recordings, sdir, stats=self.stats)
-        source, sink = open_audio(cfg.audio)
+        parts = build(
+            cfg,
+            _DaemonApp(self),
+            state_dir=sdir,
+            environ=self.environ,
+            stats=self.stats,
+            audio=self._audio,
+            connect=self._connect,
+        )
+        source, sink = parts.source, parts.sink
         source.set_low_latency(False)  # idle: long capture periods until someone engages
         self._source = source
         health = Health(time.monotonic())
@@ -177,29 +187,12 @@ class Daemon:
         for role, device in (("input", source), ("output", sink)):
             if hasattr(device, "on_status"):
                 device.on_status = functools.partial(self._on_device_status, role)
-        playback = Playback(sink, prebuffer_ms=cfg.audio.output.prebuffer_ms, on_event=self._on_playback_event)
+        playback = parts.playback
         self._playback = playback
         self._sink = sink
-        tool_socket = self.environ.get(toolexec.ENV_SOCKET)
-        remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
-        runner = ToolRunner(cfg.realtime, mixer=_mixer(cfg), env=self.environ, remote=remote)
-        self.tools = runner
-        self.link = Link(cfg.realtime, headers=self._headers, tools=runner.specs())
-        gate, echo, bargein, guard = _build_gate(cfg, sdir)
-        conv = Conversation(
-            cfg,
-            gate=gate,
-            playback=playback,
-            link=self.link,
-            echo=echo,
-            bargein=bargein,
-            wake_guard=guard,
-            stats=self.stats,
-            on_phase=self._on_phase,
-            on_hook=self._fire_hook,
-            run_tool=self._run_tool,
-            on_record=self._record,
-        )
+        self.tools = parts.tools
+        self.link = parts.link
+        conv = parts.conversation
         cap = cfg.gate.daily_cap_minutes
         if cap is not None:
             stats = self.stats
@@ -548,22 +541,26 @@ class Daemon:
         return snap
 
 
-def _mixer(cfg: Config) -> Any:
-    if "volume" not in cfg.realtime.builtin_tools:
-        return None
-    return AmixerMixer.from_config(cfg.audio.output)
+class _DaemonApp:
+    """The daemon as the :class:`earshot.compose.App` its parts report to."""
 
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
 
-def _build_gate(cfg: Config, sdir: Path) -> tuple[Gate, Any, Any, Any]:
-    """The gate and, when enabled, the echo canceller, barge-in detector and wake guard."""
-    engine = build_wakeword(cfg.gate.wakeword, sdir) if cfg.gate.mode == "wakeword" else None
-    gate = Gate(cfg.gate, wakeword=engine)
-    echo = None
-    if cfg.bargein.echo_cancel:
-        try:
-            echo = EchoCanceller(filter_ms=cfg.bargein.echo_filter_ms)
-        except AudioDeviceError as exc:
-            logger.warning("no echo canceller (%s): half duplex while speaking", exc)
-    bargein = BargeInDetector(cfg.bargein)
-    guard = WakeGuard() if echo is not None else None
-    return gate, echo, bargein, guard
+    def on_phase(self, old: Phase, new: Phase, reason: str) -> None:
+        self._d._on_phase(old, new, reason)
+
+    def on_hook(self, name: str, data: dict[str, Any]) -> None:
+        self._d._fire_hook(name, data)
+
+    def run_tool(self, call_id: str, name: str, arguments: str) -> None:
+        self._d._run_tool(call_id, name, arguments)
+
+    def on_record(self, kind: str, pcm: Any, info: dict[str, Any]) -> None:
+        self._d._record(kind, pcm, info)
+
+    def on_playback_event(self, ev: Any) -> None:
+        self._d._on_playback_event(ev)
+
+    async def headers(self) -> dict[str, str]:
+        return await self._d._headers()

@@ -111,6 +111,10 @@ class FileSource:
     def set_low_latency(self, low: bool) -> None:
         """The file's clock delivers one 10 ms chunk per tick whatever the period: nothing to change."""
 
+    async def aclose(self) -> None:
+        """Stop the clock and finalize the output WAV (both sides share it; idempotent)."""
+        await self._audio.aclose()
+
     @property
     def status(self) -> DeviceStatus:
         """Status of the input file."""
@@ -144,6 +148,10 @@ class FileSink:
     async def drain(self) -> None:
         """Wait until the device buffer has been played out. Cancellation-safe."""
         await self._audio._drain()
+
+    async def aclose(self) -> None:
+        """Stop the clock and finalize the output WAV (both sides share it; idempotent)."""
+        await self._audio.aclose()
 
     def pop_reference(self) -> NDArray[np.int16]:
         """16 kHz mono of every tick played since the last call (silence within a sound; nothing while idle)."""

@@ -179,6 +179,8 @@ class SendQueue:
 
 
 HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
+ConnectFn = Callable[[str, Mapping[str, str], RealtimeConfig], Awaitable[ClientConnection]]
+"""Opens one WebSocket: ``(url, headers, config)``; :func:`open_websocket` unless a test or tool injects one."""
 
 
 class LinkState(enum.Enum):
@@ -254,6 +256,7 @@ class Link:
             secret is minted per connection); may raise ``AuthenticationError``.
         tools: tools declared in every session.
         rng: jitter source (seeded in tests).
+        connect: opens the WebSocket (default :func:`open_websocket`).
     """
 
     def __init__(
@@ -263,9 +266,11 @@ class Link:
         headers: HeadersFn,
         tools: Sequence[ToolSpec] = (),
         rng: random.Random | None = None,
+        connect: ConnectFn | None = None,
     ) -> None:
         self._config = config
         self._headers = headers
+        self._connect = connect or open_websocket
         self._events = _EventQueue(MAX_QUEUED_EVENT_BYTES)
         self._tools = tuple(tools)
         self._reconnector = Reconnector(
@@ -502,7 +507,7 @@ class Link:
         error: BaseException | None = None
         try:
             headers = await self._headers()
-            ws = await open_websocket(realtime_url(self._config.url, self._config.model), headers, self._config)
+            ws = await self._connect(realtime_url(self._config.url, self._config.model), headers, self._config)
             self._ws = ws
             try:
                 await self._serve(ws, session, loop)

@@ -1,0 +1,157 @@
+"""The composition root: every part of a running earshot, built from the config and wired together.
+
+:func:`build` makes the audio edges, the playback, the Realtime link, the tools, the gate with its
+echo canceller and barge-in detectors, and the :class:`~earshot.pipeline.Conversation` that runs the
+conversation core against them. It starts nothing: the supervisor (:mod:`earshot.app`) runs the
+parts' tasks in its one TaskGroup, and a test can drive the same parts without a daemon.
+
+Two edges can be injected, the two that reach outside the process:
+
+- ``audio``: the microphone and the speaker (default: :func:`earshot.audio.devices.open_audio` on
+  ``config.audio``, ALSA or the file backend);
+- ``connect``: how a WebSocket is opened (default: :func:`earshot.realtime.connection.open_websocket`).
+
+What the parts report goes to an :class:`App`: phase changes, hooks, tool calls, recordings,
+playback events and the credentials for each connection. The daemon is one; a test's is a recorder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from earshot import toolexec
+from earshot.audio.devices import open_audio
+from earshot.audio.echo import EchoCanceller
+from earshot.audio.playback import Playback
+from earshot.config import Config
+from earshot.engage import Phase
+from earshot.errors import AudioDeviceError
+from earshot.gate.bargein import BargeInDetector, WakeGuard
+from earshot.gate.gate import Gate
+from earshot.gate.wakeword import build_wakeword
+from earshot.pipeline import Conversation
+from earshot.realtime.connection import ConnectFn, Link
+from earshot.realtime.tools import AmixerMixer, ToolRunner
+
+__all__ = ["App", "Parts", "build"]
+
+logger = logging.getLogger(__name__)
+
+
+class App(Protocol):
+    """What the built parts report to, and ask of, whoever runs them."""
+
+    def on_phase(self, old: Phase, new: Phase, reason: str) -> None:
+        """The engagement moved from ``old`` to ``new``."""
+
+    def on_hook(self, name: str, data: dict[str, Any]) -> None:
+        """An event hook fires (``wake``, ``error``, ``offline``…)."""
+
+    def run_tool(self, call_id: str, name: str, arguments: str) -> None:
+        """The model called a tool; its result goes back through ``parts.link.tool_result``."""
+
+    def on_record(self, kind: str, pcm: NDArray[np.int16], info: dict[str, Any]) -> None:
+        """Audio worth a debug recording (a wake hit, a user turn)."""
+
+    def on_playback_event(self, ev: Any) -> None:
+        """A ``PlaybackStarted`` / ``PlaybackFinished`` from the playback (hand it to the conversation)."""
+
+    async def headers(self) -> Mapping[str, str]:
+        """Fresh auth headers for one connection attempt."""
+
+
+@dataclass
+class Parts:
+    """Everything :func:`build` made.
+
+    The supervisor runs ``playback.run()``, ``link.run()``, the capture loop over ``source.chunks()`` and
+    the link's events into ``conversation``, and closes the audio edges.
+    """
+
+    config: Config
+    source: Any
+    """The microphone (``AudioSource``)."""
+    sink: Any
+    """The speaker (``AudioSink``)."""
+    playback: Playback
+    link: Link
+    tools: ToolRunner
+    conversation: Conversation
+
+
+def build(
+    config: Config,
+    app: App,
+    *,
+    state_dir: Path,
+    environ: Mapping[str, str],
+    stats: Any | None = None,
+    audio: tuple[Any, Any] | None = None,
+    connect: ConnectFn | None = None,
+) -> Parts:
+    """Build and wire the parts of an earshot (see the module docstring).
+
+    Args:
+        config: the validated configuration.
+        app: receives what the parts report (:class:`App`).
+        state_dir: where enrolled wake-word templates live.
+        environ: the environment tools run with (the key is never in it) and the tool socket is read from.
+        stats: the daemon's counters, or None.
+        audio: ``(source, sink)`` to use instead of opening ``config.audio``.
+        connect: opens the WebSocket instead of :func:`earshot.realtime.connection.open_websocket`.
+
+    Raises:
+        ConfigError: a part cannot be built from this config (e.g. nothing enrolled for ``template``).
+        AudioDeviceError: the file backend's input cannot be read.
+    """
+    source, sink = audio if audio is not None else open_audio(config.audio)
+    playback = Playback(sink, prebuffer_ms=config.audio.output.prebuffer_ms, on_event=app.on_playback_event)
+    tool_socket = environ.get(toolexec.ENV_SOCKET)
+    remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
+    tools = ToolRunner(config.realtime, mixer=_mixer(config), env=dict(environ), remote=remote)
+    link = Link(config.realtime, headers=app.headers, tools=tools.specs(), connect=connect)
+    gate, echo, bargein, guard = _build_gate(config, state_dir)
+    conversation = Conversation(
+        config,
+        gate=gate,
+        playback=playback,
+        link=link,
+        echo=echo,
+        bargein=bargein,
+        wake_guard=guard,
+        stats=stats,
+        on_phase=app.on_phase,
+        on_hook=app.on_hook,
+        run_tool=app.run_tool,
+        on_record=app.on_record,
+    )
+    return Parts(config, source, sink, playback, link, tools, conversation)
+
+
+def _mixer(config: Config) -> Any:
+    if "volume" not in config.realtime.builtin_tools:
+        return None
+    return AmixerMixer.from_config(config.audio.output)
+
+
+def _build_gate(config: Config, state_dir: Path) -> tuple[Gate, Any, Any, Any]:
+    """The gate and, when enabled, the echo canceller, barge-in detector and wake guard."""
+    engine = build_wakeword(config.gate.wakeword, state_dir) if config.gate.mode == "wakeword" else None
+    gate = Gate(config.gate, wakeword=engine)
+    echo = None
+    if config.bargein.echo_cancel:
+        try:
+            echo = EchoCanceller(filter_ms=config.bargein.echo_filter_ms)
+        except AudioDeviceError as exc:
+            logger.warning("no echo canceller (%s): half duplex while speaking", exc)
+    bargein = BargeInDetector(config.bargein)
+    guard = WakeGuard() if echo is not None else None
+    return gate, echo, bargein, guard
