@@ -130,7 +130,7 @@ def _proc_vmhwm_kb(pid: int) -> int | None:
 
 
 def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
-    """The daemon's config for a run: file backend, the default wake word (microWakeWord "hey jarvis"), no earcons."""
+    """The daemon's config for a run: file backend, the default gate (microWakeWord "hey jarvis", earcons on)."""
     cfg: dict[str, Any] = {
         "audio": {
             "backend": "file",
@@ -138,7 +138,6 @@ def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
             "output": {"file": str(workdir / "output.wav")},
         },
         "gate": {
-            "earcons": {"enabled": False},
             "max_engagement_s": 3600,
         },
         "realtime": {"url": url, "format": spec.fmt},
