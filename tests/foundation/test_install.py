@@ -15,9 +15,13 @@ INSTALL = ROOT / "scripts" / "install"
 SECRET = "sk-test-0123456789abcdefghij"
 
 
-def install(*args: str) -> subprocess.CompletedProcess[str]:
+def install(*args: str, booted_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run scripts/install; ``booted_dir`` stands for /run/systemd/system (whether systemd runs here)."""
+    env = dict(os.environ)
+    if booted_dir is not None:
+        env["EARSHOT_SD_BOOTED_DIR"] = str(booted_dir)
     return subprocess.run(
-        ["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        ["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env
     )
 
 
@@ -49,9 +53,9 @@ def test_dry_run_prints_plan_and_changes_nothing(tmp_path: Path, key_file: Path)
     assert tree(target) == []
 
 
-def test_dry_run_on_the_live_system_plans_venv_and_enable_now(key_file: Path) -> None:
+def test_dry_run_on_the_live_system_plans_venv_and_enable_now(tmp_path: Path, key_file: Path) -> None:
     """Without --root the plan builds /opt/earshot/venv and runs systemctl enable --now."""
-    r = install("--dry-run", "--key-file", str(key_file))
+    r = install("--dry-run", "--key-file", str(key_file), booted_dir=tmp_path)  # systemd runs
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert any(line.endswith("-m venv /opt/earshot/venv") for line in lines)
@@ -60,6 +64,20 @@ def test_dry_run_on_the_live_system_plans_venv_and_enable_now(key_file: Path) ->
     assert lines.index("+ systemctl daemon-reload") > lines.index(
         f"+ install -D -m 0644 {ROOT}/systemd/earshot.service /etc/systemd/system/earshot.service"
     )
+
+
+def test_without_systemd_as_pid_1_units_are_enabled_offline(tmp_path: Path, key_file: Path) -> None:
+    """An image builder's chroot: no daemon-reload, no --now (they fail there and aborted the install
+    under set -e before anything was enabled); the units are enabled offline, and so is the uninstall."""
+    r = install("--dry-run", "--key-file", str(key_file), booted_dir=tmp_path / "absent")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "+ systemctl --root=/ enable earshot-tools.socket earshot.service" in lines
+    assert not [line for line in lines if "daemon-reload" in line or "--now" in line or "restart" in line]
+    assert "enabled offline" in r.stdout
+    u = install("--dry-run", "--uninstall", booted_dir=tmp_path / "absent")
+    assert u.returncode == 0, u.stderr
+    assert not [line for line in u.stdout.splitlines() if "daemon-reload" in line or "--now" in line]
 
 
 @pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemctl not installed")
