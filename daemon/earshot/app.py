@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,7 @@ class Daemon:
         self._stop_event: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._tool_calls: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
         self._credential_mtime: float | None = None
         self._playback: Playback | None = None
         self._source: Any = None
@@ -213,6 +215,7 @@ class Daemon:
         logger.info("earshot started: gate %s, audio %s, %s", cfg.gate.mode, cfg.audio.backend, cfg.realtime.url)
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 tg.create_task(self._capture_loop(source), name="capture")
                 tg.create_task(playback.run(), name="playback")
                 tg.create_task(self.link.run(), name="realtime")
@@ -226,6 +229,7 @@ class Daemon:
         except* _Stop:
             pass
         finally:
+            self._tg = None
             self.notifier.stopping("Stopping")
             await self._shutdown(source, sink, control, metrics)
         logger.info("earshot stopped")
@@ -297,9 +301,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         limit = self.config.realtime.reply_timeout_s + self.config.realtime.ready_timeout_s
         deadline = loop.time() + limit
-        busy = (Phase.CONNECTING, Phase.LISTENING, Phase.THINKING, Phase.SPEAKING)
         while loop.time() < deadline:
-            if conv.phase not in busy and not self._playback.active:
+            if not conv.busy():
                 return
             await asyncio.sleep(0.02)
         logger.warning("the exchange did not finish within %.0f s", limit)
@@ -389,19 +392,16 @@ class Daemon:
 
     def _on_phase(self, old: Phase, new: Phase, reason: str) -> None:
         self.notifier.status(self._status_text())
-        # Short capture periods only while engaged (wake-word latency is set by the engine, not the
-        # period; barge-in and the uplink need the short ones).
-        if self._source is not None:
-            self._source.set_low_latency(new is not Phase.IDLE)
         if self.stats is not None:
             self.stats.set_phase(new.value)
         self._fire_hook(HOOK_FOR_PHASE[new], {"phase": new.value, "previous": old.value, "reason": reason})
-        if new is Phase.IDLE:
-            for task in self._tool_calls:  # no tool runs outside an engagement: its answer has no listener
-                task.cancel()
         if new is Phase.IDLE and self.stats is not None and self.stats.last_engagement is not None:
             message, fields = engagement_summary(self.stats.last_engagement, asyncio.get_running_loop().time())
             logger.info("%s", message, extra=fields)
+
+    def _cancel_tools(self) -> None:
+        for task in self._tool_calls:
+            task.cancel()
 
     def _fire_hook(self, event: str, data: dict[str, Any]) -> None:
         if self.hooks is not None:
@@ -413,9 +413,7 @@ class Daemon:
             if self.link is not None:
                 self.link.tool_result(call_id, output, asyncio.get_running_loop().time())
 
-        task = asyncio.get_running_loop().create_task(call(), name=f"tool {name}")
-        self._tool_calls.add(task)
-        task.add_done_callback(self._tool_calls.discard)
+        self._spawn(call(), f"tool {name}", self._tool_calls)
 
     def _record(self, kind: str, pcm: Any, info: dict[str, Any]) -> None:
         """Write a debug recording (off by default) without blocking the loop."""
@@ -428,9 +426,28 @@ class Daemon:
             coro = recorder.wake(pcm, engine=str(info["engine"]), score=float(info["score"]), engagement_id=engagement)
         else:
             coro = recorder.turn(pcm, engagement_id=engagement, turn=int(info["turn"]))
-        task = asyncio.get_running_loop().create_task(coro, name=f"record {kind}")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(coro, f"record {kind}", self._background)
+
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str, bucket: set[asyncio.Task[Any]]) -> None:
+        """Run ``coro`` as a task of the supervisor's TaskGroup (no task lives outside it).
+
+        A failure is logged and stays in the task: one tool or recording must not stop the daemon.
+        """
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:  # the task's own failure, not the daemon's
+                logger.exception("%s failed", name)
+
+        tg = self._tg
+        task = (
+            tg.create_task(guarded(), name=name)
+            if tg is not None
+            else asyncio.get_running_loop().create_task(guarded(), name=name)
+        )
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
 
     def _check_credential(self) -> None:
         mtime = credential_mtime(self.config.realtime.auth, self.environ)
@@ -561,6 +578,9 @@ class _DaemonApp:
 
     def on_playback_event(self, ev: Any) -> None:
         self._d._on_playback_event(ev)
+
+    def cancel_tools(self) -> None:
+        self._d._cancel_tools()
 
     async def headers(self) -> dict[str, str]:
         return await self._d._headers()

@@ -64,6 +64,9 @@ class App(Protocol):
     def on_playback_event(self, ev: Any) -> None:
         """A ``PlaybackStarted`` / ``PlaybackFinished`` from the playback (hand it to the conversation)."""
 
+    def cancel_tools(self) -> None:
+        """The engagement ended: cancel the tool calls still running."""
+
     async def headers(self) -> Mapping[str, str]:
         """Fresh auth headers for one connection attempt."""
 
@@ -132,6 +135,8 @@ def build(
         on_hook=app.on_hook,
         run_tool=app.run_tool,
         on_record=app.on_record,
+        set_capture_latency=source.set_low_latency,
+        cancel_tools=app.cancel_tools,
     )
     return Parts(config, source, sink, playback, link, tools, conversation)
 

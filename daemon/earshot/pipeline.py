@@ -48,6 +48,8 @@ class Conversation:
         run_tool: starts a tool call ``(call_id, name, arguments_json)``.
         on_record: receives audio worth a debug recording: ``("wake", pcm16k, {engine, score})`` for a
             wake hit and ``("turn", pcm16k, {turn})`` for a user turn.
+        set_capture_latency: short capture periods (True) or long ones (False).
+        cancel_tools: cancels the tool calls still running.
     """
 
     def __init__(
@@ -65,6 +67,8 @@ class Conversation:
         on_hook: Callable[[str, dict[str, Any]], None] | None = None,
         run_tool: Callable[[str, str, str], None] | None = None,
         on_record: Callable[[str, NDArray[np.int16], dict[str, Any]], None] | None = None,
+        set_capture_latency: Callable[[bool], None] | None = None,
+        cancel_tools: Callable[[], None] | None = None,
     ) -> None:
         self.core = ConversationCore(
             config, gate=gate, echo=echo, bargein=bargein, wake_guard=wake_guard, tools=run_tool is not None
@@ -76,6 +80,8 @@ class Conversation:
         self._hook = on_hook
         self._run_tool = run_tool
         self._record = on_record
+        self._set_capture_latency = set_capture_latency
+        self._cancel_tools = cancel_tools
 
     # ------------------------------------------------------------------ what the app reads
 
@@ -83,6 +89,10 @@ class Conversation:
     def phase(self) -> Phase:
         """The current engagement phase."""
         return self.core.phase
+
+    def busy(self) -> bool:
+        """An exchange is in progress (the core decides; the playback says whether something plays)."""
+        return self.core.busy(playback_active=self.playback.active)
 
     @property
     def engagement(self) -> Engagement:
@@ -223,6 +233,12 @@ class Conversation:
             case fx.Hook(name=name, data=data):
                 if self._hook is not None:
                     self._hook(name, data)
+            case fx.CaptureLatency(low=low):
+                if self._set_capture_latency is not None:
+                    self._set_capture_latency(low)
+            case fx.CancelTools():
+                if self._cancel_tools is not None:
+                    self._cancel_tools()
             case fx.Record(kind=kind, pcm=pcm, info=info):
                 if self._record is not None:
                     self._record(kind, pcm, info)

@@ -32,6 +32,7 @@ class RecordingApp:
         self.phases: list[Phase] = []
         self.hooks: list[str] = []
         self.conversation: Any = None
+        self.tools_cancelled = 0
 
     def on_phase(self, old: Phase, new: Phase, reason: str) -> None:
         self.phases.append(new)
@@ -47,6 +48,9 @@ class RecordingApp:
 
     def on_playback_event(self, ev: Any) -> None:
         self.conversation.on_playback_event(ev, asyncio.get_running_loop().time())
+
+    def cancel_tools(self) -> None:
+        self.tools_cancelled += 1
 
     async def headers(self) -> Mapping[str, str]:
         return {"Authorization": "Bearer sk-test-key"}
@@ -101,7 +105,7 @@ async def test_built_parts_run_a_wake_word_exchange_without_the_daemon(tmp_path:
                     tg.create_task(link_events()),
                 ]
                 await capture()
-                while conv.phase is not Phase.IDLE or parts.playback.active:
+                while conv.busy() or conv.phase is not Phase.IDLE:
                     await asyncio.sleep(0.05)
                     conv.tick(loop.time())
                 for task in tasks:
@@ -113,6 +117,7 @@ async def test_built_parts_run_a_wake_word_exchange_without_the_daemon(tmp_path:
     assert Phase.SPEAKING in app.phases
     assert app.phases[-1] is Phase.IDLE
     assert "wake" in app.hooks
+    assert app.tools_cancelled == 1  # the engagement's end cancels whatever tool still ran
     assert [r.status for s in emu.sessions for r in s.responses] == ["completed"]
     assert [c for s in emu.sessions for c in s.cancels] == []
     assert any("reply played out" in what for _, what in conv.timeline)

@@ -212,3 +212,20 @@ def test_mute_ends_the_engagement_and_hears_nothing() -> None:
     dev.run(2.0)
     assert len(dev.sent.audio) == sent
     assert dev.command("engage") is False
+
+
+def test_the_core_decides_the_capture_period_and_the_end_of_tool_calls() -> None:
+    """Short capture periods from the engagement on, long ones back in IDLE, and tool calls cancelled then:
+    decisions of the phase, so the core's (the daemon only carries them out)."""
+    dev = Device(config())
+    drive(dev, Phase.LISTENING)
+    assert fx.CaptureLatency(low=True) in dev.effects
+    assert not any(isinstance(e, fx.CancelTools) for e in dev.effects)
+    dev.effects.clear()
+    dev.core.cancel(dev.now, "cancelled")
+    dev.run(0.01)
+    assert dev.core.phase is Phase.IDLE
+    assert fx.CaptureLatency(low=False) in dev.effects
+    assert fx.CancelTools() in dev.effects
+    assert not dev.core.busy(playback_active=False)
+    assert dev.core.busy(playback_active=True)

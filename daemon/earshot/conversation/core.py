@@ -170,6 +170,10 @@ class ConversationCore:
         """The capture position (16 kHz samples) reached so far."""
         return self._position
 
+    def busy(self, *, playback_active: bool) -> bool:
+        """An exchange is in progress: the user is being heard or answered, or something still plays."""
+        return playback_active or self.phase in (Phase.CONNECTING, Phase.LISTENING, Phase.THINKING, Phase.SPEAKING)
+
     def next_deadline(self) -> float | None:
         """When :meth:`tick` must be called next (monotonic), or None."""
         return self.engagement.next_deadline()
@@ -589,6 +593,12 @@ class ConversationCore:
             case eg.PhaseChanged(old=old, new=new, reason=reason):
                 self._update_gate_suppression()
                 self._emit(fx.PhaseChanged(old, new, reason))
+                if (old is Phase.IDLE) != (new is Phase.IDLE):
+                    # Short capture periods only while engaged: wake-word latency is set by the engine,
+                    # not the period; barge-in and the uplink need the short ones.
+                    self._emit(fx.CaptureLatency(low=new is not Phase.IDLE))
+                if new is Phase.IDLE and self._tools:
+                    self._emit(fx.CancelTools())  # no tool runs outside an engagement: its answer has no listener
             case eg.EndEngagement(reason=reason):
                 self._mark(now, f"engagement ended ({reason})")
                 if self.bargein is not None:
@@ -639,7 +649,8 @@ class ConversationCore:
 
     def _mark(self, now: float, what: str) -> None:
         """One lifecycle line in the log and the timeline (capture time in seconds too)."""
-        logger.info("[%.3f] %s", self._position / CAPTURE_RATE_HZ, what)
+        at = round(self._position / CAPTURE_RATE_HZ, 3)
+        logger.info("[%.3f] %s", at, what, extra={"at": at, "mark": what})
         self.timeline.append((now, what))
 
     def _emit(self, effect: fx.Effect) -> None:

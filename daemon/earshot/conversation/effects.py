@@ -16,6 +16,8 @@ from numpy.typing import NDArray
 from earshot.engage import Phase
 
 __all__ = [
+    "CancelTools",
+    "CaptureLatency",
     "CloseLink",
     "CommitAudio",
     "ConnectionState",
@@ -148,8 +150,20 @@ class StopPlayback(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureLatency(Effect):
+    """Short capture periods (``low``) while engaged, long ones while idle (fewer wake-ups)."""
+
+    low: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTools(Effect):
+    """The engagement is over: tool calls still running have no listener; cancel them."""
+
+
+@dataclass(frozen=True, slots=True)
 class PhaseChanged(Effect):
-    """The phase changed (status line, hooks, capture period)."""
+    """The phase changed (status line, hooks, counters)."""
 
     old: Phase
     new: Phase
