@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -188,7 +189,7 @@ def daemon_config(workdir: Path, url: str, *, speed: float) -> dict[str, Any]:
         "bargein": {"duplex": "auto"},
         "state_dir": str(workdir / "state"),
         "control": {"socket": str(workdir / "control.sock")},
-        "logging": {"journald": "off", "level": "info"},
+        "logging": {"journald": "off", "level": "info", "format": "json"},
     }
 
 
@@ -265,18 +266,25 @@ class Printer:
     def daemon_line(self, line: str) -> None:
         if self.verbose:
             print(f"      | {line}", flush=True)
-        mark = _DAEMON_MARK.match(line)
-        if mark:
-            self.add("daemon", mark["what"], float(mark["t"]))
-            return
-        other = _DAEMON_LINE.match(line)
-        if other is None:
-            if not self.verbose and line.strip():
-                print(f"      | {line}", flush=True)  # a traceback or a stray print: never hide it
-            return
-        what = other["what"]
-        if other["level"] in ("WARNING", "ERROR", "CRITICAL"):
-            self.add("daemon", f"{other['level']} {other['logger']}: {what}")
+        doc = _json_line(line)  # the daemon runs with logging.format: json
+        if doc is not None:
+            if isinstance(doc.get("mark"), str) and isinstance(doc.get("at"), (int, float)):
+                self.add("daemon", doc["mark"], float(doc["at"]))
+                return
+            level, logger, what = str(doc.get("level")), str(doc.get("logger")), str(doc.get("message"))
+        else:
+            mark = _DAEMON_MARK.match(line)
+            if mark:
+                self.add("daemon", mark["what"], float(mark["t"]))
+                return
+            other = _DAEMON_LINE.match(line)
+            if other is None:
+                if not self.verbose and line.strip():
+                    print(f"      | {line}", flush=True)  # a traceback or a stray print: never hide it
+                return
+            level, logger, what = other["level"], other["logger"], other["what"]
+        if level in ("WARNING", "ERROR", "CRITICAL"):
+            self.add("daemon", f"{level} {logger}: {what}")
         elif what.startswith(("wake word (", "wake ignored", "wake rejected", "earshot started", "duplex mode")):
             self.add("daemon", what)
 
@@ -291,6 +299,16 @@ class Printer:
             match["logger"].startswith("earshot.emulator") and any(k in what for k in _EMU_KEEP)
         ):
             self.add("server", what)
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 async def run_daemon(config: Path, env: dict[str, str], printer: Printer, log: Path) -> int:

@@ -168,7 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_error(exc)
         return EX_CONFIG
-    logs.configure(args.log_level or config.logging.level, config.logging.journald)
+    logs.configure(args.log_level or config.logging.level, config.logging.journald, fmt=config.logging.format)
     try:
         serve = _load("earshot.app", "serve")
     except ImportError as exc:
@@ -188,7 +188,7 @@ def _cmd_tool_exec(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_config_error(exc)
         return EX_CONFIG
-    logs.configure(args.log_level or config.logging.level, config.logging.journald)
+    logs.configure(args.log_level or config.logging.level, config.logging.journald, fmt=config.logging.format)
     serve = _load("earshot.toolexec", "serve_stdin")
     return _as_status(asyncio.run(serve(args.config)))
 

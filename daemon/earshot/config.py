@@ -434,6 +434,11 @@ class LoggingConfig:
 
     level: Literal["debug", "info", "warning", "error"] = _f("info", "log level")
     journald: Literal["auto", "on", "off"] = _f("auto", "auto: journald when $JOURNAL_STREAM is set")
+    format: Literal["text", "json"] = _f(
+        "text",
+        "stderr lines: text (LEVEL logger: message) or json (one object a line: t, level, logger, message; "
+        "the conversation's marks add at, the capture time in seconds, and mark)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ logs a key on purpose; this is defence in depth.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -96,6 +97,33 @@ class _StderrFormatter(logging.Formatter):
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
 
+class _JsonFormatter(logging.Formatter):
+    """One JSON object a line, for tools that read the daemon's events (the bench, the demo, a kiosk).
+
+    ``{"t": unix time, "level", "logger", "message"}``, plus ``at`` (capture seconds) and ``mark`` for
+    the conversation's lifecycle marks, ``phase``/``event`` where given, and ``exc`` with a traceback.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "t": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("at", "mark"):
+            value = record.__dict__.get(name)
+            if value is not None:
+                doc[name] = value
+        for name in _STRUCTURED:
+            value = record.__dict__.get(name.upper())
+            if value is not None:
+                doc[name] = value
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        return json.dumps(doc, ensure_ascii=False)
+
+
 def journal_stream_is_stderr(environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> bool:
     """Whether stderr is connected to journald (``$JOURNAL_STREAM`` names its device and inode)."""
     env = os.environ if environ is None else environ
@@ -129,6 +157,7 @@ def configure(
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
     journal_sender: Callable[..., Any] | None = None,
+    fmt: Literal["text", "json"] = "text",
 ) -> logging.Handler:
     """Install the daemon's log handler on the root logger (idempotent: replaces an earlier one).
 
@@ -139,6 +168,7 @@ def configure(
         environ: environment to inspect (default ``os.environ``).
         stream: the stderr stream (default ``sys.stderr``).
         journal_sender: replaces ``systemd.journal.send`` (tests).
+        fmt: ``text`` or ``json`` lines on stderr (journald keeps its structured fields either way).
 
     Returns:
         The installed handler.
@@ -153,7 +183,10 @@ def configure(
         handler = _journal_handler(journal_sender)
     if handler is None:
         handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(_StderrFormatter(priority_prefix=on_journal_stream))
+        if fmt == "json":
+            handler.setFormatter(_JsonFormatter())
+        else:
+            handler.setFormatter(_StderrFormatter(priority_prefix=on_journal_stream))
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(RedactFilter())
 

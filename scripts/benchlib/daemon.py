@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
@@ -42,6 +43,30 @@ QUESTION = "what is the weather like tomorrow in the mountains"
 INTERRUPTION = "wait, stop, that is enough thank you"
 STORY = "tell me a long story please"
 _LOG_LINE = re.compile(r"^(?:<\d>)?(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?:\[(?P<at>[\d.]+)\] )?(?P<message>.*)$")
+
+
+def _parse_line(text: str) -> tuple[str, float | None]:
+    """A daemon stderr line → (message, capture time of a conversation mark or None).
+
+    The bench runs the daemon with ``logging.format: json``: each line is an object, and the core's
+    lifecycle marks carry ``at`` and ``mark`` as fields. A text line (a crash before logging was set
+    up, a child's stray output) is kept as it is, and the text format is still read.
+    """
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return text, None
+        if isinstance(doc, dict):
+            mark = doc.get("mark")
+            at = doc.get("at")
+            if isinstance(mark, str) and isinstance(at, (int, float)):
+                return mark, float(at)
+            return str(doc.get("message", "")), None
+    m = _LOG_LINE.match(text)
+    if m is None:
+        return text, None
+    return m.group("message"), float(m.group("at")) if m.group("at") else None
 
 
 class DaemonUnavailable(RuntimeError):
@@ -142,7 +167,7 @@ def write_config(path: Path, spec: RunSpec, workdir: Path, url: str) -> None:
         },
         "realtime": {"url": url, "format": spec.fmt},
         "control": {"socket": str(workdir / "control.sock")},
-        "logging": {"level": "info", "journald": "off"},
+        "logging": {"level": "info", "journald": "off", "format": "json"},
         "state_dir": str(workdir / "state"),
     }
     if spec.echo:
@@ -172,11 +197,10 @@ class DaemonLog:
                 keep.write(f"{t:.3f} {text}\n")
                 self.tail.append(text)
                 del self.tail[:-20]
-                m = _LOG_LINE.match(text)
-                message = m.group("message") if m else text
+                message, at = _parse_line(text)
                 self.lines.append((t, message))
-                if m and m.group("at"):
-                    self.marks.append((float(m.group("at")), message))
+                if at is not None:
+                    self.marks.append((at, message))
                 if on_message is not None:
                     on_message(message)
 

@@ -126,7 +126,7 @@ def write_default_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: s
         "audio": {"backend": "alsa", "input": {"device": "mic"}, "output": {"device": "speaker"}},
         "realtime": {"url": url},
         "control": {"socket": str(workdir / "control.sock")},
-        "logging": {"journald": "off"},
+        "logging": {"journald": "off", "format": "json"},
         "state_dir": str(workdir / "state"),
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -140,3 +140,24 @@ def test_journald_off_outside_systemd() -> None:
     """auto without JOURNAL_STREAM is plain stderr."""
     handler = logs.configure("info", "auto", environ={}, stream=sys.stderr)
     assert isinstance(handler, logging.StreamHandler)
+
+
+def test_json_lines_carry_the_conversation_marks_and_stay_redacted() -> None:
+    """logging.format json: one object a line; the core's marks keep their capture time and text apart."""
+    import json
+
+    from earshot.conversation import core
+
+    stream = io.StringIO()
+    logs.configure("info", "off", environ={}, stream=stream, fmt="json")
+    core.logger.info("[%.3f] %s", 1.25, "engaged by wake word", extra={"at": 1.25, "mark": "engaged by wake word"})
+    logging.getLogger("earshot.test").warning("key is %s", "sk-live1234567890abcdef", extra={"phase": "IDLE"})
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["logger"] == "earshot.conversation.core"
+    assert first["at"] == 1.25
+    assert first["mark"] == "engaged by wake word"
+    assert first["level"] == "INFO"
+    assert second["message"] == f"key is {logs.REDACTED}"
+    assert second["phase"] == "IDLE"
+    assert "sk-live" not in stream.getvalue()
+    logs.configure("info", "off", environ={}, stream=io.StringIO())
