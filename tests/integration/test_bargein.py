@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from earshot.audio.earcons import EARCON_KINDS, earcon
 from earshot.emulator import WAKE_WORD_REPLY, DefaultScript, Emulator, EmulatorOptions
 from earshot.gate.bargein import DuplexMode
 from tests.integration.replies import RATE_HZ, check_events, locate, reply_pcm
@@ -84,13 +85,15 @@ async def test_bargein_mid_reply_truncates_what_was_heard(tmp_path: Path, echo: 
     assert record.cancels[0].response_id == record.responses[0].id
     assert run.marks("barge-in (local)")
 
-    # The rest of the first reply never plays: everything audible after the stop is the second reply.
-    after = run.output[played.end :]
-    second = locate(run.output, reply2, after=played.end)
-    if second is not None:
-        after = after.copy()
-        after[second.start - played.end : second.end - played.end] = 0
-    assert not after.any(), "audio after the barge-in that is not the answer to the interruption"
+    # The rest of the first reply never plays: everything audible after the stop is the second reply, or
+    # an earcon (the end of the interruption's turn).
+    after = run.output[played.end :].copy()
+    for sound in (reply2, *(earcon(kind) for kind in EARCON_KINDS)):
+        at = played.end
+        while (found := locate(run.output, sound, after=at)) is not None:
+            after[found.start - played.end : found.end - played.end] = 0
+            at = found.end
+    assert not after.any(), "audio after the barge-in that is neither the answer to the interruption nor a cue"
 
 
 async def test_echo_only_reply_plays_to_its_end(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ DEFAULT_GATE: dict[str, Any] = {"mode": "wakeword", "earcons": {"enabled": True}
 
 BASE_CONFIG: dict[str, Any] = {
     "audio": {"backend": "file"},
-    "gate": {"mode": "vad", "follow_up_s": 1.0, "earcons": {"enabled": False}},
+    "gate": {"mode": "vad", "follow_up_s": 1.0, "earcons": {"enabled": True}},
     "realtime": {"idle_close_s": 0.0, "reconnect": {"initial_s": 0.05, "max_s": 0.5}},
     "bargein": {"duplex": "auto"},
 }
