@@ -475,12 +475,13 @@ class EchoCanceller:
             self._align_quiet = 0
         self._align_frames.append((mic.copy(), ref.copy(), near_end, True))
         self._align_loud += loud
-        # Before the echo path was ever measured, no delay is estimated while the user talks over the
-        # sound (near_end): a tonal cue under a voice gave a confident but false delay after 5 chunks,
-        # and the filter, adapting on that double talk, cut the user's words by 6-20 dB for the next
-        # half second. A cue the user talked over all along is then never filtered (it ends unaligned).
-        estimate = erl is not None or not near_end
-        if estimate and self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
+        # No delay is estimated while the user talks over the sound (near_end): a tonal cue under a
+        # voice gave a confident but false delay after 5 chunks. With a fresh filter, adapting on that
+        # double talk cut the user's words by 6-20 dB for the next half second; with one converged on
+        # the last reply, the cue moved it off its delay and the next reply's echo barged in twice
+        # (PulseAudio room, 7-9 dB over the residual bound). A cue the user talked over all along ends
+        # unaligned, so the filter never sees it and keeps what it learned.
+        if not near_end and self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
             lag = self._estimate()
             if lag is not None:
                 self._move_reference(lag)
