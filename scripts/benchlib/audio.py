@@ -89,6 +89,23 @@ def first_nonzero(pcm: NDArray[np.int16], start: int = 0, *, floor: int = 0) -> 
     return start + int(idx[0]) if idx.size else None
 
 
+def find_exact(output: NDArray[np.int16], head: NDArray[np.int16], start: int = 0) -> int | None:
+    """Where ``head`` stands sample for sample in ``output`` at or after ``start`` (None: nowhere).
+
+    The reply is played at unity gain, so its opening samples are found exactly; an earcon or anything
+    else played before it does not match (the first sound after the question is no longer the reply).
+    """
+    n = head.size
+    if n == 0 or output.size - start < n:
+        return None
+    cand = np.flatnonzero(output[start : output.size - n + 1] == head[0]) + start
+    for k in range(1, n):
+        cand = cand[output[cand + k] == head[k]]
+        if cand.size == 0:
+            return None
+    return int(cand[0]) if cand.size else None
+
+
 @dataclass(frozen=True, slots=True)
 class Extent:
     """Where a reply is in the output WAV (output samples at the reply rate).

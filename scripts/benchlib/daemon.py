@@ -395,7 +395,7 @@ def analyse_bargein(result: RunResult, exchange: Exchange, reply: NDArray[np.int
         raise DaemonUnavailable(f"{result.spec.name}: no output WAV{result._why()}")
     lead = audio.first_nonzero(reply, floor=0)
     search = exchange.question_end * REPLY_RATE_HZ // audio.RATE_HZ
-    first = audio.first_nonzero(out, search)
+    first = None if lead is None else audio.find_exact(out, reply[lead : lead + REPLY_RATE_HZ // 20], search)
     if lead is None or first is None:
         raise DaemonUnavailable(f"{result.spec.name}: the reply is not in the output WAV{result._why()}")
     start = first - lead
@@ -431,6 +431,29 @@ def wake_to_ready_ms(result: RunResult) -> float:
 def reply_start_ms(result: RunResult) -> float:
     """ "reply audio received" (first delta) → "reply started" (first sample handed to the device)."""
     return 1000.0 * (result.first(r"^reply started") - result.first(r"^reply audio received"))
+
+
+def cue_wait_ms(result: RunResult, reply: NDArray[np.int16]) -> float:
+    """How long the first reply waited for a cue still playing (the end-of-turn earcon) when it arrived.
+
+    On the audio clock that the marks and the output WAV share: from the "reply audio received" mark to
+    the end of the sound playing then, or to the reply's first sample if that comes first (0 when the
+    speaker was quiet). The emulator answers within milliseconds, where the real service takes hundreds,
+    so here the reply meets the cue.
+    """
+    received = [at for at, message in result.marks if message.startswith("reply audio received")]
+    out = result.output
+    lead = audio.first_nonzero(reply, floor=0)
+    if not received or out.size == 0 or lead is None:
+        raise DaemonUnavailable(f"{result.spec.name}: no reply mark, no output WAV or a silent reply")
+    at = round(received[0] * REPLY_RATE_HZ)
+    first = audio.find_exact(out, reply[lead : lead + REPLY_RATE_HZ // 20], max(0, at - REPLY_RATE_HZ))
+    stop = out.size if first is None else first
+    end = at
+    quiet = REPLY_RATE_HZ // 50  # the cue runs on until 20 ms of silence, or the reply
+    while end < stop and np.any(out[end : min(stop, end + quiet)]):
+        end += quiet
+    return 1000.0 * (min(end, stop) - at) / REPLY_RATE_HZ
 
 
 def barge_ins(result: RunResult) -> list[float]:
@@ -508,7 +531,11 @@ def _measure(
             with contextlib.suppress(DaemonUnavailable):
                 entry["wake_to_ready_ms"] = round(wake_to_ready_ms(result), 1)
             with contextlib.suppress(DaemonUnavailable):
-                entry["reply_start_ms"] = round(reply_start_ms(result), 1)
+                # The daemon's own delay: a cue still playing when the reply came is waited for by design
+                # (kept apart as reply_cue_wait_ms).
+                wait = cue_wait_ms(result, story)
+                entry["reply_cue_wait_ms"] = round(wait, 1)
+                entry["reply_start_ms"] = round(max(0.0, reply_start_ms(result) - wait), 1)
             try:
                 fig = analyse_bargein(result, exchange, story)
                 entry.update(

@@ -409,6 +409,19 @@ def _best_lag(spk: NDArray[np.float64], o: int, ref: NDArray[np.float64], r: int
     return lo + k - r, float(score[k])
 
 
+def _find_opening(spk: NDArray[np.float64], head: NDArray[np.float64], start: int, within_s: float = 5.0) -> int:
+    """Speaker position (at or after ``start``) where ``head`` correlates best, normalised per window."""
+    seg = spk[start : start + int(within_s * RATE_HZ) + head.size]
+    if seg.size <= head.size:
+        return start
+    n = 1 << int(np.ceil(np.log2(seg.size + head.size)))
+    corr = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(head, n)), n)[: seg.size - head.size + 1]
+    energy = np.cumsum(np.concatenate(([0.0], seg * seg)))
+    window = energy[head.size :] - energy[: -head.size]
+    score = corr / np.sqrt(np.maximum(window, 1e-9) * float(np.dot(head, head)))
+    return start + int(np.argmax(score))
+
+
 def follow_reply(spk: NDArray[np.float64], ref: NDArray[np.float64], search_from: int) -> Followed:
     """Follow the reply ``ref`` (48 kHz) through the speaker channel from ``search_from`` to where it stops.
 
@@ -422,7 +435,9 @@ def follow_reply(spk: NDArray[np.float64], ref: NDArray[np.float64], search_from
     if loud.size == 0 or lead_idx.size == 0:
         raise daemon.DaemonUnavailable("the reply is not on the speaker channel")
     lead = int(lead_idx[0])
-    o = search_from + int(loud[0])  # speaker position of reply position `lead`
+    # The first sound after the question may be a cue (the end-of-turn earcon): find the reply's opening
+    # by normalised correlation over the next seconds instead.
+    o = _find_opening(spk, ref[lead : lead + RATE_HZ // 10], search_from + int(loud[0]))
     lag, score = _best_lag(spk, o, ref, lead, 96)
     if score < MATCH:
         raise daemon.DaemonUnavailable(f"the speaker channel does not match the reply (correlation {score:.2f})")
