@@ -210,8 +210,12 @@ class RoomRun:
         return f" (exit {self.returncode}; last lines: {tail})" if tail else f" (exit {self.returncode})"
 
     def barge_ins(self) -> list[float]:
-        """Arrival times (``time.monotonic``) of the barge-ins the daemon logged."""
-        return [t for t, message in self.log if re.match(r"barge-in\b", message)]
+        """Arrival times (``time.monotonic``) of the barge-ins the daemon logged.
+
+        Only the conversation's own mark ("barge-in (local|server) at …"): the detector logs each of its
+        hits too ("barge-in (full): …"), and counting both counted every barge-in twice.
+        """
+        return [t for t, message in self.log if re.match(r"barge-in \((local|server)\)", message)]
 
 
 def write_room_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str) -> None:
