@@ -106,9 +106,11 @@ class UplinkGuard:
         if audible:
             if self._held_from is None and not self._open:
                 if self._deferred is not None:
-                    # The device sounds again before the stretch the user talked into was decided.
+                    # The device sounds again before the stretch the user talked into was decided:
+                    # one stretch, still theirs while the VAD hears them.
                     self._held_from = self._deferred[0]
                     self._deferred = None
+                    self._into = True
                 else:
                     self._held_from = position
                     self._into = user_turn and self._vad_speaking and self._held_start is None and self._pending is None

@@ -179,6 +179,9 @@ def test_the_device_sounding_again_keeps_a_talked_into_stretch_undecided() -> No
     pos = feed(guard, [False], start=end)
     guard.chunk(pos, N, audible=True, user_turn=True)
     assert guard.decided_upto() == 5 * N
+    pos = feed(guard, [False] * 6, start=pos + N)  # the user goes on past the hangover
+    assert guard.decided_upto() == pos
+    assert (guard.apply(np.full(pos, 9, dtype=np.int16), 0) == 9).all(), "the resumed stretch lost their words"
 
 
 def test_local_detection_in_a_stretch_the_user_talks_into_keeps_all_of_it() -> None:
