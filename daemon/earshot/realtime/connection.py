@@ -423,11 +423,13 @@ class Link:
         until told (:meth:`RealtimeSession.decide_replay`).
         """
         session = self._session
-        if session is not None and session.replay_undecided:
+        if session is None:
+            self._replay_decision = replay  # between connections: for the session the next one makes
+        elif session.replay_undecided:
             session.decide_replay(replay)
             self._pump()
-        else:
-            self._replay_decision = replay  # for the session the next connection makes
+        # else the session after the drop had nothing to replay: a decision kept for a later one would
+        # be stale (that drop's LinkDown brings its own)
 
     def tool_result(self, call_id: str, output: str, now: float) -> None:
         """A tool's output (see :meth:`RealtimeSession.tool_result`)."""
