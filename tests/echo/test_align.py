@@ -7,8 +7,9 @@ import pytest
 from numpy.typing import NDArray
 
 from earshot.audio.delay import estimate_delay
+from earshot.audio.earcons import earcon
 from earshot.audio.echo import EchoCanceller
-from tests.echo.scenes import CHUNK, RATE_HZ, Room, mix, reply, speech
+from tests.echo.scenes import CHUNK, RATE_HZ, Room, mix, place, reply, speech
 
 
 def energy_db(x: NDArray[np.float64]) -> float:
@@ -128,3 +129,46 @@ def test_a_sound_that_ends_before_it_is_aligned_releases_the_hold() -> None:
         settling.append(ec.frame.settling)
     assert any(settling[:5])  # it was held while the earcon could be aligned
     assert not any(settling[-50:])  # and released within the filter span after the earcon
+
+
+def test_a_reply_that_follows_its_cue_quietly_is_still_aligned() -> None:
+    """The end-of-turn earcon with the user's last word over it (so it is never aligned), a gap too
+    short to start a new pairing, then a reply whose first 400 ms are under the loud level (a breath,
+    the resampler's ramp): the PulseAudio room with earcons on.
+
+    The quiet start counted as the end of the sound, and the pairing was left unaligned for the whole
+    reply. The filter, converged where the last reply's echo was, cancelled none of this one's first
+    words, and the device barged in on itself 0.3-0.5 s into every reply after the first (5 times in
+    3 minutes). A quiet stretch while the sound goes on now re-arms the alignment, so the reply's own
+    loud start is held, aligned and cancelled."""
+    rng = np.random.default_rng(5)
+    ec = EchoCanceller()
+    play(ec, reply(12.0, first=0), Room(delay_ms=20.0, seed=1, reverberant=False))
+    assert ec.alignments == 1
+    cue = earcon("listening_end", rate_hz=RATE_HZ)
+    breath = (rng.normal(0, 20, 40 * CHUNK)).astype(np.int16)  # -64 dBFS: under the loud level
+    words = reply(3.0, first=3)
+    reference = np.concatenate([cue, np.zeros(2 * CHUNK, dtype=np.int16), breath, words])
+    user = speech("hold on please", "rms")[: cue.size + 24 * CHUNK]  # over the cue and past its echo
+    room = Room(delay_ms=85.0, seed=1, reverberant=False)
+    mic = mix(reference=reference, room=room, near=place(user, at=0, n=reference.size))
+    user_chunks = user.size // CHUNK
+    lead = 3
+    n = reference.size // CHUNK
+    ec.add_reference(reference[: lead * CHUNK])
+    cleaned, settling = [], []
+    for k in range(n):
+        if k + lead < n:
+            ec.add_reference(reference[(k + lead) * CHUNK : (k + lead + 1) * CHUNK])
+        cleaned.append(ec.process(mic[k * CHUNK : (k + 1) * CHUNK], near_end=k < user_chunks).astype(np.float64))
+        settling.append(ec.frame.settling)
+    assert ec.alignments == 2
+    start = cue.size + 2 * CHUNK + breath.size
+    words_settling = settling[start // CHUNK :]
+    held = [k for k, s in enumerate(words_settling) if s]
+    assert held  # the reply's loud start is held until aligned...
+    assert held == list(range(held[0], held[0] + len(held)))  # ...once
+    erle = first_words_erle(
+        mic[start : n * CHUNK].astype(np.float64), np.concatenate(cleaned)[start:], words, words_settling
+    )
+    assert erle >= 10.0, erle  # 11.9 dB; -2.8 dB (nothing cancelled) when the pairing stayed unaligned

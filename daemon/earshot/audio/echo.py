@@ -462,13 +462,20 @@ class EchoCanceller:
         if not loud:
             self._align_quiet += 1
             if self._align_quiet >= len(self._ref_powers):
-                # The sound ended before any echo of it was found (a short cue into a microphone that
-                # does not hear the speaker, or a user talking all over it): nothing here to cancel,
-                # and nothing to learn from. Its chunks went on raw, and the filter never sees them: a
-                # filter that adapted on a question spoken over the engagement earcon took the voice
-                # for the cue's echo and cut it by 6-20 dB, for as long as the cue was in its span.
-                self._aligning = False
+                # The sound went quiet for a filter span before any echo of it was found (a short cue
+                # into a microphone that does not hear the speaker, or a user talking all over it):
+                # nothing here to cancel, and nothing to learn from. Its chunks went on raw, and the
+                # filter never sees them: a filter that adapted on a question spoken over the
+                # engagement earcon took the voice for the cue's echo and cut it by 6-20 dB, for as
+                # long as the cue was in its span.
                 self._align_frames.clear()
+                if self._starved:
+                    self._aligning = False  # it ended: the reference ran dry
+                else:
+                    # It goes on, quietly (the end-of-turn cue, then a reply that starts with a breath):
+                    # the next loud stretch is aligned afresh. Left unaligned, the reply played against a
+                    # filter converged where the last reply's echo was, and barged in on itself.
+                    self._begin_alignment()
                 return None, False
         else:
             self._align_quiet = 0
