@@ -282,13 +282,19 @@ class Daemon:
         echo = conv.echo
         health = self._health
         assert health is not None
+        burst_start = True
         async for chunk in source.chunks():
             now = loop.time()
-            health.capture_progress(time.monotonic())
-            ref = sink.pop_reference()
-            if echo is not None and len(ref):
-                echo.add_reference(ref)
+            if burst_start:
+                # Once per capture period, not per 10 ms chunk: the reference runs ahead of the device
+                # pointer by the device buffer, so it covers the whole period, and each call asks the
+                # device where it is (a locked round trip through the pulse plugin's thread).
+                health.capture_progress(time.monotonic())
+                ref = sink.pop_reference()
+                if echo is not None and len(ref):
+                    echo.add_reference(ref)
             conv.on_capture(chunk.pcm, chunk.position, now)
+            burst_start = source.backlog == 0
         # Only the file backend's input ends: finish the exchange in progress, then stop.
         logger.info("input ended; finishing the exchange in progress")
         await self._finish_exchange()

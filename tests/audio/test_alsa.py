@@ -235,6 +235,31 @@ async def test_capture_period_follows_low_latency_without_a_reopen(alsa_conf: Al
     assert seen == [seen[0] + 160 * i for i in range(len(seen))]  # no gap, no overlap in positions
 
 
+async def test_backlog_counts_the_rest_of_a_periods_burst(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    """A 100 ms period arrives as ten chunks at once: ``backlog`` says how many of them are still to be
+    yielded, so the daemon does its per-period work (the echo reference) on the first chunk of a burst."""
+    fd = _fifo_mic(alsa_conf, tmp_path)
+    data = _ramp(16000 * 2)
+    os.write(fd, data.astype("<i2").tobytes())
+    source = AlsaSource(InputConfig(device="live", sample_rate_hz=16000, period_ms=10, idle_period_ms=100))
+    source.set_low_latency(False)
+    backlogs: list[int] = []
+    try:
+        async with asyncio.timeout(20):
+            async for _ in source.chunks():
+                backlogs.append(source.backlog)
+                if len(backlogs) == 150:
+                    break
+    finally:
+        source.close()
+        os.close(fd)
+    assert max(backlogs) >= 9  # a period's ten chunks came at once
+    for before, after in itertools.pairwise(backlogs):
+        assert after == before - 1 or before == 0 or after > before  # counts down, or a new burst came
+    starts = [0, *(k + 1 for k, b in enumerate(backlogs[:-1]) if b == 0)]
+    assert len(starts) <= len(backlogs) // 10 + 2  # one burst start per period, not per chunk
+
+
 def _fifo_mic(alsa_conf: AlsaConf, tmp_path: Path) -> int:
     fifo = tmp_path / "mic.fifo"
     os.mkfifo(fifo)

@@ -179,6 +179,11 @@ class AlsaSource:
         """The most the event loop was late taking captured audio since the start (ms)."""
         return 1000.0 * self._late_max_s
 
+    @property
+    def backlog(self) -> int:
+        """Chunks of the current period (or of a catch-up) not yielded yet."""
+        return len(self._queue)
+
     def set_low_latency(self, low: bool) -> None:
         """``audio.input.period_ms`` (engaged) or ``idle_period_ms`` (idle); the device is reopened to change.
 

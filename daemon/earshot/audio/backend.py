@@ -105,6 +105,15 @@ class AudioSource(Protocol):
         """The device's current status."""
         ...
 
+    @property
+    def backlog(self) -> int:
+        """Chunks captured and ready to be yielded at once (0: the next one is still to come).
+
+        A period of several chunks arrives as one burst: the consumer does per-period work (taking the
+        speaker's echo reference) on the first chunk of a burst only.
+        """
+        ...
+
     def set_low_latency(self, low: bool) -> None:
         """Short capture periods (engaged: latency matters) or long ones (idle: fewer wake-ups).
 

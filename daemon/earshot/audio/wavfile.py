@@ -108,6 +108,11 @@ class FileSource:
         """Yield the input WAV in 10 ms chunks on the clock; ends when the input ends."""
         return self._audio._iterate()
 
+    @property
+    def backlog(self) -> int:
+        """The clock yields one chunk per tick: never a burst."""
+        return 0
+
     def set_low_latency(self, low: bool) -> None:
         """The file's clock delivers one 10 ms chunk per tick whatever the period: nothing to change."""
 
