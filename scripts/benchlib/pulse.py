@@ -7,11 +7,12 @@ PulseAudio server (no sound card needed) and the same in-process emulator with s
 - ``rec``: a 3-channel null sink at 48 kHz; its channels are the speaker (aux0), the microphone
   (aux1) and the user alone (aux2). One recording of ``rec.monitor`` holds all three sample-aligned.
 - ``speaker``: a remap sink onto ``rec`` aux0, the daemon's playback device (ALSA PCM ``speaker``).
-- ``room``: a remap sink onto aux1; ``module-loopback source=speaker.monitor sink=room`` at −6 dB is
-  the acoustic echo (its latency is the echo delay). Its rate adjustment is off (``adjust_time=0``):
-  chasing its latency target it resampled the echo path, which then moved by up to 2.5 samples a
-  second (150 ppm) for seconds after a reply started, where a room's echo stays put and two sinks on
-  one clock have no drift to correct.
+- ``room``: a remap sink onto aux1. The acoustic echo reaches it through :class:`EchoRelay`: the
+  speaker's monitor recorded at 16 kHz, put through :class:`earshot.audio.room.EchoPath` (the file
+  backend's loudspeaker and room: ``tanh`` soft clipping at +6 dB of drive, early reflections and a
+  150 ms RT60 tail, the direct path at −6 dB) and played into ``room``; the relay's own buffering is
+  the echo delay (30-60 ms), fixed for the run. A plain delayed copy (``module-loopback``, as before)
+  is what a linear canceller removes exactly: a room and a loudspeaker are not.
 - ``user``: a 2-channel remap sink onto aux1 + aux2: the user's input WAV is played into it (pacat), so
   it reaches the microphone and, alone, the reference channel.
 - ``mic``: a remap source of ``rec.monitor`` aux1, the daemon's capture device (ALSA PCM ``mic``).
@@ -31,6 +32,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,13 +46,17 @@ from numpy.typing import NDArray
 
 from benchlib import audio, daemon
 from benchlib.report import Report
+from earshot.audio.room import EchoPath
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
 
 RATE_HZ = 48000
 """The room's clock: the null sink the speaker, microphone and user channels are mixed into."""
 SPEAKER, MIC, USER = 0, 1, 2
 ECHO_GAIN_DB = -6.0
-ECHO_LATENCY_MS = 20
+ECHO_RT60_MS = 150.0
+ECHO_DRIVE_DB = 6.0
+RELAY_RATE_HZ = 16000
+RELAY_BLOCK = RELAY_RATE_HZ // 100  # 10 ms
 BLOCK = RATE_HZ // 100  # 10 ms
 QUIET_RMS = 30.0  # below this a block of the digital speaker channel is silence (resampler residue)
 MATCH = 0.8  # normalised correlation of a block with the reply at the expected position
@@ -63,14 +69,14 @@ class PulseUnavailable(RuntimeError):
 class PulseRoom:
     """A private PulseAudio server with the room's sinks and sources, and the ALSA config naming them."""
 
-    def __init__(self, root: Path, *, echo_gain_db: float = ECHO_GAIN_DB, echo_latency_ms: int = ECHO_LATENCY_MS):
+    def __init__(self, root: Path, *, echo_gain_db: float = ECHO_GAIN_DB):
         self.root = root
         self.runtime = root / "xdg"
         self.socket = root / "pulse.sock"
         self.alsa_conf = root / "asound.conf"
         self.echo_gain_db = echo_gain_db
-        self.echo_latency_ms = echo_latency_ms
         self.proc: subprocess.Popen[bytes] | None = None
+        self.relay: EchoRelay | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -98,7 +104,6 @@ class PulseRoom:
             "master_channel_map=aux1,aux2 remix=no",
             "module-remap-source source_name=mic master=rec.monitor channels=1 master_channel_map=aux1 "
             "channel_map=mono remix=no",
-            f"module-loopback source=speaker.monitor sink=room latency_msec={self.echo_latency_ms} adjust_time=0",
         ]
         self.proc = subprocess.Popen(
             [
@@ -119,13 +124,8 @@ class PulseRoom:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise PulseUnavailable(f"pulseaudio did not start (see {self.root / 'pulseaudio.log'})")
             time.sleep(0.05)
-        inputs = self.pactl("list", "short", "sink-inputs").stdout.splitlines()
-        loopback = [line.split()[0] for line in inputs if "module-loopback" in line]
-        if len(loopback) != 1:
-            raise PulseUnavailable(f"expected one loopback stream, found: {inputs}")
-        factor = f"{10.0 ** (self.echo_gain_db / 20.0):.4f}"
-        if self.pactl("set-sink-input-volume", loopback[0], factor).returncode != 0:
-            raise PulseUnavailable("could not set the echo loopback's volume")
+        self.relay = EchoRelay(self, gain_db=self.echo_gain_db)
+        self.relay.start()
         self.alsa_conf.write_text(
             "</usr/share/alsa/alsa.conf>\n"
             f'pcm.speaker {{ type pulse server "unix:{self.socket}" device "speaker" }}\n'
@@ -152,7 +152,9 @@ class PulseRoom:
         return ["pacat", "--playback", "-d", "user", *fmt, "--no-remix", "--raw", "--latency-msec=100", str(path)]
 
     def close(self) -> None:
-        """Stop the server."""
+        """Stop the echo relay and the server."""
+        if self.relay is not None:
+            self.relay.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -161,6 +163,76 @@ class PulseRoom:
                 self.proc.kill()
                 self.proc.wait(5)
         self.socket.unlink(missing_ok=True)
+
+
+class EchoRelay:
+    """The room's acoustic echo: ``speaker.monitor`` → a loudspeaker and a room → the ``room`` sink.
+
+    Two ``pacat`` streams at 16 kHz and a thread between them that puts every 10 ms block through
+    :class:`earshot.audio.room.EchoPath`. Both streams run from the start, silence included, so
+    their buffering (the echo's delay) stays put for the whole run, as a room's does.
+    """
+
+    def __init__(self, room: PulseRoom, *, gain_db: float) -> None:
+        self._room = room
+        self._path = EchoPath(
+            rate_hz=RELAY_RATE_HZ, delay_ms=0.0, gain_db=gain_db, rt60_ms=ECHO_RT60_MS, drive_db=ECHO_DRIVE_DB
+        )
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._thread: threading.Thread | None = None
+        self.blocks = 0
+        """10 ms blocks relayed so far."""
+
+    def start(self) -> None:
+        """Start both streams and the relay thread. Raises :class:`PulseUnavailable`."""
+        fmt = ["--format=s16le", f"--rate={RELAY_RATE_HZ}", "--channels=1", "--raw"]
+        env = self._room.env
+        rec = subprocess.Popen(
+            ["pacat", "--record", "-d", "speaker.monitor", *fmt, "--latency-msec=10"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        play = subprocess.Popen(
+            ["pacat", "--playback", "-d", "room", *fmt, "--latency-msec=20"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._procs = [rec, play]
+        self._thread = threading.Thread(target=self._run, args=(rec, play), name="echo-relay", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while self.blocks < 10:
+            if any(p.poll() is not None for p in self._procs) or time.monotonic() > deadline:
+                self.close()
+                raise PulseUnavailable("the echo relay's pacat streams did not start")
+            time.sleep(0.02)
+
+    def _run(self, rec: subprocess.Popen[bytes], play: subprocess.Popen[bytes]) -> None:
+        assert rec.stdout is not None
+        assert play.stdin is not None
+        size = 2 * RELAY_BLOCK
+        with contextlib.suppress(OSError, ValueError):
+            while True:
+                data = rec.stdout.read(size)
+                if len(data) < size:
+                    return
+                echo = self._path.process(np.frombuffer(data, dtype="<i2"))
+                play.stdin.write(np.clip(np.round(echo), -32768, 32767).astype("<i2").tobytes())
+                play.stdin.flush()
+                self.blocks += 1
+
+    def close(self) -> None:
+        """Stop both streams (the thread ends with them)."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        if self._thread is not None:
+            self._thread.join(5)
 
 
 @contextlib.contextmanager
@@ -572,7 +644,9 @@ def measure_all(
     details["topology"] = {
         "rate_hz": RATE_HZ,
         "echo_gain_db": ECHO_GAIN_DB,
-        "echo_loopback_latency_msec": ECHO_LATENCY_MS,
+        "echo_rt60_ms": ECHO_RT60_MS,
+        "echo_drive_db": ECHO_DRIVE_DB,
+        "echo_relay_rate_hz": RELAY_RATE_HZ,
         "echo_minutes": echo_minutes,
     }
     keys = ("bargein_ms_rt", "truncate_error_ms_rt", "false_bargeins_rt")

@@ -65,7 +65,7 @@ DESCRIPTIONS = {
     "false_bargeins": "barge-ins while the device plays speech, echo −6 dB, no user",
     "bargein_ms_rt": "PulseAudio real-time tier: user speech onset → assistant audio stops at the speaker (ms)",
     "truncate_error_ms_rt": "PulseAudio tier: |truncate audio_end_ms − assistant audio at the speaker| (ms)",
-    "false_bargeins_rt": "PulseAudio tier: barge-ins while replies play, echo −6 dB via loopback, no user",
+    "false_bargeins_rt": "PulseAudio tier: barge-ins while replies play, echo −6 dB via a loudspeaker + room, no user",
     "bandwidth_kbps": "uplink WebSocket bytes per second of streamed audio (kbit/s)",
     "rss_mb_file": "daemon peak RSS, file-backend runs (VmHWM, MB)",
     "daemon_cpu_pct_idle": "daemon process CPU in real time, idle listening (%)",
