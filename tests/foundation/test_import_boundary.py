@@ -40,6 +40,7 @@ PURE = [
     "earshot.audio.earcons",
     "earshot.gate.gate",
     "earshot.gate.vad",
+    "earshot.gate.silero",
     "earshot.gate.bargein",
     "earshot.gate.mfcc",
     "earshot.gate.wakeword",
