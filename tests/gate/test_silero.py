@@ -81,3 +81,20 @@ def test_wrong_sizes_and_wrong_weights_are_refused() -> None:
     del partial["decoder.rnn.weight_ih"]
     with pytest.raises(KeyError):
         NumpySilero(partial)
+
+
+def test_silero_starts_no_blas_threads_in_the_daemons_process() -> None:
+    """numpy's OpenBLAS threads a product this size across every core and its workers spin after it:
+    in the daemon that was 18 % of a core for a minute of talk. Importing earshot keeps BLAS to one
+    thread (before numpy loads), unless the operator set it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, earshot.gate.silero as s, numpy as np; m = s.NumpySilero(); "
+        "[m.probability(np.full(512, 3000, np.int16)) for _ in range(20)]; print(len(os.listdir('/proc/self/task')))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "1"
