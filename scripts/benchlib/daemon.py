@@ -40,7 +40,7 @@ from earshot.emulator import voice as emulator_voice
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPLY_RATE_HZ = 24000
 QUESTION = "what is the weather like tomorrow in the mountains"
-INTERRUPTION = "wait, stop, that is enough thank you"
+INTERRUPTION = "stop, tell me something else"  # begins unvoiced: barge-in counts from the "s"
 STORY = "tell me a long story please"
 _LOG_LINE = re.compile(r"^(?:<\d>)?(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?:\[(?P<at>[\d.]+)\] )?(?P<message>.*)$")
 

@@ -128,8 +128,11 @@ def chunks(*signals: NDArray[np.int16]) -> Iterator[tuple[int, tuple[NDArray[np.
         yield pos, tuple(s[pos : pos + CHUNK] for s in signals)
 
 
-def speech_onset(clip: NDArray[np.int16], threshold_dbfs: float = -40.0) -> int:
-    """First sample of the first 10 ms block of ``clip`` louder than ``threshold_dbfs`` (the truth for onsets)."""
+def speech_onset(clip: NDArray[np.int16], threshold_dbfs: float = -50.0) -> int:
+    """First sample of the first 10 ms block of ``clip`` louder than ``threshold_dbfs`` (the truth for onsets).
+
+    The first sound, unvoiced consonants included (the "s" of "stop", the "h" of "hey").
+    """
     for pos in range(0, clip.size - CHUNK, CHUNK):
         block = clip[pos : pos + CHUNK].astype(np.float64)
         if 10 * np.log10(np.mean(block**2) / 32768.0**2 + 1e-12) > threshold_dbfs:
