@@ -40,7 +40,6 @@ about 2 % of frames (the 2nd percentile by default).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import math
 from collections import deque
@@ -247,8 +246,9 @@ class _SpeexDsp:
     """
 
     def __init__(self) -> None:
-        path = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
-        lib = ctypes.CDLL(path)
+        # By its soname: ctypes.util.find_library would run ldconfig (a child process, and an edge
+        # import of subprocess in this pure module).
+        lib = ctypes.CDLL("libspeexdsp.so.1")
         vp, i16 = ctypes.c_void_p, _C_INT16_P
         lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.speex_echo_state_init.restype = vp
