@@ -1,8 +1,9 @@
 """Acoustic echo cancellation of the microphone against what the speaker played.
 
 The canceller is speexdsp's MDF adaptive filter plus its residual echo suppressor, reached through
-pyaec's C library. pyaec's Python wrapper marshals every frame through Python lists, which was most
-of its cost; :class:`EchoCanceller` calls the C entry point directly on numpy buffers instead.
+pyaec's C library or the system's libspeexdsp (:mod:`earshot.audio.aeclib`). Around it: the
+reference FIFO (:mod:`earshot.audio.reffifo`), the alignment of each new pairing (here), and the
+measurements the barge-in detector relies on (:mod:`earshot.audio.echometer`).
 
 Alignment: the playback side calls :meth:`EchoCanceller.add_reference` with exactly the samples the
 speaker played (16 kHz mono, in play order, from ``AudioSink.pop_reference()``); the capture side
@@ -39,35 +40,35 @@ about 2 % of frames (the 2nd percentile by default).
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.audio.aeclib import C_INT16_P, SpeexDsp, load_library
 from earshot.audio.delay import estimate_delay
+from earshot.audio.echometer import (
+    FULL_SCALE_POWER,
+    IDLE_FRAME,
+    QUIET_ECHO_ERL_DB,
+    SILENCE_DBFS,
+    EchoFrame,
+    EchoMeter,
+    dbfs,
+    power,
+)
+from earshot.audio.reffifo import ReferenceFifo
 from earshot.errors import AudioDeviceError
 
 __all__ = ["QUIET_ECHO_ERL_DB", "EchoCanceller", "EchoFrame", "dbfs"]
 
 logger = logging.getLogger(__name__)
 
-_FULL_SCALE_POWER = 32768.0**2
-_SILENCE_DBFS = -120.0
-QUIET_ECHO_ERL_DB = 30.0
-"""An echo return loss at or above this (the echo at least 30 dB below what is played) is a quiet
-echo path: no echo worth cancelling reaches the microphone (full duplex is safe whatever the ERLE, and
-there is no echo delay to measure)."""
-_C_INT16_P = ctypes.POINTER(ctypes.c_int16)
 # Only frames whose cleaned level stands this far above the noise floor enter the peak-gap statistic:
 # the residual that matters is the one that can pass for speech.
 _GAP_ABOVE_FLOOR_DB = 6.0
-# Recompute the peak-gap percentile after this many new frames (a partition of a few thousand floats).
-_GAP_EVERY = 50
 # A new pairing of reference and capture: the reference FIFO ran dry for this many chunks in a row.
 # Within a reply the reference comes in bursts (a pulse transfer, ~20 ms) over a FIFO holding the
 # device buffer's lead, so it never runs dry that long unless playback stopped.
@@ -99,20 +100,6 @@ _TRACK_FRAMES = 50
 _TRACK_MIN_LOUD = 40
 
 
-def dbfs(power: float) -> float:
-    """Mean power of int16 samples (squared sample values) as dB relative to full scale, floored at -120."""
-    if power <= 0.0:
-        return _SILENCE_DBFS
-    return max(_SILENCE_DBFS, 10.0 * math.log10(power / _FULL_SCALE_POWER))
-
-
-def _power(pcm: NDArray[np.int16]) -> float:
-    if pcm.size == 0:
-        return 0.0
-    x = pcm.astype(np.float32)
-    return float(np.dot(x, x)) / pcm.size
-
-
 _FILTER_LAG_FRAMES = 3
 """Chunks the canceller's output keeps an echo prediction after the reference left its span."""
 
@@ -126,176 +113,6 @@ _DIVERGED_RESET_FRAMES = 15
 A converged filter in a real room diverges on a few chunks now and then (an echo path that moved at a
 sentence's onset: 0-13 chunks of a 15 s reply, never 5 in a row), and a reset there cost it a false
 barge-in; one that learned the user's voice diverges on nearly every chunk the reference is loud."""
-
-
-@dataclass(frozen=True, slots=True)
-class EchoFrame:
-    """What the canceller knows about the capture chunk it just processed.
-
-    Attributes:
-        mic_dbfs: level of the raw microphone chunk.
-        cleaned_dbfs: level of the echo-cancelled chunk.
-        reference_dbfs: level of the reference over the filter span (the audio that can still echo).
-        echo_dbfs: predicted echo level in the raw microphone (reference + measured ERL); the
-            microphone level itself while the ERL is not measured yet; -120 with no reference.
-        residual_echo_dbfs: predicted level of the cleaned signal without near-end speech: the echo
-            left after cancellation (echo estimate - measured ERLE) plus the cleaned signal's noise
-            floor; the echo estimate itself while the ERLE is not measured yet; -120 when bypassed.
-        noise_floor_dbfs: tracked noise floor of the cleaned signal (minimum statistics).
-        erle_db: the echo reduction measured so far (:attr:`EchoCanceller.erle_db`), or None.
-        reference_active: the reference had energy within the filter span.
-        bypassed: the chunk was passed through untouched (no reference for a while).
-        erl_db: the echo return loss measured so far (:attr:`EchoCanceller.erl_db`), or None.
-        reference_peak_dbfs: level of the loudest 10 ms of reference within the filter span.
-        residual_peak_dbfs: the loudest the residual echo gets in this frame in all but about 2 % of
-            echo-only frames (reference peak - :attr:`EchoCanceller.peak_gap_db`); -120 when bypassed
-            or with no reference, None while the gap is not measured yet.
-        settling: a new pairing of reference and capture is not aligned yet (or was just moved) while
-            loud reference plays: the echo may be far louder than the predictions say.
-        echo_possible: some 10 ms of the reference within the filter span was above the reference
-            floor, so this chunk can hold echo or what the filter predicts of it. Wider than
-            ``reference_active`` (the span's mean above the floor), which ends while the quiet end of
-            a sound is still in the span and the filter still subtracts an echo of it (measured: up
-            to 54 LSB, -56 dBFS, out of a digitally silent microphone after an earcon).
-    """
-
-    mic_dbfs: float
-    cleaned_dbfs: float
-    reference_dbfs: float
-    echo_dbfs: float
-    residual_echo_dbfs: float
-    noise_floor_dbfs: float
-    erle_db: float | None
-    reference_active: bool
-    bypassed: bool
-    erl_db: float | None = None
-    reference_peak_dbfs: float = _SILENCE_DBFS
-    residual_peak_dbfs: float | None = None
-    settling: bool = False
-    echo_possible: bool = False
-
-
-_IDLE_FRAME = EchoFrame(
-    mic_dbfs=_SILENCE_DBFS,
-    cleaned_dbfs=_SILENCE_DBFS,
-    reference_dbfs=_SILENCE_DBFS,
-    echo_dbfs=_SILENCE_DBFS,
-    residual_echo_dbfs=_SILENCE_DBFS,
-    noise_floor_dbfs=_SILENCE_DBFS,
-    erle_db=None,
-    reference_active=False,
-    bypassed=True,
-)
-
-
-def _load_library(library: str = "auto") -> Any:
-    """The canceller's C entry points (``AecNew``, ``AecCancelEcho``, ``AecDestroy``).
-
-    ``pyaec``: its bundled speexdsp (wheels for x86_64 and aarch64). ``speexdsp``: the system's
-    ``libspeexdsp`` (Debian's ``libspeexdsp1``, on every architecture) through :class:`_SpeexDsp`.
-    ``auto``: pyaec, else the system library: on Raspberry Pi OS armhf pyaec has no wheel.
-
-    Raises:
-        AudioDeviceError: no canceller library could be loaded.
-    """
-    problems = []
-    if library in ("auto", "pyaec"):
-        try:
-            import pyaec  # imported lazily: its import loads a shared library
-
-            lib = getattr(pyaec, "lib", None)
-            if lib is None:
-                raise OSError("pyaec could not load libaec")
-            lib.AecCancelEcho.argtypes = [ctypes.c_void_p, _C_INT16_P, _C_INT16_P, _C_INT16_P, ctypes.c_size_t]
-            lib.AecCancelEcho.restype = None
-            return lib
-        except (ImportError, OSError, AttributeError) as exc:  # pyaec sets up lib at import; None when it failed
-            problems.append(f"pyaec unavailable: {exc}")
-    if library in ("auto", "speexdsp"):
-        try:
-            return _SpeexDsp()
-        except OSError as exc:
-            problems.append(f"libspeexdsp unavailable: {exc}")
-    raise AudioDeviceError("echo canceller", "; ".join(problems) or f"unknown library {library!r}")
-
-
-_SPEEX_ECHO_SET_SAMPLING_RATE = 24
-_SPEEX_PREPROCESS_SET_ECHO_STATE = 24
-
-
-class _SpeexHandle:
-    __slots__ = ("echo", "pre")
-
-    def __init__(self, echo: int, pre: int | None) -> None:
-        self.echo = echo
-        self.pre = pre
-
-
-class _SpeexDsp:
-    """The system's libspeexdsp behind pyaec's three entry points.
-
-    The MDF filter, then (optionally) the preprocessor with the echo state attached (its residual
-    echo and noise suppressor), as pyaec does. Debian ships ``libspeexdsp1`` on every architecture,
-    so this serves where pyaec has no wheel (armhf). It is speexdsp 1.2.1, pyaec bundles a newer
-    tree: through this canceller (alignment, preprocessor) on the test rooms the echo reduction was
-    40.4 / 27.8 / 24.0 dB against pyaec's 39.6 / 26.9 / 29.0 (20, 40, 60 ms noisy), in 52 µs a
-    frame against 64; its running ERLE estimate read up to 10 dB high. pyaec stays first.
-
-    Raises:
-        OSError: libspeexdsp is not installed.
-    """
-
-    def __init__(self) -> None:
-        # By its soname: ctypes.util.find_library would run ldconfig (a child process, and an edge
-        # import of subprocess in this pure module).
-        lib = ctypes.CDLL("libspeexdsp.so.1")
-        vp, i16 = ctypes.c_void_p, _C_INT16_P
-        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.speex_echo_state_init.restype = vp
-        lib.speex_echo_state_destroy.argtypes = [vp]
-        lib.speex_echo_state_destroy.restype = None
-        lib.speex_echo_ctl.argtypes = [vp, ctypes.c_int, vp]
-        lib.speex_echo_ctl.restype = ctypes.c_int
-        lib.speex_echo_cancellation.argtypes = [vp, i16, i16, i16]
-        lib.speex_echo_cancellation.restype = None
-        lib.speex_preprocess_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.speex_preprocess_state_init.restype = vp
-        lib.speex_preprocess_state_destroy.argtypes = [vp]
-        lib.speex_preprocess_state_destroy.restype = None
-        lib.speex_preprocess_ctl.argtypes = [vp, ctypes.c_int, vp]
-        lib.speex_preprocess_ctl.restype = ctypes.c_int
-        lib.speex_preprocess_run.argtypes = [vp, i16]
-        lib.speex_preprocess_run.restype = ctypes.c_int
-        self._lib = lib
-
-    def AecNew(self, frame: int, filter_length: int, rate: int, preprocess: bool) -> _SpeexHandle | None:
-        """Create the filter (and the preprocessor): pyaec's ``AecNew``."""
-        lib = self._lib
-        echo = lib.speex_echo_state_init(frame, filter_length)
-        if not echo:
-            return None
-        value = ctypes.c_int(rate)
-        lib.speex_echo_ctl(echo, _SPEEX_ECHO_SET_SAMPLING_RATE, ctypes.byref(value))
-        pre = None
-        if preprocess:
-            pre = lib.speex_preprocess_state_init(frame, rate)
-            if not pre:
-                lib.speex_echo_state_destroy(echo)
-                return None
-            lib.speex_preprocess_ctl(pre, _SPEEX_PREPROCESS_SET_ECHO_STATE, echo)
-        return _SpeexHandle(echo, pre)
-
-    def AecCancelEcho(self, handle: _SpeexHandle, mic: Any, ref: Any, out: Any, n: int) -> None:
-        """Cancel one frame: pyaec's ``AecCancelEcho``."""
-        self._lib.speex_echo_cancellation(handle.echo, mic, ref, out)
-        if handle.pre is not None:
-            self._lib.speex_preprocess_run(handle.pre, out)
-
-    def AecDestroy(self, handle: _SpeexHandle) -> None:
-        """Free both states: pyaec's ``AecDestroy``."""
-        if handle.pre is not None:
-            self._lib.speex_preprocess_state_destroy(handle.pre)
-        self._lib.speex_echo_state_destroy(handle.echo)
 
 
 class EchoCanceller:
@@ -356,17 +173,14 @@ class EchoCanceller:
         self.frame_samples = frame_samples
         self.rate_hz = rate_hz
         self.filter_samples = max(frame_samples, rate_hz * filter_ms // 1000)
-        self._lib = _load_library(library)
-        self.library = "speexdsp" if isinstance(self._lib, _SpeexDsp) else "pyaec"
+        self._lib = load_library(library)
+        self.library = "speexdsp" if isinstance(self._lib, SpeexDsp) else "pyaec"
         """Which canceller library runs: ``pyaec`` or ``speexdsp`` (the system's)."""
         self._handle: Any = self._lib.AecNew(frame_samples, self.filter_samples, rate_hz, residual_suppression)
         if not self._handle:
             raise AudioDeviceError("echo canceller", "AecNew failed")
 
-        # Reference FIFO: a ring of int16 with read/write counts (no per-chunk allocation).
-        self._fifo = np.zeros(max(frame_samples, rate_hz * max_reference_ms // 1000), dtype=np.int16)
-        self._fifo_read = 0
-        self._fifo_len = 0
+        self._fifo = ReferenceFifo(max(frame_samples, rate_hz * max_reference_ms // 1000))
         self._ref_chunk = np.zeros(frame_samples, dtype=np.int16)
         self._deficit = 0  # zero-padded reference samples whose real samples are still to come (then dropped)
         self._max_deficit = max(frame_samples, rate_hz * filter_ms // 1000)
@@ -377,34 +191,25 @@ class EchoCanceller:
         self._ref_powers: deque[float] = deque([0.0] * filter_frames, maxlen=filter_frames)
         self._zero_frames = filter_frames  # trailing all-zero reference frames in _ref_powers
         self._ref_power_sum = 0.0
-        self._ref_floor_power = _FULL_SCALE_POWER * 10.0 ** (reference_floor_dbfs / 10.0)
+        self._ref_floor_power = FULL_SCALE_POWER * 10.0 ** (reference_floor_dbfs / 10.0)
         self._bypass_after_frames = max(filter_frames + 1, -(-rate_hz * bypass_after_ms // 1000) // frame_samples)
         self._silent_frames = self._bypass_after_frames  # start bypassed
 
         frames_per_s = rate_hz / frame_samples
-        self._forget = math.exp(-1.0 / (erle_time_constant_s * frames_per_s))
-        self._min_measure_frames = max(1, round(min_measure_s * frames_per_s))
-        self._dt_margin = 10.0 ** (double_talk_margin_db / 10.0)
-        self._sum_mic = 0.0
-        self._sum_ref = 0.0
-        self._sum_out = 0.0
-        self._measured_frames = 0
-        self._floor_dbfs = 0.0  # the first processed chunk pulls it down
-        self._floor_rise_db = 3.0 / frames_per_s  # 3 dB/s
-
-        # The reference-peak-to-cleaned gap on recent echo-only frames with residual above the noise
-        # (a ring), and its low percentile, recomputed every _GAP_EVERY new frames.
-        self._gaps = np.zeros(max(1, peak_gap_frames), dtype=np.float32)
-        self._gap_count = 0
-        self._gap_pending = 0
-        self._gap_percentile = peak_gap_percentile
-        self._min_gap_frames = max(1, min(min_peak_gap_frames, self._gaps.size))
-        self._peak_gap_db: float | None = None
+        self._meter = EchoMeter(
+            frames_per_s,
+            erle_time_constant_s=erle_time_constant_s,
+            min_measure_s=min_measure_s,
+            double_talk_margin_db=double_talk_margin_db,
+            peak_gap_percentile=peak_gap_percentile,
+            peak_gap_frames=peak_gap_frames,
+            min_peak_gap_frames=min_peak_gap_frames,
+        )
         self._converge_frames = round(converge_s * frames_per_s)
 
         # Alignment of each new pairing (see the module docstring).
         self._align_target = None if align_target_ms is None else round(align_target_ms * rate_hz / 1000)
-        self._loud_power = _FULL_SCALE_POWER * 10.0 ** (_ALIGN_LOUD_DBFS / 10.0)
+        self._loud_power = FULL_SCALE_POWER * 10.0 ** (_ALIGN_LOUD_DBFS / 10.0)
         self._starved = _NEW_TIMELINE_FRAMES  # the first reference starts a pairing
         self._aligning = False
         # Chunks of the new pairing from just before its first loud reference: (mic, paired reference,
@@ -437,9 +242,9 @@ class EchoCanceller:
         """Times the filter was started afresh because it diverged."""
         self._diverged_recent: deque[bool] = deque(maxlen=_DIVERGED_WINDOW)
         self._diverged_ratio = 10.0 ** (_DIVERGED_DB / 10.0)
-        self._diverged_floor = _FULL_SCALE_POWER * 10.0 ** (_DIVERGED_FLOOR_DBFS / 10.0)
+        self._diverged_floor = FULL_SCALE_POWER * 10.0 ** (_DIVERGED_FLOOR_DBFS / 10.0)
         self._create_args = (frame_samples, self.filter_samples, rate_hz, residual_suppression)
-        self.frame: EchoFrame = _IDLE_FRAME
+        self.frame: EchoFrame = IDLE_FRAME
         """Levels and predictions for the last processed chunk."""
 
     # ------------------------------------------------------------------ reference
@@ -454,46 +259,29 @@ class EchoCanceller:
         pcm = np.asarray(pcm16k).reshape(-1)
         if pcm.dtype != np.int16:
             pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
-        cap = self._fifo.size
-        if pcm.size >= cap:
-            self.dropped_reference_samples += self._fifo_len + pcm.size - cap
-            pcm = pcm[-cap:]
-            self._fifo_read = 0
-            self._fifo_len = 0
-        overflow = self._fifo_len + pcm.size - cap
-        if overflow > 0:
-            self.dropped_reference_samples += overflow
-            self._fifo_read = (self._fifo_read + overflow) % cap
-            self._fifo_len -= overflow
-        write = (self._fifo_read + self._fifo_len) % cap
-        first = min(pcm.size, cap - write)
-        self._fifo[write : write + first] = pcm[:first]
-        self._fifo[: pcm.size - first] = pcm[first:]
-        self._fifo_len += pcm.size
+        self.dropped_reference_samples += self._fifo.push(pcm)
 
     @property
     def reference_queued(self) -> int:
         """Reference samples waiting for their capture chunk."""
-        return self._fifo_len
+        return len(self._fifo)
 
     def _take_reference(self) -> NDArray[np.int16]:
         n = self.frame_samples
-        if self._fifo_len and self._starved >= _NEW_TIMELINE_FRAMES:
+        queued = len(self._fifo)
+        if queued and self._starved >= _NEW_TIMELINE_FRAMES:
             # Playback (re)started: the reference begins a new pairing with capture. Samples owed from the
             # old one belong to it; the new one is aligned afresh.
             self._deficit = 0
             self._begin_alignment()
-        self._starved = 0 if self._fifo_len else self._starved + 1
-        if self._deficit and self._fifo_len:
+        self._starved = 0 if queued else self._starved + 1
+        if self._deficit and queued:
             # Samples that arrived after their capture chunk had gone by (zero-padded then): late
             # for their slot. Dropping them keeps every later sample paired with its own chunk,
             # instead of each burst of the reference shifting the rest later for good.
-            skip = min(self._deficit, self._fifo_len)
-            self._fifo_read = (self._fifo_read + skip) % self._fifo.size
-            self._fifo_len -= skip
-            self._deficit -= skip
+            self._deficit -= self._fifo.skip(self._deficit)
         chunk = self._ref_chunk
-        take = self._read_fifo(chunk, n)
+        take = self._fifo.read(chunk, n)
         chunk[take:] = 0
         if take < n and self._silent_frames < self._bypass_after_frames:
             # Capture ran ahead of the reference while something may still be playing.
@@ -502,29 +290,6 @@ class EchoCanceller:
         elif take < n:
             self._deficit = 0  # silence (between replies): the next reference starts a new timeline
         return chunk
-
-    def _read_fifo(self, out: NDArray[np.int16], count: int) -> int:
-        # Move up to ``count`` queued samples into ``out``; return how many.
-        take = min(count, self._fifo_len)
-        cap = self._fifo.size
-        first = min(take, cap - self._fifo_read)
-        out[:first] = self._fifo[self._fifo_read : self._fifo_read + first]
-        out[first:take] = self._fifo[: take - first]
-        self._fifo_read = (self._fifo_read + take) % cap
-        self._fifo_len -= take
-        return take
-
-    def _unread_fifo(self, pcm: NDArray[np.int16]) -> None:
-        # Put samples back in front of the queue (the newest of them win if it is full).
-        cap = self._fifo.size
-        pcm = pcm[-max(0, cap - self._fifo_len) :] if pcm.size else pcm
-        if not pcm.size:
-            return
-        self._fifo_read = (self._fifo_read - pcm.size) % cap
-        first = min(pcm.size, cap - self._fifo_read)
-        self._fifo[self._fifo_read : self._fifo_read + first] = pcm[:first]
-        self._fifo[: pcm.size - first] = pcm[first:]
-        self._fifo_len += pcm.size
 
     # ------------------------------------------------------------------ alignment
 
@@ -553,7 +318,7 @@ class EchoCanceller:
             self._aligning = False  # the microphone hardly hears the speaker: nothing to align on
             self._flush_held()
             return None, False
-        loud = _power(ref) >= self._loud_power
+        loud = power(ref) >= self._loud_power
         if not loud and not self._align_loud:
             self._align_frames.append((mic.copy(), ref.copy(), near_end, False))
             while len(self._align_frames) > _ALIGN_PREROLL_FRAMES:
@@ -627,12 +392,12 @@ class EchoCanceller:
         refs = np.concatenate([self._align_frames[i][1] for i in held])
         if shift >= 0:
             line = np.concatenate((np.zeros(shift, dtype=np.int16), refs))
-            self._unread_fifo(line[span:])
+            self._fifo.unread(line[span:])
         else:
             # Earlier only by what is queued: skipping samples not yet here would zero-pad every later
             # chunk (each one short, each short owed again). The echo then follows by more than the target.
-            extra = np.zeros(min(-shift, self._fifo_len), dtype=np.int16)
-            shift = -self._read_fifo(extra, extra.size)
+            extra = np.zeros(min(-shift, len(self._fifo)), dtype=np.int16)
+            shift = -self._fifo.read(extra, extra.size)
             line = np.concatenate((refs, extra))[-shift:]
         for k, i in enumerate(held):
             mic, _, near_end, _ = self._align_frames[i]
@@ -693,7 +458,7 @@ class EchoCanceller:
             if src.size < n:
                 src = np.concatenate([src, np.zeros(n - src.size, dtype=np.int16)])
         if (
-            not self._fifo_len
+            not self._fifo
             and not self._aligning
             and self._silent_frames >= self._bypass_after_frames
             and self._zero_frames >= len(self._ref_powers)
@@ -704,15 +469,15 @@ class EchoCanceller:
             self._deficit = 0
             self._silent_frames += 1
             self._ref_power_sum = 0.0
-            self.frame = self._raw_frame(dbfs(_power(src)), _SILENCE_DBFS, _SILENCE_DBFS, held=False)
+            self.frame = self._raw_frame(dbfs(power(src)), SILENCE_DBFS, SILENCE_DBFS, held=False)
             return src.copy()
         ref = self._take_reference()
         if self._aligning:
             out, held = self._align(src, ref, near_end)
             if held:
                 # Held back until this pairing's echo delay is known: the raw chunk, all of it maybe echo.
-                ref_dbfs = dbfs(_power(ref))
-                self.frame = self._raw_frame(dbfs(_power(src)), ref_dbfs, ref_dbfs, held=True)
+                ref_dbfs = dbfs(power(ref))
+                self.frame = self._raw_frame(dbfs(power(src)), ref_dbfs, ref_dbfs, held=True)
                 return src.copy()
             if out is not None:
                 return out  # the held chunks, this one last, went through the filter just now
@@ -720,14 +485,14 @@ class EchoCanceller:
 
     def _filter(self, src: NDArray[np.int16], ref: NDArray[np.int16], near_end: bool) -> NDArray[np.int16]:
         n = self.frame_samples
-        ref_power = _power(ref)
+        ref_power = power(ref)
         self._ref_power_sum += ref_power - self._ref_powers[0]
         self._ref_powers.append(ref_power)
         self._zero_frames = self._zero_frames + 1 if ref_power == 0.0 else 0
         span_power = max(0.0, self._ref_power_sum) / len(self._ref_powers)
         peak_power = max(self._ref_powers)
         self._silent_frames = 0 if ref_power >= self._ref_floor_power else self._silent_frames + 1
-        mic_power = _power(src)
+        mic_power = power(src)
 
         if self._silent_frames >= self._bypass_after_frames or not self._handle:
             self.frame = self._raw_frame(dbfs(mic_power), dbfs(span_power), dbfs(peak_power), held=False)
@@ -745,16 +510,16 @@ class EchoCanceller:
             self._mic[:] = src
             self._lib.AecCancelEcho(
                 self._handle,
-                self._mic.ctypes.data_as(_C_INT16_P),
-                ref.ctypes.data_as(_C_INT16_P),
-                self._out.ctypes.data_as(_C_INT16_P),
+                self._mic.ctypes.data_as(C_INT16_P),
+                ref.ctypes.data_as(C_INT16_P),
+                self._out.ctypes.data_as(C_INT16_P),
                 n,
             )
             self.processed_frames += 1
             out = self._out.copy()
             if self._align_target is not None:
                 self._track(src, ref, ref_power, near_end)
-            out_power = _power(out)
+            out_power = power(out)
             if out_power > mic_power * self._diverged_ratio:
                 out_power = self._diverged(out, src, mic_power, out_power)
             else:
@@ -764,30 +529,29 @@ class EchoCanceller:
         if active and not near_end and converged:
             # Not the fresh filter's first converge_s: its residual while it converges says nothing
             # about the converged one, and in a smoothed ERLE it held full duplex off for seconds.
-            self._measure(mic_power, span_power, out_power)
+            self._meter.measure(mic_power, span_power, out_power)
         erl = self.erl_db
         erle = self.erle_db
         if not active:
-            echo = _SILENCE_DBFS
+            echo = SILENCE_DBFS
         elif erl is None:
             echo = dbfs(mic_power)
         else:
             echo = dbfs(span_power) - erl
         cleaned_dbfs = dbfs(out_power)
         peak_dbfs = dbfs(peak_power)
-        if active and not near_end and converged and cleaned_dbfs >= self._floor_dbfs + _GAP_ABOVE_FLOOR_DB:
-            self._observe_gap(peak_dbfs - cleaned_dbfs)
-        # Minimum statistics: follow dips at once, rise slowly (speech never holds a floor up).
-        self._floor_dbfs = min(self._floor_dbfs + self._floor_rise_db, cleaned_dbfs)
+        if active and not near_end and converged and cleaned_dbfs >= self._meter.floor_dbfs + _GAP_ABOVE_FLOOR_DB:
+            self._meter.observe_gap(peak_dbfs - cleaned_dbfs)
+        self._meter.follow_floor(cleaned_dbfs)
         # Echo left after cancellation, plus the noise the cleaned signal never goes below.
-        residual = echo if erle is None or not active else self._above_floor(echo - erle)
+        residual = echo if erle is None or not active else self._meter.above_floor(echo - erle)
         self.frame = EchoFrame(
             mic_dbfs=dbfs(mic_power),
             cleaned_dbfs=cleaned_dbfs,
             reference_dbfs=dbfs(span_power),
             echo_dbfs=echo,
             residual_echo_dbfs=residual,
-            noise_floor_dbfs=self._floor_dbfs,
+            noise_floor_dbfs=self._meter.floor_dbfs,
             erle_db=erle,
             reference_active=active,
             bypassed=False,
@@ -835,20 +599,20 @@ class EchoCanceller:
     def _raw_frame(self, level: float, reference_dbfs: float, peak_dbfs: float, *, held: bool) -> EchoFrame:
         # A chunk passed through unfiltered: bypassed (no reference: no echo), or held for alignment
         # (loud reference: all of the chunk may be echo).
-        echo = level if held else _SILENCE_DBFS
+        echo = level if held else SILENCE_DBFS
         return EchoFrame(
             mic_dbfs=level,
             cleaned_dbfs=level,
             reference_dbfs=reference_dbfs,
             echo_dbfs=echo,
             residual_echo_dbfs=echo,
-            noise_floor_dbfs=self._floor_dbfs,
+            noise_floor_dbfs=self._meter.floor_dbfs,
             erle_db=self.erle_db,
             reference_active=held,
             bypassed=not held,
             erl_db=self.erl_db,
             reference_peak_dbfs=peak_dbfs,
-            residual_peak_dbfs=(None if self._peak_gap_db is None else level) if held else _SILENCE_DBFS,
+            residual_peak_dbfs=(None if self._meter.peak_gap_db is None else level) if held else SILENCE_DBFS,
             settling=held,
             echo_possible=held or self._echo_possible(),
         )
@@ -861,46 +625,18 @@ class EchoCanceller:
 
     def _residual_peak(self, active: bool, peak_dbfs: float) -> float | None:
         if not active:
-            return _SILENCE_DBFS
-        gap = self._peak_gap_db
+            return SILENCE_DBFS
+        gap = self._meter.peak_gap_db
         if gap is None:
             return None
-        return self._above_floor(peak_dbfs - gap)
-
-    def _above_floor(self, echo_dbfs: float) -> float:
-        # A residual echo level plus the noise the cleaned signal never goes below (powers add).
-        return dbfs(_FULL_SCALE_POWER * (10.0 ** (echo_dbfs / 10.0) + 10.0 ** (self._floor_dbfs / 10.0)))
-
-    def _observe_gap(self, gap_db: float) -> None:
-        self._gaps[self._gap_count % self._gaps.size] = gap_db
-        self._gap_count += 1
-        self._gap_pending += 1
-        filled = min(self._gap_count, self._gaps.size)
-        if filled >= self._min_gap_frames and (self._peak_gap_db is None or self._gap_pending >= _GAP_EVERY):
-            self._gap_pending = 0
-            self._peak_gap_db = float(np.percentile(self._gaps[:filled], self._gap_percentile))
-
-    def _measure(self, mic_power: float, ref_power: float, out_power: float) -> None:
-        # Double talk (energy test against the measured echo path, Geigel-like): the microphone is far
-        # louder than the reference can explain, so the user is speaking: keep it out of the averages.
-        if self._measured_frames >= self._min_measure_frames and self._sum_ref > 0.0:
-            predicted = ref_power * self._sum_mic / self._sum_ref
-            if mic_power > predicted * self._dt_margin:
-                return
-        f = self._forget
-        self._sum_mic = f * self._sum_mic + mic_power
-        self._sum_ref = f * self._sum_ref + ref_power
-        self._sum_out = f * self._sum_out + out_power
-        self._measured_frames += 1
+        return self._meter.above_floor(peak_dbfs - gap)
 
     # ------------------------------------------------------------------ measurements
 
     @property
     def erle_db(self) -> float | None:
         """Echo return loss enhancement measured on echo-only audio (dB), or None until measured."""
-        if self._measured_frames < self._min_measure_frames or self._sum_mic <= 0.0:
-            return None
-        return 10.0 * math.log10(self._sum_mic / max(self._sum_out, 1e-3))
+        return self._meter.erle_db
 
     @property
     def erl_db(self) -> float | None:
@@ -909,20 +645,15 @@ class EchoCanceller:
         A microphone that stays silent while the speaker plays (no acoustic path, or digital silence)
         gives a very large finite ERL: there is no echo to cancel.
         """
-        if self._measured_frames < self._min_measure_frames or self._sum_ref <= 0.0:
-            return None
-        return 10.0 * math.log10(self._sum_ref / max(self._sum_mic, 1e-3))
+        return self._meter.erl_db
 
     @property
     def peak_gap_db(self) -> float | None:
         """How far below the loudest recent reference frame the cleaned signal stays on echo-only frames.
 
-        The ``peak_gap_percentile`` (2nd by default) of the gap over the last ``peak_gap_frames``
-        echo-only frames whose cleaned level stands above the noise floor, or None until
-        ``min_peak_gap_frames`` of them were seen. It folds in the echo return loss and the echo
-        reduction, and how much the latter swings.
+        See :attr:`earshot.audio.echometer.EchoMeter.peak_gap_db`.
         """
-        return self._peak_gap_db
+        return self._meter.peak_gap_db
 
     @property
     def active(self) -> bool:
@@ -934,8 +665,7 @@ class EchoCanceller:
 
         The next reference starts a new pairing with capture, aligned afresh.
         """
-        self._fifo_read = 0
-        self._fifo_len = 0
+        self._fifo.clear()
         self._deficit = 0
         self._starved = _NEW_TIMELINE_FRAMES
         self._aligning = False
