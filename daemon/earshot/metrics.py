@@ -23,7 +23,8 @@ from pathlib import Path
 from types import TracebackType
 
 from earshot.config import MetricsConfig
-from earshot.stats import CONNECTION_STATES, PHASES, Histogram, Stats, atomic_write
+from earshot.stats import CONNECTION_STATES, PHASES, Histogram, Stats
+from earshot.usage import atomic_write
 
 __all__ = ["CONTENT_TYPE", "MetricsExporter", "MetricsServer", "render", "write_textfile"]
 

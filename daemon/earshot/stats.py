@@ -5,10 +5,10 @@ where a calendar day matters, ``now_wall`` (Unix seconds). The app updates it as
 ``earshot status`` (:mod:`earshot.control`), the Prometheus exposition (:mod:`earshot.metrics`) and
 the journal summary (:func:`engagement_summary`) read it.
 
-Connected time is counted per *local* calendar day and persisted to ``<state_dir>/usage.json``
-(written atomically) so that ``gate.daily_cap_minutes`` survives restarts. The amount of time is
-measured on the monotonic clock and only attributed to days by the wall clock, so a wall-clock jump
-(NTP setting the clock of a Pi without an RTC) neither invents nor erases connected minutes.
+Connected time is counted per *local* calendar day in a :class:`~earshot.usage.UsageLedger`,
+persisted to ``<state_dir>/usage.json`` by :mod:`earshot.usage` so that ``gate.daily_cap_minutes``
+survives restarts. The amount of time is measured on the monotonic clock and only attributed to
+days by the wall clock, so a wall-clock jump neither invents nor erases connected minutes.
 
 Nothing here ever holds the API key; error texts are passed through :func:`earshot.logs.redact`
 before they are kept.
@@ -21,17 +21,15 @@ import dataclasses
 import datetime as dt
 import enum
 import itertools
-import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from earshot.logs import redact
+from earshot.usage import USAGE_FILE, load_ledger, save_ledger
 
 __all__ = [
     "CONNECTION_STATES",
@@ -55,8 +53,6 @@ CONNECTION_STATES = ("disconnected", "connecting", "connected", "offline", "rest
 LATENCY_BUCKETS_MS: tuple[float, ...] = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
 """Upper bounds (ms, inclusive, Prometheus ``le``) of the latency histograms; ``+Inf`` is implicit."""
 
-USAGE_FILE = "usage.json"
-_USAGE_KEEP_DAYS = 35
 _ERROR_TEXT_MAX = 300
 MAX_ERROR_KINDS = 32
 """Distinct error names counted (status, metrics labels); later new ones count as ``other``."""
@@ -195,10 +191,8 @@ class Stats:
         self.last_engagement: EngagementRecord | None = None
         self._engagement_seq = 0
         # usage ledger: connected seconds per local day (ISO date)
-        self._days: dict[str, float] = {}
         self._accrued_to: float | None = None  # monotonic mark while connected
-        self._usage_dirty = False
-        self._load_usage()
+        self.usage = load_ledger(self.usage_path())
 
     # ------------------------------------------------------------------------------ engagements
 
@@ -379,33 +373,19 @@ class Stats:
     def connected_seconds_today(self, now: float, now_wall: float) -> float:
         """Connected seconds on the local calendar day of ``now_wall`` (the open session included)."""
         self._accrue(now, now_wall)
-        return self._days.get(_day(now_wall), 0.0)
+        return self.usage.seconds_on(now_wall)
 
     def connected_minutes_today(self, now: float, now_wall: float) -> float:
         """Connected minutes today (local day), for ``gate.daily_cap_minutes``."""
         return self.connected_seconds_today(now, now_wall) / 60.0
 
     def _accrue(self, now: float, now_wall: float) -> None:
-        """Attribute connected time since the last mark to local days, splitting at midnight."""
+        """Attribute connected time since the last mark to local days (:class:`~earshot.usage.UsageLedger`)."""
         if self.connection != "connected" or self._accrued_to is None:
             return
         amount = now - self._accrued_to
         self._accrued_to = now
-        if amount <= 0:
-            return
-        end = now_wall
-        start = end - amount
-        while end > start:
-            day = dt.datetime.fromtimestamp(end)
-            midnight = day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-            if midnight >= end:  # exactly at midnight: the time before it belongs to the day before
-                day = dt.datetime.fromtimestamp(end - 1.0)
-                midnight = day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-            segment_start = max(start, midnight)
-            key = day.date().isoformat()
-            self._days[key] = self._days.get(key, 0.0) + (end - segment_start)
-            end = segment_start
-        self._usage_dirty = True
+        self.usage.add(amount, now_wall)
 
     def usage_path(self) -> Path | None:
         """``<state_dir>/usage.json``, or None without a state directory."""
@@ -419,42 +399,7 @@ class Stats:
         Failures are logged at WARNING and never raised: a full disk must not stop the daemon.
         """
         self._accrue(now, now_wall)
-        path = self.usage_path()
-        if path is None or not self._usage_dirty:
-            return False
-        keep = sorted(self._days)[-_USAGE_KEEP_DAYS:]
-        self._days = {k: self._days[k] for k in keep}
-        body = {"version": 1, "connected_seconds": {k: round(self._days[k], 3) for k in keep}}
-        try:
-            atomic_write(path, json.dumps(body, indent=1, sort_keys=True) + "\n", mode=0o600)
-        except OSError as exc:
-            logger.warning("cannot save connected-time usage to %s: %s", path, exc)
-            return False
-        self._usage_dirty = False
-        return True
-
-    def _load_usage(self) -> None:
-        path = self.usage_path()
-        if path is None:
-            return
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable usage file %s: %s", path, exc)
-            return
-        days = raw.get("connected_seconds") if isinstance(raw, dict) else None
-        if not isinstance(days, dict):
-            logger.warning("ignoring usage file %s: unexpected content", path)
-            return
-        for key, value in days.items():
-            try:
-                dt.date.fromisoformat(key)
-            except (TypeError, ValueError):
-                continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
-                self._days[key] = float(value)
+        return save_ledger(self.usage_path(), self.usage)
 
     # --------------------------------------------------------------------------------- snapshot
 
@@ -555,38 +500,6 @@ def engagement_summary(record: EngagementRecord, now: float) -> tuple[str, dict[
         "EARSHOT_BARGEIN_MS": ms(barge_avg),
     }
     return message, {k: v for k, v in fields.items() if v != ""}
-
-
-def atomic_write(path: Path, text: str, *, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, fsync, chmod, rename.
-
-    Readers (node-exporter, a restarted daemon) see the old file or the new one, never a part.
-
-    Raises:
-        OSError: the directory cannot be created or written; the temporary file is removed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name: two writers (a periodic task and a last write on exit) never collide.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _day(now_wall: float) -> str:
-    return dt.datetime.fromtimestamp(now_wall).date().isoformat()
 
 
 def _iso(wall: float) -> str:

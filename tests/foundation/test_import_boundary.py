@@ -50,6 +50,7 @@ PURE = [
     # the playback ledger, the stats counters
     "earshot.audio.ledger",
     "earshot.stats",
+    "earshot.usage",
 ]
 """Modules that decide or compute: no event loop, threads, processes, sockets or devices, not even
 through a module one of their types lives in."""

@@ -135,3 +135,20 @@ def test_error_kinds_stay_a_bounded_label_set(tmp_path: Path) -> None:
     assert s.last_error is not None
     assert len(s.last_error) <= 300
     assert len(json.dumps(s.snapshot(0.0, 0.0))) < 20_000
+
+
+def test_the_usage_ledger_keeps_five_weeks_and_refuses_what_is_not_a_ledger() -> None:
+    """The file is bounded (the newest 35 days), and its parser names what it cannot read."""
+    from earshot.usage import KEEP_DAYS, UsageLedger
+
+    ledger = UsageLedger()
+    for day in range(1, 29):
+        ledger.add(60.0, wall(day, 12))
+    for day in range(1, 20):
+        ledger.add(30.0, dt.datetime(2026, 12, day, 12).timestamp())
+    kept = json.loads(ledger.to_json())["connected_seconds"]
+    assert len(kept) == KEEP_DAYS
+    assert min(kept) == "2026-11-13"  # the oldest went
+    assert UsageLedger.from_json(ledger.to_json()).seconds_on(wall(28, 9)) == pytest.approx(60.0)
+    with pytest.raises(ValueError, match="unexpected content"):
+        UsageLedger.from_json("[1, 2]")
