@@ -39,18 +39,28 @@ def test_silence_has_no_delay() -> None:
 
 
 def play(
-    ec: EchoCanceller, reference: NDArray[np.int16], room: Room, *, lead_chunks: int = 3
+    ec: EchoCanceller,
+    reference: NDArray[np.int16],
+    room: Room,
+    *,
+    lead_chunks: int = 3,
+    user: NDArray[np.int16] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], list[bool]]:
     """One reply: the sink hands the reference ``lead_chunks`` ahead of capture (as ALSA hands the device
-    buffer), then a second of silence with no reference (the sink idle). Returns mic, cleaned, settling."""
-    mic = mix(reference=reference, room=room)
+    buffer), then a second of silence with no reference (the sink idle). Returns mic, cleaned, settling.
+
+    ``user``: speech from the reply's first sample on, its chunks marked ``near_end`` (the core marks
+    the user's released speech running into the device's sound)."""
+    near = None if user is None else place(user, at=0, n=reference.size)
+    mic = mix(reference=reference, room=room, near=near)
+    user_chunks = 0 if user is None else user.size // CHUNK
     n = reference.size // CHUNK
     ec.add_reference(reference[: lead_chunks * CHUNK])
     cleaned, settling = [], []
     for k in range(n):
         if k + lead_chunks < n:
             ec.add_reference(reference[(k + lead_chunks) * CHUNK : (k + lead_chunks + 1) * CHUNK])
-        cleaned.append(ec.process(mic[k * CHUNK : (k + 1) * CHUNK]).astype(np.float64))
+        cleaned.append(ec.process(mic[k * CHUNK : (k + 1) * CHUNK], near_end=k < user_chunks).astype(np.float64))
         settling.append(ec.frame.settling)
     quiet = mix(reference=np.zeros(RATE_HZ, dtype=np.int16), room=room)
     for k in range(RATE_HZ // CHUNK):
@@ -150,25 +160,12 @@ def test_a_reply_that_follows_its_cue_quietly_is_still_aligned() -> None:
     words = reply(3.0, first=3)
     reference = np.concatenate([cue, np.zeros(2 * CHUNK, dtype=np.int16), breath, words])
     user = speech("hold on please", "rms")[: cue.size + 24 * CHUNK]  # over the cue and past its echo
-    room = Room(delay_ms=85.0, seed=1, reverberant=False)
-    mic = mix(reference=reference, room=room, near=place(user, at=0, n=reference.size))
-    user_chunks = user.size // CHUNK
-    lead = 3
-    n = reference.size // CHUNK
-    ec.add_reference(reference[: lead * CHUNK])
-    cleaned, settling = [], []
-    for k in range(n):
-        if k + lead < n:
-            ec.add_reference(reference[(k + lead) * CHUNK : (k + lead + 1) * CHUNK])
-        cleaned.append(ec.process(mic[k * CHUNK : (k + 1) * CHUNK], near_end=k < user_chunks).astype(np.float64))
-        settling.append(ec.frame.settling)
+    mic, cleaned, settling = play(ec, reference, Room(delay_ms=85.0, seed=1, reverberant=False), user=user)
     assert ec.alignments == 2
     start = cue.size + 2 * CHUNK + breath.size
     words_settling = settling[start // CHUNK :]
     held = [k for k, s in enumerate(words_settling) if s]
     assert held  # the reply's loud start is held until aligned...
     assert held == list(range(held[0], held[0] + len(held)))  # ...once
-    erle = first_words_erle(
-        mic[start : n * CHUNK].astype(np.float64), np.concatenate(cleaned)[start:], words, words_settling
-    )
+    erle = first_words_erle(mic[start:], cleaned[start:], words, words_settling)
     assert erle >= 10.0, erle  # 11.9 dB; -2.8 dB (nothing cancelled) when the pairing stayed unaligned
