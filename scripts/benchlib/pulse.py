@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import soxr
@@ -76,6 +76,7 @@ class PulseRoom:
         self.alsa_conf = root / "asound.conf"
         self.echo_gain_db = echo_gain_db
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
         self.relay: EchoRelay | None = None
 
     @property
@@ -105,6 +106,7 @@ class PulseRoom:
             "module-remap-source source_name=mic master=rec.monitor channels=1 master_channel_map=aux1 "
             "channel_map=mono remix=no",
         ]
+        self._log = (self.root / "pulseaudio.log").open("wb")
         self.proc = subprocess.Popen(
             [
                 "pulseaudio",
@@ -117,7 +119,7 @@ class PulseRoom:
             ],
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=(self.root / "pulseaudio.log").open("wb"),
+            stderr=self._log,
         )
         deadline = time.monotonic() + 15
         while self.pactl("info").returncode != 0:
@@ -162,6 +164,8 @@ class PulseRoom:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
         self.socket.unlink(missing_ok=True)
 
 
@@ -233,6 +237,11 @@ class EchoRelay:
                 proc.wait(5)
         if self._thread is not None:
             self._thread.join(5)
+        for proc in self._procs:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
 
 
 @contextlib.contextmanager
