@@ -1,0 +1,77 @@
+"""The device never hears itself on real-time devices: the default config in the PulseAudio room.
+
+The same check as :mod:`tests.integration.test_room` (twenty wake-word engagements in a row, earcons
+on, nobody interrupting) on the other backend: ``earshot run`` on ALSA PCMs that are PulseAudio
+streams, in real time, with the speaker's sound reaching the microphone through a loudspeaker and a
+room (``benchlib.pulse``: ``tanh`` soft clipping, reflections and a 150 ms RT60 tail, −6 dB, the
+relay's own delay). Whatever the device plays (the wake earcon the user talks over, the end-of-turn
+earcon, the reply) must never reach the server: no cancelled response, no truncation, no extra turn.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.replies import RATE_HZ, reply_pcm
+from tests.support.speech import concat, read_wav, silence, synth
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "scripts")]
+
+from benchlib import daemon as bench_daemon  # noqa: E402
+from benchlib import pulse  # noqa: E402
+
+pytestmark = [
+    pytest.mark.realtime_audio,
+    pytest.mark.skipif(os.environ.get("EARSHOT_SKIP_REALTIME") == "1", reason="EARSHOT_SKIP_REALTIME=1"),
+    pytest.mark.skipif(shutil.which("pulseaudio") is None, reason="pulseaudio not installed"),
+]
+
+REPLY = "Sure. It is sunny today, with a light wind from the west."
+ENGAGEMENTS = 20
+
+
+@pytest.mark.timeout(600)
+async def test_engagements_in_a_row_in_the_pulseaudio_room_play_every_reply_whole(tmp_path: Path) -> None:
+    """Twenty engagements on real-time devices with an acoustic echo: every reply plays to its end."""
+    question, _ = read_wav(synth("hey jarvis, what is the weather like"))
+    reply_s = (await reply_pcm(REPLY)).size / RATE_HZ
+    gap_s = reply_s + 4.0  # the reply plays out, then most of the follow-up window
+    parts = [silence(1.0)]
+    for _ in range(ENGAGEMENTS):
+        parts += [question, silence(gap_s)]
+    pcm = concat(*parts, silence(2.0))
+    spec = bench_daemon.RunSpec(
+        "room_realtime", pcm, echo=False, replies=(REPLY,) * ENGAGEMENTS, timeout_s=pcm.size / 16000 + 60
+    )
+    workdir = tmp_path / "run"
+    try:
+        with pulse.pulse_room(tmp_path / "server") as room:
+            pulse.prepare(spec, workdir)
+            run = await pulse.run_in_room(room, spec, workdir, log=lambda _: None)
+    except pulse.PulseUnavailable as exc:
+        pytest.skip(f"the PulseAudio room could not start here: {exc}")
+    cancels = [c for s in run.sessions for c in s.cancels]
+    truncations = [t for s in run.sessions for t in s.truncations]
+    responses = [r for s in run.sessions for r in s.responses]
+    marks = [m for _, m in run.log if "barge-in" in m or "dropped" in m or "cancel" in m or "engaged" in m]
+    assert run.barge_ins() == [], marks
+    assert cancels == [], marks
+    assert truncations == [], marks
+    assert [r.status for r in responses] == ["completed"] * ENGAGEMENTS, marks
+    # The replies really played, and their echo really reached the microphone (so the test could fail).
+    speaker = run.recording[:, pulse.SPEAKER].astype(np.float64)
+    mic = run.recording[:, pulse.MIC].astype(np.float64)
+    user = run.recording[:, pulse.USER].astype(np.float64)
+    n = speaker.size // pulse.BLOCK
+    loud = np.sqrt(np.mean(speaker[: n * pulse.BLOCK].reshape(n, -1) ** 2, axis=1)) >= pulse.QUIET_RMS
+    assert loud.sum() * pulse.BLOCK / pulse.RATE_HZ >= 0.9 * ENGAGEMENTS * reply_s
+    echo_only = loud & (np.sqrt(np.mean(user[: n * pulse.BLOCK].reshape(n, -1) ** 2, axis=1)) < pulse.QUIET_RMS)
+    mic_blocks = mic[: n * pulse.BLOCK].reshape(n, -1)
+    assert np.sqrt(np.mean(mic_blocks[echo_only] ** 2)) > 300  # the room's echo, -6 dB and then some
