@@ -285,11 +285,11 @@ class Daemon:
         burst_start = True
         async for chunk in source.chunks():
             now = loop.time()
+            health.capture_progress(time.monotonic())  # every chunk: a long catch-up is progress too
             if burst_start:
                 # Once per capture period, not per 10 ms chunk: the reference runs ahead of the device
                 # pointer by the device buffer, so it covers the whole period, and each call asks the
                 # device where it is (a locked round trip through the pulse plugin's thread).
-                health.capture_progress(time.monotonic())
                 ref = sink.pop_reference()
                 if echo is not None and len(ref):
                     echo.add_reference(ref)

@@ -144,7 +144,7 @@ class Health:
     """Whether the daemon is making progress: capture frames being processed.
 
     Pure: every input carries its ``now`` (monotonic seconds). The app calls
-    :meth:`capture_progress` for every capture period it processes (cheap: one float store), calls
+    :meth:`capture_progress` for every capture chunk it processes (cheap: one float store), calls
     :meth:`expecting_gap` around a known outage (a device being reopened after it vanished, a USB
     microphone not plugged in yet), and :func:`run_watchdog` feeds :meth:`loop_lag`.
 
