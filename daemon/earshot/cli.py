@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from earshot import __version__
 from earshot.errors import EX_CONFIG, ConfigError, DaemonError
 
 __all__ = ["EX_CONFIG", "EX_OK", "EX_RUNTIME", "EX_USAGE", "default_socket_path", "main"]
@@ -51,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = extra
+    if args.version:
+        return _cmd_version(args)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
@@ -92,7 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     p.set_defaults(handler=_cmd_tool_exec)
 
-    p = sub.add_parser("version", help="print the version")
+    parser.add_argument(
+        "--version", action="store_true", help="print the versions of earshot, its engines and models, and exit"
+    )
+    p = sub.add_parser("version", help="print the versions of earshot, its engines and their models")
     p.set_defaults(handler=_cmd_version)
 
     p = sub.add_parser("emulate", help="run the local Realtime API emulator (arguments go to it)", add_help=False)
@@ -194,7 +198,9 @@ def _cmd_tool_exec(args: argparse.Namespace) -> int:
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
-    _out(f"earshot {__version__}")
+    report = _load("earshot.versions", "report")
+    for line in report():
+        _out(line)
     return EX_OK
 
 

@@ -69,11 +69,30 @@ def test_python_dash_m_works() -> None:
 
 
 def test_version() -> None:
-    """earshot version prints the package version."""
+    """earshot version (and --version) prints the package version, then its engines and their models."""
     from earshot import __version__
 
-    r = earshot("version")
-    assert (r.returncode, r.stdout) == (0, f"earshot {__version__}\n")
+    for args in (["version"], ["--version"]):
+        r = earshot(*args)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == f"earshot {__version__}"
+        text = r.stdout
+        assert "wake word: microwakeword (pymicro-wakeword " in text
+        assert "default model hey_jarvis" in text
+        assert "hey_jarvis" in text.split("bundled models:")[1]
+        assert "Apache-2.0" in text
+        assert "Silero in numpy, weights silero_vad_16k.npz sha256:" in text
+        assert "(MIT)" in text
+        assert "echo canceller: pyaec " in text
+
+
+def test_version_names_the_fallback_canceller_without_pyaec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On armhf (no pyaec wheel) the report says the system's libspeexdsp runs the canceller."""
+    from earshot.versions import report
+
+    monkeypatch.setitem(sys.modules, "pyaec", None)
+    assert any(line.startswith("echo canceller: the system's libspeexdsp.so.1") for line in report())
 
 
 @pytest.mark.parametrize(
