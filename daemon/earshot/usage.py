@@ -51,17 +51,20 @@ class UsageLedger:
             key = day.date().isoformat()
             self._days[key] = self._days.get(key, 0.0) + (end - segment_start)
             end = segment_start
+        self._trim()
         self.dirty = True
+
+    def _trim(self) -> None:
+        for old in sorted(self._days)[:-KEEP_DAYS]:  # the byte bound: the newest KEEP_DAYS days
+            del self._days[old]
 
     def seconds_on(self, now_wall: float) -> float:
         """Connected seconds on the local day of ``now_wall``."""
         return self._days.get(dt.datetime.fromtimestamp(now_wall).date().isoformat(), 0.0)
 
     def to_json(self) -> str:
-        """The file's content: the newest :data:`KEEP_DAYS` days (older ones are forgotten here too)."""
-        keep = sorted(self._days)[-KEEP_DAYS:]
-        self._days = {k: self._days[k] for k in keep}
-        body = {"version": 1, "connected_seconds": {k: round(self._days[k], 3) for k in keep}}
+        """The file's content (at most the newest :data:`KEEP_DAYS` days: :meth:`add` keeps no more)."""
+        body = {"version": 1, "connected_seconds": {k: round(self._days[k], 3) for k in sorted(self._days)}}
         return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
     @classmethod
@@ -83,6 +86,7 @@ class UsageLedger:
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
                 ledger._days[key] = float(value)
+        ledger._trim()
         return ledger
 
 

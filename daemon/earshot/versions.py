@@ -56,14 +56,14 @@ def _microwakeword_models() -> str:
 
 
 def _canceller() -> str:
-    from earshot.audio.aeclib import SpeexDsp, load_library
+    from earshot.audio.aeclib import library_name, load_library
     from earshot.errors import AudioDeviceError
 
     try:
         lib = load_library()
     except AudioDeviceError as exc:
         return f"none ({exc}): half duplex while speaking"
-    if isinstance(lib, SpeexDsp):
+    if library_name(lib) == "speexdsp":
         return "the system's libspeexdsp.so.1 (pyaec has no wheel here)"
     return f"pyaec {_version('pyaec') or '?'} (speexdsp bundled)"
 

@@ -152,3 +152,6 @@ def test_the_usage_ledger_keeps_five_weeks_and_refuses_what_is_not_a_ledger() ->
     assert UsageLedger.from_json(ledger.to_json()).seconds_on(wall(28, 9)) == pytest.approx(60.0)
     with pytest.raises(ValueError, match="unexpected content"):
         UsageLedger.from_json("[1, 2]")
+    old_file = {"connected_seconds": {f"2026-10-{d:02d}": 1.0 for d in range(1, 32)} | dict(kept)}
+    loaded = json.loads(UsageLedger.from_json(json.dumps(old_file)).to_json())["connected_seconds"]
+    assert loaded == pytest.approx(kept)  # a longer file is cut to the newest days on load too

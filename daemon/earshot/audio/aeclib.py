@@ -13,7 +13,7 @@ from typing import Any
 
 from earshot.errors import AudioDeviceError
 
-__all__ = ["C_INT16_P", "SpeexDsp", "SpeexHandle", "load_library"]
+__all__ = ["C_INT16_P", "SpeexDsp", "SpeexHandle", "library_name", "load_library"]
 
 C_INT16_P = ctypes.POINTER(ctypes.c_int16)
 """``int16_t *``: what the entry points take (``ndarray.ctypes.data_as(C_INT16_P)``)."""
@@ -48,6 +48,11 @@ def load_library(library: str = "auto") -> Any:
         except OSError as exc:
             problems.append(f"libspeexdsp unavailable: {exc}")
     raise AudioDeviceError("echo canceller", "; ".join(problems) or f"unknown library {library!r}")
+
+
+def library_name(lib: Any) -> str:
+    """``speexdsp`` (the system's library) or ``pyaec``, for what :func:`load_library` returned."""
+    return "speexdsp" if isinstance(lib, SpeexDsp) else "pyaec"
 
 
 _SPEEX_ECHO_SET_SAMPLING_RATE = 24

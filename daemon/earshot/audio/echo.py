@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from earshot.audio.aeclib import C_INT16_P, SpeexDsp, load_library
+from earshot.audio.aeclib import C_INT16_P, library_name, load_library
 from earshot.audio.delay import estimate_delay
 from earshot.audio.echometer import (
     FULL_SCALE_POWER,
@@ -174,7 +174,7 @@ class EchoCanceller:
         self.rate_hz = rate_hz
         self.filter_samples = max(frame_samples, rate_hz * filter_ms // 1000)
         self._lib = load_library(library)
-        self.library = "speexdsp" if isinstance(self._lib, SpeexDsp) else "pyaec"
+        self.library = library_name(self._lib)
         """Which canceller library runs: ``pyaec`` or ``speexdsp`` (the system's)."""
         self._handle: Any = self._lib.AecNew(frame_samples, self.filter_samples, rate_hz, residual_suppression)
         if not self._handle:
@@ -333,9 +333,9 @@ class EchoCanceller:
                 # filter never sees them: a filter that adapted on a question spoken over the
                 # engagement earcon took the voice for the cue's echo and cut it by 6-20 dB, for as
                 # long as the cue was in its span.
-                self._align_frames.clear()
                 if self._starved:
                     self._aligning = False  # it ended: the reference ran dry
+                    self._align_frames.clear()
                 else:
                     # It goes on, quietly (the end-of-turn cue, then a reply that starts with a breath):
                     # the next loud stretch is aligned afresh. Left unaligned, the reply played against a

@@ -29,11 +29,6 @@ class ReferenceFifo:
     def __len__(self) -> int:
         return self._len
 
-    @property
-    def capacity(self) -> int:
-        """Samples it holds at most."""
-        return int(self._ring.size)
-
     def push(self, pcm: NDArray[np.int16]) -> int:
         """Append ``pcm``; return how many of the oldest samples were dropped to make room."""
         cap = self._ring.size
