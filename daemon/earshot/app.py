@@ -27,7 +27,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from earshot import children
+from earshot import children, doctor
 from earshot.audio.backend import DeviceState, DeviceStatus
 from earshot.audio.playback import Playback
 from earshot.compose import build
@@ -137,6 +137,8 @@ class Daemon:
         self.environ = dict(os.environ if environ is None else environ)
         self.conversation: Conversation | None = None
         self.stats: Stats | None = None
+        self.disabled: dict[str, str] = {}
+        """Native parts not loaded because they crashed in ``earshot doctor`` here (name -> why)."""
         self.hooks: Hooks | None = None
         self.link: Link | None = None
         self._stop_event: asyncio.Event | None = None
@@ -170,6 +172,8 @@ class Daemon:
         self.stats = Stats(state_dir=sdir, now=loop.time(), now_wall=time.time())
         self.hooks = Hooks(cfg.hooks, stats=self.stats, env=self.environ)
         self.recorder = Recorder(cfg.recordings, sdir, stats=self.stats)
+        # What crashed in `earshot doctor` on this machine is not loaded again (a segfault is uncatchable).
+        self.disabled = doctor.refusals(doctor.load_record(sdir), cfg)
         parts = build(
             cfg,
             _DaemonApp(self),
@@ -178,6 +182,7 @@ class Daemon:
             stats=self.stats,
             audio=self._audio,
             connect=self._connect,
+            refused=self.disabled,
         )
         source, sink = parts.source, parts.sink
         source.set_low_latency(False)  # idle: long capture periods until someone engages
@@ -561,6 +566,8 @@ class Daemon:
                 snap["duplex_reason"] = conv.bargein.duplex.reason
             if conv.resting_reason:
                 snap["resting"] = conv.resting_reason
+        if self.disabled:
+            snap["disabled"] = dict(self.disabled)
         return snap
 
 

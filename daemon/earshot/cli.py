@@ -6,6 +6,7 @@
     earshot check-config [FILE]                            validate a config: exit 0, or 78 with the problems
     earshot devices [--json]                               ALSA PCMs: capture/playback, supported rates
     earshot version
+    earshot doctor [--config FILE] [--json]                try each native part in a child; record what works
     earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
     earshot engage | cancel | mute | unmute | status [--json]   talk to the running daemon
     earshot enroll ...                                     record wake-word templates
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -98,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("version", help="print the versions of earshot, its engines and their models")
     p.set_defaults(handler=_cmd_version)
+
+    p = sub.add_parser("doctor", help="try each configured native part in a child process and record what works")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    p.add_argument("--state-dir", type=Path, default=None, help="where the record goes (default: the daemon's)")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a probe may take before it counts as hung")
+    p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # the child's side of one probe
+    p.set_defaults(handler=_cmd_doctor)
 
     p = sub.add_parser("emulate", help="run the local Realtime API emulator (arguments go to it)", add_help=False)
     p.set_defaults(handler=_cmd_emulate, passthrough=True)
@@ -202,6 +212,39 @@ def _cmd_version(args: argparse.Namespace) -> int:
     for line in report():
         _out(line)
     return EX_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from earshot import doctor
+    from earshot.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    if args.state_dir is not None:
+        sdir = args.state_dir
+    else:
+        from earshot.app import state_dir
+
+        sdir = state_dir(config)
+    if args.probe is not None:  # the child: one probe, one JSON line
+        _out(json.dumps(doctor.run_probe(args.probe, config, sdir)))
+        return EX_OK
+    findings = doctor.run_doctor(config, args.config, os.environ, sdir, timeout_s=args.timeout)
+    try:
+        where = f"recorded in {doctor.save_record(sdir, findings, time.time())}"
+    except OSError as exc:
+        where = f"not recorded ({exc.strerror or exc}): the daemon will load every part"
+    if args.json:
+        _out(json.dumps(doctor.record_of(findings, time.time()), indent=1))
+    else:
+        _out(f"earshot doctor ({args.config})")
+        for f in findings:
+            _out(f"  {f.name:<10} {f.status:<8} {f.subject + ': ' if f.subject else ''}{f.detail}")
+        _out(f"  {where}")
+    return EX_RUNTIME if doctor.failed(findings) else EX_OK
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ from earshot.engage import Phase
 from earshot.errors import AudioDeviceError
 from earshot.gate.bargein import BargeInDetector, WakeGuard
 from earshot.gate.gate import Gate
+from earshot.gate.vad import Vad
 from earshot.gate.wakeword import build_wakeword
 from earshot.pipeline import Conversation
 from earshot.realtime.connection import ConnectFn, Link
@@ -99,6 +100,7 @@ def build(
     stats: Any | None = None,
     audio: tuple[Any, Any] | None = None,
     connect: ConnectFn | None = None,
+    refused: Mapping[str, str] | None = None,
 ) -> Parts:
     """Build and wire the parts of an earshot (see the module docstring).
 
@@ -110,6 +112,9 @@ def build(
         stats: the daemon's counters, or None.
         audio: ``(source, sink)`` to use instead of opening ``config.audio``.
         connect: opens the WebSocket instead of :func:`earshot.realtime.connection.open_websocket`.
+        refused: native parts not to load, name -> why (:func:`earshot.doctor.refusals`: they crashed
+            in ``earshot doctor`` here): ``wakeword`` (then only the button and the control socket
+            engage), ``vad`` (webrtcvad without Silero), ``canceller`` (half duplex while speaking).
 
     Raises:
         ConfigError: a part cannot be built from this config (e.g. nothing enrolled for ``template``).
@@ -121,7 +126,7 @@ def build(
     remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
     tools = ToolRunner(config.realtime, mixer=_mixer(config), env=dict(environ), remote=remote)
     link = Link(config.realtime, headers=app.headers, tools=tools.specs(), connect=connect)
-    gate, echo, bargein, guard = _build_gate(config, state_dir)
+    gate, echo, bargein, guard = _build_gate(config, state_dir, refused or {})
     conversation = Conversation(
         config,
         gate=gate,
@@ -147,12 +152,17 @@ def _mixer(config: Config) -> Any:
     return AmixerMixer.from_config(config.audio.output)
 
 
-def _build_gate(config: Config, state_dir: Path) -> tuple[Gate, Any, Any, Any]:
+def _build_gate(config: Config, state_dir: Path, refused: Mapping[str, str]) -> tuple[Gate, Any, Any, Any]:
     """The gate and, when enabled, the echo canceller, barge-in detector and wake guard."""
-    engine = build_wakeword(config.gate.wakeword, state_dir) if config.gate.mode == "wakeword" else None
-    gate = Gate(config.gate, wakeword=engine)
+    for name, why in refused.items():
+        logger.warning("not loading the %s: %s (run `earshot doctor` again once fixed)", name, why)
+    engine = None
+    if config.gate.mode == "wakeword" and "wakeword" not in refused:
+        engine = build_wakeword(config.gate.wakeword, state_dir)
+    vad = Vad(config.gate.vad, silero=None) if "vad" in refused else None
+    gate = Gate(config.gate, wakeword=engine, vad=vad)
     echo = None
-    if config.bargein.echo_cancel:
+    if config.bargein.echo_cancel and "canceller" not in refused:
         try:
             echo = EchoCanceller(filter_ms=config.bargein.echo_filter_ms)
         except AudioDeviceError as exc:

@@ -424,6 +424,10 @@ def format_status(status: Mapping[str, Any]) -> str:
                 name = dev.get("device") or dev.get("name") or "?"
                 extra = ", ".join(f"{k} {dev[k]}" for k in ("xruns", "overruns") if dev.get(k))
                 add(str(role), f"{name} [{dev.get('state', '?')}]" + (f" ({extra})" if extra else ""))
+    disabled = status.get("disabled")
+    if isinstance(disabled, Mapping):
+        for part, why in sorted(disabled.items()):
+            add(f"{part} OFF", why)
     minutes = status.get("connected_minutes_today")
     if isinstance(minutes, (int, float)):
         cap = status.get("daily_cap_minutes")

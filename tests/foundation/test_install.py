@@ -131,3 +131,46 @@ def test_unreadable_key_file_fails(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "cannot read --key-file" in r.stderr
     assert not (target / "etc/earshot/openai-api-key").exists()
+
+
+def test_the_live_plan_runs_the_doctor_after_the_config_check(tmp_path: Path, key_file: Path) -> None:
+    """`earshot doctor` tries each native part in a child and records it where the service reads it."""
+    r = install("--dry-run", "--key-file", str(key_file), booted_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    doctor = "+ /opt/earshot/venv/bin/earshot doctor --config /etc/earshot/earshot.yaml --state-dir /var/lib/earshot"
+    assert doctor in lines
+    assert lines.index(doctor) > lines.index("+ /opt/earshot/venv/bin/earshot check-config /etc/earshot/earshot.yaml")
+    assert "the service runs as a dynamic user in the groups audio (ALSA devices) and earshot-tools" in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemctl not installed")
+def test_gpio_adds_the_gpiochip_drop_in_and_uninstall_removes_it(tmp_path: Path, key_file: Path) -> None:
+    target = tmp_path / "root"
+    (target / "etc").mkdir(parents=True)
+    (target / "etc/group").write_text("audio:x:29:\ngpio:x:997:\n")
+    r = install("--root", str(target), "--key-file", str(key_file), "--gpio")
+    assert r.returncode == 0, r.stderr
+    dropin = target / "etc/systemd/system/earshot.service.d/gpio.conf"
+    lines = dropin.read_text().splitlines()
+    assert "DeviceAllow=char-gpiochip rw" in lines
+    assert "SupplementaryGroups=gpio" in lines
+    assert "gpio (the button) if the system has it" in r.stdout
+    assert "WARNING" not in r.stdout
+    # Without a gpio group (plain Debian) the unit must not name one: it would not start.
+    (target / "etc/group").write_text("audio:x:29:\n")
+    r = install("--root", str(target), "--key-file", str(key_file), "--gpio")
+    assert r.returncode == 0, r.stderr
+    assert "SupplementaryGroups=gpio" not in dropin.read_text()
+    r = install("--uninstall", "--root", str(target))
+    assert r.returncode == 0, r.stderr
+    assert not dropin.parent.exists()
+
+
+def test_a_system_without_the_audio_group_is_warned(tmp_path: Path, key_file: Path) -> None:
+    target = tmp_path / "root"
+    (target / "etc").mkdir(parents=True)
+    (target / "etc/group").write_text("root:x:0:\n")
+    r = install("--dry-run", "--root", str(target), "--key-file", str(key_file))
+    assert r.returncode == 0, r.stderr
+    assert "WARNING: no group audio here" in r.stdout
