@@ -169,4 +169,11 @@ def _build_gate(config: Config, state_dir: Path, refused: Mapping[str, str]) -> 
             logger.warning("no echo canceller (%s): half duplex while speaking", exc)
     bargein = BargeInDetector(config.bargein)
     guard = WakeGuard() if echo is not None else None
+    silero = gate.vad.silero
+    logger.info(
+        "wake word: %s; VAD: webrtcvad%s; echo canceller: %s",
+        engine.name if engine is not None else "none",
+        f" + Silero ({type(silero).__name__})" if silero is not None else " only",
+        echo.library if echo is not None else "none",
+    )
     return gate, echo, bargein, guard
