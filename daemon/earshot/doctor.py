@@ -100,7 +100,7 @@ def subject(name: str, config: Config) -> str | None:
         silero = config.gate.vad.silero
         return "webrtcvad" if silero.enabled == "off" else f"webrtcvad + silero {silero.runtime}"
     if name == "canceller":
-        return "speexdsp" if config.bargein.echo_cancel else None
+        return "echo canceller" if config.bargein.echo_cancel else None
     if name in ("capture", "playback"):
         audio = config.audio
         end = audio.input if name == "capture" else audio.output
@@ -228,7 +228,8 @@ def run_probe(name: str, config: Config, state_dir: Path) -> dict[str, Any]:
             echo.add_reference(silence)
             echo.process(silence)
             echo.close()
-            return {"status": "ok", "detail": f"{echo.library}: one frame in {ms()}"}
+            lib = "pyaec (speexdsp)" if echo.library == "pyaec" else "the system's libspeexdsp"
+            return {"status": "ok", "detail": f"{lib}, one frame in {ms()}"}
         if name in ("capture", "playback"):
             return _probe_device(name, config)
     except ConfigError as exc:
