@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES
 from earshot.audio.ledger import is_earcon
 from earshot.config import Config
 from earshot.conversation import effects as fx
@@ -141,8 +142,21 @@ class Conversation:
     # ------------------------------------------------------------------ inputs
 
     def on_capture(self, pcm: NDArray[np.int16], position: int, now: float) -> None:
-        """One capture chunk (16 kHz mono) at ``position``."""
-        self.core.capture(pcm, position, now, playback_active=self.playback.active)
+        """Capture (16 kHz mono) at ``position``: one chunk, or a period of contiguous chunks.
+
+        A period goes to the core whole while it is :meth:`~ConversationCore.batchable` (idle), else
+        chunk by chunk, each one's effects carried out before the next (a barge-in's drop must be
+        done before the next chunk asks whether playback is active).
+        """
+        playback_active = self.playback.active
+        if len(pcm) > CAPTURE_CHUNK_SAMPLES and not self.core.batchable(playback_active=playback_active):
+            for i in range(0, len(pcm), CAPTURE_CHUNK_SAMPLES):
+                self.core.capture(
+                    pcm[i : i + CAPTURE_CHUNK_SAMPLES], position + i, now, playback_active=self.playback.active
+                )
+                self._carry_out(now)
+            return
+        self.core.capture(pcm, position, now, playback_active=playback_active)
         self._carry_out(now)
 
     def on_link_event(self, ev: Any, now: float) -> None:

@@ -96,6 +96,11 @@ class UplinkGuard:
         """A stretch is held, undecided."""
         return self._held_from is not None
 
+    @property
+    def settled(self) -> bool:
+        """Nothing held, open, pending or deferred: a run of chunks with no sound changes nothing but the end."""
+        return self._held_from is None and not self._open and self._pending is None and self._deferred is None
+
     def chunk(self, position: int, samples: int, *, audible: bool, user_turn: bool = False) -> None:
         """One capture chunk ``[position, position + samples)``: can the device's sound be in it?
 

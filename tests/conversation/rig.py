@@ -91,6 +91,8 @@ class Device:
         self.user: NDArray[np.int16] | None = None  # the user's voice, mixed in from ``user_at`` on
         self.user_at = 0
         self._replies = 0
+        self.batches: list[bool] = []
+        """Per period of :meth:`run_periods`: whether it went to the core whole."""
 
     # ------------------------------------------------------------------ the speaker
 
@@ -136,14 +138,7 @@ class Device:
 
     def step(self) -> None:
         self._events: list[Any] = []
-        played = self._next_played()
-        mic = self.room.process(played)
-        if self.user is not None:
-            offset = self.position - self.user_at
-            if 0 <= offset < self.user.size:
-                part = self.user[offset : offset + CHUNK]
-                mic[: part.size] += part
-        pcm = np.clip(np.round(mic), -32768, 32767).astype(np.int16)
+        pcm, played = self._sound()
         if self.core.echo is not None:
             self.core.echo.add_reference(played)
         active = self.sounding or bool(np.any(played))
@@ -154,6 +149,53 @@ class Device:
             self._carry_out()
         self.position += CHUNK
         self.now += CHUNK / RATE
+
+    def _sound(self) -> tuple[NDArray[np.int16], NDArray[np.int16]]:
+        """The next 10 ms: what the speaker plays, and the microphone (room echo plus the user)."""
+        played = self._next_played()
+        mic = self.room.process(played)
+        if self.user is not None:
+            offset = self.position - self.user_at
+            if 0 <= offset < self.user.size:
+                part = self.user[offset : offset + CHUNK]
+                mic[: part.size] += part
+        return np.clip(np.round(mic), -32768, 32767).astype(np.int16), played
+
+    def run_periods(self, seconds: float, period_chunks: int) -> None:
+        """Capture ``seconds`` a period at a time, as the daemon's capture loop hands it over.
+
+        The reference of the whole period is added first, then the period goes to the core whole if
+        it is batchable, else chunk by chunk with each chunk's effects carried out (the executor's rule).
+        """
+        for _ in range(round(seconds * RATE / CHUNK / period_chunks)):
+            self._events = []
+            start, now = self.position, self.now
+            mics, played = [], []
+            sounded = False
+            for _ in range(period_chunks):
+                sounded = sounded or self.sounding
+                mic, out = self._sound()
+                mics.append(mic)
+                played.append(out)
+                self.position += CHUNK
+            pcm = np.concatenate(mics)
+            if self.core.echo is not None and sounded:
+                # As both backends' sinks do: a reference for what played, nothing while idle.
+                self.core.echo.add_reference(np.concatenate(played))
+            active = self.sounding or any(bool(np.any(p)) for p in played)
+            self.batches.append(self.core.batchable(playback_active=active))
+            if self.batches[-1]:
+                self.core.capture(pcm, start, now, playback_active=active)
+                self._carry_out()
+            else:
+                for i in range(period_chunks):
+                    active = self.sounding or bool(np.any(played[i]))
+                    self.core.capture(pcm[i * CHUNK : (i + 1) * CHUNK], start + i * CHUNK, now, playback_active=active)
+                    self._carry_out()
+            for ev in self._events:
+                self.core.playback_event(ev, now)
+                self._carry_out()
+            self.now += period_chunks * CHUNK / RATE
 
     # ------------------------------------------------------------------ inputs
 

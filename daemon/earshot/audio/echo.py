@@ -438,6 +438,29 @@ class EchoCanceller:
 
     # ------------------------------------------------------------------ processing
 
+    @property
+    def bypassing(self) -> bool:
+        """Nothing has played for longer than the filter span: :meth:`process` passes the microphone through."""
+        return (
+            not self._fifo
+            and not self._aligning
+            and self._silent_frames >= self._bypass_after_frames
+            and self._zero_frames >= len(self._ref_powers)
+        )
+
+    def pass_through(self, mic: NDArray[np.int16]) -> None:
+        """Account for ``mic`` (any whole number of chunks) passed through while :attr:`bypassing`.
+
+        The bookkeeping of that many :meth:`process` calls at once, and one :attr:`frame` for all of
+        it: an idle device's capture is handled a period at a time, not 10 ms at a time.
+        """
+        k = max(1, -(-len(mic) // self.frame_samples))
+        self._starved += k
+        self._deficit = 0
+        self._silent_frames += k
+        self._ref_power_sum = 0.0
+        self.frame = self._raw_frame(dbfs(power(mic)), SILENCE_DBFS, SILENCE_DBFS, held=False)
+
     def process(self, mic: NDArray[np.int16], *, near_end: bool = False) -> NDArray[np.int16]:
         """Cancel the echo from one capture chunk and consume one chunk of reference.
 
@@ -457,19 +480,10 @@ class EchoCanceller:
             src = np.clip(src[:n], -32768, 32767).astype(np.int16)
             if src.size < n:
                 src = np.concatenate([src, np.zeros(n - src.size, dtype=np.int16)])
-        if (
-            not self._fifo
-            and not self._aligning
-            and self._silent_frames >= self._bypass_after_frames
-            and self._zero_frames >= len(self._ref_powers)
-        ):
+        if self.bypassing:
             # Nothing has played for longer than the filter span (an idle device): the same outcome
             # as the full path below (raw chunk, bypassed), without its per-chunk bookkeeping.
-            self._starved += 1
-            self._deficit = 0
-            self._silent_frames += 1
-            self._ref_power_sum = 0.0
-            self.frame = self._raw_frame(dbfs(power(src)), SILENCE_DBFS, SILENCE_DBFS, held=False)
+            self.pass_through(src)
             return src.copy()
         ref = self._take_reference()
         if self._aligning:

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot import engage as eg
-from earshot.audio.backend import CaptureChunk
+from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CaptureChunk
 from earshot.audio.earcons import earcon
 from earshot.audio.ledger import PlaybackFinished, PlaybackStarted, is_earcon
 from earshot.audio.resample import StreamResampler
@@ -180,8 +180,35 @@ class ConversationCore:
 
     # ------------------------------------------------------------------ capture
 
+    def batchable(self, *, playback_active: bool) -> bool:
+        """Whether :meth:`capture` may take a whole period (several chunks) at once.
+
+        Only while nothing can happen between the chunks that a chunk would change: no engagement,
+        nothing sounding or echoing (the canceller bypasses), the uplink guard settled, or muted. The
+        gate still sees every sample, in order; its events come after the period, with their own
+        positions. Otherwise the executor hands the chunks over one by one.
+        """
+        if self.muted:
+            return True
+        if self.phase is not Phase.IDLE or playback_active or self._position < self._audible_until:
+            return False
+        if self.echo is not None and not self.echo.bypassing:
+            return False
+        return self.uplink_guard.settled and (self.over_sound is None or not self.over_sound.armed)
+
     def capture(self, pcm: NDArray[np.int16], position: int, now: float, *, playback_active: bool) -> None:
-        """One capture chunk (16 kHz mono) at ``position``; ``playback_active``: the device is sounding."""
+        """Capture (16 kHz mono) at ``position``; ``playback_active``: the device is sounding.
+
+        One chunk (:data:`~earshot.audio.backend.CAPTURE_CHUNK_SAMPLES`), or, while :meth:`batchable`,
+        a whole capture period of them: an idle device costs a call a period, not ten.
+        """
+        if len(pcm) > CAPTURE_CHUNK_SAMPLES:
+            if self.batchable(playback_active=playback_active):
+                self._capture_batch(pcm, position, now)
+                return
+            for i in range(0, len(pcm), CAPTURE_CHUNK_SAMPLES):
+                self.capture(pcm[i : i + CAPTURE_CHUNK_SAMPLES], position + i, now, playback_active=playback_active)
+            return
         self._position = position + len(pcm)
         if self.muted:
             self._tick(now)
@@ -210,6 +237,26 @@ class ConversationCore:
             self._update_gate_suppression()
             if hit is not None:
                 self._barge_in(now, hit.position, local=True)
+        self._pump_uplink(force=False)
+        self._tick(now)
+
+    def _capture_batch(self, pcm: NDArray[np.int16], position: int, now: float) -> None:
+        """A period of capture while :meth:`batchable`: what the chunk path does, once for all of it.
+
+        The canceller only counts the chunks (it bypasses), the wake guard needs no idle chunks (it
+        judges only chunks with playback in them), the uplink guard has nothing held, and no barge-in
+        detector runs outside SPEAKING.
+        """
+        self._position = position + len(pcm)
+        if self.muted:
+            self._tick(now)
+            return
+        if self.echo is not None:
+            self.echo.pass_through(pcm)
+        self.ring.append(pcm, position)
+        self.uplink_guard.chunk(position, len(pcm), audible=False)
+        for ev in self.gate.process(CaptureChunk(pcm, position)):
+            self._on_gate_event(ev, now)
         self._pump_uplink(force=False)
         self._tick(now)
 
