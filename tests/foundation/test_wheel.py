@@ -114,7 +114,12 @@ def test_a_plain_install_of_the_wheel_runs_the_default_config(dists: tuple[Path,
     done, sessions, responses = asyncio.run(exchange())
     log = done.stderr
     assert done.returncode == 0, log[-3000:]
-    assert str(venv) in _run([str(venv / "bin" / "python"), "-c", "import earshot; print(earshot.__file__)"]).stdout
+    where = _run(
+        [str(venv / "bin" / "python"), "-c", "import earshot; print(earshot.__file__)"],
+        cwd=tmp_path,
+        env=_offline_env(),
+    )
+    assert str(venv) in where.stdout
     assert "wake word: microwakeword:hey_jarvis; VAD: webrtcvad + Silero (NumpySilero); echo canceller: pyaec" in log
     assert (sessions, responses) == (1, 1), log[-3000:]
     reply, rate = read_wav(tmp_path / "out.wav")

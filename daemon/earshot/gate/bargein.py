@@ -313,11 +313,18 @@ class BargeInDetector:
             margin_db=sum(f[2] for f in self._run) / count,
         )
         logger.info(
-            "barge-in (%s): speech from %d, confirmed at %d, %.1f dB over residual echo",
+            "barge-in (%s): speech from %d, confirmed at %d, %.1f dB over residual echo "
+            "(last chunk: mic %.1f, reference %.1f, cleaned %.1f, residual %.1f dBFS; ERLE %s, ERL %s dB)",
             event.mode.value,
             event.position,
             event.detected_position,
             event.margin_db,
+            echo.mic_dbfs if echo is not None else _dbfs(raw),
+            echo.reference_dbfs if echo is not None else float("nan"),
+            level,
+            residual,
+            f"{echo.erle_db:.1f}" if echo is not None and echo.erle_db is not None else "-",
+            f"{echo.erl_db:.1f}" if echo is not None and echo.erl_db is not None else "-",
         )
         self._armed = False
         self._reset_run()
