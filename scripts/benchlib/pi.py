@@ -12,6 +12,9 @@ Unconfined, CPU comes from ``/proc/PID/stat`` (the whole process) and ``/proc/PI
 - ``engaged_cpu_pct``: "hey jarvis, <question>", the reply playing, until the user interrupts it;
 - ``rss_mb``: the largest VmHWM of those runs.
 
+Before them, the rig's floor (``details.pi.floor``): a Python process that only reads the same ``mic``
+PCM at 100 and 250 ms periods, the part of the idle figure no daemon on this capture path can avoid.
+
 Then the same exchange with the daemon's CPU confined to one Pi core: a CPU cgroup with a quota of
 1/12 of a core here (cgroup v1 ``cpu.cfs_quota_us`` 1000 per ``cpu.cfs_period_us`` 12000, or v2
 ``cpu.max "1000 12000"``). A Pi Zero 2 W or Pi 3 core is about 11–14× slower than one core of this
@@ -28,7 +31,10 @@ import contextlib
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +247,41 @@ KEYS = REPORT_KEYS[REPORT_KEYS.index("idle_cpu_pct") :]
 """This tier's figures: the tail of :data:`benchlib.report.KEYS`."""
 
 
+_READER = """
+import sys, time, alsaaudio
+period_ms, seconds = int(sys.argv[1]), float(sys.argv[2])
+pcm = alsaaudio.PCM(type=alsaaudio.PCM_CAPTURE, mode=alsaaudio.PCM_NORMAL, device="mic", rate=16000, channels=1,
+                    format=alsaaudio.PCM_FORMAT_S16_LE, periodsize=16 * period_ms, periods=1000 // period_ms)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    pcm.read()
+"""
+
+
+def reader_floor(room: pulse.PulseRoom, seconds: float, log: Callable[[str], None]) -> dict[str, float | None]:
+    """The rig's floor: the CPU of a Python process that only reads the room's ``mic`` PCM, per period.
+
+    What no daemon on this capture path can go under (alsa-lib's pulse plugin and libpulse's client
+    thread do most of it), measured on the same room each run: the idle goal is read against it.
+    """
+    out: dict[str, float | None] = {}
+    for period_ms in (100, 250):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _READER, str(period_ms), str(seconds + 4)], env=room.env, stderr=subprocess.DEVNULL
+        )
+        try:
+            time.sleep(3.0)  # opened and streaming
+            c0, t0 = daemon._proc_cpu_s(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            c1, t1 = daemon._proc_cpu_s(proc.pid), time.monotonic()
+        finally:
+            proc.wait(timeout=30)
+        pct = None if c0 is None or c1 is None else round(100.0 * (c1 - c0) / (t1 - t0), 3)
+        out[f"reader_{period_ms}ms_cpu_pct"] = pct
+        log(f"pi floor: a bare reader of the mic PCM at {period_ms} ms periods: {pct} % of a core")
+    return out
+
+
 def measure_all(report: Report, *, quick: bool, keep: Path | None, log: Callable[[str], None]) -> None:
     """The Pi tier's figures into ``report`` (null with the reason for any that fail)."""
     root = (keep / "pi") if keep else Path(tempfile.mkdtemp(prefix="earshot-bench-pi-"))
@@ -313,6 +354,7 @@ def _measure(
             "threads_sys_pct": split_pct(run, pcm.size / audio.RATE_HZ, kernel_only=True),
         }
 
+    details["floor"] = reader_floor(room, seconds, log)
     report.attempt(
         ("idle_cpu_pct",), "pi idle run", lambda: listening("pi_idle", audio.room_noise(seconds), "idle_cpu_pct"), log
     )
