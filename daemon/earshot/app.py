@@ -326,6 +326,8 @@ class Daemon:
             if burst_start or len(burst) >= _BURST_MAX_CHUNKS:
                 _hand_over(conv, burst, burst_position, now)
                 burst = []
+        if burst:
+            _hand_over(conv, burst, burst_position, loop.time())
         # Only the file backend's input ends: finish the exchange in progress, then stop.
         logger.info("input ended; finishing the exchange in progress")
         await self._finish_exchange()
