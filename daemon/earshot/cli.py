@@ -172,15 +172,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from earshot import logs
+def _config_or_none(path: Path) -> Any:
+    """The validated config at ``path``, or None after printing why not (the caller exits 78)."""
     from earshot.config import load_config
 
-    # The whole config is validated before anything touches a device or the network.
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         _print_config_error(exc)
+        return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from earshot import logs
+
+    # The whole config is validated before anything touches a device or the network.
+    config = _config_or_none(args.config)
+    if config is None:
         return EX_CONFIG
     logs.configure(args.log_level or config.logging.level, config.logging.journald, fmt=config.logging.format)
     try:
@@ -216,12 +224,9 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from earshot import doctor
-    from earshot.config import load_config
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_error(exc)
+    config = _config_or_none(args.config)
+    if config is None:
         return EX_CONFIG
     if args.state_dir is not None:
         sdir = args.state_dir

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from earshot import doctor
@@ -176,41 +177,34 @@ def test_a_native_crash_in_the_engine_is_caught_in_its_child_and_recorded(tmp_pa
     assert saved["findings"] == rec["findings"]
 
 
-def test_the_probe_child_never_sees_the_key(tmp_path: Path) -> None:
-    # The child's environment is the parent's without the key's sources: a probe that printed its
-    # environment would show no key. Checked by running a probe child with a spy in its place.
+def _spy(tmp_path: Path, main: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put an ``earshot`` package whose ``__main__`` is ``main`` first on the probe child's path."""
     spy = tmp_path / "spy" / "earshot"
     spy.mkdir(parents=True)
     (spy / "__init__.py").write_text("")
-    (spy / "__main__.py").write_text(
+    (spy / "__main__.py").write_text(main)
+    monkeypatch.setenv("PYTHONPATH", str(spy.parent))
+
+
+def test_the_probe_child_never_sees_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child's environment is the parent's without the key's sources: a probe that printed its
+    # environment would show no key. Checked by running a probe child with a spy in its place.
+    _spy(
+        tmp_path,
         "import json, os\n"
-        "print(json.dumps({'status': 'ok', 'detail': ','.join(k for k in ('OPENAI_API_KEY', 'CREDENTIALS_DIRECTORY')"
-        " if k in os.environ)}))\n"
+        "names = ('OPENAI_API_KEY', 'CREDENTIALS_DIRECTORY')\n"
+        "print(json.dumps({'status': 'ok', 'detail': ','.join(k for k in names if k in os.environ)}))\n",
+        monkeypatch,
     )
-    env = os.environ.copy()
-    os.environ["OPENAI_API_KEY"] = "sk-must-not-leak"
-    os.environ["CREDENTIALS_DIRECTORY"] = str(tmp_path)
-    os.environ["PYTHONPATH"] = str(spy.parent)
-    try:
-        f = doctor.probe("vad", "webrtcvad", tmp_path / "none.yaml", tmp_path, timeout_s=60)
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    f = doctor.probe("vad", "webrtcvad", tmp_path / "none.yaml", tmp_path, timeout_s=60)
     assert (f.status, f.detail) == ("ok", "")
 
 
-def test_a_hung_child_is_killed_at_the_timeout(tmp_path: Path) -> None:
-    spy = tmp_path / "spy" / "earshot"
-    spy.mkdir(parents=True)
-    (spy / "__init__.py").write_text("")
-    (spy / "__main__.py").write_text("import threading\nthreading.Event().wait()\n")
-    env = os.environ.copy()
-    os.environ["PYTHONPATH"] = str(spy.parent)
-    try:
-        f = doctor.probe("canceller", "speexdsp", tmp_path / "none.yaml", tmp_path, timeout_s=2)
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
+def test_a_hung_child_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _spy(tmp_path, "import threading\nthreading.Event().wait()\n", monkeypatch)
+    f = doctor.probe("canceller", "echo canceller", tmp_path / "none.yaml", tmp_path, timeout_s=2)
     assert f.status == "hung"
 
 
