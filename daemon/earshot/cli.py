@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
     p.add_argument("--state-dir", type=Path, default=None, help="where the record goes (default: the daemon's)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds a probe may take before it counts as hung")
+    p.add_argument("--timeout", type=float, default=None, help="seconds a probe may take before it counts as hung (60)")
     p.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # the child's side of one probe
     p.set_defaults(handler=_cmd_doctor)
 
@@ -237,13 +237,15 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if args.probe is not None:  # the child: one probe, one JSON line
         _out(json.dumps(doctor.run_probe(args.probe, config, sdir)))
         return EX_OK
-    findings = doctor.run_doctor(config, args.config, os.environ, sdir, timeout_s=args.timeout)
+    timeout_s = doctor.PROBE_TIMEOUT_S if args.timeout is None else args.timeout
+    findings = doctor.run_doctor(config, args.config, os.environ, sdir, timeout_s=timeout_s)
+    record = doctor.record_of(findings, time.time())
     try:
-        where = f"recorded in {doctor.save_record(sdir, findings, time.time())}"
+        where = f"recorded in {doctor.save_record(sdir, record)}"
     except OSError as exc:
         where = f"not recorded ({exc.strerror or exc}): the daemon will load every part"
     if args.json:
-        _out(json.dumps(doctor.record_of(findings, time.time()), indent=1))
+        _out(json.dumps(record, indent=1))
     else:
         _out(f"earshot doctor ({args.config})")
         for f in findings:

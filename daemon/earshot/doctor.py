@@ -173,13 +173,13 @@ def load_record(directory: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def save_record(directory: Path, findings: Sequence[Finding], now_wall: float) -> Path:
-    """Write the record atomically; returns its path."""
+def save_record(directory: Path, record: Mapping[str, Any]) -> Path:
+    """Write a record (:func:`record_of`) atomically; returns its path."""
     from earshot.usage import atomic_write
 
     path = directory / RECORD_NAME
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(record_of(findings, now_wall), indent=1), mode=0o644)
+    atomic_write(path, json.dumps(record, indent=1), mode=0o644)
     return path
 
 
@@ -240,38 +240,33 @@ def run_probe(name: str, config: Config, state_dir: Path) -> dict[str, Any]:
 
 
 def _probe_device(name: str, config: Config) -> dict[str, Any]:
+    from earshot.errors import AudioDeviceError
+
     audio = config.audio
     end = audio.input if name == "capture" else audio.output
-    if audio.backend == "file":
-        if end.file is None:
-            return {"status": "ok", "detail": "file backend: none configured"}
-        if name == "playback":
-            parent = end.file.parent
-            ok = os.access(parent, os.W_OK)
-            return {"status": "ok" if ok else "failed", "detail": f"{parent} {'writable' if ok else 'not writable'}"}
-        import wave
-
-        with wave.open(str(end.file), "rb") as w:
-            return {"status": "ok", "detail": f"{w.getframerate()} Hz, {w.getnchannels()} ch, {w.getnframes()} frames"}
-    import alsaaudio
-
-    kind = alsaaudio.PCM_CAPTURE if name == "capture" else alsaaudio.PCM_PLAYBACK
     try:
-        pcm = alsaaudio.PCM(
-            type=kind,
-            mode=alsaaudio.PCM_NONBLOCK,
-            device=end.device,
+        if audio.backend == "file":
+            if end.file is None:
+                return {"status": "ok", "detail": "file backend: none configured"}
+            if name == "playback":
+                ok = os.access(end.file.parent, os.W_OK)
+                return {"status": "ok" if ok else "failed", "detail": "writable" if ok else "not writable"}
+            from earshot.audio.wavfile import read_input_wav
+
+            pcm = read_input_wav(end.file, channel=config.audio.input.channel)
+            return {"status": "ok", "detail": f"{pcm.size / 16000:.1f} s at 16 kHz mono"}
+        from earshot.audio.alsa import probe_device
+
+        granted = probe_device(
+            end.device,
+            capture=name == "capture",
             rate=end.sample_rate_hz,
             channels=end.channels,
-            format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=end.sample_rate_hz * end.period_ms // 1000,
+            period_ms=end.period_ms,
         )
-    except alsaaudio.ALSAAudioError as exc:
-        busy = "busy" in str(exc).lower()
-        return {"status": "busy" if busy else "failed", "detail": f"{end.device}: {exc}"}
-    granted = pcm.info().get("rate", end.sample_rate_hz) if hasattr(pcm, "info") else end.sample_rate_hz
-    pcm.close()
-    return {"status": "ok", "detail": f"{end.device}: opened, {granted} Hz"}
+    except AudioDeviceError as exc:
+        return {"status": "busy" if "busy" in str(exc).lower() else "failed", "detail": str(exc)}
+    return {"status": "ok", "detail": f"opened: {granted}"}
 
 
 # ---------------------------------------------------------------------------- the parent's side

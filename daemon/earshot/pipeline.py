@@ -148,15 +148,17 @@ class Conversation:
         chunk by chunk, each one's effects carried out before the next (a barge-in's drop must be
         done before the next chunk asks whether playback is active).
         """
-        playback_active = self.playback.active
-        if len(pcm) > CAPTURE_CHUNK_SAMPLES and not self.core.batchable(playback_active=playback_active):
+        if len(pcm) <= CAPTURE_CHUNK_SAMPLES:
+            self.core.capture(pcm, position, now, playback_active=self.playback.active)
+        elif self.core.batchable(playback_active=self.playback.active):
+            self.core.capture_period(pcm, position, now)
+        else:
             for i in range(0, len(pcm), CAPTURE_CHUNK_SAMPLES):
                 self.core.capture(
                     pcm[i : i + CAPTURE_CHUNK_SAMPLES], position + i, now, playback_active=self.playback.active
                 )
                 self._carry_out(now)
             return
-        self.core.capture(pcm, position, now, playback_active=playback_active)
         self._carry_out(now)
 
     def on_link_event(self, ev: Any, now: float) -> None:

@@ -381,3 +381,16 @@ def test_a_missing_device_is_re_probed_at_least_every_second() -> None:
     assert cap == 1.0
     delays = _backoff(cap)
     assert [next(delays) for _ in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_the_doctors_device_probe_opens_a_real_pcm_and_names_a_missing_one(alsa_conf: AlsaConf) -> None:
+    """``earshot doctor``'s capture/playback probe: the granted format of a plug PCM over alsa-lib's
+    null device, and the device's own error for a PCM that does not exist."""
+    from earshot.audio.alsa import probe_device
+    from earshot.errors import AudioDeviceError
+
+    alsa_conf('pcm.card { type plug slave { pcm "null" rate 44100 channels 2 format S16_LE } }\n')
+    assert probe_device("card", capture=False, rate=24000, channels=1, period_ms=10).startswith("24000 Hz, 1 ch")
+    assert probe_device("card", capture=True, rate=16000, channels=1, period_ms=20).startswith("16000 Hz, 1 ch")
+    with pytest.raises(AudioDeviceError, match="nosuch"):
+        probe_device("nosuch", capture=True, rate=16000, channels=1, period_ms=20)

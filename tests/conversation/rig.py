@@ -185,7 +185,7 @@ class Device:
             active = self.sounding or any(bool(np.any(p)) for p in played)
             self.batches.append(self.core.batchable(playback_active=active))
             if self.batches[-1]:
-                self.core.capture(pcm, start, now, playback_active=active)
+                self.core.capture_period(pcm, start, now)
                 self._carry_out()
             else:
                 for i in range(period_chunks):

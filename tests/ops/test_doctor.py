@@ -123,7 +123,7 @@ def test_only_a_crash_or_hang_of_the_same_subject_and_version_is_refused(tmp_pat
 
 def test_the_record_round_trips_and_a_corrupt_one_is_no_record(tmp_path: Path) -> None:
     f = Finding("vad", "webrtcvad", "ok", "fine")
-    doctor.save_record(tmp_path, [f], 1_767_000_000.0)
+    doctor.save_record(tmp_path, doctor.record_of([f], 1_767_000_000.0))
     rec = doctor.load_record(tmp_path)
     assert rec is not None
     assert rec["findings"] == [{"name": "vad", "subject": "webrtcvad", "status": "ok", "detail": "fine"}]
@@ -237,7 +237,7 @@ async def test_status_says_what_is_disabled_and_the_rest_still_runs(tmp_path: Pa
     (tmp_path / "state").mkdir()
     cfg_path = _config(tmp_path, gate=DEFAULT_GATE)
     finding = Finding("wakeword", subject("wakeword", load_config(cfg_path)) or "", "crashed", "SIGSEGV")
-    doctor.save_record(tmp_path / "state", [finding], 1_767_000_000.0)
+    doctor.save_record(tmp_path / "state", doctor.record_of([finding], 1_767_000_000.0))
     wake, _ = read_wav(synth("hey jarvis, what time is it"))
     async with Emulator(EmulatorOptions(script=DefaultScript(replies=["Noon."]))) as emu:
         pcm = concat(silence(0.5), wake, silence(3.0))

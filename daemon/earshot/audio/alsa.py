@@ -88,11 +88,13 @@ def _backoff(max_s: float) -> Iterator[float]:
         delay = min(max_s, delay * 2)
 
 
-def _open(device: str, kind: int, rate: int, channels: int, period_frames: int, periods: int = _PERIODS) -> Any:
+def _open(
+    device: str, kind: int, rate: int, channels: int, period_frames: int, periods: int = _PERIODS, *, block: bool = True
+) -> Any:
     try:
         return alsaaudio.PCM(
             kind,
-            alsaaudio.PCM_NORMAL,
+            alsaaudio.PCM_NORMAL if block else alsaaudio.PCM_NONBLOCK,
             device=device,
             rate=rate,
             channels=channels,
@@ -110,6 +112,21 @@ class _Granted:
     channels: int
     period_frames: int
     buffer_frames: int
+
+
+def probe_device(device: str, *, capture: bool, rate: int, channels: int, period_ms: int) -> str:
+    """Open ``device`` as the daemon does (without waiting for a busy one) and close it: what was granted.
+
+    Raises:
+        AudioDeviceError: it cannot be opened (the message says why; "busy" when another holds it).
+    """
+    kind = alsaaudio.PCM_CAPTURE if capture else alsaaudio.PCM_PLAYBACK
+    pcm = _open(device, kind, rate, channels, max(1, rate * period_ms // 1000), block=False)
+    try:
+        granted = _granted(pcm)
+    finally:
+        pcm.close()
+    return f"{granted.rate_hz} Hz, {granted.channels} ch, period {granted.period_frames} frames"
 
 
 def _granted(pcm: Any) -> _Granted:

@@ -186,7 +186,7 @@ class ConversationCore:
         Only while nothing can happen between the chunks that a chunk would change: no engagement,
         nothing sounding or echoing (the canceller bypasses), the uplink guard settled, or muted. The
         gate still sees every sample, in order; its events come after the period, with their own
-        positions. Otherwise the executor hands the chunks over one by one.
+        positions (:meth:`capture_period`). Otherwise the executor hands the chunks over one by one.
         """
         if self.muted:
             return True
@@ -197,18 +197,12 @@ class ConversationCore:
         return self.uplink_guard.settled and (self.over_sound is None or not self.over_sound.armed)
 
     def capture(self, pcm: NDArray[np.int16], position: int, now: float, *, playback_active: bool) -> None:
-        """Capture (16 kHz mono) at ``position``; ``playback_active``: the device is sounding.
+        """One capture chunk (16 kHz mono) at ``position``; ``playback_active``: the device is sounding.
 
-        One chunk (:data:`~earshot.audio.backend.CAPTURE_CHUNK_SAMPLES`), or, while :meth:`batchable`,
-        a whole capture period of them: an idle device costs a call a period, not ten.
+        A whole period goes to :meth:`capture_period` instead, while :meth:`batchable`.
         """
         if len(pcm) > CAPTURE_CHUNK_SAMPLES:
-            if self.batchable(playback_active=playback_active):
-                self._capture_batch(pcm, position, now)
-                return
-            for i in range(0, len(pcm), CAPTURE_CHUNK_SAMPLES):
-                self.capture(pcm[i : i + CAPTURE_CHUNK_SAMPLES], position + i, now, playback_active=playback_active)
-            return
+            raise ValueError(f"one chunk is {CAPTURE_CHUNK_SAMPLES} samples, got {len(pcm)}: see capture_period")
         self._position = position + len(pcm)
         if self.muted:
             self._tick(now)
@@ -240,9 +234,10 @@ class ConversationCore:
         self._pump_uplink(force=False)
         self._tick(now)
 
-    def _capture_batch(self, pcm: NDArray[np.int16], position: int, now: float) -> None:
-        """A period of capture while :meth:`batchable`: what the chunk path does, once for all of it.
+    def capture_period(self, pcm: NDArray[np.int16], position: int, now: float) -> None:
+        """A period of contiguous chunks, taken in one call; only while :meth:`batchable` (the caller asks).
 
+        What the chunk path does, once for all of it: an idle device costs a call a period, not ten.
         The canceller only counts the chunks (it bypasses), the wake guard needs no idle chunks (it
         judges only chunks with playback in them), the uplink guard has nothing held, and no barge-in
         detector runs outside SPEAKING.
