@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.audio.dsp import percentile
+
 __all__ = [
     "FULL_SCALE_POWER",
     "IDLE_FRAME",
@@ -172,7 +174,7 @@ class EchoMeter:
         filled = min(self._gap_count, self._gaps.size)
         if filled >= self._min_gap_frames and (self._peak_gap_db is None or self._gap_pending >= _GAP_EVERY):
             self._gap_pending = 0
-            self._peak_gap_db = float(np.percentile(self._gaps[:filled], self._gap_percentile))
+            self._peak_gap_db = percentile(self._gaps[:filled], self._gap_percentile)
 
     def measure(self, mic_power: float, ref_power: float, out_power: float) -> None:
         """One frame with the reference active and no near-end speech known: into the averages."""

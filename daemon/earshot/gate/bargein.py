@@ -34,6 +34,7 @@ import numpy as np
 import webrtcvad
 from numpy.typing import NDArray
 
+from earshot.audio.dsp import percentile
 from earshot.audio.echo import QUIET_ECHO_ERL_DB, EchoFrame
 from earshot.config import BargeInConfig
 
@@ -443,7 +444,7 @@ class WakeGuard:
         if len(margins) < self.min_overlap_frames:
             self.last_reason = f"{len(margins)} chunks of the wake word overlap playback"
             return True
-        upper = float(np.percentile(np.asarray(margins), 90))
+        upper = percentile(np.asarray(margins), 90)
         ok = upper >= self.margin_db
         self.last_reason = (
             f"cleaned signal {upper:.1f} dB over the predicted residual echo during playback "
