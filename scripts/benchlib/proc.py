@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
+import functools
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +17,25 @@ def earshot_argv() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "earshot"]
 
 
+@functools.cache
+def byte_compile() -> None:
+    """Byte-compile the earshot package once, as an install does (pip writes the ``.pyc`` files).
+
+    A development checkout run with ``PYTHONDONTWRITEBYTECODE`` (this machine's default) has none, so
+    every daemon compiled its 20,000 lines at start: CPU and about 2 MB of RSS that no installed
+    daemon spends. Only sources newer than their ``.pyc`` are compiled again.
+    """
+    spec = importlib.util.find_spec("earshot")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        compileall.compile_dir(location, quiet=1)
+
+
 async def start_daemon(config: Path, env: dict[str, str], **kwargs: Any) -> asyncio.subprocess.Process:
-    """``earshot run --config`` with stdout discarded and stderr piped (its log); ``kwargs`` go to the exec."""
+    """``earshot run --config`` with stdout discarded and stderr piped (its log); ``kwargs`` go to the exec.
+
+    The package is byte-compiled first (:func:`byte_compile`): the daemon starts as installed.
+    """
+    byte_compile()
     return await asyncio.create_subprocess_exec(
         *earshot_argv(),
         "run",
