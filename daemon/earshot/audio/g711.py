@@ -1,10 +1,12 @@
 """G.711 µ-law and A-law (ITU-T G.711) encode/decode for 8 kHz telephony audio.
 
 The segment algorithm is the classic one of Sun's reference ``g711.c`` (the same as the CCITT tables);
-encoding goes through a 65536-entry table built once at import, decoding through a 256-entry table.
+encoding goes through a 65536-entry table, decoding through a 256-entry table, each built on first use.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numpy.typing import NDArray
@@ -56,10 +58,12 @@ def _build_alaw_decode() -> NDArray[np.int16]:
     return np.where(a & 0x80, t, -t).astype(np.int16)
 
 
-_ULAW_ENC = _build_ulaw_encode()
-_ULAW_DEC = _build_ulaw_decode()
-_ALAW_ENC = _build_alaw_encode()
-_ALAW_DEC = _build_alaw_decode()
+# Built on first use, not at import: the encoders' int32 working arrays (256 KB each) grew the heap of
+# every daemon by about 2 MB, and the default format (pcm16) never uses them.
+_ulaw_enc = functools.cache(_build_ulaw_encode)
+_ulaw_dec = functools.cache(_build_ulaw_decode)
+_alaw_enc = functools.cache(_build_alaw_encode)
+_alaw_dec = functools.cache(_build_alaw_decode)
 
 
 def _index(pcm: NDArray[np.int16]) -> NDArray[np.int32]:
@@ -74,19 +78,19 @@ def _codes(data: bytes | bytearray | memoryview | NDArray[np.uint8]) -> NDArray[
 
 def ulaw_encode(pcm: NDArray[np.int16]) -> bytes:
     """Encode int16 samples as G.711 µ-law bytes (one byte per sample)."""
-    return bytes(_ULAW_ENC[_index(pcm)].tobytes())
+    return bytes(_ulaw_enc()[_index(pcm)].tobytes())
 
 
 def ulaw_decode(data: bytes | bytearray | memoryview | NDArray[np.uint8]) -> NDArray[np.int16]:
     """Decode G.711 µ-law bytes to int16 samples."""
-    return _ULAW_DEC[_codes(data)]
+    return _ulaw_dec()[_codes(data)]
 
 
 def alaw_encode(pcm: NDArray[np.int16]) -> bytes:
     """Encode int16 samples as G.711 A-law bytes (one byte per sample)."""
-    return bytes(_ALAW_ENC[_index(pcm)].tobytes())
+    return bytes(_alaw_enc()[_index(pcm)].tobytes())
 
 
 def alaw_decode(data: bytes | bytearray | memoryview | NDArray[np.uint8]) -> NDArray[np.int16]:
     """Decode G.711 A-law bytes to int16 samples."""
-    return _ALAW_DEC[_codes(data)]
+    return _alaw_dec()[_codes(data)]
