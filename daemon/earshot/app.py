@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import logging
@@ -42,6 +41,7 @@ from earshot.gpio import GpioInputs
 from earshot.hooks import Hooks
 from earshot.metrics import MetricsExporter
 from earshot.pipeline import HOOK_FOR_PHASE, PHASE_STATUS, Conversation
+from earshot.process import bound_malloc
 from earshot.realtime.auth import connection_secret, credential_mtime, headers_for
 from earshot.realtime.connection import ConnectFn, Link
 from earshot.realtime.session import build_session_config
@@ -69,7 +69,7 @@ def serve(config: Config, *, config_path: Path | None = None) -> int:
     # Descendants of tools and hooks that escape (setsid, then their parent exits) come back to this
     # process instead of PID 1, so that each run's cleanup finds and kills them (earshot.children).
     children.become_subreaper()
-    _bound_malloc()
+    bound_malloc()  # again, for a caller that did not go through the CLI (idempotent)
     environ = dict(os.environ)  # the daemon's own copy: the key is read from it for every connection
     children.seal_secrets()
     try:
@@ -78,26 +78,6 @@ def serve(config: Config, *, config_path: Path | None = None) -> int:
         for problem in exc.problems:
             logger.error("%s", problem)
         return EX_CONFIG
-
-
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
-
-
-def _bound_malloc() -> None:
-    """Keep glibc's heap from holding on to what big messages once took (a daemon that runs for months).
-
-    By default each large free raises the mmap threshold (up to 32 MiB), so the next megabyte-sized
-    buffers (server messages, decoded audio) come from the heap, fragment it, and stay in the RSS;
-    a fixed threshold gives them back at once. Two arenas are enough for a loop and a few threads.
-    Measured by ``scripts/soak --faults audio_flood``: 14 MB of RSS drift over 8 cycles without, 0.1 with.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-        libc.mallopt(_M_ARENA_MAX, 2)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def state_dir(config: Config, environ: dict[str, str] | None = None) -> Path:

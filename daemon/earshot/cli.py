@@ -184,6 +184,9 @@ def _config_or_none(path: Path) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from earshot.process import bound_malloc
+
+    bound_malloc()  # before the config, the engines and the models are loaded (earshot.process)
     from earshot import logs
 
     # The whole config is validated before anything touches a device or the network.

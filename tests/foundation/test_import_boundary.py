@@ -17,6 +17,7 @@ PURE = [
     "earshot.config",
     "earshot.errors",
     "earshot.logs",
+    "earshot.process",
     # the protocol and the session (sans-I/O)
     "earshot.realtime.events",
     "earshot.realtime.session",
