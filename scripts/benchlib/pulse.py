@@ -60,6 +60,7 @@ RELAY_BLOCK = RELAY_RATE_HZ // 100  # 10 ms
 BLOCK = RATE_HZ // 100  # 10 ms
 QUIET_RMS = 30.0  # below this a block of the digital speaker channel is silence (resampler residue)
 MATCH = 0.8  # normalised correlation of a block with the reply at the expected position
+GAP_RESYNC = RATE_HZ // 25  # after an underrun gap the reply is searched for this far (40 ms) around
 
 
 class PulseUnavailable(RuntimeError):
@@ -540,13 +541,22 @@ def follow_reply(spk: NDArray[np.float64], ref: NDArray[np.float64], search_from
             if score >= MATCH:
                 o, r = o + BLOCK, r + lag + BLOCK
                 continue
-            break
+            # An underrun's digital silence that begins inside this block: follow the block's sound
+            # up to it, then look for the reply after the silence (below). Else the reply stopped.
+            zero = np.flatnonzero(
+                np.convolve(np.abs(spk[o : o + 2 * BLOCK]) <= 16, np.ones(BLOCK // 4), "valid") == BLOCK // 4
+            )
+            if zero.size == 0:
+                break
+            o, r = o + int(zero[0]), r + int(zero[0])
         # silence where the reply has sound: an underrun gap if the reply resumes after it
         nxt = np.flatnonzero(np.abs(spk[o:]) > 200)
         if nxt.size == 0:
             break
         resume = o + int(nxt[0])
-        lag, score = _best_lag(spk, resume, ref, r, 96)
+        # Recovering from an underrun, the device may drop what its buffer held: the reply resumes up
+        # to a device buffer (40 ms) further on (seen: 10 ms of silence, then 3.3 ms of the reply gone).
+        lag, score = _best_lag(spk, resume, ref, r, GAP_RESYNC)
         if score < MATCH:
             break
         gaps.append((o, resume - o))
@@ -622,6 +632,13 @@ def analyse_exchange(run: RoomRun, exchange: daemon.Exchange, reply: NDArray[np.
     }
     if followed.start + RATE_HZ < min(onset, followed.stop):
         details.update(echo_path(run, followed.start, min(onset, followed.stop)))
+    if followed.stop < onset and not followed.complete:
+        # The follower lost the reply before the user spoke (it matched the first stretch, then not):
+        # a stop there is no barge-in, and a negative time must not pass as one.
+        raise daemon.DaemonUnavailable(
+            f"{run.name}: the reply was followed only {followed.heard / RATE_HZ:.2f} s, up to "
+            f"{(onset - followed.stop) / RATE_HZ:.1f} s before the user's speech onset ({details})"
+        )
     if followed.complete or not details["barge_ins_logged"]:
         raise daemon.DaemonUnavailable(
             f"{run.name}: the daemon did not barge in: the reply kept playing "
