@@ -16,6 +16,7 @@ from tests.echo.scenes import (
     USER_PHRASES,
     USER_VOICE,
     Room,
+    Run,
     mix,
     place,
     reply,
@@ -72,42 +73,33 @@ def test_no_barge_in_over_a_long_echo_only_reply() -> None:
     assert run.erle_db >= CONFIG.full_duplex_erle_db  # so most of it ran in FULL duplex
 
 
-def test_user_is_heard_over_the_echo() -> None:
-    """A different voice talking over the reply barges in, at its onset, in at least 10 of 12 trials."""
+def _interruptions() -> list[tuple[str, int, Run]]:
+    """Each of USER_PHRASES spoken over a reply, 3 s in: (phrase, its first sound's position, the run).
+
+    A previous reply has warmed the canceller up, as in a running daemon; each phrase has its own room
+    (delay, response) and level.
+    """
     warm = 8 * RATE_HZ
-    results = []
+    out = []
     for i, phrase in enumerate(USER_PHRASES):
-        # A previous reply has warmed the canceller up, as in a running daemon.
         reference = np.concatenate([reply(7.0, first=i), np.zeros(RATE_HZ, np.int16), reply(8.0, first=i + 2)])
         user = speech(phrase, USER_VOICE)
         at = warm + 3 * RATE_HZ + i * 2400
         near = place(user, at=at, n=reference.size, gain_db=-6.0 + (i % 4 - 2))
         mic = mix(reference=reference, room=Room(delay_ms=20 + 4 * i, seed=i), near=near)
-        run = run_scene(mic, reference, CONFIG, start_position=warm)
-        truth = at + speech_onset(user)
-        results.append((phrase, truth, run.barge_ins))
+        out.append((phrase, at + speech_onset(user), run_scene(mic, reference, CONFIG, start_position=warm)))
+    return out
+
+
+def test_user_is_heard_over_the_echo() -> None:
+    """A different voice talking over the reply barges in, at its onset, in at least 10 of 12 trials."""
+    results = [(phrase, truth, run.barge_ins) for phrase, truth, run in _interruptions()]
     onset_errors_ms = [(b[0] - t) * 1000 / RATE_HZ for _, t, b in results if b]
     summary = f"onset errors (ms): {onset_errors_ms}; results: {results}"
     assert len(onset_errors_ms) >= 10, summary
     # Never before the user started (that would be the echo), and within the first word.
     assert all(-50 <= e <= 500 for e in onset_errors_ms), summary
     assert all(len(b) <= 1 for _, _, b in results), summary
-
-
-def _confirm_latencies_ms() -> dict[str, float | None]:
-    """Per phrase of USER_PHRASES over a reply: from its first sound to the chunk that confirms it (ms)."""
-    warm = 8 * RATE_HZ
-    out: dict[str, float | None] = {}
-    for i, phrase in enumerate(USER_PHRASES):
-        reference = np.concatenate([reply(7.0, first=i), np.zeros(RATE_HZ, np.int16), reply(8.0, first=i + 2)])
-        user = speech(phrase, USER_VOICE)
-        at = warm + 3 * RATE_HZ + i * 2400
-        near = place(user, at=at, n=reference.size, gain_db=-6.0 + (i % 4 - 2))
-        mic = mix(reference=reference, room=Room(delay_ms=20 + 4 * i, seed=i), near=near)
-        run = run_scene(mic, reference, CONFIG, start_position=warm)
-        truth = at + speech_onset(user)
-        out[phrase] = (run.confirmed[0] + 160 - truth) * 1000 / RATE_HZ if run.confirmed else None
-    return out
 
 
 def test_an_interruption_is_confirmed_within_its_first_syllable() -> None:
@@ -118,7 +110,10 @@ def test_an_interruption_is_confirmed_within_its_first_syllable() -> None:
     "listen" (480 ms: "hey" has six speech frames of the eight needed) and "stop" for its vowel's
     tail (180 ms).
     """
-    latencies = _confirm_latencies_ms()
+    latencies = {
+        phrase: (run.confirmed[0] + 160 - truth) * 1000 / RATE_HZ if run.confirmed else None
+        for phrase, truth, run in _interruptions()
+    }
     summary = f"confirmation latency per phrase (ms): {latencies}"
     assert all(ms is not None for ms in latencies.values()), summary
     assert all(ms is not None and 0 < ms <= 150 for ms in latencies.values()), summary
