@@ -68,10 +68,11 @@ _FULL_RESIDUAL_MARGIN_DB = 8.0
 # device's own voice through once, in the first reply of 10 minutes while the bound was young;
 # 3 dB and more none (scripts/bench's echo-only run replayed offline).
 _FULL_PEAK_MARGIN_DB = 4.0
-# In FULL duplex, once the peak bound is measured: a speech frame this far over it is out of the
-# residual's reach. Eight minutes of the device's own voice through soft-clipping loudspeakers and
-# reverberant rooms (20-45 ms, -6 to -2 dB, RT60 150-350 ms) put 3 voiced frames in 8,400 at 9 dB or
-# more over the bound, never two within a window; a user's first syllable stands 9-47 dB over it.
+# In FULL duplex, once the peak bound is measured (or nothing has played within the filter span, when
+# the bound is silence): a speech frame this far over it is out of the residual's reach. Eight minutes
+# of the device's own voice through soft-clipping loudspeakers and reverberant rooms (20-45 ms, -6 to
+# -2 dB, RT60 150-350 ms) put 3 voiced frames in 8,400 at 9 dB or more over the bound, never two
+# within a window; a user's first syllable stands 9-47 dB over it.
 _STRONG_MARGIN_DB = 9.0
 # Hysteresis: barge in when min_speech_ms of speech frames fall within a window this many times
 # longer (syllable gaps, fricatives and double-talk dips break up the VAD's runs of speech).
