@@ -79,3 +79,55 @@ def test_quick_bench_writes_every_key_as_a_number(tmp_path: Path) -> None:
     for field in ("cpu_model", "cores", "python", "numpy"):
         assert doc["machine"][field], field
     assert "| `gate_cpu_pct_idle` |" in proc.stdout
+
+
+def _speechlike(seconds: float, seed: int) -> np.ndarray:
+    """48 kHz noise in syllable-like bursts (every block loud enough to follow), as a reply stands in."""
+    from benchlib import pulse
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * pulse.RATE_HZ)
+    envelope = 0.6 + 0.4 * np.abs(np.sin(np.arange(n) * 2 * np.pi * 4 / pulse.RATE_HZ))
+    return rng.standard_normal(n) * 3000.0 * envelope
+
+
+def test_the_reply_is_followed_through_an_underrun_that_dropped_some_of_it() -> None:
+    """An underrun's silence that starts inside a block, after which the device dropped 3.3 ms of the reply.
+
+    Seen on a confined run: the follower lost the reply there (0.41 s in) and the bench reported a
+    barge-in of -3114 ms as a pass. The reply must be followed past the gap to where it really stops.
+    """
+    from benchlib import pulse
+
+    rate = pulse.RATE_HZ
+    ref = _speechlike(4.0, seed=3)
+    lead = rate // 2  # silence on the speaker before the reply
+    gap_at = int(0.41 * rate) + pulse.BLOCK // 3  # inside a block
+    dropped = 157
+    stop_at = int(2.5 * rate)  # the barge-in: the reply stops here (in reply samples)
+    played = np.concatenate([ref[:gap_at], np.zeros(pulse.BLOCK), ref[gap_at + dropped : stop_at], np.zeros(rate)])
+    spk = np.concatenate([np.zeros(lead), played])
+    followed = pulse.follow_reply(spk, ref, 0)
+    assert followed.start == lead
+    assert not followed.complete
+    assert len(followed.gaps) == 1, followed
+    assert abs(followed.gaps[0][0] - (lead + gap_at)) <= pulse.BLOCK // 4
+    expected_stop = lead + gap_at + pulse.BLOCK + (stop_at - gap_at - dropped)
+    assert abs(followed.stop - expected_stop) <= pulse.BLOCK // 2, (followed.stop, expected_stop)
+    # heard counts the reply's samples up to the stop, the dropped ones included (the device's loss)
+    assert abs(followed.heard - stop_at) <= pulse.BLOCK, followed.heard
+
+
+def test_a_reply_that_stops_is_not_followed_past_its_stop() -> None:
+    """A reply cut off (the barge-in) and, a second later, a different sound: the follower stops at the cut."""
+    from benchlib import pulse
+
+    rate = pulse.RATE_HZ
+    ref = _speechlike(4.0, seed=4)
+    other = _speechlike(1.0, seed=5)
+    cut = int(1.234 * rate)
+    spk = np.concatenate([np.zeros(rate // 4), ref[:cut], np.zeros(rate), other])
+    followed = pulse.follow_reply(spk, ref, 0)
+    assert not followed.complete
+    assert followed.gaps == ()
+    assert abs(followed.stop - (rate // 4 + cut)) <= pulse.BLOCK // 2
