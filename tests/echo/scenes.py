@@ -146,8 +146,6 @@ class Run:
 
     cleaned: NDArray[np.int16]
     barge_ins: list[int]
-    confirmed: list[int]
-    """Where each barge-in was confirmed (``BargeIn.detected_position``), in the same order."""
     frames: list[object]
     erle_db: float | None
     modes: list[str]
@@ -174,7 +172,6 @@ def run_scene(
     det = BargeInDetector(config)
     out: list[NDArray[np.int16]] = []
     barge_ins: list[int] = []
-    confirmed: list[int] = []
     frames: list[object] = []
     modes: list[str] = []
     for pos, (m, r) in chunks(mic, reference):
@@ -187,9 +184,8 @@ def run_scene(
         event = det.process(cleaned, m, ec.frame, pos)
         if event is not None:
             barge_ins.append(event.position)
-            confirmed.append(event.detected_position)
             modes.append(str(det.duplex))
             if rearm:
                 det.start(pos, erle_db=ec.erle_db)
     ec.close()
-    return Run(np.concatenate(out), barge_ins, confirmed, frames, ec.erle_db, modes)
+    return Run(np.concatenate(out), barge_ins, frames, ec.erle_db, modes)

@@ -68,12 +68,6 @@ _FULL_RESIDUAL_MARGIN_DB = 8.0
 # device's own voice through once, in the first reply of 10 minutes while the bound was young;
 # 3 dB and more none (scripts/bench's echo-only run replayed offline).
 _FULL_PEAK_MARGIN_DB = 4.0
-# In FULL duplex, once the peak bound is measured (or nothing has played within the filter span, when
-# the bound is silence): a speech frame this far over it is out of the residual's reach. Eight minutes
-# of the device's own voice through soft-clipping loudspeakers and reverberant rooms (20-45 ms, -6 to
-# -2 dB, RT60 150-350 ms) put 3 voiced frames in 8,400 at 9 dB or more over the bound, never two
-# within a window; a user's first syllable stands 9-47 dB over it.
-_STRONG_MARGIN_DB = 9.0
 # Hysteresis: barge in when min_speech_ms of speech frames fall within a window this many times
 # longer (syllable gaps, fricatives and double-talk dips break up the VAD's runs of speech).
 _WINDOW_FACTOR = 2
@@ -191,9 +185,6 @@ class BargeInDetector:
         self._vad = webrtcvad.Vad(config.vad_aggressiveness)
         frame_ms = 1000 * frame_samples / rate_hz
         self._min_speech_frames = max(1, math.ceil(config.min_speech_ms / frame_ms))
-        # Speech far over the measured peak bound confirms in half the run: "hey" before "listen" is
-        # six speech frames of the eight, and "stop" had seven, then its vowel's tail fell under the bound.
-        self._strong_frames = max(1, self._min_speech_frames // 2)
         window_frames = max(_WINDOW_FACTOR * self._min_speech_frames, math.ceil(_MIN_WINDOW_MS / frame_ms))
         self._window_samples = window_frames * frame_samples
         self._holdoff_samples = config.holdoff_ms * rate_hz // 1000
@@ -312,11 +303,7 @@ class BargeInDetector:
             self._run.popleft()
         if speech:
             self._run.append((position, level, margin))
-        if len(self._run) < self._min_speech_frames and not (
-            peak is not None
-            and self._decision.mode is DuplexMode.FULL
-            and sum(1 for frame in self._run if frame[2] >= _STRONG_MARGIN_DB) >= self._strong_frames
-        ):
+        if len(self._run) < self._min_speech_frames:
             return None
         count = len(self._run)
         event = BargeIn(
