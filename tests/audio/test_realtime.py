@@ -93,20 +93,24 @@ async def test_played_position_follows_a_real_time_device_within_a_period(pulse:
             played = written - sink.queued_samples()
             if played > 0:
                 samples.append((time.monotonic(), played))
-            if len(samples) > 2 and samples[-1][1] - samples[0][1] >= 24000 * 3:
+            if len(samples) > 2 and samples[-1][1] - samples[0][1] >= 24000 * 4:
                 break
     status = sink.status
     sink.close()
-    # Skip the first second of flow (the sound server settles), then compare against the wall clock.
-    # The reference is the median offset between the played position and the clock (not one sample
-    # taken as anchor, whose own scheduling jitter would count against every other sample).
-    start = next(i for i, (_, p) in enumerate(samples) if p - samples[0][1] >= 24000)
-    offsets = np.array([p - t * 24000 for t, p in samples[start:]])
-    errors = np.abs(offsets - float(np.median(offsets)))
-    # Nearly always within a period; never beyond the truncation budget (20 ms) even when this machine
-    # is busy (a CI run saw one reading 15 ms off among hundreds).
-    assert float(np.percentile(errors, 95)) <= period, f"95th-percentile error {np.percentile(errors, 95)} samples"
-    assert float(errors.max()) <= 2 * period, f"played-position error up to {errors.max()} samples"
+    # Compare against the wall clock. The reference is the median offset between the played position
+    # and the clock over the last two seconds (not one sample taken as anchor, whose own scheduling jitter
+    # would count against every other sample). For its first ~2 s a new PulseAudio stream's reported
+    # delay lags real time by a growing 130-240 samples (measured here, more on a busy CI machine), then
+    # steps back: the sound server's timing settles. A hardware card does not do this; the daemon must
+    # still stay inside the truncation budget (20 ms) while it happens.
+    base = samples[0][1]
+    settling = next(i for i, (_, p) in enumerate(samples) if p - base >= 24000)
+    settled = next(i for i, (_, p) in enumerate(samples) if p - base >= 24000 * 2)
+    offsets = np.array([p - t * 24000 for t, p in samples[settling:]])
+    errors = np.abs(offsets - float(np.median(offsets[settled - settling :])))
+    late = errors[settled - settling :]
+    assert float(np.percentile(late, 95)) <= period, f"settled 95th-percentile error {np.percentile(late, 95)} samples"
+    assert float(errors.max()) <= 2 * period, f"played-position error up to {errors.max()} samples (budget 480)"
     assert status.state is DeviceState.OK
     assert status.xruns == 0
 
