@@ -60,7 +60,7 @@ RELAY_BLOCK = RELAY_RATE_HZ // 100  # 10 ms
 BLOCK = RATE_HZ // 100  # 10 ms
 QUIET_RMS = 30.0  # below this a block of the digital speaker channel is silence (resampler residue)
 MATCH = 0.8  # normalised correlation of a block with the reply at the expected position
-GAP_RESYNC = RATE_HZ // 25  # after an underrun gap the reply is searched for this far (40 ms) around
+GAP_RESYNC = RATE_HZ // 25  # after an underrun gap the reply is searched for up to the gap plus this (40 ms) on
 
 
 class PulseUnavailable(RuntimeError):
@@ -481,10 +481,13 @@ def _rms(x: NDArray[np.float64]) -> float:
     return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
 
 
-def _best_lag(spk: NDArray[np.float64], o: int, ref: NDArray[np.float64], r: int, span: int) -> tuple[int, float]:
-    """The shift ``lag`` in [-span, span] maximising the normalised correlation of spk[o:o+B] with ref[r+lag:...]."""
+def _best_lag(
+    spk: NDArray[np.float64], o: int, ref: NDArray[np.float64], r: int, span: int, ahead: int | None = None
+) -> tuple[int, float]:
+    """The shift ``lag`` in [-span, ahead] (``ahead`` defaults to ``span``) maximising the normalised
+    correlation of spk[o:o+B] with ref[r+lag:...]."""
     s = spk[o : o + BLOCK]
-    lo, hi = max(0, r - span), min(ref.size, r + BLOCK + span)
+    lo, hi = max(0, r - span), min(ref.size, r + BLOCK + (span if ahead is None else ahead))
     seg = ref[lo:hi]
     if seg.size < BLOCK or s.size < BLOCK:
         return 0, 0.0
@@ -554,9 +557,11 @@ def follow_reply(spk: NDArray[np.float64], ref: NDArray[np.float64], search_from
         if nxt.size == 0:
             break
         resume = o + int(nxt[0])
-        # Recovering from an underrun, the device may drop what its buffer held: the reply resumes up
-        # to a device buffer (40 ms) further on (seen: 10 ms of silence, then 3.3 ms of the reply gone).
-        lag, score = _best_lag(spk, resume, ref, r, GAP_RESYNC)
+        # Recovering from an underrun, the sound server drops what was written behind its read index:
+        # the reply resumes up to the gap plus a device buffer (40 ms) further on (seen: 10 ms of
+        # silence then 3.3 ms of the reply gone; on a busy CI machine 99 ms of silence, then the
+        # reply more than 40 ms on).
+        lag, score = _best_lag(spk, resume, ref, r, GAP_RESYNC, GAP_RESYNC + (resume - o))
         if score < MATCH:
             break
         gaps.append((o, resume - o))

@@ -118,6 +118,41 @@ def test_the_reply_is_followed_through_an_underrun_that_dropped_some_of_it() -> 
     assert abs(followed.heard - stop_at) <= pulse.BLOCK, followed.heard
 
 
+def test_the_reply_is_followed_through_a_long_underrun_that_dropped_more_than_a_buffer() -> None:
+    """A busy CI machine: 99 ms of silence, and the sound server dropped the reply written behind its
+    read index (more than the 40 ms device buffer): the follower lost it there and the run was unmeasured."""
+    from benchlib import pulse
+
+    rate = pulse.RATE_HZ
+    ref = _speechlike(5.0, seed=6)
+    gap_at, gap, dropped = int(1.7 * rate), int(0.099 * rate), int(0.125 * rate)
+    stop_at = int(3.0 * rate)
+    played = np.concatenate([ref[:gap_at], np.zeros(gap), ref[gap_at + dropped : stop_at], np.zeros(rate)])
+    followed = pulse.follow_reply(played, ref, 0)
+    assert not followed.complete
+    assert len(followed.gaps) == 1, followed
+    assert abs(followed.gaps[0][1] - gap) <= pulse.BLOCK // 4, followed.gaps
+    expected_stop = gap_at + gap + (stop_at - gap_at - dropped)
+    assert abs(followed.stop - expected_stop) <= pulse.BLOCK // 2, (followed.stop, expected_stop)
+    assert abs(followed.heard - stop_at) <= pulse.BLOCK, followed.heard
+
+
+def test_a_reply_that_stops_is_not_followed_into_the_next_reply() -> None:
+    """The reply is cut off and, after a pause, the same reply starts again (the next turn's answer):
+    the follower stops at the cut instead of resynchronising on the replay."""
+    from benchlib import pulse
+
+    rate = pulse.RATE_HZ
+    ref = _speechlike(4.0, seed=7)
+    cut = int(1.5 * rate)
+    replay = ref + np.random.default_rng(8).standard_normal(ref.size) * 100.0  # not bit-exact: a later take
+    spk = np.concatenate([ref[:cut], np.zeros(rate // 5), replay])
+    followed = pulse.follow_reply(spk, ref, 0)
+    assert not followed.complete
+    assert followed.gaps == ()
+    assert abs(followed.stop - cut) <= pulse.BLOCK // 2
+
+
 def test_a_reply_that_stops_is_not_followed_past_its_stop() -> None:
     """A reply cut off (the barge-in) and, a second later, a different sound: the follower stops at the cut."""
     from benchlib import pulse
