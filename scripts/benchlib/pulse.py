@@ -45,6 +45,7 @@ import yaml
 from numpy.typing import NDArray
 
 from benchlib import audio, daemon
+from benchlib.proc import stop_daemon
 from benchlib.report import Report
 from earshot.audio.room import EchoPath
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
@@ -421,7 +422,7 @@ async def run_in_room(
             if cpu0 is not None and cpu1 is not None:
                 cpu_pct = round(100.0 * (cpu1 - cpu0) / (time.monotonic() - play_started), 2)
         finally:
-            await daemon.stop_daemon(proc)
+            await stop_daemon(proc)
             if player is not None and player.returncode is None:
                 player.kill()
                 await player.wait()
