@@ -21,6 +21,10 @@ PURE = [
     # the protocol and the session (sans-I/O)
     "earshot.realtime.events",
     "earshot.realtime.session",
+    "earshot.realtime.outputs",
+    "earshot.realtime.sessionconfig",
+    "earshot.realtime.transcript",
+    "earshot.realtime.uplinkaudio",
     "earshot.realtime.toolspec",
     "earshot.realtime.linkevents",
     "earshot.realtime.policy",

@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,8 +33,26 @@ from numpy.typing import NDArray
 from earshot.config import RealtimeConfig
 from earshot.errors import RealtimeError, RealtimeServerError, RemoteProtocolError
 from earshot.realtime import events as ev
-from earshot.realtime.policy import HistoryItem, trim_history
+from earshot.realtime.outputs import (
+    AudioDone,
+    PlayAudio,
+    ResponseDone,
+    ResponseStarted,
+    ServerError,
+    SessionEvent,
+    SessionExpired,
+    SessionReady,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCall,
+    Transcript,
+    TurnCommitted,
+)
+from earshot.realtime.policy import HistoryItem
+from earshot.realtime.sessionconfig import build_session_config
 from earshot.realtime.toolspec import ToolSpec
+from earshot.realtime.transcript import TranscriptLog
+from earshot.realtime.uplinkaudio import MAX_REPLAY_S, UplinkAudio
 
 __all__ = [
     "MAX_REPLAY_S",
@@ -64,209 +82,12 @@ _MESSAGE_MAX = 300
 
 COMMIT_MIN_MS = 100
 """The server refuses to commit less than this (``input_audio_buffer_commit_empty``, PROTOCOL.md §4.3)."""
-MAX_REPLAY_S = 60.0
-"""The longest user turn replayed into a new session after a drop (the most recent part of a longer one)."""
 RATE_LIMIT_RETRIES_S = (1.0, 3.0)
 """Delays before re-creating a response that failed with ``inference_rate_limit_exceeded``."""
 _MAX_TRACKED_ITEMS = 16
-_MAX_ENTRIES = 400
-_MAX_ENTRY_CHARS = 16_384
-"""Transcript kept per item: a few minutes of speech is under 5,000 characters."""
-_MAX_TRANSCRIPT_CHARS = 262_144
-"""Transcript kept over all items of a session; the oldest items go first."""
 _MAX_SENT_IDS = 256
 _MAX_PENDING_CALLS = 16
 """Function calls waiting for their output at most (a reply asks for a few; a hostile server for thousands)."""
-
-
-# ---------------------------------------------------------------------------- events for the app
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReady:
-    """``session.updated`` arrived: our configuration is in effect and audio flows."""
-
-    session_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PlayAudio:
-    """Assistant audio to play: mono int16 at :attr:`RealtimeSession.output_rate_hz`."""
-
-    item_id: str
-    content_index: int
-    response_id: str
-    pcm: NDArray[np.int16]
-
-
-@dataclass(frozen=True, slots=True)
-class AudioDone:
-    """No more audio will come for this item."""
-
-    item_id: str
-    response_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseStarted:
-    """``response.created``."""
-
-    response_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseDone:
-    """``response.done``: status is completed, cancelled, failed or incomplete."""
-
-    response_id: str
-    status: str
-    reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    """Server VAD heard the user start (the server-side barge-in trigger)."""
-
-    audio_start_ms: int
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
-    """Server VAD heard the user stop."""
-
-    audio_end_ms: int
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class TurnCommitted:
-    """The user's turn became the item ``item_id``."""
-
-    item_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """A transcript piece (``final``: the whole text of the item)."""
-
-    role: Literal["user", "assistant"]
-    item_id: str
-    text: str
-    final: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """The model asks for a tool; answer with :meth:`RealtimeSession.tool_result`."""
-
-    call_id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class ServerError:
-    """A server ``error`` worth reporting (harmless ones are not reported).
-
-    Attributes:
-        code: the server's code (may be None).
-        message: the server's message.
-        event_id: our client event that caused it, when known.
-        fatal: no retry can fix it (bad key, quota, …): the connection is given up.
-        client_event_type: the type of that client event, when known.
-    """
-
-    code: str | None
-    message: str
-    event_id: str | None
-    fatal: bool
-    client_event_type: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionExpired:
-    """The server ended the session at its 60-minute cap; a new connection continues."""
-
-
-SessionEvent = (
-    SessionReady
-    | PlayAudio
-    | AudioDone
-    | ResponseStarted
-    | ResponseDone
-    | SpeechStarted
-    | SpeechStopped
-    | TurnCommitted
-    | Transcript
-    | ToolCall
-    | ServerError
-    | SessionExpired
-)
-
-
-# -------------------------------------------------------------------------------- session.update
-
-
-def build_session_config(config: RealtimeConfig, tools: Sequence[ToolSpec] = ()) -> dict[str, Any]:
-    """The GA ``session`` object for ``session.update`` (PROTOCOL.md §2.1), every VAD field explicit."""
-    audio_format: dict[str, Any]
-    if config.format == "pcm16":
-        audio_format = {"type": "audio/pcm", "rate": 24000}
-    elif config.format == "g711_ulaw":
-        audio_format = {"type": "audio/pcmu"}
-    else:
-        audio_format = {"type": "audio/pcma"}
-    td = config.turn_detection
-    turn_detection: dict[str, Any] | None
-    if td.type == "server_vad":
-        turn_detection = {
-            "type": "server_vad",
-            "threshold": td.threshold,
-            "prefix_padding_ms": td.prefix_padding_ms,
-            "silence_duration_ms": td.silence_duration_ms,
-            "idle_timeout_ms": td.idle_timeout_ms,
-            "create_response": td.create_response,
-            "interrupt_response": td.interrupt_response,
-        }
-    elif td.type == "semantic_vad":
-        turn_detection = {
-            "type": "semantic_vad",
-            "eagerness": td.eagerness,
-            "create_response": td.create_response,
-            "interrupt_response": td.interrupt_response,
-        }
-    else:
-        turn_detection = None
-    transcription: dict[str, Any] | None = None
-    if config.transcription.model:
-        transcription = {"model": config.transcription.model}
-        if config.transcription.language:
-            transcription["language"] = config.transcription.language
-        if config.transcription.prompt:
-            transcription["prompt"] = config.transcription.prompt
-    session: dict[str, Any] = {
-        "type": "realtime",
-        "model": config.model,
-        "instructions": config.instructions,
-        "output_modalities": ["audio"],
-        "audio": {
-            "input": {
-                "format": dict(audio_format),
-                "noise_reduction": None if config.noise_reduction == "off" else {"type": config.noise_reduction},
-                "transcription": transcription,
-                "turn_detection": turn_detection,
-            },
-            "output": {"format": dict(audio_format), "voice": config.voice, "speed": config.speed},
-        },
-        "tools": [t.to_session_tool() for t in tools],
-        "tool_choice": "auto" if tools else "none",
-        "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
-    }
-    return session
-
-
-# ---------------------------------------------------------------------------------- the machine
 
 
 @dataclass(slots=True)
@@ -276,23 +97,6 @@ class _ItemAudio:
     received_samples: int = 0
     done: bool = False
     closed: bool = False
-
-
-@dataclass(slots=True)
-class _Entry:
-    role: Literal["user", "assistant"]
-    item_id: str | None
-    text: str = ""
-    settled: bool = False
-    response_id: str | None = None
-    heard_ms: int | None = None
-    total_ms: int = 0
-
-
-@dataclass(slots=True)
-class _Chunk:
-    start: int
-    pcm: NDArray[np.int16] = field(repr=False)
 
 
 class RealtimeSession:
@@ -326,9 +130,6 @@ class RealtimeSession:
         self._format: ev.AudioFormat = config.format
         self.input_rate_hz = ev.WIRE_RATE_HZ[config.format]
         self.output_rate_hz = ev.WIRE_RATE_HZ[config.format]
-        self._batch_samples = max(1, self.input_rate_hz * config.append_ms // 1000)
-        self._max_buffer_samples = int(config.reconnect.offline_buffer_s * self.input_rate_hz)
-        self._max_turn_samples = int(max(config.reconnect.offline_buffer_s, MAX_REPLAY_S) * self.input_rate_hz)
         self._vad = config.turn_detection.type != "none"
 
         self._out: list[str] = []
@@ -340,7 +141,6 @@ class RealtimeSession:
         self.expires_at: int | None = None
         self.failure: RealtimeError | None = None
         self.protocol_errors = 0
-        self.dropped_audio_samples = 0
         self.dropped_deltas = 0
         self.dropped_calls = 0
         self._opened = False
@@ -350,32 +150,13 @@ class RealtimeSession:
         self._ready_deadline: float | None = None
 
         # audio upstream
-        self._pending: deque[NDArray[np.int16]] = deque()
-        self._pending_samples = 0
-        self._batch: list[NDArray[np.int16]] = []
-        self._batch_len = 0
-        self._input_samples = 0  # every sample given to the session, in order = the server's audio timeline
-        self._uncommitted_samples = 0
-        self._turn_chunks: deque[_Chunk] = deque()
-        self._turn_chunk_samples = 0
-        self._settled_sample = 0
-        self._speech_start_sample: int | None = None
-        self._speech_end_sample: int | None = None
-        self._commit_sample = 0
-        self._response_turn_end = 0
-        self._replay_allowance = 0
-        self._replay_undecided = False
-        self._replay_samples = 0  # the replay at the front of _pending, until decided
-        if replay_audio is not None and replay_audio.size:
-            replay = np.asarray(replay_audio, dtype=np.int16).reshape(-1)[-self._max_turn_samples :]
-            # The part of the replay a server already heard is not offline audio: only what arrived
-            # while disconnected (``replay_offline_samples`` of it, and what comes now) counts
-            # against the offline bound.
-            self._replay_allowance = max(0, replay.size - replay_offline_samples)
-            self._max_buffer_samples += self._replay_allowance
-            self._queue_pending(replay)
-            self._replay_undecided = True
-            self._replay_samples = replay.size
+        self._uplink = UplinkAudio(
+            batch_samples=max(1, self.input_rate_hz * config.append_ms // 1000),
+            max_buffer_samples=int(config.reconnect.offline_buffer_s * self.input_rate_hz),
+            max_turn_samples=int(max(config.reconnect.offline_buffer_s, MAX_REPLAY_S) * self.input_rate_hz),
+            replay=replay_audio,
+            replay_offline_samples=replay_offline_samples,
+        )
 
         # responses
         self._active_response: str | None = None
@@ -391,12 +172,7 @@ class RealtimeSession:
         self._items: OrderedDict[str, _ItemAudio] = OrderedDict()
 
         # history
-        limits = config.history
-        self._prior = trim_history(list(history), max_items=limits.max_items, max_chars=limits.max_chars)
-        self._entries: list[_Entry] = []
-        self._entry_chars = 0
-        self.dropped_transcript_chars = 0
-        self._entry_by_item: dict[str, _Entry] = {}
+        self._log = TranscriptLog(history, config.history)
 
     # ---------------------------------------------------------------------------------- properties
 
@@ -408,7 +184,17 @@ class RealtimeSession:
     @property
     def transcript_chars(self) -> int:
         """Characters of transcript kept for this session's items (bounded)."""
-        return self._entry_chars
+        return self._log.chars
+
+    @property
+    def dropped_transcript_chars(self) -> int:
+        """Characters of transcript dropped at the per-item bound."""
+        return self._log.dropped_chars
+
+    @property
+    def dropped_audio_samples(self) -> int:
+        """Audio dropped while waiting for the session, at the offline bound."""
+        return self._uplink.dropped_samples
 
     @property
     def busy(self) -> bool:
@@ -425,27 +211,16 @@ class RealtimeSession:
         A user turn still waiting for its reply, and a reply cut by a lost connection, are left out:
         the turn's audio is replayed instead (:meth:`unsettled_audio`).
         """
-        items = list(self._prior)
-        for entry in self._entries:
-            if not entry.settled or not entry.text.strip():
-                continue
-            if entry.role == "assistant" and entry.heard_ms is not None:
-                items.append(HistoryItem("assistant", _cut_text(entry.text, entry.heard_ms, entry.total_ms), True))
-            else:
-                items.append(HistoryItem(entry.role, entry.text))
-        limits = self._config.history
-        return trim_history(items, max_items=limits.max_items, max_chars=limits.max_chars)
+        return self._log.history()
 
     def offline_samples(self) -> int:
         """Samples of :meth:`unsettled_audio` that no server heard: audio that arrived while disconnected."""
-        if self._ready and not self._replay_undecided:
-            return 0
-        return max(0, self._pending_samples - self._replay_allowance)
+        return self._uplink.offline_samples(self._ready)
 
     @property
     def replay_undecided(self) -> bool:
         """A replayed turn waits for :meth:`decide_replay` (and every appended sample behind it)."""
-        return self._replay_undecided
+        return self._uplink.replay_undecided
 
     def decide_replay(self, replay: bool) -> int:
         """Send the previous connection's unanswered turn again (``replay``), or forget it.
@@ -453,16 +228,7 @@ class RealtimeSession:
         Returns the samples that will be sent again (0 when forgotten, or when there is nothing
         undecided). Audio appended meanwhile follows, once the session is ready.
         """
-        if not self._replay_undecided:
-            return 0
-        self._replay_undecided = False
-        samples, self._replay_samples = self._replay_samples, 0
-        if not replay and samples:
-            self._pending.popleft()
-            self._pending_samples -= samples
-            self._max_buffer_samples -= self._replay_allowance
-            self._replay_allowance = 0
-            samples = 0
+        samples = self._uplink.decide_replay(replay)
         if self._ready:
             self._stream_pending()
         return samples
@@ -474,22 +240,7 @@ class RealtimeSession:
         later) and holds at most :data:`MAX_REPLAY_S` or ``reconnect.offline_buffer_s``, the longer
         (the most recent part).
         """
-        start = self._settled_sample
-        if self._speech_start_sample is not None and self._speech_start_sample > start:
-            start = self._speech_start_sample
-        parts: list[NDArray[np.int16]] = []
-        for chunk in self._turn_chunks:
-            end = chunk.start + chunk.pcm.size
-            if end <= start:
-                continue
-            parts.append(chunk.pcm[max(0, start - chunk.start) :])
-        # A session that never became ready still holds everything it was given (the previous
-        # connection's replay included) in its pending queue: that is the turn too, in order.
-        parts.extend(self._pending)
-        if not parts:
-            return np.zeros(0, dtype=np.int16)
-        audio = np.concatenate(parts)
-        return audio[-self._max_turn_samples :] if audio.size > self._max_turn_samples else audio
+        return self._uplink.unsettled_audio()
 
     # ---------------------------------------------------------------------------------- outputs
 
@@ -545,16 +296,17 @@ class RealtimeSession:
         pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
         if not pcm.size:
             return
-        if not self._ready or self._replay_undecided:
-            self._queue_pending(pcm)
+        if not self._ready or self._uplink.replay_undecided:
+            self._uplink.queue(pcm)
             return
-        self._stream(pcm)
+        self._send_batches(self._uplink.stream(pcm))
 
     def flush_audio(self, now: float) -> None:
         """Send the partial batch now (end of a turn, before a commit)."""
-        if self._ready and not self._closed and self._batch_len:
-            self._send_batch(np.concatenate(self._batch))
-            self._batch, self._batch_len = [], 0
+        if self._ready and not self._closed:
+            rest = self._uplink.flush()
+            if rest is not None:
+                self._send_batch(rest)
 
     def commit_turn(self, now: float) -> None:
         """Local end of turn: commit the input buffer and ask for a response.
@@ -564,11 +316,11 @@ class RealtimeSession:
         """
         if self._closed:
             return
-        if not self._ready or self._replay_undecided:
+        if not self._ready or self._uplink.replay_undecided:
             logger.warning("end of turn before the session is ready: ignored")
             return
         self.flush_audio(now)
-        if self._uncommitted_samples * 1000 < COMMIT_MIN_MS * self.input_rate_hz:
+        if self._uplink.uncommitted_samples * 1000 < COMMIT_MIN_MS * self.input_rate_hz:
             self._events.append(
                 ServerError(ev.CODE_COMMIT_EMPTY, "turn too short to commit (under 100 ms)", None, False)
             )
@@ -611,7 +363,7 @@ class RealtimeSession:
             # conversation.item.truncate: audio_end_ms must not exceed the audio the server sent for the item
             if self._ready:
                 self._send(ev.item_truncate(item_id, item.content_index, end_ms, self._next_id("truncate")))
-            entry = self._entry_by_item.get(item_id)
+            entry = self._log.get(item_id)
             if entry is not None:
                 entry.heard_ms = end_ms
         td = self._config.turn_detection
@@ -626,10 +378,9 @@ class RealtimeSession:
         self._create_wanted = False
         self._rate_limit_retry_at = None
         if not self._vad:
-            self._batch, self._batch_len = [], 0
+            self._uplink.clear_uncommitted()
             if self._ready:
                 self._send(ev.audio_clear(self._next_id("clear")))
-            self._uncommitted_samples = 0
 
     def tool_result(self, call_id: str, output: str, now: float) -> None:
         """The output of a tool call: sent as a ``function_call_output`` item; a response follows.
@@ -691,7 +442,7 @@ class RealtimeSession:
             self._on_response_done(event, now)
         elif isinstance(event, ev.OutputItemEvent):
             if not event.done and event.item_type == "message" and event.item_id:
-                self._entry_for(event.item_id, "assistant").response_id = event.response_id
+                self._log.entry(event.item_id, "assistant").response_id = event.response_id
         elif isinstance(event, ev.AudioDoneEvent):
             item = self._items.get(event.item_id)
             if item is not None:
@@ -699,17 +450,15 @@ class RealtimeSession:
             if event.response_id not in self._cancelled:
                 self._events.append(AudioDone(event.item_id, event.response_id))
         elif isinstance(event, ev.SpeechStartedEvent):
-            start = max(0, event.audio_start_ms) * self.input_rate_hz // 1000
-            if self._speech_start_sample is None or self._speech_start_sample < self._settled_sample:
-                self._speech_start_sample = start
+            self._uplink.speech_started(max(0, event.audio_start_ms) * self.input_rate_hz // 1000)
             self._events.append(SpeechStarted(event.audio_start_ms, event.item_id))
         elif isinstance(event, ev.SpeechStoppedEvent):
-            self._speech_end_sample = max(0, event.audio_end_ms) * self.input_rate_hz // 1000
+            self._uplink.speech_stopped(max(0, event.audio_end_ms) * self.input_rate_hz // 1000)
             self._events.append(SpeechStopped(event.audio_end_ms, event.item_id))
         elif isinstance(event, ev.CommittedEvent):
             if self._vad:
                 self._mark_committed()
-            self._entry_for(event.item_id, "user")
+            self._log.entry(event.item_id, "user")
             self._events.append(TurnCommitted(event.item_id))
         elif isinstance(event, ev.InputTranscriptionEvent):
             self._on_input_transcription(event)
@@ -731,7 +480,7 @@ class RealtimeSession:
         self._ready = True
         self._ready_deadline = None
         previous = "root"
-        for i, item in enumerate(self._prior):
+        for i, item in enumerate(self._log.prior):
             item_id = f"earshot_h{i}"
             self._send(
                 ev.item_create(
@@ -741,7 +490,7 @@ class RealtimeSession:
                 )
             )
             previous = item_id
-        if not self._replay_undecided:
+        if not self._uplink.replay_undecided:
             self._stream_pending()
         self._events.append(SessionReady(self.session_id))
         if self._create_wanted:
@@ -749,7 +498,7 @@ class RealtimeSession:
             self._request_response()
 
     def _on_audio(self, event: ev.AudioDeltaEvent) -> None:
-        entry = self._entry_by_item.get(event.item_id)
+        entry = self._log.get(event.item_id)
         if entry is not None:
             entry.total_ms += event.pcm.size * 1000 // self.output_rate_hz
         if event.response_id in self._cancelled:
@@ -764,9 +513,9 @@ class RealtimeSession:
         self._events.append(PlayAudio(event.item_id, event.content_index, event.response_id, event.pcm))
 
     def _on_transcript(self, event: ev.TranscriptEvent) -> None:
-        entry = self._entry_for(event.item_id, "assistant")
+        entry = self._log.entry(event.item_id, "assistant")
         entry.response_id = entry.response_id or event.response_id
-        self._set_text(entry, event.text, event.final)
+        self._log.set_text(entry, event.text, event.final)
         if event.response_id not in self._cancelled:
             self._events.append(Transcript("assistant", event.item_id, event.text, event.final))
 
@@ -774,14 +523,14 @@ class RealtimeSession:
         if event.failed:
             logger.info("input transcription failed for %s", event.item_id)
             return
-        entry = self._entry_for(event.item_id, "user")
-        self._set_text(entry, event.text, event.final)
+        entry = self._log.entry(event.item_id, "user")
+        self._log.set_text(entry, event.text, event.final)
         self._events.append(Transcript("user", event.item_id, event.text, event.final))
 
     def _on_response_created(self, event: ev.ResponseCreatedEvent) -> None:
         self._active_response = event.response_id
         self._create_in_flight = None
-        self._response_turn_end = self._commit_sample
+        self._uplink.response_created()
         self._events.append(ResponseStarted(event.response_id))
         if self._cancel_on_created:
             self._cancel_on_created = False
@@ -794,11 +543,8 @@ class RealtimeSession:
         settled = event.status != "failed"
         if settled:
             # the user turn this response answered is settled: it will not be replayed as audio
-            self._settled_sample = max(self._settled_sample, self._response_turn_end)
-            self._speech_start_sample = None
-            for entry in self._entries:
-                if entry.role == "user" or entry.response_id == event.response_id:
-                    entry.settled = True
+            self._uplink.response_settled()
+            self._log.settle(event.response_id)
         reason = event.reason or event.error_code
         self._events.append(ResponseDone(event.response_id, event.status, reason))
         if event.status == "failed" and event.error_code == ev.CODE_RATE_LIMIT:
@@ -875,86 +621,14 @@ class RealtimeSession:
         self._send(ev.response_create(event_id))
 
     def _mark_committed(self) -> None:
-        self._uncommitted_samples = 0
-        end = self._input_samples
-        if self._vad and self._speech_end_sample is not None:
-            end = min(end, self._speech_end_sample)
-        self._commit_sample = max(self._commit_sample, end)
+        self._uplink.mark_committed(self._vad)
 
     def _stream_pending(self) -> None:
-        while self._pending:
-            self._stream(self._pending.popleft())
-        self._pending_samples = 0
+        self._send_batches(self._uplink.stream_pending())
 
-    def _queue_pending(self, pcm: NDArray[np.int16]) -> None:
-        self._pending.append(pcm)
-        self._pending_samples += pcm.size
-        while self._pending_samples > self._max_buffer_samples and len(self._pending) > 1:
-            dropped = self._pending.popleft()
-            if self._replay_samples:
-                self._replay_samples = 0  # the replay was the oldest: it went first
-            self._pending_samples -= dropped.size
-            self.dropped_audio_samples += dropped.size
-            logger.warning("audio waiting for the session exceeds the bound: %d samples dropped", dropped.size)
-
-    def _stream(self, pcm: NDArray[np.int16]) -> None:
-        self._turn_chunks.append(_Chunk(self._input_samples, pcm))
-        self._turn_chunk_samples += pcm.size
-        while self._turn_chunks and self._turn_chunk_samples - self._turn_chunks[0].pcm.size >= self._max_turn_samples:
-            self._turn_chunk_samples -= self._turn_chunks.popleft().pcm.size
-        self._input_samples += pcm.size
-        self._uncommitted_samples += pcm.size
-        self._batch.append(pcm)
-        self._batch_len += pcm.size
-        if self._batch_len < self._batch_samples:
-            return
-        data = np.concatenate(self._batch)
-        whole = data.size - data.size % self._batch_samples
-        for start in range(0, whole, self._batch_samples):
-            self._send_batch(data[start : start + self._batch_samples])
-        rest = data[whole:]
-        self._batch = [rest] if rest.size else []
-        self._batch_len = rest.size
+    def _send_batches(self, batches: Sequence[NDArray[np.int16]]) -> None:
+        for pcm in batches:
+            self._send_batch(pcm)
 
     def _send_batch(self, pcm: NDArray[np.int16]) -> None:
         self._out.append(ev.dumps(ev.audio_append(ev.encode_audio(pcm, self._format))))
-
-    def _entry_for(self, item_id: str, role: Literal["user", "assistant"]) -> _Entry:
-        entry = self._entry_by_item.get(item_id)
-        if entry is None:
-            entry = _Entry(role, item_id)
-            self._entry_by_item[item_id] = entry
-            self._entries.append(entry)
-            if len(self._entries) > _MAX_ENTRIES:
-                self._evict_oldest()
-        return entry
-
-    def _evict_oldest(self) -> None:
-        old = self._entries.pop(0)
-        self._entry_chars -= len(old.text)
-        if old.item_id is not None:
-            self._entry_by_item.pop(old.item_id, None)
-
-    def _set_text(self, entry: _Entry, piece: str, final: bool) -> None:
-        """Replace (``final``) or extend an item's transcript, within the per-item and total bounds."""
-        base = "" if final else entry.text
-        room = _MAX_ENTRY_CHARS - len(base)
-        if len(piece) > room:
-            self.dropped_transcript_chars += len(piece) - max(0, room)
-            piece = piece[: max(0, room)]
-        text = base + piece
-        self._entry_chars += len(text) - len(entry.text)
-        entry.text = text
-        while self._entry_chars > _MAX_TRANSCRIPT_CHARS and len(self._entries) > 1:
-            self._evict_oldest()
-
-
-def _cut_text(text: str, heard_ms: int, total_ms: int) -> str:
-    """About the part of ``text`` that was heard, cut at a word boundary, with an ellipsis."""
-    if total_ms <= 0 or heard_ms >= total_ms:
-        return text
-    keep = int(len(text) * heard_ms / total_ms)
-    cut = text[:keep]
-    if keep < len(text) and " " in cut:
-        cut = cut[: cut.rindex(" ")]
-    return cut.rstrip() + "…"

@@ -1,0 +1,69 @@
+"""The GA ``session`` object a session sends in ``session.update`` (PROTOCOL.md §2.1), from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from earshot.config import RealtimeConfig
+from earshot.realtime.toolspec import ToolSpec
+
+__all__ = ["build_session_config"]
+
+
+def build_session_config(config: RealtimeConfig, tools: Sequence[ToolSpec] = ()) -> dict[str, Any]:
+    """The GA ``session`` object for ``session.update`` (PROTOCOL.md §2.1), every VAD field explicit."""
+    audio_format: dict[str, Any]
+    if config.format == "pcm16":
+        audio_format = {"type": "audio/pcm", "rate": 24000}
+    elif config.format == "g711_ulaw":
+        audio_format = {"type": "audio/pcmu"}
+    else:
+        audio_format = {"type": "audio/pcma"}
+    td = config.turn_detection
+    turn_detection: dict[str, Any] | None
+    if td.type == "server_vad":
+        turn_detection = {
+            "type": "server_vad",
+            "threshold": td.threshold,
+            "prefix_padding_ms": td.prefix_padding_ms,
+            "silence_duration_ms": td.silence_duration_ms,
+            "idle_timeout_ms": td.idle_timeout_ms,
+            "create_response": td.create_response,
+            "interrupt_response": td.interrupt_response,
+        }
+    elif td.type == "semantic_vad":
+        turn_detection = {
+            "type": "semantic_vad",
+            "eagerness": td.eagerness,
+            "create_response": td.create_response,
+            "interrupt_response": td.interrupt_response,
+        }
+    else:
+        turn_detection = None
+    transcription: dict[str, Any] | None = None
+    if config.transcription.model:
+        transcription = {"model": config.transcription.model}
+        if config.transcription.language:
+            transcription["language"] = config.transcription.language
+        if config.transcription.prompt:
+            transcription["prompt"] = config.transcription.prompt
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "model": config.model,
+        "instructions": config.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": dict(audio_format),
+                "noise_reduction": None if config.noise_reduction == "off" else {"type": config.noise_reduction},
+                "transcription": transcription,
+                "turn_detection": turn_detection,
+            },
+            "output": {"format": dict(audio_format), "voice": config.voice, "speed": config.speed},
+        },
+        "tools": [t.to_session_tool() for t in tools],
+        "tool_choice": "auto" if tools else "none",
+        "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
+    }
+    return session
