@@ -374,12 +374,12 @@ async def test_the_capture_inbox_is_bounded_and_counts_the_gap(alsa_conf: AlsaCo
 
 def test_a_missing_device_is_re_probed_at_least_every_second() -> None:
     """The backoff starts at 0.1 s and is capped by audio.reopen_max_s, 1 s by default: back in use within 2 s."""
-    from earshot.audio.alsa import _backoff
+    from earshot.audio.alsa.common import backoff
     from earshot.config import default_config
 
     cap = default_config().audio.reopen_max_s
     assert cap == 1.0
-    delays = _backoff(cap)
+    delays = backoff(cap)
     assert [next(delays) for _ in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
 
 

@@ -8,7 +8,7 @@ Two kinds, one interface (:class:`ToolRunner`):
   killed on timeout or cancellation, and it never sees the API key in its environment.
 - **Built-ins** (``realtime.builtin_tools``): ``datetime`` → ``get_datetime``; ``volume`` →
   ``get_volume`` / ``set_volume`` through the ALSA mixer, driven by ``amixer`` (alsa-utils) so
-  that only ``audio/alsa.py`` imports alsaaudio.
+  that only ``audio/alsa/`` imports alsaaudio.
 
 :meth:`ToolRunner.run` never raises for a tool's failure: a bad call, a crash, a timeout or a
 missing mixer becomes ``{"error": "..."}`` for the model to read and say.
