@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE = [
     # configuration, errors, logging, service plumbing
     "earshot.config",
+    "earshot.config.schema",
+    "earshot.config.load",
     "earshot.errors",
     "earshot.logs",
     "earshot.process",
