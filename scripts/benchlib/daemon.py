@@ -35,7 +35,7 @@ from benchlib.proc import start_daemon as start_earshot_run
 from benchlib.proc import stop_daemon
 from benchlib.report import Report
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
-from earshot.emulator import voice as emulator_voice
+from earshot.emulator import tts as emulator_tts
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPLY_RATE_HZ = 24000
@@ -277,7 +277,7 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
 
 def reply_audio(text: str) -> NDArray[np.int16]:
     """The emulator's voice for ``text`` (24 kHz), exactly as it will stream it."""
-    return asyncio.run(emulator_voice.speak(text, "auto"))
+    return asyncio.run(emulator_tts.speak(text, "auto"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from earshot.emulator import voice
+from earshot.emulator import tts
 from tests.support.schema import check_client_event
 
 RATE_HZ = 24000
@@ -46,7 +46,7 @@ class Played:
 
 async def reply_pcm(text: str) -> NDArray[np.int16]:
     """The emulator's spoken reply for ``text`` (24 kHz), exactly as it streams it."""
-    return await voice.speak(text)
+    return await tts.speak(text)
 
 
 _PROBE = RATE_HZ // 500  # 2 ms of exact agreement resynchronises after a gap

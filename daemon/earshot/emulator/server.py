@@ -1,23 +1,21 @@
-"""The emulator's WebSocket server: one :class:`_Connection` per client, speaking the GA protocol.
+"""The emulator's shell: a WebSocket server that runs one :class:`~earshot.emulator.protocol.ServerSession` per client.
 
-This is an independent implementation of the server side of PROTOCOL.md (it shares no code with the
-daemon's ``realtime`` package), so that a mistake in the daemon shows up against it.
+The protocol is decided in :mod:`earshot.emulator.protocol` (sans I/O). Here: the handshake and its
+faults (stall, refuse, auth), the socket (sending each message at its due time, fragmenting
+oversize ones, dropping or half-opening the connection on a fault), the timer that calls the core at
+its deadline, and the speech engine for replies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import copy
-import json
+import functools
 import logging
 import math
-import secrets
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -28,143 +26,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from earshot.emulator import schema, voice
-from earshot.emulator.options import (
-    FATAL_CODES,
-    Cancel,
-    EmulatorOptions,
-    FunctionCall,
-    ResponseRecord,
-    SessionRecord,
-    Truncation,
-    Turn,
-    Violation,
-)
-from earshot.emulator.vad import EnergyVad, VadStarted, VadStopped
+from earshot.emulator import schema, tts
+from earshot.emulator.options import FATAL_CODES, EmulatorOptions, SessionRecord, Violation
+from earshot.emulator.protocol import HUGE_MESSAGE_BYTES, PATH, Out, ServerSession, VoiceRequest, default_session
+
+__all__ = ["HUGE_MESSAGE_BYTES", "PATH", "Emulator", "default_session"]
 
 logger = logging.getLogger(__name__)
-
-PATH = "/v1/realtime"
-MIN_COMMIT_MS = 100
-SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 400}
-HUGE_MESSAGE_BYTES = 10 * 1024 * 1024
-_CLIENT_TYPES = frozenset(
-    {
-        "session.update",
-        "input_audio_buffer.append",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-        "conversation.item.create",
-        "conversation.item.truncate",
-        "conversation.item.delete",
-        "conversation.item.retrieve",
-        "response.create",
-        "response.cancel",
-        "output_audio_buffer.clear",
-    }
-)
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
-
-
-def _redact(event: dict[str, Any]) -> dict[str, Any]:
-    """A copy for the record with audio payloads replaced by their size."""
-    out = dict(event)
-    for key in ("audio", "delta") if event.get("type") in _AUDIO_TYPES else ():
-        value = out.get(key)
-        if isinstance(value, str):
-            out[key] = f"<{len(value) * 3 // 4} bytes>"
-    if event.get("type") == "conversation.item.create" and isinstance(out.get("item"), dict):
-        out["item"] = _strip_audio(out["item"])
-    return out
-
-
-_AUDIO_TYPES = frozenset({"input_audio_buffer.append", "response.output_audio.delta"})
-
-
-def _strip_audio(item: dict[str, Any]) -> dict[str, Any]:
-    item = dict(item)
-    content = item.get("content")
-    if isinstance(content, list):
-        item["content"] = [
-            {k: v for k, v in part.items() if k != "audio"} if isinstance(part, dict) else part for part in content
-        ]
-    return item
-
-
-def default_session(model: str, expires_s: float) -> dict[str, Any]:
-    """The full GA session a new connection starts with (what ``session.created`` carries)."""
-    return {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": _id("sess"),
-        "model": model,
-        "expires_at": int(time.time() + expires_s),
-        "output_modalities": ["audio"],
-        "instructions": "You are a helpful assistant emulated by earshot.",
-        "tools": [],
-        "tool_choice": "auto",
-        "max_output_tokens": "inf",
-        "tracing": None,
-        "truncation": "auto",
-        "prompt": None,
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.5,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 200,
-                    "idle_timeout_ms": None,
-                    "create_response": True,
-                    "interrupt_response": True,
-                },
-            },
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0},
-        },
-    }
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge of a ``session.update``: only fields sent change; an explicit null clears."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if key in ("turn_detection", "format", "noise_reduction", "transcription") or not isinstance(value, dict):
-            out[key] = copy.deepcopy(value)
-        elif isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _check_format(fmt: Any, param: str) -> str | None:
-    """Why a GA audio format object is unsupported, or None."""
-    if not isinstance(fmt, dict):
-        return f"{param} must be an object"
-    kind = fmt.get("type")
-    if kind == "audio/pcm":
-        rate = fmt.get("rate", 24000)
-        return None if rate == 24000 else f"{param}.rate: only 24000 is supported for audio/pcm, got {rate}"
-    if kind in ("audio/pcmu", "audio/pcma"):
-        return None
-    return f"{param}.type: unsupported audio format {kind!r}"
-
-
-@dataclass
-class _Out:
-    due: float
-    text: str | None
-    kind: str
-    close: tuple[int, str] | None = None
-    raw: bool = False
-    size: int = 0  # > 0: send ``text`` as the head of one fragmented message of this many characters
-
 
 _FRAGMENT_CHARS = 1024 * 1024
 
@@ -180,93 +48,64 @@ def _fragments(head: str, size: int) -> Iterator[str]:
     yield '"}'
 
 
-class _ServerError(Exception):
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
-
-
-class _Response:
-    """A response being streamed; ``cancel_reason`` set from outside stops it at the next chunk."""
-
-    def __init__(self, record: ResponseRecord) -> None:
-        self.record = record
-        self.cancel_reason: str | None = None
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-
 class _Connection:
-    """One client connection: the protocol state and the tasks that feed the socket."""
+    """One client connection: the socket, the timer and the voices around its :class:`ServerSession`."""
 
-    def __init__(self, emulator: Emulator, ws: ServerConnection, record: SessionRecord) -> None:
+    def __init__(
+        self, emulator: Emulator, ws: ServerConnection, record: SessionRecord, *, beta: bool, key: str
+    ) -> None:
         self.emu = emulator
         self.ws = ws
         self.record = record
-        self.opts = emulator.options
-        self.session = default_session(record.model, self.opts.session_expires_s)
-        self.outgoing: asyncio.Queue[_Out] = asyncio.Queue()
-        self.events_sent = 0
+        self.core = ServerSession(
+            emulator.options,
+            record,
+            now_wall=time.time(),
+            add_violation=lambda direction, problem, event: emulator.add_violation(
+                record.index, direction, problem, event
+            ),
+            take_budget=lambda fault, times: emulator.take_budget(fault, times, record.index),
+        )
+        self._beta, self._key = beta, key
+        self.outgoing: asyncio.Queue[Out] = asyncio.Queue()
         self.silent = False  # half-open: nothing more is read or sent
         self.dropped = False
-        self.injected: set[str] = set()
-        self.input_samples = 0  # input samples appended this session (wire rate)
-        self.buffer: list[NDArray[np.int16]] = []
-        self.buffer_rate_hz = 24000
-        self.vad: EnergyVad | None = None
-        self.speech_item_id: str | None = None
-        self.response: _Response | None = None
-        self.responses_started = 0
-        self.audio_sent: dict[str, tuple[int, int]] = {}  # assistant item id → (samples sent, rate)
-        self.calls: dict[str, str] = {}  # call_id → function name
-        self.pending_texts: list[str] = []
-        self.pending_audio_ms = 0
-        self.pending_outputs: list[tuple[str, str]] = []
-        self.voice_locked = False
-        self.tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    # --- sending ---------------------------------------------------------------------------------------------
+    # --- the core's outputs -----------------------------------------------------------------------------------
 
-    def emit(self, event: dict[str, Any]) -> None:
-        """Queue a server event (an ``event_id`` is added); validated first when ``strict``."""
-        event = {"event_id": _id("event"), **event}
-        if self.opts.strict:
-            for problem in schema.validate_server_event(event):
-                self.emu.add_violation(self.record.index, "server", problem, _redact(event))
-        self.record.server_events.append(_redact(event))
+    def _flush(self) -> None:
+        """Queue what the core wants sent, start the voices it asked for, set the timer for its deadline."""
+        for out in self.core.outputs():
+            self.outgoing.put_nowait(out)
+        for request in self.core.voice_requests():
+            task = asyncio.ensure_future(self._speak(request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.core.next_deadline()
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._tick)
         self.emu.notify()
-        self._enqueue(json.dumps(event), event["type"])
 
-    def _enqueue(self, text: str | None, kind: str, *, close: tuple[int, str] | None = None, raw: bool = False) -> None:
-        due = time.monotonic() + self.opts.faults.delay_ms / 1000.0
-        self.outgoing.put_nowait(_Out(due, text, kind, close, raw))
+    def _tick(self) -> None:
+        self._timer = None
+        self.core.tick(time.monotonic())
+        self._flush()
 
-    def error(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str | None = None,
-        event_id: str | None = None,
-        error_type: str = "invalid_request_error",
-    ) -> None:
-        """Send an ``error`` event (``event_id`` is the client event that caused it)."""
-        self.emit(
-            {
-                "type": "error",
-                "error": {"type": error_type, "code": code, "message": message, "param": param, "event_id": event_id},
-            }
-        )
+    def _now(self) -> float:
+        """The time for an input from outside the core's own schedule (its due work is done first)."""
+        now = time.monotonic()
+        self.core.tick(now)
+        return now
 
-    def close_after_sent(self, code: int, reason: str) -> None:
-        """Close the socket once everything queued so far has been sent."""
-        self._enqueue(None, "close", close=(code, reason))
+    async def _speak(self, request: VoiceRequest) -> None:
+        pcm: NDArray[np.int16] = await tts.speak(request.text, request.engine)
+        self.core.voice_ready(request.response_id, pcm, time.monotonic())
+        self._flush()
 
     async def sender(self) -> None:
         """Send queued messages in order, each no earlier than its due time; apply the per-event faults."""
@@ -287,66 +126,32 @@ class _Connection:
                 return
             if out.raw:
                 continue
-            self.events_sent += 1
-            self._after_send(out.kind)
+            action = self.core.sent(out.kind, time.monotonic())
+            if action == "drop":
+                self.drop()
+            elif action == "half_open":
+                self.half_open()
+            self._flush()
 
-    def _after_send(self, kind: str) -> None:
-        f = self.opts.faults
-        n = self.events_sent
-        drop = (f.drop_after_events is not None and n >= f.drop_after_events) or f.drop_on_event == kind
-        if drop and self.emu.take_budget("drop", f.drop_times, self.record.index):
-            self.drop()
-            return
-        half = (f.half_open_after_events is not None and n >= f.half_open_after_events) or f.half_open_on_event == kind
-        if half and self.emu.take_budget("half_open", f.half_open_times, self.record.index):
-            self.half_open()
-            return
-        if f.error_code is not None and f.error_on_event == kind and "error" not in self.injected:
-            self.inject_error(f.error_code, f.error_close)
-        if f.malformed_after_events is not None and n == f.malformed_after_events:
-            self.send_raw('{"type": "response.output_audio.delta", "delta": "AAAA')
-        if f.unknown_after_events is not None and n == f.unknown_after_events:
-            self.send_raw(json.dumps({"type": "response.future_feature.delta", "event_id": _id("event"), "x": 1}))
-        if f.huge_after_events is not None and n == f.huge_after_events:
-            self.send_huge()
-        oversize = f.oversize_after_events is not None and n == f.oversize_after_events
-        if oversize and self.emu.take_budget("oversize", f.oversize_times, self.record.index):
-            self.send_oversize(f.oversize_bytes)
+    # --- faults from outside ----------------------------------------------------------------------------------
 
-    def send_raw(self, text: str) -> None:
-        """Send text as is (no validation, no event counting): for malformed or unknown events."""
-        self.record.server_events.append({"type": "<raw>", "text": text[:200]})
-        self._enqueue(text, "<raw>", raw=True)
-
-    def send_huge(self) -> None:
-        """Send a valid ``conversation.item.retrieved`` of about 10 MB (an item with long audio)."""
-        audio = base64.b64encode(bytes(HUGE_MESSAGE_BYTES * 3 // 4)).decode()
-        item = {
-            "id": _id("item"),
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "completed",
-            "content": [{"type": "output_audio", "audio": audio, "transcript": "(a very long reply)"}],
-        }
-        event = {"type": "conversation.item.retrieved", "event_id": _id("event"), "item": item}
-        self.record.server_events.append({"type": event["type"], "item": _strip_audio(item)})
-        self._enqueue(json.dumps(event), "conversation.item.retrieved", raw=True)
-
-    def send_oversize(self, size: int) -> None:
-        """Send one audio delta of ``size`` characters in 1 MiB fragments (a broken or hostile server)."""
-        head = json.dumps({"type": "response.output_audio.delta", "event_id": _id("event")})[:-1] + ', "delta": "'
-        self.record.server_events.append({"type": "<oversize>", "size": size})
-        self.outgoing.put_nowait(_Out(time.monotonic(), head, "<oversize>", raw=True, size=size))
-
-    def inject_error(self, code: str, close: bool | None = None, message: str | None = None) -> None:
-        """Send an ``error`` with ``code``; close with 1008 afterwards if ``close`` (None: for fatal codes)."""
-        if not self.emu.take_budget("error", self.opts.faults.error_times, self.record.index):
-            return
-        self.injected.add("error")
-        self.error(message or f"Emulated error: {code}", code=code)
+    def send_error(self, code: str, message: str | None = None, *, close: bool | None = None) -> None:
+        self._now()
+        self.core.injected.discard("error")
+        self.core.error(message or f"Emulated error: {code}", code=code)
         if close if close is not None else code in FATAL_CODES:
-            self.close_after_sent(1008, code)
+            self.core.close_after_sent(1008, code)
+        self._flush()
+
+    def inject(self, action: Callable[[], None]) -> None:
+        """Run a fault injection of the core (``send_raw``, ``send_huge``, ``send_oversize``) now."""
+        self._now()
+        action()
+        self._flush()
+
+    def expire(self) -> None:
+        self.core.expire(self._now())
+        self._flush()
 
     def drop(self) -> None:
         """Abort the TCP connection now, without a close frame (the client sees 1006)."""
@@ -360,661 +165,31 @@ class _Connection:
         self.silent = True
         self.ws.transport.pause_reading()
 
-    # --- lifecycle -------------------------------------------------------------------------------------------
+    # --- lifecycle --------------------------------------------------------------------------------------------
 
-    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def run(self, beta: bool, key: str) -> None:
+    async def run(self) -> None:
         sender = asyncio.create_task(self.sender())
         try:
-            if beta:
-                self.error(
-                    "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.",
-                    code="beta_api_shape_disabled",
-                )
-                self.close_after_sent(4000, "beta_api_shape_disabled")
-            elif key.startswith("sk-bad"):
-                self.error(
-                    "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
-                    code="invalid_api_key",
-                )
-                self.close_after_sent(1008, "invalid_api_key")
-            else:
-                self.emit({"type": "session.created", "session": self.session})
-                self.emit(
-                    {
-                        "type": "conversation.created",
-                        "conversation": {"id": _id("conv"), "object": "realtime.conversation"},
-                    }
-                )
-                f = self.opts.faults
-                if f.error_code is not None and f.error_on_event is None:
-                    self.inject_error(f.error_code, f.error_close)
-                _ = self.spawn(self._expire_later())
+            self.core.open(time.monotonic(), beta=self._beta, key=self._key)
+            self._flush()
             async for message in self.ws:
                 if self.silent:
                     break
-                self.receive(message)
+                self.core.receive(message, time.monotonic())
+                self._flush()
             if self.silent:
                 await self.ws.wait_closed()
         except ConnectionClosed:
             pass
         finally:
-            for task in (*self.tasks, sender):
+            if self._timer is not None:
+                self._timer.cancel()
+            for task in (*self._tasks, sender):
                 task.cancel()
-            await asyncio.gather(*self.tasks, sender, return_exceptions=True)
+            await asyncio.gather(*self._tasks, sender, return_exceptions=True)
             self.record.close_code = 1006 if self.dropped else self.ws.close_code
             self.emu.notify()
             logger.info("session %d closed (code %s)", self.record.index, self.record.close_code)
-
-    async def _expire_later(self) -> None:
-        await asyncio.sleep(self.opts.session_expires_s)
-        self.expire()
-
-    def expire(self) -> None:
-        """``session_expired`` then close 1001, as the real server does at its 60-minute cap."""
-        minutes = max(1, round(self.opts.session_expires_s / 60))
-        message = f"Your session hit the maximum duration of {minutes} minutes."
-        logger.info("session %d expired", self.record.index)
-        self.error(message, code="session_expired")
-        self.close_after_sent(1001, message)
-
-    # --- receiving -------------------------------------------------------------------------------------------
-
-    def receive(self, message: str | bytes) -> None:
-        """Handle one client message: record, validate, dispatch; protocol errors go back as ``error``."""
-        if isinstance(message, bytes):
-            self.emu.add_violation(self.record.index, "client", "binary frame", f"<{len(message)} bytes>")
-            self.error("Binary messages are not supported.", code="invalid_request_error")
-            return
-        try:
-            event = json.loads(message)
-        except ValueError as exc:
-            self.emu.add_violation(self.record.index, "client", f"malformed JSON: {exc}", message[:300])
-            self.error(f"Invalid JSON: {exc}", code="invalid_json")
-            return
-        if not isinstance(event, dict):
-            self.emu.add_violation(self.record.index, "client", "not a JSON object", message[:300])
-            self.error("Expected a JSON object.", code="invalid_request_error")
-            return
-        self.record.client_events.append(_redact(event))
-        self.emu.notify()
-        kind = event.get("type")
-        event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-        if kind != "input_audio_buffer.append":
-            logger.debug("session %d < %s %s", self.record.index, kind, event_id or "")
-        problems = schema.validate_client_event(event)
-        for problem in problems:
-            self.emu.add_violation(self.record.index, "client", problem, _redact(event))
-        hard = [p for p in problems if not p.startswith("unknown key")]
-        if kind not in _CLIENT_TYPES:
-            self.error(
-                f"Invalid value: '{kind}'. Supported values are: {sorted(_CLIENT_TYPES)}.",
-                code="invalid_value",
-                param="type",
-                event_id=event_id,
-            )
-            return
-        if hard:
-            self.error(f"Invalid request: {hard[0]}", code="invalid_value", event_id=event_id)
-            return
-        handler: Callable[[dict[str, Any]], None] = getattr(self, "_on_" + str(kind).replace(".", "_"))
-        try:
-            handler(event)
-        except _ServerError as exc:
-            self.error(exc.message, code=exc.code, param=exc.param, event_id=event_id)
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # shape not checked without the SDK
-            self.emu.add_violation(self.record.index, "client", f"malformed {kind}: {exc!r}", _redact(event))
-            self.error(f"Invalid {kind} event: {exc!r}", code="invalid_value", event_id=event_id)
-
-    def _on_session_update(self, event: dict[str, Any]) -> None:
-        update = event["session"]
-        if update.get("type") != "realtime":
-            raise _ServerError("Only realtime sessions are emulated.", code="invalid_value", param="session.type")
-        if "model" in update and update["model"] != self.session["model"]:
-            raise _ServerError("The model of a session cannot be changed.", code="invalid_value", param="session.model")
-        audio = update.get("audio") or {}
-        for side in ("input", "output"):
-            fmt = (audio.get(side) or {}).get("format")
-            if fmt is not None and (problem := _check_format(fmt, f"session.audio.{side}.format")):
-                raise _ServerError(problem, code="invalid_value", param=f"session.audio.{side}.format")
-        out = audio.get("output") or {}
-        if "voice" in out and out["voice"] != self.session["audio"]["output"]["voice"] and self.voice_locked:
-            raise _ServerError(
-                "Cannot update a conversation's voice if assistant audio is present.",
-                code="cannot_update_voice",
-                param="session.audio.output.voice",
-            )
-        modalities = update.get("output_modalities")
-        if modalities is not None and len(modalities) != 1:
-            raise _ServerError(
-                "output_modalities must be ['audio'] or ['text'].",
-                code="invalid_value",
-                param="session.output_modalities",
-            )
-        merged = _merge(self.session, update)
-        td = merged["audio"]["input"].get("turn_detection")
-        if isinstance(td, dict):
-            defaults: dict[str, Any] = (
-                {"threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500, "idle_timeout_ms": None}
-                if td.get("type") == "server_vad"
-                else {"eagerness": "auto"}
-            )
-            merged["audio"]["input"]["turn_detection"] = {
-                **defaults,
-                "create_response": True,
-                "interrupt_response": True,
-                **td,
-            }
-        self.session = merged
-        self.vad = None  # rebuilt from the new config on the next append
-        self.emit({"type": "session.updated", "session": self.session})
-
-    # --- input audio -----------------------------------------------------------------------------------------
-
-    @property
-    def _in_fmt(self) -> dict[str, Any]:
-        fmt: dict[str, Any] = self.session["audio"]["input"]["format"]
-        return fmt
-
-    @property
-    def _out_fmt(self) -> dict[str, Any]:
-        fmt: dict[str, Any] = self.session["audio"]["output"]["format"]
-        return fmt
-
-    def _turn_detection(self) -> dict[str, Any] | None:
-        td = self.session["audio"]["input"].get("turn_detection")
-        return td if isinstance(td, dict) else None
-
-    def _ensure_vad(self, rate_hz: int) -> EnergyVad | None:
-        td = self._turn_detection()
-        if td is None:
-            self.vad = None
-            return None
-        if self.vad is None or self.vad.rate_hz != rate_hz:
-            if td.get("type") == "semantic_vad":
-                silence = SEMANTIC_SILENCE_MS.get(str(td.get("eagerness", "auto")), 700)
-                self.vad = EnergyVad(rate_hz, threshold=0.5, prefix_padding_ms=300, silence_duration_ms=silence)
-            else:
-                self.vad = EnergyVad(
-                    rate_hz,
-                    threshold=float(td.get("threshold") or 0.5),
-                    prefix_padding_ms=int(td.get("prefix_padding_ms") or 0),
-                    silence_duration_ms=int(td.get("silence_duration_ms") or 0),
-                )
-            self.vad.reset(self.input_samples)
-        return self.vad
-
-    def _on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
-        try:
-            pcm = voice.from_wire(event["audio"], self._in_fmt)
-        except ValueError as exc:
-            raise _ServerError(f"Invalid audio: {exc}", code="invalid_value", param="audio") from exc
-        rate = voice.format_rate_hz(self._in_fmt)
-        if rate != self.buffer_rate_hz:
-            self.buffer = []
-            self.buffer_rate_hz = rate
-        self.record.add_audio(pcm, rate)
-        self.buffer.append(pcm)
-        self.input_samples += pcm.size
-        vad = self._ensure_vad(rate)
-        if vad is None:
-            return
-        for vad_event in vad.process(pcm):
-            if isinstance(vad_event, VadStarted):
-                self._speech_started(vad_event.audio_start_ms)
-            elif isinstance(vad_event, VadStopped):
-                self._speech_stopped(vad_event.audio_end_ms)
-
-    def _speech_started(self, audio_start_ms: int) -> None:
-        self.speech_item_id = _id("item")
-        logger.debug("session %d: speech started at %d ms", self.record.index, audio_start_ms)
-        self.emit(
-            {
-                "type": "input_audio_buffer.speech_started",
-                "audio_start_ms": audio_start_ms,
-                "item_id": self.speech_item_id,
-            }
-        )
-        td = self._turn_detection() or {}
-        if td.get("interrupt_response", True) and self.response is not None:
-            self._cancel(self.response, "turn_detected")
-
-    def _speech_stopped(self, audio_end_ms: int) -> None:
-        item_id = self.speech_item_id or _id("item")
-        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms, "item_id": item_id})
-        self._commit(item_id)
-        td = self._turn_detection() or {}
-        if td.get("create_response", True) and self.response is None:
-            self._start_response({}, None)
-
-    def _buffer_ms(self) -> int:
-        return sum(chunk.size for chunk in self.buffer) * 1000 // self.buffer_rate_hz
-
-    def _commit(self, item_id: str) -> None:
-        pcm = np.concatenate(self.buffer) if self.buffer else np.zeros(0, dtype=np.int16)
-        audio_ms = pcm.size * 1000 // self.buffer_rate_hz
-        self.buffer = []
-        self.speech_item_id = None
-        if self.vad is not None:
-            self.vad.reset(self.input_samples)
-        previous = next(reversed(self.record.items), None)
-        self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "user",
-            "status": "completed",
-            "content": [{"type": "input_audio", "transcript": None}],
-        }
-        self.record.user_audio[item_id] = voice.resample(pcm, self.buffer_rate_hz, voice.RATE_HZ)
-        self.pending_audio_ms += audio_ms
-        logger.info("session %d: user turn committed (%d ms of audio)", self.record.index, audio_ms)
-        self._add_item(item, previous)
-
-    def _add_item(self, item: dict[str, Any], previous: str | None) -> None:
-        self.record.items[item["id"]] = item
-        self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
-        self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-
-    def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
-        ms = self._buffer_ms()
-        if ms < MIN_COMMIT_MS:
-            raise _ServerError(
-                f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
-                f"but buffer only has {ms:.2f}ms of audio.",
-                code="input_audio_buffer_commit_empty",
-            )
-        self._commit(self.speech_item_id or _id("item"))
-
-    def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        self.buffer = []
-        self.speech_item_id = None
-        if self.vad is not None:
-            self.vad.reset(self.input_samples)
-        self.emit({"type": "input_audio_buffer.cleared"})
-
-    def _on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        raise _ServerError("output_audio_buffer.clear is only supported for WebRTC and SIP.", code="invalid_value")
-
-    # --- conversation items ----------------------------------------------------------------------------------
-
-    def _on_conversation_item_create(self, event: dict[str, Any]) -> None:
-        item = dict(event["item"])
-        previous = event.get("previous_item_id")
-        if item.get("id") in self.record.items:
-            raise _ServerError(f"Item with id '{item['id']}' already exists.", code="invalid_value", param="item.id")
-        if previous is not None and previous != "root" and previous not in self.record.items:
-            raise _ServerError(f"Item with id '{previous}' not found.", code="item_not_found", param="previous_item_id")
-        kind = item.get("type")
-        content = item.get("content", [])
-        if item.get("role") == "assistant" and any(part.get("type") == "output_audio" for part in content):
-            raise _ServerError(
-                "You cannot populate assistant audio messages.", code="invalid_value", param="item.content"
-            )
-        if kind == "function_call_output" and item.get("call_id") not in self.calls:
-            raise _ServerError(
-                f"No tool call found for function call output with call_id {item.get('call_id')}.",
-                code="invalid_value",
-                param="item.call_id",
-            )
-        item.setdefault("id", _id("item"))
-        item["object"] = "realtime.item"
-        item["status"] = "completed"
-        if kind == "message":
-            for part in item.get("content", []):
-                if part.get("type") == "input_text" and item.get("role") in ("user", "system"):
-                    self.pending_texts.append(str(part.get("text", "")))
-                elif part.get("type") == "input_audio" and isinstance(part.get("audio"), str):
-                    try:
-                        pcm = voice.from_wire(part["audio"], self._in_fmt)
-                    except ValueError as exc:
-                        raise _ServerError(f"Invalid audio: {exc}", code="invalid_value", param="item.content") from exc
-                    rate = voice.format_rate_hz(self._in_fmt)
-                    self.record.user_audio[item["id"]] = voice.resample(pcm, rate, voice.RATE_HZ)
-                    self.pending_audio_ms += pcm.size * 1000 // rate
-        elif kind == "function_call":
-            self.calls[str(item.get("call_id"))] = str(item.get("name"))
-        elif kind == "function_call_output":
-            self.pending_outputs.append((self.calls[str(item["call_id"])], str(item.get("output", ""))))
-        item = _strip_audio(item)
-        if previous == "root":
-            self.record.items = {item["id"]: item, **self.record.items}
-        elif previous is not None:
-            items = list(self.record.items.items())
-            at = [k for k, _ in items].index(previous) + 1
-            items.insert(at, (item["id"], item))
-            self.record.items = dict(items)
-        else:
-            previous = next(reversed(self.record.items), None)
-            self.record.items[item["id"]] = item
-        self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
-        self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-
-    def _on_conversation_item_delete(self, event: dict[str, Any]) -> None:
-        item_id = event["item_id"]
-        if self.record.items.pop(item_id, None) is None:
-            raise _ServerError(f"Item with id '{item_id}' not found.", code="item_not_found", param="item_id")
-        self.emit({"type": "conversation.item.deleted", "item_id": item_id})
-
-    def _on_conversation_item_retrieve(self, event: dict[str, Any]) -> None:
-        item = self.record.items.get(event["item_id"])
-        if item is None:
-            raise _ServerError(f"Item with id '{event['item_id']}' not found.", code="item_not_found", param="item_id")
-        self.emit({"type": "conversation.item.retrieved", "item": item})
-
-    def _on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
-        item_id, content_index, end_ms = event["item_id"], event["content_index"], event["audio_end_ms"]
-        sent = self.audio_sent.get(item_id)
-        sent_ms = sent[0] * 1000 // sent[1] if sent else None
-        truncation = Truncation(item_id, content_index, end_ms, sent_ms, None)
-        self.record.truncations.append(truncation)
-        item = self.record.items.get(item_id)
-        try:
-            if item is None:
-                raise _ServerError(f"Item with id '{item_id}' not found.", code="item_not_found", param="item_id")
-            if item.get("role") != "assistant" or sent is None or sent[0] == 0:
-                raise _ServerError("Only model output audio messages can be truncated", param="item_id")
-            if content_index != 0:
-                raise _ServerError(
-                    f"Content index {content_index} does not exist.", code="invalid_value", param="content_index"
-                )
-            assert sent_ms is not None
-            if end_ms > sent_ms:
-                raise _ServerError(
-                    f"Audio content of {sent_ms}ms is already shorter than {end_ms}ms", param="audio_end_ms"
-                )
-        except _ServerError as exc:
-            truncation.error = exc.message
-            logger.info("session %d: truncate %s at %d ms refused: %s", self.record.index, item_id, end_ms, exc.message)
-            raise
-        logger.info("session %d: truncate %s at %d ms (%s ms sent)", self.record.index, item_id, end_ms, sent_ms)
-        for part in item.get("content", []):
-            if part.get("type") == "output_audio":
-                part["transcript"] = ""  # the server drops the unheard transcript
-        self.emit(
-            {"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms}
-        )
-
-    # --- responses -------------------------------------------------------------------------------------------
-
-    def _on_response_create(self, event: dict[str, Any]) -> None:
-        params = event.get("response") or {}
-        if params.get("conversation") != "none" and self.response is not None:
-            raise _ServerError(
-                f"Conversation already has an active response in progress: {self.response.id}. "
-                "Wait until the response is finished before creating a new one.",
-                code="conversation_already_has_active_response",
-            )
-        self._start_response(params, event.get("event_id"))
-
-    def _on_response_cancel(self, event: dict[str, Any]) -> None:
-        wanted = event.get("response_id")
-        active = self.response
-        if active is None or active.cancel_reason is not None or (wanted is not None and wanted != active.id):
-            self.record.cancels.append(Cancel(None, wanted))
-            raise _ServerError("Cancellation failed: no active response found", code="response_cancel_not_active")
-        self.record.cancels.append(Cancel(active.id, wanted))
-        self._cancel(active, "client_cancelled")
-
-    def _cancel(self, response: _Response, reason: str) -> None:
-        if response.cancel_reason is None:
-            logger.debug("session %d: cancelling %s (%s)", self.record.index, response.id, reason)
-            response.cancel_reason = reason
-            response.wake.set()
-
-    def _start_response(self, params: dict[str, Any], client_event_id: str | None) -> None:
-        self.responses_started += 1
-        turn = Turn(
-            number=self.responses_started,
-            session_index=self.record.index,
-            user_texts=tuple(self.pending_texts),
-            user_audio_ms=self.pending_audio_ms,
-            tool_outputs=tuple(self.pending_outputs),
-        )
-        self.pending_texts, self.pending_audio_ms, self.pending_outputs = [], 0, []
-        record = ResponseRecord(id=_id("resp"))
-        self.record.responses.append(record)
-        response = _Response(record)
-        out_of_band = params.get("conversation") == "none"
-        if not out_of_band:
-            self.response = response
-        response.task = self.spawn(self._stream(response, turn, params, out_of_band))
-
-    def _response_object(
-        self, response: _Response, params: dict[str, Any], output: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        modalities = params.get("output_modalities") or self.session["output_modalities"]
-        out_audio = (params.get("audio") or {}).get("output") or {}
-        return {
-            "id": response.id,
-            "object": "realtime.response",
-            "conversation_id": None if params.get("conversation") == "none" else "conv_default",
-            "status": response.record.status,
-            "status_details": None,
-            "output": output,
-            "output_modalities": modalities,
-            "max_output_tokens": params.get("max_output_tokens", self.session.get("max_output_tokens", "inf")),
-            "metadata": params.get("metadata"),
-            "audio": {
-                "output": {
-                    "format": out_audio.get("format", self._out_fmt),
-                    "voice": out_audio.get("voice", self.session["audio"]["output"]["voice"]),
-                }
-            },
-            "usage": None,
-        }
-
-    async def _pace(self, response: _Response, started: float, media_s: float) -> None:
-        """Wait until ``media_s`` of reply would have been produced at ``reply_rate``, or a cancel."""
-        rate = max(self.opts.reply_rate, 1e-3)
-        delay = started + media_s / rate - time.monotonic()
-        if delay > 0 and response.cancel_reason is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(response.wake.wait(), delay)
-
-    async def _stream(self, response: _Response, turn: Turn, params: dict[str, Any], out_of_band: bool) -> None:
-        reply = self.opts.script(turn)
-        response.record.function_call = reply.function_call
-        modalities = params.get("output_modalities") or self.session["output_modalities"]
-        text_only = modalities == ["text"]
-        out_fmt = ((params.get("audio") or {}).get("output") or {}).get("format") or self._out_fmt
-        self.emit({"type": "response.created", "response": self._response_object(response, params, [])})
-        self.emit(
-            {
-                "type": "rate_limits.updated",
-                "rate_limits": [
-                    {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
-                    {"name": "tokens", "limit": 40000, "remaining": 39000, "reset_seconds": 1.5},
-                ],
-            }
-        )
-        output: list[dict[str, Any]] = []
-        rid = response.id
-        if reply.text:
-            output.append(
-                await self._stream_message(response, reply.text, text_only, out_fmt, len(output), out_of_band)
-            )
-        if reply.function_call is not None and response.cancel_reason is None:
-            output.append(self._stream_call(response, reply.function_call, len(output), out_of_band))
-        if response.cancel_reason is not None:
-            status, reason = "cancelled", response.cancel_reason
-        else:
-            status, reason = "completed", None
-        response.record.status, response.record.reason = status, reason
-        done = self._response_object(response, params, output)
-        done["status_details"] = {"type": status, "reason": reason} if reason else None
-        words = len(reply.text.split())
-        audio_ms = 0 if text_only else response.record.audio_samples_sent * 1000 // max(response.record.rate_hz, 1)
-        out_tokens = words + audio_ms // 50
-        done["usage"] = {
-            "total_tokens": 120 + out_tokens,
-            "input_tokens": 120,
-            "output_tokens": out_tokens,
-            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0, "image_tokens": 0},
-            "output_token_details": {"text_tokens": words, "audio_tokens": audio_ms // 50},
-        }
-        if self.response is response:
-            self.response = None
-        self.emit({"type": "response.done", "response": done})
-        logger.info("session %d: response %s %s", self.record.index, rid, status)
-
-    async def _stream_message(
-        self, response: _Response, text: str, text_only: bool, out_fmt: dict[str, Any], index: int, out_of_band: bool
-    ) -> dict[str, Any]:
-        rid = response.id
-        item_id = _id("item")
-        response.record.item_id = item_id
-        response.record.text = text
-        item: dict[str, Any] = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        base = {"response_id": rid, "item_id": item_id, "output_index": index}
-        self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": index, "item": item})
-        previous = next(reversed(self.record.items), None)
-        if not out_of_band:
-            self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
-        part: dict[str, Any] = {"type": "text", "text": ""} if text_only else {"type": "audio", "transcript": ""}
-        self.emit({"type": "response.content_part.added", **base, "content_index": 0, "part": part})
-        words = text.split(" ")
-        said: list[str] = []
-        started = time.monotonic()
-        if text_only:
-            for i, word in enumerate(words):
-                await self._pace(response, started, 0.25 * i)
-                if response.cancel_reason is not None:
-                    break
-                delta = word if i == 0 else " " + word
-                said.append(delta)
-                self.emit({"type": "response.output_text.delta", **base, "content_index": 0, "delta": delta})
-        else:
-            pcm = await voice.speak(text, self.opts.voice_engine)
-            rate = voice.format_rate_hz(out_fmt)
-            response.record.rate_hz = rate
-            self.audio_sent[item_id] = (0, rate)
-            chunk = max(1, voice.RATE_HZ * self.opts.chunk_ms // 1000)
-            n_chunks = max(1, math.ceil(pcm.size / chunk))
-            started = time.monotonic()
-            for i in range(n_chunks):
-                await self._pace(response, started, i * chunk / voice.RATE_HZ)
-                if response.cancel_reason is not None:
-                    break
-                first, last = len(words) * i // n_chunks, len(words) * (i + 1) // n_chunks
-                if last > first:
-                    delta = " ".join(words[first:last])
-                    delta = delta if not said else " " + delta
-                    said.append(delta)
-                    self.emit(
-                        {"type": "response.output_audio_transcript.delta", **base, "content_index": 0, "delta": delta}
-                    )
-                wire = voice.to_wire(pcm[i * chunk : (i + 1) * chunk], out_fmt)
-                samples = len(wire) // 2 if rate == voice.RATE_HZ else len(wire)
-                self.voice_locked = True
-                self.emit(
-                    {
-                        "type": "response.output_audio.delta",
-                        **base,
-                        "content_index": 0,
-                        "delta": base64.b64encode(wire).decode(),
-                    }
-                )
-                sent = self.audio_sent[item_id][0] + samples
-                self.audio_sent[item_id] = (sent, rate)
-                response.record.audio_samples_sent = sent
-        transcript = "".join(said)
-        cancelled = response.cancel_reason is not None
-        if text_only:
-            self.emit({"type": "response.output_text.done", **base, "content_index": 0, "text": transcript})
-            final_part = {"type": "output_text", "text": transcript}
-            self.emit(
-                {
-                    "type": "response.content_part.done",
-                    **base,
-                    "content_index": 0,
-                    "part": {"type": "text", "text": transcript},
-                }
-            )
-        else:
-            self.emit({"type": "response.output_audio.done", **base, "content_index": 0})
-            self.emit(
-                {"type": "response.output_audio_transcript.done", **base, "content_index": 0, "transcript": transcript}
-            )
-            final_part = {"type": "output_audio", "transcript": transcript}
-            self.emit(
-                {
-                    "type": "response.content_part.done",
-                    **base,
-                    "content_index": 0,
-                    "part": {"type": "audio", "transcript": transcript},
-                }
-            )
-        item = {**item, "status": "incomplete" if cancelled else "completed", "content": [final_part]}
-        self.emit({"type": "response.output_item.done", "response_id": rid, "output_index": index, "item": item})
-        if not out_of_band:
-            if item_id in self.record.items:
-                self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-        return item
-
-    def _stream_call(self, response: _Response, call: FunctionCall, index: int, out_of_band: bool) -> dict[str, Any]:
-        rid = response.id
-        item_id, call_id = _id("item"), _id("call")[:32]
-        arguments = json.dumps(dict(call.arguments))
-        item: dict[str, Any] = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "call_id": call_id,
-            "name": call.name,
-            "arguments": "",
-        }
-        self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": index, "item": item})
-        previous = next(reversed(self.record.items), None)
-        if not out_of_band:
-            self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
-        half = len(arguments) // 2
-        for delta in (arguments[:half], arguments[half:]):
-            self.emit(
-                {
-                    "type": "response.function_call_arguments.delta",
-                    "response_id": rid,
-                    "item_id": item_id,
-                    "output_index": index,
-                    "call_id": call_id,
-                    "delta": delta,
-                }
-            )
-        self.emit(
-            {
-                "type": "response.function_call_arguments.done",
-                "response_id": rid,
-                "item_id": item_id,
-                "output_index": index,
-                "call_id": call_id,
-                "name": call.name,
-                "arguments": arguments,
-            }
-        )
-        item = {**item, "status": "completed", "arguments": arguments}
-        self.calls[call_id] = call.name
-        self.emit({"type": "response.output_item.done", "response_id": rid, "output_index": index, "item": item})
-        if not out_of_band:
-            self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-        return item
 
 
 class Emulator:
@@ -1106,25 +281,22 @@ class Emulator:
     def send_error(self, code: str, message: str | None = None, *, close: bool | None = None) -> None:
         """Send an ``error`` with ``code`` on every open connection (fatal codes then close with 1008)."""
         for conn in self._live():
-            conn.injected.discard("error")
-            conn.error(message or f"Emulated error: {code}", code=code)
-            if close if close is not None else code in FATAL_CODES:
-                conn.close_after_sent(1008, code)
+            conn.send_error(code, message, close=close)
 
     def send_raw(self, text: str) -> None:
         """Send a text frame as is (malformed JSON, unknown event types) on every open connection."""
         for conn in self._live():
-            conn.send_raw(text)
+            conn.inject(functools.partial(conn.core.send_raw, text))
 
     def send_huge(self) -> None:
         """Send a valid ~10 MB event on every open connection."""
         for conn in self._live():
-            conn.send_huge()
+            conn.inject(conn.core.send_huge)
 
     def send_oversize(self, size: int = 64 * 1024 * 1024) -> None:
         """Send one audio delta of ``size`` characters, in 1 MiB fragments, on every open connection."""
         for conn in self._live():
-            conn.send_oversize(size)
+            conn.inject(functools.partial(conn.core.send_oversize, size))
 
     def expire(self) -> None:
         """Expire every open session now (``session_expired`` + close 1001)."""
@@ -1174,10 +346,10 @@ class Emulator:
         beta = any(k.lower() == "openai-beta" for k in headers)
         key = request.headers.get("Authorization", "").partition(" ")[2].strip()
         logger.info("session %d opened (model %s)", record.index, model)
-        conn = _Connection(self, ws, record)
+        conn = _Connection(self, ws, record, beta=beta, key=key)
         self._connections[record.index] = conn
         try:
-            await conn.run(beta, key)
+            await conn.run()
         finally:
             del self._connections[record.index]
 

@@ -1,18 +1,13 @@
-"""The emulator's voice: reply text spoken by flite or espeak-ng when installed, a tone otherwise.
+"""The emulator's voice: which engine speaks, a tone when none does, and the wire formats.
 
-Everything comes out as mono int16 at 24 kHz (the GA ``audio/pcm`` rate); :func:`to_wire` converts
-to the session's output format.
+Everything is mono int16 at 24 kHz (the GA ``audio/pcm`` rate); :func:`to_wire` converts to the
+session's output format. Speaking itself (a child process) is :mod:`earshot.emulator.tts`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
 import shutil
-import tempfile
-import wave
-from pathlib import Path
 
 import numpy as np
 import soxr
@@ -20,12 +15,8 @@ from numpy.typing import NDArray
 
 from earshot.emulator import g711
 
-logger = logging.getLogger(__name__)
-
 RATE_HZ = 24000
 G711_RATE_HZ = 8000
-_CACHE_LIMIT = 64
-_cache: dict[tuple[str, str], NDArray[np.int16]] = {}
 
 
 def engine_available(engine: str) -> bool:
@@ -53,55 +44,12 @@ def tone(text: str) -> NDArray[np.int16]:
     return (signal * 32767).astype(np.int16)
 
 
-def _read_wav(path: Path) -> NDArray[np.int16]:
-    with wave.open(str(path), "rb") as w:
-        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
-        data = w.readframes(w.getnframes())
-    if width != 2:
-        raise ValueError(f"{width * 8}-bit WAV from the speech engine")
-    pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
-    if channels > 1:
-        pcm = pcm.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    return resample(pcm, rate, RATE_HZ)
-
-
 def resample(pcm: NDArray[np.int16], in_hz: int, out_hz: int) -> NDArray[np.int16]:
     """Whole-buffer resampling (soxr)."""
     if in_hz == out_hz or pcm.size == 0:
         return pcm
     out: NDArray[np.int16] = soxr.resample(pcm, in_hz, out_hz)
     return out.astype(np.int16)
-
-
-async def speak(text: str, engine: str = "auto") -> NDArray[np.int16]:
-    """``text`` as speech at 24 kHz; a tone if no engine is installed or the engine fails."""
-    engine = pick_engine(engine)
-    key = (engine, text)
-    if key in _cache:
-        return _cache[key]
-    pcm = tone(text)
-    if engine != "tone" and text.strip():
-        with tempfile.TemporaryDirectory(prefix="earshot-emulator-") as tmp:
-            out = Path(tmp) / "reply.wav"
-            argv = ["flite", "-t", text, "-o", str(out)] if engine == "flite" else ["espeak-ng", "-w", str(out), text]
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-            )
-            try:
-                _, stderr = await proc.communicate()
-            except BaseException:  # cancelled (the connection closed): leave no process behind
-                if proc.returncode is None:
-                    proc.kill()
-                await asyncio.shield(proc.wait())
-                raise
-            if proc.returncode == 0 and out.exists():
-                pcm = await asyncio.to_thread(_read_wav, out)
-            else:
-                logger.warning("%s failed (%s): %s; replying with a tone", engine, proc.returncode, stderr[:200])
-    if len(_cache) >= _CACHE_LIMIT:
-        _cache.pop(next(iter(_cache)))
-    _cache[key] = pcm
-    return pcm
 
 
 def format_rate_hz(fmt: dict[str, object]) -> int:
