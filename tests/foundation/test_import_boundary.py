@@ -54,6 +54,13 @@ PURE = [
     "earshot.gate.bargein",
     "earshot.gate.mfcc",
     "earshot.gate.wakeword",
+    # the emulator's protocol core (its shell is emulator.server)
+    "earshot.emulator.protocol",
+    "earshot.emulator.replies",
+    "earshot.emulator.wire",
+    "earshot.emulator.voice",
+    "earshot.emulator.vad",
+    "earshot.emulator.options",
     # the playback ledger, the stats counters
     "earshot.audio.ledger",
     "earshot.stats",

@@ -13,176 +13,46 @@ This is an independent implementation of the server side (it shares no code with
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
-import math
-import secrets
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from earshot.emulator import schema, voice
+import earshot.emulator.schema as schema
+import earshot.emulator.voice as voice
 from earshot.emulator.options import (
     FATAL_CODES,
     Cancel,
     EmulatorOptions,
-    FunctionCall,
     ResponseRecord,
     SessionRecord,
     Truncation,
     Turn,
 )
+from earshot.emulator.replies import Response, Speak, stream_response
 from earshot.emulator.vad import EnergyVad, VadStarted, VadStopped
-
-__all__ = ["HUGE_MESSAGE_BYTES", "PATH", "Out", "ServerSession", "VoiceRequest", "default_session"]
-
-logger = logging.getLogger("earshot.emulator.server")
-
-PATH = "/v1/realtime"
-MIN_COMMIT_MS = 100
-SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 400}
-HUGE_MESSAGE_BYTES = 10 * 1024 * 1024
-_CLIENT_TYPES = frozenset(
-    {
-        "session.update",
-        "input_audio_buffer.append",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-        "conversation.item.create",
-        "conversation.item.truncate",
-        "conversation.item.delete",
-        "conversation.item.retrieve",
-        "response.create",
-        "response.cancel",
-        "output_audio_buffer.clear",
-    }
+from earshot.emulator.wire import (
+    CLIENT_TYPES,
+    HUGE_MESSAGE_BYTES,
+    MIN_COMMIT_MS,
+    SEMANTIC_SILENCE_MS,
+    Out,
+    ServerError,
+    check_format,
+    default_session,
+    merge_session,
+    new_id,
+    redact,
+    strip_audio,
 )
 
+__all__ = ["ServerSession", "VoiceRequest"]
 
-def _id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
-
-
-def _redact(event: dict[str, Any]) -> dict[str, Any]:
-    """A copy for the record with audio payloads replaced by their size."""
-    out = dict(event)
-    for key in ("audio", "delta") if event.get("type") in _AUDIO_TYPES else ():
-        value = out.get(key)
-        if isinstance(value, str):
-            out[key] = f"<{len(value) * 3 // 4} bytes>"
-    if event.get("type") == "conversation.item.create" and isinstance(out.get("item"), dict):
-        out["item"] = _strip_audio(out["item"])
-    return out
-
-
-_AUDIO_TYPES = frozenset({"input_audio_buffer.append", "response.output_audio.delta"})
-
-
-def _strip_audio(item: dict[str, Any]) -> dict[str, Any]:
-    item = dict(item)
-    content = item.get("content")
-    if isinstance(content, list):
-        item["content"] = [
-            {k: v for k, v in part.items() if k != "audio"} if isinstance(part, dict) else part for part in content
-        ]
-    return item
-
-
-def default_session(model: str, expires_at: int) -> dict[str, Any]:
-    """The full GA session a new connection starts with (what ``session.created`` carries)."""
-    return {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": _id("sess"),
-        "model": model,
-        "expires_at": expires_at,
-        "output_modalities": ["audio"],
-        "instructions": "You are a helpful assistant emulated by earshot.",
-        "tools": [],
-        "tool_choice": "auto",
-        "max_output_tokens": "inf",
-        "tracing": None,
-        "truncation": "auto",
-        "prompt": None,
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.5,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 200,
-                    "idle_timeout_ms": None,
-                    "create_response": True,
-                    "interrupt_response": True,
-                },
-            },
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0},
-        },
-    }
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge of a ``session.update``: only fields sent change; an explicit null clears."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if key in ("turn_detection", "format", "noise_reduction", "transcription") or not isinstance(value, dict):
-            out[key] = copy.deepcopy(value)
-        elif isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _check_format(fmt: Any, param: str) -> str | None:
-    """Why a GA audio format object is unsupported, or None."""
-    if not isinstance(fmt, dict):
-        return f"{param} must be an object"
-    kind = fmt.get("type")
-    if kind == "audio/pcm":
-        rate = fmt.get("rate", 24000)
-        return None if rate == 24000 else f"{param}.rate: only 24000 is supported for audio/pcm, got {rate}"
-    if kind in ("audio/pcmu", "audio/pcma"):
-        return None
-    return f"{param}.type: unsupported audio format {kind!r}"
-
-
-@dataclass
-class Out:
-    """One thing for the shell to send, in order, no earlier than ``due`` (monotonic seconds)."""
-
-    due: float
-    text: str | None
-    kind: str
-    close: tuple[int, str] | None = None
-    raw: bool = False
-    size: int = 0  # > 0: send ``text`` as the head of one fragmented message of this many characters
-
-
-class _ServerError(Exception):
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.param = param
-
-
-@dataclass(frozen=True, slots=True)
-class _Speak:
-    """What a response's stream yields to have ``text`` spoken (it is sent the 24 kHz audio back)."""
-
-    text: str
-
-
-_Step = float | _Speak
-"""What a response's stream yields: the time it waits for (monotonic seconds), or a voice to speak."""
+logger = logging.getLogger("earshot.emulator.server")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,21 +62,6 @@ class VoiceRequest:
     response_id: str
     text: str
     engine: str
-
-
-class _Response:
-    """A response being streamed: a generator advanced when its time comes; a cancel stops it at the next chunk."""
-
-    def __init__(self, record: ResponseRecord) -> None:
-        self.record = record
-        self.cancel_reason: str | None = None
-        self.stream: Generator[_Step, NDArray[np.int16] | None, None] | None = None
-        self.due: float | None = None  # when to advance it; None while it waits for its voice
-        self.voice: NDArray[np.int16] | None = None  # the spoken reply, sent into the stream
-
-    @property
-    def id(self) -> str:
-        return self.record.id
 
 
 class ServerSession:
@@ -240,10 +95,10 @@ class ServerSession:
         self._add_violation = add_violation
         self._take_budget = take_budget
         self.session = default_session(record.model, int(now_wall + options.session_expires_s))
-        self._now = 0.0
+        self.now = 0.0
         self._out: list[Out] = []
         self._voice: list[VoiceRequest] = []
-        self._streams: list[_Response] = []
+        self._streams: list[Response] = []
         self._expires_at: float | None = None
         self.events_sent = 0
         self.injected: set[str] = set()
@@ -252,7 +107,7 @@ class ServerSession:
         self.buffer_rate_hz = 24000
         self.vad: EnergyVad | None = None
         self.speech_item_id: str | None = None
-        self.response: _Response | None = None
+        self.response: Response | None = None
         self.responses_started = 0
         self.audio_sent: dict[str, tuple[int, int]] = {}  # assistant item id → (samples sent, rate)
         self.calls: dict[str, str] = {}  # call_id → function name
@@ -282,7 +137,7 @@ class ServerSession:
 
     def tick(self, now: float) -> None:
         """Advance the responses whose time has come; expire the session at its cap."""
-        self._now = now
+        self.now = now
         if self._expires_at is not None and now >= self._expires_at:
             self._expires_at = None
             self.expire(now)
@@ -290,7 +145,7 @@ class ServerSession:
 
     def voice_ready(self, response_id: str, pcm: NDArray[np.int16], now: float) -> None:
         """The spoken reply of ``response_id`` (24 kHz), as asked by a :class:`VoiceRequest`."""
-        self._now = now
+        self.now = now
         for response in self._streams:
             if response.id == response_id and response.stream is not None and response.due is None:
                 response.voice = pcm
@@ -301,15 +156,15 @@ class ServerSession:
 
     def emit(self, event: dict[str, Any]) -> None:
         """Queue a server event (an ``event_id`` is added); validated first when ``strict``."""
-        event = {"event_id": _id("event"), **event}
+        event = {"event_id": new_id("event"), **event}
         if self.opts.strict:
             for problem in schema.validate_server_event(event):
-                self._add_violation("server", problem, _redact(event))
-        self.record.server_events.append(_redact(event))
+                self._add_violation("server", problem, redact(event))
+        self.record.server_events.append(redact(event))
         self._enqueue(json.dumps(event), event["type"])
 
     def _enqueue(self, text: str | None, kind: str, *, close: tuple[int, str] | None = None, raw: bool = False) -> None:
-        due = self._now + self.opts.faults.delay_ms / 1000.0
+        due = self.now + self.opts.faults.delay_ms / 1000.0
         self._out.append(Out(due, text, kind, close, raw))
 
     def error(
@@ -338,7 +193,7 @@ class ServerSession:
 
         Returns what the shell must do to the connection now (abort it, or go half-open), or None.
         """
-        self._now = now
+        self.now = now
         self.events_sent += 1
         f = self.opts.faults
         n = self.events_sent
@@ -353,7 +208,7 @@ class ServerSession:
         if f.malformed_after_events is not None and n == f.malformed_after_events:
             self.send_raw('{"type": "response.output_audio.delta", "delta": "AAAA')
         if f.unknown_after_events is not None and n == f.unknown_after_events:
-            self.send_raw(json.dumps({"type": "response.future_feature.delta", "event_id": _id("event"), "x": 1}))
+            self.send_raw(json.dumps({"type": "response.future_feature.delta", "event_id": new_id("event"), "x": 1}))
         if f.huge_after_events is not None and n == f.huge_after_events:
             self.send_huge()
         oversize = f.oversize_after_events is not None and n == f.oversize_after_events
@@ -370,22 +225,22 @@ class ServerSession:
         """Send a valid ``conversation.item.retrieved`` of about 10 MB (an item with long audio)."""
         audio = base64.b64encode(bytes(HUGE_MESSAGE_BYTES * 3 // 4)).decode()
         item = {
-            "id": _id("item"),
+            "id": new_id("item"),
             "object": "realtime.item",
             "type": "message",
             "role": "assistant",
             "status": "completed",
             "content": [{"type": "output_audio", "audio": audio, "transcript": "(a very long reply)"}],
         }
-        event = {"type": "conversation.item.retrieved", "event_id": _id("event"), "item": item}
-        self.record.server_events.append({"type": event["type"], "item": _strip_audio(item)})
+        event = {"type": "conversation.item.retrieved", "event_id": new_id("event"), "item": item}
+        self.record.server_events.append({"type": event["type"], "item": strip_audio(item)})
         self._enqueue(json.dumps(event), "conversation.item.retrieved", raw=True)
 
     def send_oversize(self, size: int) -> None:
         """Send one audio delta of ``size`` characters in 1 MiB fragments (a broken or hostile server)."""
-        head = json.dumps({"type": "response.output_audio.delta", "event_id": _id("event")})[:-1] + ', "delta": "'
+        head = json.dumps({"type": "response.output_audio.delta", "event_id": new_id("event")})[:-1] + ', "delta": "'
         self.record.server_events.append({"type": "<oversize>", "size": size})
-        self._out.append(Out(self._now, head, "<oversize>", raw=True, size=size))
+        self._out.append(Out(self.now, head, "<oversize>", raw=True, size=size))
 
     def inject_error(self, code: str, close: bool | None = None, message: str | None = None) -> None:
         """Send an ``error`` with ``code``; close with 1008 afterwards if ``close`` (None: for fatal codes)."""
@@ -400,7 +255,7 @@ class ServerSession:
 
     def open(self, now: float, *, beta: bool, key: str) -> None:
         """The connection is open: greet (or refuse a beta client or a bad key), start the session's clock."""
-        self._now = now
+        self.now = now
         if beta:
             self.error(
                 "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.",
@@ -418,7 +273,7 @@ class ServerSession:
             self.emit(
                 {
                     "type": "conversation.created",
-                    "conversation": {"id": _id("conv"), "object": "realtime.conversation"},
+                    "conversation": {"id": new_id("conv"), "object": "realtime.conversation"},
                 }
             )
             f = self.opts.faults
@@ -429,7 +284,7 @@ class ServerSession:
     def expire(self, now: float | None = None) -> None:
         """``session_expired`` then close 1001, as the real server does at its 60-minute cap."""
         if now is not None:
-            self._now = now
+            self.now = now
         minutes = max(1, round(self.opts.session_expires_s / 60))
         message = f"Your session hit the maximum duration of {minutes} minutes."
         logger.info("session %d expired", self.record.index)
@@ -440,7 +295,8 @@ class ServerSession:
 
     def receive(self, message: str | bytes, now: float) -> None:
         """Handle one client message: record, validate, dispatch; protocol errors go back as ``error``."""
-        self._now = now
+        self.now = now
+        self._advance_due()  # what was due before the message went out before it
         self._receive(message)
         self._advance_due()
 
@@ -459,18 +315,18 @@ class ServerSession:
             self._add_violation("client", "not a JSON object", message[:300])
             self.error("Expected a JSON object.", code="invalid_request_error")
             return
-        self.record.client_events.append(_redact(event))
+        self.record.client_events.append(redact(event))
         kind = event.get("type")
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         if kind != "input_audio_buffer.append":
             logger.debug("session %d < %s %s", self.record.index, kind, event_id or "")
         problems = schema.validate_client_event(event)
         for problem in problems:
-            self._add_violation("client", problem, _redact(event))
+            self._add_violation("client", problem, redact(event))
         hard = [p for p in problems if not p.startswith("unknown key")]
-        if kind not in _CLIENT_TYPES:
+        if kind not in CLIENT_TYPES:
             self.error(
-                f"Invalid value: '{kind}'. Supported values are: {sorted(_CLIENT_TYPES)}.",
+                f"Invalid value: '{kind}'. Supported values are: {sorted(CLIENT_TYPES)}.",
                 code="invalid_value",
                 param="type",
                 event_id=event_id,
@@ -482,38 +338,38 @@ class ServerSession:
         handler: Callable[[dict[str, Any]], None] = getattr(self, "_on_" + str(kind).replace(".", "_"))
         try:
             handler(event)
-        except _ServerError as exc:
+        except ServerError as exc:
             self.error(exc.message, code=exc.code, param=exc.param, event_id=event_id)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:  # shape not checked without the SDK
-            self._add_violation("client", f"malformed {kind}: {exc!r}", _redact(event))
+            self._add_violation("client", f"malformed {kind}: {exc!r}", redact(event))
             self.error(f"Invalid {kind} event: {exc!r}", code="invalid_value", event_id=event_id)
 
     def _on_session_update(self, event: dict[str, Any]) -> None:
         update = event["session"]
         if update.get("type") != "realtime":
-            raise _ServerError("Only realtime sessions are emulated.", code="invalid_value", param="session.type")
+            raise ServerError("Only realtime sessions are emulated.", code="invalid_value", param="session.type")
         if "model" in update and update["model"] != self.session["model"]:
-            raise _ServerError("The model of a session cannot be changed.", code="invalid_value", param="session.model")
+            raise ServerError("The model of a session cannot be changed.", code="invalid_value", param="session.model")
         audio = update.get("audio") or {}
         for side in ("input", "output"):
             fmt = (audio.get(side) or {}).get("format")
-            if fmt is not None and (problem := _check_format(fmt, f"session.audio.{side}.format")):
-                raise _ServerError(problem, code="invalid_value", param=f"session.audio.{side}.format")
+            if fmt is not None and (problem := check_format(fmt, f"session.audio.{side}.format")):
+                raise ServerError(problem, code="invalid_value", param=f"session.audio.{side}.format")
         out = audio.get("output") or {}
         if "voice" in out and out["voice"] != self.session["audio"]["output"]["voice"] and self.voice_locked:
-            raise _ServerError(
+            raise ServerError(
                 "Cannot update a conversation's voice if assistant audio is present.",
                 code="cannot_update_voice",
                 param="session.audio.output.voice",
             )
         modalities = update.get("output_modalities")
         if modalities is not None and len(modalities) != 1:
-            raise _ServerError(
+            raise ServerError(
                 "output_modalities must be ['audio'] or ['text'].",
                 code="invalid_value",
                 param="session.output_modalities",
             )
-        merged = _merge(self.session, update)
+        merged = merge_session(self.session, update)
         td = merged["audio"]["input"].get("turn_detection")
         if isinstance(td, dict):
             defaults: dict[str, Any] = (
@@ -539,7 +395,8 @@ class ServerSession:
         return fmt
 
     @property
-    def _out_fmt(self) -> dict[str, Any]:
+    def out_fmt(self) -> dict[str, Any]:
+        """The session's output audio format object."""
         fmt: dict[str, Any] = self.session["audio"]["output"]["format"]
         return fmt
 
@@ -570,7 +427,7 @@ class ServerSession:
         try:
             pcm = voice.from_wire(event["audio"], self._in_fmt)
         except ValueError as exc:
-            raise _ServerError(f"Invalid audio: {exc}", code="invalid_value", param="audio") from exc
+            raise ServerError(f"Invalid audio: {exc}", code="invalid_value", param="audio") from exc
         rate = voice.format_rate_hz(self._in_fmt)
         if rate != self.buffer_rate_hz:
             self.buffer = []
@@ -588,7 +445,7 @@ class ServerSession:
                 self._speech_stopped(vad_event.audio_end_ms)
 
     def _speech_started(self, audio_start_ms: int) -> None:
-        self.speech_item_id = _id("item")
+        self.speech_item_id = new_id("item")
         logger.debug("session %d: speech started at %d ms", self.record.index, audio_start_ms)
         self.emit(
             {
@@ -602,7 +459,7 @@ class ServerSession:
             self._cancel(self.response, "turn_detected")
 
     def _speech_stopped(self, audio_end_ms: int) -> None:
-        item_id = self.speech_item_id or _id("item")
+        item_id = self.speech_item_id or new_id("item")
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms, "item_id": item_id})
         self._commit(item_id)
         td = self._turn_detection() or {}
@@ -642,12 +499,12 @@ class ServerSession:
     def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
         ms = self._buffer_ms()
         if ms < MIN_COMMIT_MS:
-            raise _ServerError(
+            raise ServerError(
                 f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
                 f"but buffer only has {ms:.2f}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-        self._commit(self.speech_item_id or _id("item"))
+        self._commit(self.speech_item_id or new_id("item"))
 
     def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
         self.buffer = []
@@ -657,7 +514,7 @@ class ServerSession:
         self.emit({"type": "input_audio_buffer.cleared"})
 
     def _on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        raise _ServerError("output_audio_buffer.clear is only supported for WebRTC and SIP.", code="invalid_value")
+        raise ServerError("output_audio_buffer.clear is only supported for WebRTC and SIP.", code="invalid_value")
 
     # --- conversation items ----------------------------------------------------------------------------------
 
@@ -665,22 +522,22 @@ class ServerSession:
         item = dict(event["item"])
         previous = event.get("previous_item_id")
         if item.get("id") in self.record.items:
-            raise _ServerError(f"Item with id '{item['id']}' already exists.", code="invalid_value", param="item.id")
+            raise ServerError(f"Item with id '{item['id']}' already exists.", code="invalid_value", param="item.id")
         if previous is not None and previous != "root" and previous not in self.record.items:
-            raise _ServerError(f"Item with id '{previous}' not found.", code="item_not_found", param="previous_item_id")
+            raise ServerError(f"Item with id '{previous}' not found.", code="item_not_found", param="previous_item_id")
         kind = item.get("type")
         content = item.get("content", [])
         if item.get("role") == "assistant" and any(part.get("type") == "output_audio" for part in content):
-            raise _ServerError(
+            raise ServerError(
                 "You cannot populate assistant audio messages.", code="invalid_value", param="item.content"
             )
         if kind == "function_call_output" and item.get("call_id") not in self.calls:
-            raise _ServerError(
+            raise ServerError(
                 f"No tool call found for function call output with call_id {item.get('call_id')}.",
                 code="invalid_value",
                 param="item.call_id",
             )
-        item.setdefault("id", _id("item"))
+        item.setdefault("id", new_id("item"))
         item["object"] = "realtime.item"
         item["status"] = "completed"
         if kind == "message":
@@ -691,7 +548,7 @@ class ServerSession:
                     try:
                         pcm = voice.from_wire(part["audio"], self._in_fmt)
                     except ValueError as exc:
-                        raise _ServerError(f"Invalid audio: {exc}", code="invalid_value", param="item.content") from exc
+                        raise ServerError(f"Invalid audio: {exc}", code="invalid_value", param="item.content") from exc
                     rate = voice.format_rate_hz(self._in_fmt)
                     self.record.user_audio[item["id"]] = voice.resample(pcm, rate, voice.RATE_HZ)
                     self.pending_audio_ms += pcm.size * 1000 // rate
@@ -699,7 +556,7 @@ class ServerSession:
             self.calls[str(item.get("call_id"))] = str(item.get("name"))
         elif kind == "function_call_output":
             self.pending_outputs.append((self.calls[str(item["call_id"])], str(item.get("output", ""))))
-        item = _strip_audio(item)
+        item = strip_audio(item)
         if previous == "root":
             self.record.items = {item["id"]: item, **self.record.items}
         elif previous is not None:
@@ -716,13 +573,13 @@ class ServerSession:
     def _on_conversation_item_delete(self, event: dict[str, Any]) -> None:
         item_id = event["item_id"]
         if self.record.items.pop(item_id, None) is None:
-            raise _ServerError(f"Item with id '{item_id}' not found.", code="item_not_found", param="item_id")
+            raise ServerError(f"Item with id '{item_id}' not found.", code="item_not_found", param="item_id")
         self.emit({"type": "conversation.item.deleted", "item_id": item_id})
 
     def _on_conversation_item_retrieve(self, event: dict[str, Any]) -> None:
         item = self.record.items.get(event["item_id"])
         if item is None:
-            raise _ServerError(f"Item with id '{event['item_id']}' not found.", code="item_not_found", param="item_id")
+            raise ServerError(f"Item with id '{event['item_id']}' not found.", code="item_not_found", param="item_id")
         self.emit({"type": "conversation.item.retrieved", "item": item})
 
     def _on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
@@ -734,19 +591,19 @@ class ServerSession:
         item = self.record.items.get(item_id)
         try:
             if item is None:
-                raise _ServerError(f"Item with id '{item_id}' not found.", code="item_not_found", param="item_id")
+                raise ServerError(f"Item with id '{item_id}' not found.", code="item_not_found", param="item_id")
             if item.get("role") != "assistant" or sent is None or sent[0] == 0:
-                raise _ServerError("Only model output audio messages can be truncated", param="item_id")
+                raise ServerError("Only model output audio messages can be truncated", param="item_id")
             if content_index != 0:
-                raise _ServerError(
+                raise ServerError(
                     f"Content index {content_index} does not exist.", code="invalid_value", param="content_index"
                 )
             assert sent_ms is not None
             if end_ms > sent_ms:
-                raise _ServerError(
+                raise ServerError(
                     f"Audio content of {sent_ms}ms is already shorter than {end_ms}ms", param="audio_end_ms"
                 )
-        except _ServerError as exc:
+        except ServerError as exc:
             truncation.error = exc.message
             logger.info("session %d: truncate %s at %d ms refused: %s", self.record.index, item_id, end_ms, exc.message)
             raise
@@ -763,7 +620,7 @@ class ServerSession:
     def _on_response_create(self, event: dict[str, Any]) -> None:
         params = event.get("response") or {}
         if params.get("conversation") != "none" and self.response is not None:
-            raise _ServerError(
+            raise ServerError(
                 f"Conversation already has an active response in progress: {self.response.id}. "
                 "Wait until the response is finished before creating a new one.",
                 code="conversation_already_has_active_response",
@@ -775,16 +632,16 @@ class ServerSession:
         active = self.response
         if active is None or active.cancel_reason is not None or (wanted is not None and wanted != active.id):
             self.record.cancels.append(Cancel(None, wanted))
-            raise _ServerError("Cancellation failed: no active response found", code="response_cancel_not_active")
+            raise ServerError("Cancellation failed: no active response found", code="response_cancel_not_active")
         self.record.cancels.append(Cancel(active.id, wanted))
         self._cancel(active, "client_cancelled")
 
-    def _cancel(self, response: _Response, reason: str) -> None:
+    def _cancel(self, response: Response, reason: str) -> None:
         if response.cancel_reason is None:
             logger.debug("session %d: cancelling %s (%s)", self.record.index, response.id, reason)
             response.cancel_reason = reason
             if response.stream is not None and response.due is not None:
-                response.due = self._now  # it stops at its next chunk, after what this message does
+                response.due = self.now  # it stops at its next chunk, after what this message does
 
     def _start_response(self, params: dict[str, Any], client_event_id: str | None) -> None:
         self.responses_started += 1
@@ -796,47 +653,23 @@ class ServerSession:
             tool_outputs=tuple(self.pending_outputs),
         )
         self.pending_texts, self.pending_audio_ms, self.pending_outputs = [], 0, []
-        record = ResponseRecord(id=_id("resp"))
+        record = ResponseRecord(id=new_id("resp"))
         self.record.responses.append(record)
-        response = _Response(record)
+        response = Response(record)
         out_of_band = params.get("conversation") == "none"
         if not out_of_band:
             self.response = response
-        response.stream = self._stream(response, turn, params, out_of_band)
-        response.due = self._now  # it starts after what this message does, as a task would
+        response.stream = stream_response(self, response, turn, params, out_of_band)
+        response.due = self.now  # it starts after what this message does, as a task would
         self._streams.append(response)
-
-    def _response_object(
-        self, response: _Response, params: dict[str, Any], output: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        modalities = params.get("output_modalities") or self.session["output_modalities"]
-        out_audio = (params.get("audio") or {}).get("output") or {}
-        return {
-            "id": response.id,
-            "object": "realtime.response",
-            "conversation_id": None if params.get("conversation") == "none" else "conv_default",
-            "status": response.record.status,
-            "status_details": None,
-            "output": output,
-            "output_modalities": modalities,
-            "max_output_tokens": params.get("max_output_tokens", self.session.get("max_output_tokens", "inf")),
-            "metadata": params.get("metadata"),
-            "audio": {
-                "output": {
-                    "format": out_audio.get("format", self._out_fmt),
-                    "voice": out_audio.get("voice", self.session["audio"]["output"]["voice"]),
-                }
-            },
-            "usage": None,
-        }
 
     def _advance_due(self) -> None:
         """Advance every response stream whose time has come, in the order they started."""
         for response in list(self._streams):
-            if response.due is not None and response.due <= self._now:
+            if response.due is not None and response.due <= self.now:
                 self._advance(response)
 
-    def _advance(self, response: _Response) -> None:
+    def _advance(self, response: Response) -> None:
         stream = response.stream
         while stream is not None:
             voice, response.voice = response.voice, None
@@ -847,215 +680,14 @@ class ServerSession:
                 response.due = None
                 self._streams.remove(response)
                 return
-            if isinstance(step, _Speak):
+            if isinstance(step, Speak):
                 response.due = None
                 self._voice.append(VoiceRequest(response.id, step.text, self.opts.voice_engine))
                 return
-            if step > self._now and response.cancel_reason is None:
+            if step > self.now and response.cancel_reason is None:
                 response.due = step
                 return
 
-    def _pace(self, started: float, media_s: float) -> float:
+    def pace(self, started: float, media_s: float) -> float:
         """When ``media_s`` of reply would have been produced at ``reply_rate``."""
         return started + media_s / max(self.opts.reply_rate, 1e-3)
-
-    def _stream(
-        self, response: _Response, turn: Turn, params: dict[str, Any], out_of_band: bool
-    ) -> Generator[_Step, NDArray[np.int16] | None, None]:
-        reply = self.opts.script(turn)
-        response.record.function_call = reply.function_call
-        modalities = params.get("output_modalities") or self.session["output_modalities"]
-        text_only = modalities == ["text"]
-        out_fmt = ((params.get("audio") or {}).get("output") or {}).get("format") or self._out_fmt
-        self.emit({"type": "response.created", "response": self._response_object(response, params, [])})
-        self.emit(
-            {
-                "type": "rate_limits.updated",
-                "rate_limits": [
-                    {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
-                    {"name": "tokens", "limit": 40000, "remaining": 39000, "reset_seconds": 1.5},
-                ],
-            }
-        )
-        output: list[dict[str, Any]] = []
-        rid = response.id
-        if reply.text:
-            output.append(
-                (yield from self._stream_message(response, reply.text, text_only, out_fmt, len(output), out_of_band))
-            )
-        if reply.function_call is not None and response.cancel_reason is None:
-            output.append(self._stream_call(response, reply.function_call, len(output), out_of_band))
-        if response.cancel_reason is not None:
-            status, reason = "cancelled", response.cancel_reason
-        else:
-            status, reason = "completed", None
-        response.record.status, response.record.reason = status, reason
-        done = self._response_object(response, params, output)
-        done["status_details"] = {"type": status, "reason": reason} if reason else None
-        words = len(reply.text.split())
-        audio_ms = 0 if text_only else response.record.audio_samples_sent * 1000 // max(response.record.rate_hz, 1)
-        out_tokens = words + audio_ms // 50
-        done["usage"] = {
-            "total_tokens": 120 + out_tokens,
-            "input_tokens": 120,
-            "output_tokens": out_tokens,
-            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0, "image_tokens": 0},
-            "output_token_details": {"text_tokens": words, "audio_tokens": audio_ms // 50},
-        }
-        if self.response is response:
-            self.response = None
-        self.emit({"type": "response.done", "response": done})
-        logger.info("session %d: response %s %s", self.record.index, rid, status)
-
-    def _stream_message(
-        self, response: _Response, text: str, text_only: bool, out_fmt: dict[str, Any], index: int, out_of_band: bool
-    ) -> Generator[_Step, NDArray[np.int16] | None, dict[str, Any]]:
-        rid = response.id
-        item_id = _id("item")
-        response.record.item_id = item_id
-        response.record.text = text
-        item: dict[str, Any] = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": "in_progress",
-            "content": [],
-        }
-        base = {"response_id": rid, "item_id": item_id, "output_index": index}
-        self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": index, "item": item})
-        previous = next(reversed(self.record.items), None)
-        if not out_of_band:
-            self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
-        part: dict[str, Any] = {"type": "text", "text": ""} if text_only else {"type": "audio", "transcript": ""}
-        self.emit({"type": "response.content_part.added", **base, "content_index": 0, "part": part})
-        words = text.split(" ")
-        said: list[str] = []
-        started = self._now
-        if text_only:
-            for i, word in enumerate(words):
-                yield self._pace(started, 0.25 * i)
-                if response.cancel_reason is not None:
-                    break
-                delta = word if i == 0 else " " + word
-                said.append(delta)
-                self.emit({"type": "response.output_text.delta", **base, "content_index": 0, "delta": delta})
-        else:
-            spoken = yield _Speak(text)
-            pcm = spoken if spoken is not None else voice.tone(text)
-            rate = voice.format_rate_hz(out_fmt)
-            response.record.rate_hz = rate
-            self.audio_sent[item_id] = (0, rate)
-            chunk = max(1, voice.RATE_HZ * self.opts.chunk_ms // 1000)
-            n_chunks = max(1, math.ceil(pcm.size / chunk))
-            started = self._now
-            for i in range(n_chunks):
-                yield self._pace(started, i * chunk / voice.RATE_HZ)
-                if response.cancel_reason is not None:
-                    break
-                first, last = len(words) * i // n_chunks, len(words) * (i + 1) // n_chunks
-                if last > first:
-                    delta = " ".join(words[first:last])
-                    delta = delta if not said else " " + delta
-                    said.append(delta)
-                    self.emit(
-                        {"type": "response.output_audio_transcript.delta", **base, "content_index": 0, "delta": delta}
-                    )
-                wire = voice.to_wire(pcm[i * chunk : (i + 1) * chunk], out_fmt)
-                samples = len(wire) // 2 if rate == voice.RATE_HZ else len(wire)
-                self.voice_locked = True
-                self.emit(
-                    {
-                        "type": "response.output_audio.delta",
-                        **base,
-                        "content_index": 0,
-                        "delta": base64.b64encode(wire).decode(),
-                    }
-                )
-                sent = self.audio_sent[item_id][0] + samples
-                self.audio_sent[item_id] = (sent, rate)
-                response.record.audio_samples_sent = sent
-        transcript = "".join(said)
-        cancelled = response.cancel_reason is not None
-        if text_only:
-            self.emit({"type": "response.output_text.done", **base, "content_index": 0, "text": transcript})
-            final_part = {"type": "output_text", "text": transcript}
-            self.emit(
-                {
-                    "type": "response.content_part.done",
-                    **base,
-                    "content_index": 0,
-                    "part": {"type": "text", "text": transcript},
-                }
-            )
-        else:
-            self.emit({"type": "response.output_audio.done", **base, "content_index": 0})
-            self.emit(
-                {"type": "response.output_audio_transcript.done", **base, "content_index": 0, "transcript": transcript}
-            )
-            final_part = {"type": "output_audio", "transcript": transcript}
-            self.emit(
-                {
-                    "type": "response.content_part.done",
-                    **base,
-                    "content_index": 0,
-                    "part": {"type": "audio", "transcript": transcript},
-                }
-            )
-        item = {**item, "status": "incomplete" if cancelled else "completed", "content": [final_part]}
-        self.emit({"type": "response.output_item.done", "response_id": rid, "output_index": index, "item": item})
-        if not out_of_band:
-            if item_id in self.record.items:
-                self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-        return item
-
-    def _stream_call(self, response: _Response, call: FunctionCall, index: int, out_of_band: bool) -> dict[str, Any]:
-        rid = response.id
-        item_id, call_id = _id("item"), _id("call")[:32]
-        arguments = json.dumps(dict(call.arguments))
-        item: dict[str, Any] = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "call_id": call_id,
-            "name": call.name,
-            "arguments": "",
-        }
-        self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": index, "item": item})
-        previous = next(reversed(self.record.items), None)
-        if not out_of_band:
-            self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
-        half = len(arguments) // 2
-        for delta in (arguments[:half], arguments[half:]):
-            self.emit(
-                {
-                    "type": "response.function_call_arguments.delta",
-                    "response_id": rid,
-                    "item_id": item_id,
-                    "output_index": index,
-                    "call_id": call_id,
-                    "delta": delta,
-                }
-            )
-        self.emit(
-            {
-                "type": "response.function_call_arguments.done",
-                "response_id": rid,
-                "item_id": item_id,
-                "output_index": index,
-                "call_id": call_id,
-                "name": call.name,
-                "arguments": arguments,
-            }
-        )
-        item = {**item, "status": "completed", "arguments": arguments}
-        self.calls[call_id] = call.name
-        self.emit({"type": "response.output_item.done", "response_id": rid, "output_index": index, "item": item})
-        if not out_of_band:
-            self.record.items[item_id] = item
-            self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-        return item

@@ -28,7 +28,8 @@ from websockets.http11 import Request, Response
 
 from earshot.emulator import schema, tts
 from earshot.emulator.options import FATAL_CODES, EmulatorOptions, SessionRecord, Violation
-from earshot.emulator.protocol import HUGE_MESSAGE_BYTES, PATH, Out, ServerSession, VoiceRequest, default_session
+from earshot.emulator.protocol import ServerSession, VoiceRequest
+from earshot.emulator.wire import HUGE_MESSAGE_BYTES, PATH, Out, default_session
 
 __all__ = ["HUGE_MESSAGE_BYTES", "PATH", "Emulator", "default_session"]
 

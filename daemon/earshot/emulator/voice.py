@@ -13,7 +13,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-from earshot.emulator import g711
+import earshot.emulator.g711 as g711
 
 RATE_HZ = 24000
 G711_RATE_HZ = 8000
