@@ -210,7 +210,13 @@ class Daemon:
             control = None
         await metrics.start()
         self.notifier.ready(self._status_text())
-        logger.info("earshot started: gate %s, audio %s, %s", cfg.gate.mode, cfg.audio.backend, cfg.realtime.url)
+        logger.info(
+            "earshot started: gate %s, audio %s, %s",
+            cfg.gate.mode,
+            cfg.audio.backend,
+            cfg.realtime.url,
+            extra={"event": "started", "data": {"gate": cfg.gate.mode, "audio": cfg.audio.backend}},
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -265,7 +271,11 @@ class Daemon:
                             break
         late_ms = getattr(source, "late_max_ms", None)
         if isinstance(late_ms, float):
-            logger.info("event loop: max lateness %d ms taking captured audio", round(late_ms))
+            logger.info(
+                "event loop: max lateness %d ms taking captured audio",
+                round(late_ms),
+                extra={"event": "loop_late", "data": {"ms": round(late_ms), "max": True}},
+            )
         if self.stats is not None:
             loop = asyncio.get_running_loop()
             self.stats.save_usage(loop.time(), time.time())
@@ -309,7 +319,7 @@ class Daemon:
         if burst:
             _hand_over(conv, burst, burst_position, loop.time())
         # Only the file backend's input ends: finish the exchange in progress, then stop.
-        logger.info("input ended; finishing the exchange in progress")
+        logger.info("input ended; finishing the exchange in progress", extra={"event": "finishing"})
         await self._finish_exchange()
         self.stop("input ended")
 

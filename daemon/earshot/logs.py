@@ -78,6 +78,12 @@ class RedactFilter(logging.Filter):
             value = record.__dict__.get(name)
             if value is not None and name.upper() not in record.__dict__:
                 setattr(record, name.upper(), str(value))
+        mark = record.__dict__.get("mark")
+        if isinstance(mark, str):  # the mark repeats the message's text: it was not redacted with it
+            record.mark = redact(mark)
+        data = record.__dict__.get("data")
+        if isinstance(data, dict):
+            record.data = {k: redact(v) if isinstance(v, str) else v for k, v in data.items()}
         return True
 
 
@@ -100,8 +106,10 @@ class _StderrFormatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     """One JSON object a line, for tools that read the daemon's events (the bench, the demo, a kiosk).
 
-    ``{"t": unix time, "level", "logger", "message"}``, plus ``at`` (capture seconds) and ``mark`` for
-    the conversation's lifecycle marks, ``phase``/``event`` where given, and ``exc`` with a traceback.
+    ``{"t": unix time, "level", "logger", "message"}``, plus ``event`` (a stable name: what a tool
+    matches on, never the message text) and ``data`` (its fields) for the daemon's events, ``at``
+    (capture seconds) and ``mark`` for the conversation's lifecycle marks, ``phase`` where given, and
+    ``exc`` with a traceback.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -111,7 +119,7 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in ("at", "mark"):
+        for name in ("at", "mark", "data"):
             value = record.__dict__.get(name)
             if value is not None:
                 doc[name] = value

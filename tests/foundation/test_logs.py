@@ -143,19 +143,26 @@ def test_journald_off_outside_systemd() -> None:
 
 
 def test_json_lines_carry_the_conversation_marks_and_stay_redacted() -> None:
-    """logging.format json: one object a line; the core's marks keep their capture time and text apart."""
+    """logging.format json: one object a line; the core's events keep their name, fields, capture time and
+    text apart, and a secret is redacted in the fields too."""
     import json
 
     from earshot.conversation import core
 
     stream = io.StringIO()
     logs.configure("info", "off", environ={}, stream=stream, fmt="json")
-    core.logger.info("[%.3f] %s", 1.25, "engaged by wake word", extra={"at": 1.25, "mark": "engaged by wake word"})
+    what = "connection lost: bad key sk-live1234567890abcdef"
+    data = {"error": "bad key sk-live1234567890abcdef", "attempt": 3}
+    core.logger.info(
+        "[%.3f] %s", 1.25, what, extra={"at": 1.25, "mark": what, "event": "connection_lost", "data": data}
+    )
     logging.getLogger("earshot.test").warning("key is %s", "sk-live1234567890abcdef", extra={"phase": "IDLE"})
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["logger"] == "earshot.conversation.core"
     assert first["at"] == 1.25
-    assert first["mark"] == "engaged by wake word"
+    assert first["event"] == "connection_lost"  # what tools match on, not the text
+    assert first["data"] == {"error": f"bad key {logs.REDACTED}", "attempt": 3}
+    assert first["mark"] == f"connection lost: bad key {logs.REDACTED}"
     assert first["level"] == "INFO"
     assert second["message"] == f"key is {logs.REDACTED}"
     assert second["phase"] == "IDLE"

@@ -268,7 +268,12 @@ class FileAudio:
                 await self._queue.put(CaptureChunk(pcm, start))
             elif tick == n_chunks:
                 await self._queue.put(None)
-                logger.info("input %s ended after %.2f s", self.input_path, n_chunks * TICK_S)
+                logger.info(
+                    "input %s ended after %.2f s",
+                    self.input_path,
+                    n_chunks * TICK_S,
+                    extra={"event": "input_ended", "data": {"seconds": round(n_chunks * TICK_S, 3)}},
+                )
             tick += 1
             self.ticks = tick
 

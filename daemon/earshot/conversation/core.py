@@ -285,7 +285,12 @@ class ConversationCore:
             if guard.holding and over.armed and self.phase is not Phase.SPEAKING:
                 hit = over.process(cleaned, raw, frame, position)
                 if hit is not None:
-                    self._mark(now, f"user speech over the device's sound at {hit.position / CAPTURE_RATE_HZ:.3f} s")
+                    self._mark(
+                        now,
+                        "speech_over_device",
+                        f"user speech over the device's sound at {hit.position / CAPTURE_RATE_HZ:.3f} s",
+                        onset_s=round(hit.position / CAPTURE_RATE_HZ, 3),
+                    )
                     guard.user_speech(hit.position)
         for onset in guard.released():
             self._speech_started(onset, now)
@@ -353,7 +358,7 @@ class ConversationCore:
                 return False
             self._ready_reported = False
             self._emit(fx.EngagementStarted(source))
-        self._mark(now, f"engaged by {source}")
+        self._mark(now, "engaged", f"engaged by {source}", source=source)
         self.engagement.engage(now, self._position if position is None else position, source)
         self._run_engagement(now)
         return True
@@ -394,7 +399,9 @@ class ConversationCore:
         self._bargein_onset = onset
         self.uplink_guard.user_speech(onset)
         self.uplink_guard.released()  # the barge-in itself starts the user's turn
-        self._mark(now, f"barge-in ({'local' if local else 'server'}) at {onset / CAPTURE_RATE_HZ:.3f} s")
+        who = "local" if local else "server"
+        onset_s = round(onset / CAPTURE_RATE_HZ, 3)
+        self._mark(now, "bargein", f"barge-in ({who}) at {onset_s:.3f} s", source=who, onset_s=onset_s)
         self.engagement.barge_in(now, onset, local=local)
         self._run_engagement(now)
 
@@ -436,7 +443,7 @@ class ConversationCore:
         if isinstance(ev, LinkDown):
             self._on_link_down(ev, now)
         elif isinstance(ev, OfflineOverflow):
-            self._mark(now, "offline for longer than the buffer")
+            self._mark(now, "offline_overflow", "offline for longer than the buffer")
             self._emit(fx.Hook("offline", {"reason": "offline buffer exceeded"}))
             self.engagement.offline(now, "offline")
         elif isinstance(ev, rs.SessionReady):
@@ -466,7 +473,7 @@ class ConversationCore:
         self._run_engagement(now)
 
     def _on_session_ready(self, now: float) -> None:
-        self._mark(now, "session ready")
+        self._mark(now, "session_ready", "session ready")
         self._session_ready_at = now
         self._connection("connected")
         started = self.engagement.engaged_at
@@ -479,14 +486,14 @@ class ConversationCore:
         if self.phase is Phase.IDLE:
             return  # a late delta of an engagement that is over
         if not self._response_has_audio:
-            self._mark(now, "reply audio received")
+            self._mark(now, "reply_audio", "reply audio received")
         self._response_has_audio = True
         self._reply_pending = True
         self._emit(fx.PlayReply(ev.item_id, ev.pcm, self.wire_rate_hz))
 
     def _on_response_done(self, ev: rs.ResponseDone, now: float, playback_active: bool) -> None:
         self._response_done = True
-        self._mark(now, f"response done ({ev.status})")
+        self._mark(now, "response_done", f"response done ({ev.status})", status=ev.status)
         if ev.status == "cancelled" and self.phase is not Phase.SPEAKING:
             # The server interrupted a reply nobody has heard yet (the user went on talking).
             self._drop_unheard_reply(now, playback_active)
@@ -508,7 +515,7 @@ class ConversationCore:
             # local commands for a server while idle).
             logger.warning("tool call %s while idle: not run", ev.name[:64])
             return
-        self._mark(now, f"tool call {ev.name}")
+        self._mark(now, "tool_call", f"tool call {ev.name}", name=ev.name)
         self._reply_pending = True
         if self._tools:
             self._emit(fx.RunTool(ev.call_id, ev.name, ev.arguments))
@@ -517,7 +524,7 @@ class ConversationCore:
         if self.phase is not Phase.SPEAKING and playback_active and self._response_has_audio:
             self._emit(fx.StopPlayback())
             self._response_has_audio = False
-            self._mark(now, "unheard reply dropped")
+            self._mark(now, "reply_dropped", "unheard reply dropped")
 
     def _on_link_down(self, ev: LinkDown, now: float) -> None:
         self._emit(fx.ErrorSeen("LinkDown", ev.error))
@@ -525,7 +532,7 @@ class ConversationCore:
             self._resting_until = now + self.config.realtime.reconnect.slow_retry_s
             self.resting_reason = ev.error
             self._connection("resting")
-            self._mark(now, f"not connecting for now: {ev.error}")
+            self._mark(now, "not_connecting", f"not connecting for now: {ev.error}", error=str(ev.error))
             self._emit(fx.Hook("error", {"reason": ev.error}))
             self.engagement.failed(now, ev.error)
             # No engagement wants the link now: stop its retries (the next engagement, a SIGHUP or a
@@ -534,7 +541,7 @@ class ConversationCore:
             return
         self._connection("connecting")
         self._emit(fx.Counted("reconnect"))
-        self._mark(now, f"connection lost: {ev.error}")
+        self._mark(now, "connection_lost", f"connection lost: {ev.error}", error=str(ev.error))
         self.engagement.connection_lost(now)
         if self.phase is Phase.SPEAKING and not self._response_done:
             # No more of this reply will come; play what arrived, then move on.
@@ -551,7 +558,7 @@ class ConversationCore:
             if self.phase in (Phase.LISTENING, Phase.THINKING, Phase.FOLLOW_UP):
                 self._reply_started(now)
         elif isinstance(ev, PlaybackFinished) and ev.heard and self.phase is Phase.SPEAKING and self._response_done:
-            self._mark(now, "reply played out")
+            self._mark(now, "reply_played_out", "reply played out")
             self._reply_pending = False
             # Nothing of this reply is left to drop: a later server speech start must not stop the next
             # engagement's wake earcon as if it were an unheard reply.
@@ -562,7 +569,7 @@ class ConversationCore:
         self._run_engagement(now)
 
     def _reply_started(self, now: float) -> None:
-        self._mark(now, "reply started")
+        self._mark(now, "reply_started", "reply started")
         if self._turn_ended_at is not None:
             self._emit(fx.Measured("reply_started", 1000.0 * (now - self._turn_ended_at)))
         self._turn_ended_at = None
@@ -592,7 +599,7 @@ class ConversationCore:
         ):
             # The server ends sessions at 60 minutes: replace this one now, while nobody is talking.
             self._session_ready_at = None
-            self._mark(now, "rotating the session before the server's 60-minute cap")
+            self._mark(now, "session_rotating", "rotating the session before the server's 60-minute cap")
             self._emit(fx.RotateLink())
 
     # ------------------------------------------------------------------ the engagement's actions
@@ -607,7 +614,7 @@ class ConversationCore:
                 self._connection("connecting")
                 self._emit(fx.OpenLink())
             case eg.CloseSession(reason=reason):
-                self._mark(now, f"session closed ({reason})")
+                self._mark(now, "session_closed", f"session closed ({reason})", reason=reason)
                 self._session_ready_at = None
                 self._emit(fx.CloseLink(reason))
                 self.engagement.connection_closed()
@@ -620,7 +627,7 @@ class ConversationCore:
             case eg.ReplayTurn(replay=replay):
                 # The link holds the unanswered turn's audio (and all since) until told.
                 if replay:
-                    self._mark(now, "user turn sent again into the new session")
+                    self._mark(now, "turn_replayed", "user turn sent again into the new session")
                 self._emit(fx.ReplayTurn(replay))
             case eg.StopUplink():
                 self._pump_uplink()
@@ -642,7 +649,7 @@ class ConversationCore:
                 if new is Phase.IDLE and self._tools:
                     self._emit(fx.CancelTools())  # no tool runs outside an engagement: its answer has no listener
             case eg.EndEngagement(reason=reason):
-                self._mark(now, f"engagement ended ({reason})")
+                self._mark(now, "engagement_ended", f"engagement ended ({reason})", reason=reason)
                 if self.bargein is not None:
                     self.bargein.stop()
                 self._emit(fx.EngagementEnded(reason))
@@ -664,7 +671,7 @@ class ConversationCore:
 
     def played_until_interrupt(self, now: float, heard_ms: int) -> None:
         """The executor stopped the speaker for an ``Interrupt``: this much of the reply was heard."""
-        self._mark(now, f"playback stopped; truncate at {heard_ms} ms heard")
+        self._mark(now, "truncate", f"playback stopped; truncate at {heard_ms} ms heard", heard_ms=heard_ms)
 
     def _update_gate_suppression(self) -> None:
         # Wakes matter in IDLE and FOLLOW_UP, and over playback unless the duplex is FULL (then the
@@ -689,10 +696,14 @@ class ConversationCore:
         self.connection = state
         self._emit(fx.ConnectionState(state))
 
-    def _mark(self, now: float, what: str) -> None:
-        """One lifecycle line in the log and the timeline (capture time in seconds too)."""
+    def _mark(self, now: float, event: str, what: str, **data: str | int | float) -> None:
+        """One lifecycle event in the log and the timeline.
+
+        A stable ``event`` name and its ``data`` for tools (journald's ``EVENT`` field; ``event``,
+        ``data`` and ``at``, the capture time in seconds, in JSON lines), and ``what`` for people.
+        """
         at = round(self._position / CAPTURE_RATE_HZ, 3)
-        logger.info("[%.3f] %s", at, what, extra={"at": at, "mark": what})
+        logger.info("[%.3f] %s", at, what, extra={"at": at, "mark": what, "event": event, "data": data})
         self.timeline.append((now, what))
 
     def _emit(self, effect: fx.Effect) -> None:

@@ -252,7 +252,11 @@ class AlsaSource(AlsaDevice):
         self._late_max_s = max(self._late_max_s, late_s)
         if late_s > _LATE_WARN_S and now - self._late_warned >= _LATE_WARN_EVERY_S:
             self._late_warned = now
-            logger.warning("event loop ran %d ms late taking captured audio; catching up", round(1000 * late_s))
+            logger.warning(
+                "event loop ran %d ms late taking captured audio; catching up",
+                round(1000 * late_s),
+                extra={"event": "loop_late", "data": {"ms": round(1000 * late_s)}},
+            )
 
     def _on_missing(self, gen: int, message: str, was_open: bool = False) -> None:
         if gen != self._generation:
