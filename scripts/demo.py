@@ -53,12 +53,10 @@ LONG_ANSWER = (
 )
 SHORT_ANSWER = "About three hundred and eighty four thousand kilometres, on average."
 
-# Where the demo's log lines come from and which of them make the timeline.
-_DAEMON_MARK = re.compile(r"^(?P<level>[A-Z]+) earshot\.conversation\.core: \[(?P<t>\d+\.\d+)\] (?P<what>.*)$")
-_DAEMON_LINE = re.compile(r"^(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<what>.*)$")
+# The daemon's timeline comes from its JSON events; the emulator (another program) logs text lines.
+_EMULATOR_LINE = re.compile(r"^(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<what>.*)$")
 _EMU_KEEP = ("listening", "opened", "user turn committed", "response", "truncate", "closed")
-_TRUNCATE_HEARD = re.compile(r"truncate at (\d+) ms heard")
-_BARGEIN_ONSET = re.compile(r"barge-in \(\w+\) at (\d+\.\d+) s")
+# The emulator is another program: its own log lines are shown (and its truncate read) as text.
 _TRUNCATE_SERVER = re.compile(r"truncate \S+ at (\d+) ms")
 
 
@@ -80,6 +78,10 @@ class Event:
     audio_s: float | None
     source: str
     what: str
+    name: str | None = None
+    """The daemon's event name (its JSON line's ``event``), None for other lines."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """The daemon event's fields."""
 
 
 @dataclass
@@ -88,9 +90,11 @@ class Timeline:
 
     events: list[Event] = field(default_factory=list)
 
-    def first(self, text: str, source: str | None = None) -> Event | None:
-        """The first event containing ``text`` (from ``source`` if given)."""
-        return next((e for e in self.events if text in e.what and source in (None, e.source)), None)
+    def first(self, name: str, **data: Any) -> Event | None:
+        """The first of the daemon's ``name`` events whose fields include ``data``."""
+        return next(
+            (e for e in self.events if e.name == name and all(e.data.get(k) == v for k, v in data.items())), None
+        )
 
 
 # ----------------------------------------------------------------------------------------- input audio
@@ -257,8 +261,10 @@ class Printer:
     def header(self) -> None:
         print(f"  {'wall s':>7}  {'audio s':>7}  {'who':<7} what", flush=True)
 
-    def add(self, source: str, what: str, audio_s: float | None = None) -> None:
-        event = Event(time.monotonic() - self.t0, audio_s, source, what)
+    def add(
+        self, source: str, what: str, audio_s: float | None = None, name: str | None = None, data: Any = None
+    ) -> None:
+        event = Event(time.monotonic() - self.t0, audio_s, source, what, name, data if isinstance(data, dict) else {})
         self.timeline.events.append(event)
         clock = f"{audio_s:7.3f}" if audio_s is not None else " " * 7
         print(f"  {event.wall_s:7.3f}  {clock}  {source:<7} {what}", flush=True)
@@ -268,30 +274,27 @@ class Printer:
             print(f"      | {line}", flush=True)
         doc = _json_line(line)  # the daemon runs with logging.format: json
         if doc is not None:
+            name = doc.get("event") if isinstance(doc.get("event"), str) else None
             if isinstance(doc.get("mark"), str) and isinstance(doc.get("at"), (int, float)):
-                self.add("daemon", doc["mark"], float(doc["at"]))
+                self.add("daemon", doc["mark"], float(doc["at"]), name, doc.get("data"))
                 return
             level, logger, what = str(doc.get("level")), str(doc.get("logger")), str(doc.get("message"))
-        else:
-            mark = _DAEMON_MARK.match(line)
-            if mark:
-                self.add("daemon", mark["what"], float(mark["t"]))
+            if name == "started":
+                self.add("daemon", what, None, name, doc.get("data"))
                 return
-            other = _DAEMON_LINE.match(line)
-            if other is None:
-                if not self.verbose and line.strip():
-                    print(f"      | {line}", flush=True)  # a traceback or a stray print: never hide it
-                return
-            level, logger, what = other["level"], other["logger"], other["what"]
+        else:  # not an event: a traceback or a stray print, shown and never hidden
+            if not self.verbose and line.strip():
+                print(f"      | {line}", flush=True)
+            return
         if level in ("WARNING", "ERROR", "CRITICAL"):
             self.add("daemon", f"{level} {logger}: {what}")
-        elif what.startswith(("wake word (", "wake ignored", "wake rejected", "earshot started", "duplex mode")):
+        elif what.startswith(("wake word (", "wake ignored", "wake rejected", "duplex mode")):
             self.add("daemon", what)
 
     def emulator_line(self, line: str) -> None:
         if self.verbose:
             print(f"      > {line}", flush=True)
-        match = _DAEMON_LINE.match(line)
+        match = _EMULATOR_LINE.match(line)
         if match is None:
             return
         what = match["what"]
@@ -342,32 +345,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def summary(printer: Printer, segments: list[Segment], workdir: Path, code: int) -> list[str]:
     """Print what happened; return the missing milestones (empty: the demo showed everything)."""
     tl = printer.timeline
-    wake, ready = tl.first("engaged by wake word"), tl.first("session ready")
-    heard = next((m for e in tl.events if (m := _TRUNCATE_HEARD.search(e.what))), None)
+    wake, ready = tl.first("engaged", source="wake word"), tl.first("session_ready")
+    heard = tl.first("truncate")
     server = next((m for e in tl.events if e.source == "server" and (m := _TRUNCATE_SERVER.search(e.what))), None)
-    bargein = tl.first("barge-in")
+    bargein = tl.first("bargein")
     print()
     print("summary")
     if wake and ready:
         print(f"  wake to session ready: {(ready.wall_s - wake.wall_s) * 1000:.0f} ms (wall clock)")
     if bargein and bargein.audio_s is not None:
-        onset = _BARGEIN_ONSET.search(bargein.what)
+        onset = bargein.data.get("onset_s")
         print(f"  interruption spoken from {segments[-1].start_s:.3f} s of the microphone clock", end="")
-        print(f"; speech onset found at {onset.group(1)} s" if onset else "", end="")
+        print(f"; speech onset found at {onset:.3f} s" if isinstance(onset, (int, float)) else "", end="")
         print(f"; playback stopped at {bargein.audio_s:.3f} s")
         last = last_sound_s(workdir / "speaker.wav", bargein.audio_s)
         if last is not None:
             print(f"  last reply sound in the speaker WAV: {last:.3f} s")
     if heard:
         also = f"; the server truncated the item at {server.group(1)} ms" if server else ""
-        print(f"  reply heard before the interruption: {heard.group(1)} ms (truncate audio_end_ms){also}")
+        print(f"  reply heard before the interruption: {heard.data.get('heard_ms')} ms (truncate audio_end_ms){also}")
     print(f"  microphone input: {workdir / 'microphone.wav'}")
     print(f"  speaker output:   {workdir / 'speaker.wav'}   (24 kHz, same clock as the microphone)")
     print(f"  config and logs:  {workdir}")
     milestones = {
         "wake": wake,
         "session ready": ready,
-        "reply started": tl.first("reply started"),
+        "reply started": tl.first("reply_started"),
         "barge-in": bargein,
         "truncate": heard,
     }

@@ -45,28 +45,45 @@ STORY = "tell me a long story please"
 _LOG_LINE = re.compile(r"^(?:<\d>)?(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?:\[(?P<at>[\d.]+)\] )?(?P<message>.*)$")
 
 
-def _parse_line(text: str) -> tuple[str, float | None]:
-    """A daemon stderr line → (message, capture time of a conversation mark or None).
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One of the daemon's events, as its JSON log line names it (never matched on message text)."""
 
-    The bench runs the daemon with ``logging.format: json``: each line is an object, and the core's
-    lifecycle marks carry ``at`` and ``mark`` as fields. A text line (a crash before logging was set
-    up, a child's stray output) is kept as it is, and the text format is still read.
+    t: float
+    """``time.monotonic()`` when the line arrived."""
+    name: str
+    """The stable event name (``engaged``, ``session_ready``, ``bargein``, ``truncate``, ``loop_late``...)."""
+    at: float | None
+    """The capture time in seconds of input, for the conversation's marks."""
+    data: dict[str, Any]
+    """The event's fields (``source``, ``onset_s``, ``heard_ms``, ``ms``...)."""
+
+
+def _parse_line(text: str) -> tuple[str, str | None, float | None, dict[str, Any]]:
+    """A daemon stderr line → (message, event name or None, capture time or None, event fields).
+
+    The bench runs the daemon with ``logging.format: json``: each line is an object, and the daemon's
+    events carry ``event`` and ``data`` (the conversation's marks ``at`` too). A text line (a crash
+    before logging was set up, a child's stray output) is kept as a message with no event.
     """
     if text.startswith("{"):
         try:
             doc = json.loads(text)
         except ValueError:
-            return text, None
+            return text, None, None, {}
         if isinstance(doc, dict):
-            mark = doc.get("mark")
+            message = str(doc.get("mark") or doc.get("message", ""))
+            name = doc.get("event")
             at = doc.get("at")
-            if isinstance(mark, str) and isinstance(at, (int, float)):
-                return mark, float(at)
-            return str(doc.get("message", "")), None
+            data = doc.get("data")
+            return (
+                message,
+                name if isinstance(name, str) else None,
+                float(at) if isinstance(at, (int, float)) else None,
+                data if isinstance(data, dict) else {},
+            )
     m = _LOG_LINE.match(text)
-    if m is None:
-        return text, None
-    return m.group("message"), float(m.group("at")) if m.group("at") else None
+    return (text if m is None else m.group("message")), None, None, {}
 
 
 class DaemonUnavailable(RuntimeError):
@@ -94,6 +111,8 @@ class RunResult:
     spec: RunSpec
     returncode: int | None
     log: list[tuple[float, str]]
+    """(arrival time, message) of every line, for diagnostics."""
+    events: list[Event]
     cpu: list[tuple[float, float]]  # (monotonic time, process CPU seconds)
     vmhwm_kb: int | None
     output: NDArray[np.int16]
@@ -103,20 +122,21 @@ class RunResult:
     received_audio_s: float
     workdir: Path
     stderr_tail: list[str] = field(default_factory=list)
-    marks: list[tuple[float, str]] = field(default_factory=list)
-    """The daemon's timeline lines with their capture time (seconds of input, 10 ms resolution)."""
 
-    def times(self, pattern: str) -> list[float]:
-        """Arrival times of log messages matching ``pattern`` (a regex on the message)."""
-        rx = re.compile(pattern)
-        return [t for t, message in self.log if rx.search(message)]
+    def times(self, event: str) -> list[float]:
+        """Arrival times of the daemon's ``event``."""
+        return [e.t for e in self.events if e.name == event]
 
-    def first(self, pattern: str) -> float:
-        """The first arrival time of a message matching ``pattern``."""
-        found = self.times(pattern)
+    def first(self, event: str) -> float:
+        """The first arrival time of the daemon's ``event``."""
+        found = self.times(event)
         if not found:
-            raise DaemonUnavailable(f"{self.spec.name}: no log line matching {pattern!r}{self._why()}")
+            raise DaemonUnavailable(f"{self.spec.name}: no {event!r} event in the daemon's log{self._why()}")
         return found[0]
+
+    def marks(self, event: str) -> list[float]:
+        """Capture times (seconds of input, 10 ms resolution) of the daemon's ``event``."""
+        return [e.at for e in self.events if e.name == event and e.at is not None]
 
     def cpu_between(self, t0: float, t1: float) -> float:
         """% of one core between two times (CPU samples nearest inside the interval)."""
@@ -180,14 +200,14 @@ class DaemonLog:
     """The daemon's stderr as it arrives: kept with arrival times, parsed into messages and timeline marks."""
 
     lines: list[tuple[float, str]] = field(default_factory=list)
-    """(``time.monotonic()`` at arrival, message)."""
-    marks: list[tuple[float, str]] = field(default_factory=list)
-    """(the ``[seconds]`` timeline stamp, message) of the pipeline's timeline lines."""
+    """(``time.monotonic()`` at arrival, message), every line."""
+    events: list[Event] = field(default_factory=list)
+    """The lines that are daemon events (JSON ``event``), with their fields."""
     tail: list[str] = field(default_factory=list)
     """The last 20 raw lines (for error messages)."""
 
     async def follow(
-        self, stream: asyncio.StreamReader, path: Path, on_message: Callable[[str], None] | None = None
+        self, stream: asyncio.StreamReader, path: Path, on_event: Callable[[Event], None] | None = None
     ) -> None:
         """Read ``stream`` to its end, writing each line to ``path`` stamped with its arrival time."""
         with path.open("w") as keep:
@@ -197,12 +217,13 @@ class DaemonLog:
                 keep.write(f"{t:.3f} {text}\n")
                 self.tail.append(text)
                 del self.tail[:-20]
-                message, at = _parse_line(text)
+                message, name, at, data = _parse_line(text)
                 self.lines.append((t, message))
-                if at is not None:
-                    self.marks.append((at, message))
-                if on_message is not None:
-                    on_message(message)
+                if name is not None:
+                    event = Event(t, name, at, data)
+                    self.events.append(event)
+                    if on_event is not None:
+                        on_event(event)
 
 
 async def start_daemon(config: Path, base_env: dict[str, str], **kwargs: Any) -> asyncio.subprocess.Process:
@@ -268,7 +289,7 @@ async def run_daemon(spec: RunSpec, workdir: Path, log: Callable[[str], None]) -
             received_audio_s=received.size / REPLY_RATE_HZ,
             workdir=workdir,
             stderr_tail=daemon_log.tail,
-            marks=daemon_log.marks,
+            events=daemon_log.events,
         )
 
 
@@ -425,12 +446,12 @@ def analyse_bargein(result: RunResult, exchange: Exchange, reply: NDArray[np.int
 
 def wake_to_ready_ms(result: RunResult) -> float:
     """ "engaged by …" → "session ready" in the daemon's log (arrival times)."""
-    return 1000.0 * (result.first(r"session ready") - result.first(r"^engaged by"))
+    return 1000.0 * (result.first("session_ready") - result.first("engaged"))
 
 
 def reply_start_ms(result: RunResult) -> float:
     """ "reply audio received" (first delta) → "reply started" (first sample handed to the device)."""
-    return 1000.0 * (result.first(r"^reply started") - result.first(r"^reply audio received"))
+    return 1000.0 * (result.first("reply_started") - result.first("reply_audio"))
 
 
 def cue_wait_ms(result: RunResult, reply: NDArray[np.int16]) -> float:
@@ -441,7 +462,7 @@ def cue_wait_ms(result: RunResult, reply: NDArray[np.int16]) -> float:
     speaker was quiet). The emulator answers within milliseconds, where the real service takes hundreds,
     so here the reply meets the cue.
     """
-    received = [at for at, message in result.marks if message.startswith("reply audio received")]
+    received = result.marks("reply_audio")
     out = result.output
     lead = audio.first_nonzero(reply, floor=0)
     if not received or out.size == 0 or lead is None:
@@ -457,8 +478,8 @@ def cue_wait_ms(result: RunResult, reply: NDArray[np.int16]) -> float:
 
 
 def barge_ins(result: RunResult) -> list[float]:
-    """Capture times (s of input) of the barge-ins the daemon logged (its timeline mark "barge-in …")."""
-    return [t for t, message in result.marks if re.match(r"barge-in\b", message)]
+    """Capture times (s of input) of the barge-ins the daemon logged (its ``bargein`` event)."""
+    return result.marks("bargein")
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -490,7 +511,7 @@ def _run(spec: RunSpec, root: Path, log: Callable[[str], None], rss: list[float]
     result = asyncio.run(run_daemon(spec, workdir, log))
     if result.vmhwm_kb:
         rss.append(round(result.vmhwm_kb / 1024.0, 1))
-    if result.returncode not in (0, None) and not result.times(r"^engaged by"):
+    if result.returncode not in (0, None) and not result.times("engaged"):
         raise DaemonUnavailable(f"{spec.name}: earshot run failed{result._why()}")
     return result
 
@@ -509,8 +530,8 @@ def _measure(
     def idle() -> None:
         seconds = 10.0 if quick else 60.0
         result = _run(RunSpec("idle", audio.room_noise(seconds), timeout_s=seconds + 30), root, log, rss)
-        t0 = result.first(r"^earshot started")
-        t1 = result.first(r"^input .* ended")
+        t0 = result.first("started")
+        t1 = result.first("input_ended")
         report.set("daemon_cpu_pct_idle", round(result.cpu_between(t0 + 1.0, t1), 3))
         details["idle"] = {"seconds": seconds, "exit": result.returncode}
 
@@ -584,8 +605,8 @@ def _measure(
                 "audio_received_s": round(result.received_audio_s, 2),
             }
             if fmt == "pcm16":
-                t0 = result.first(r"session ready")
-                t1 = result.first(r"^input .* ended")
+                t0 = result.first("session_ready")
+                t1 = result.first("input_ended")
                 engaged = result.cpu_between(t0, t1)
                 report.set("daemon_cpu_pct_engaged", round(engaged, 3))
                 entry["engaged_s"] = round(t1 - t0, 2)

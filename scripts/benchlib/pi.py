@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,6 @@ LARGER_CORES = (("Pi 4 core (1/6)", 2000), ("Pi 5 core (1/3)", 4000))
 """The same exchange inside one core of the faster boards (quota per ``PERIOD_US``)."""
 _CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
-_LATE = re.compile(r"event loop: (?:max lateness|ran) (\d+) ms")
 
 
 class _Figures:
@@ -210,7 +208,7 @@ def speaker_stop_after_onset_ms(run: pulse.RoomRun, ex: daemon.Exchange) -> floa
 
 def loop_lateness_ms(run: pulse.RoomRun) -> float:
     """The largest event-loop lateness the daemon logged (its exit line holds the maximum)."""
-    values = [float(m.group(1)) for _, message in run.log if (m := _LATE.search(message))]
+    values = [float(e.data["ms"]) for e in run.events if e.name == "loop_late" and "ms" in e.data]
     if not values:
         raise daemon.DaemonUnavailable(f"{run.name}: the daemon did not log its event-loop lateness{run.why()}")
     return max(values)
@@ -226,14 +224,6 @@ def split_pct(run: pulse.RoomRun, seconds: float, *, kernel_only: bool = False) 
 
 def _cpu_between(run: pulse.RoomRun, t0: float, t1: float) -> float:
     return daemon.cpu_pct_between(run.cpu_samples, t0, t1, run.name)
-
-
-def _first(run: pulse.RoomRun, pattern: str) -> float:
-    rx = re.compile(pattern)
-    for t, message in run.log:
-        if rx.search(message):
-            return t
-    raise daemon.DaemonUnavailable(f"{run.name}: no log line matching {pattern!r}{run.why()}")
 
 
 # ---------------------------------------------------------------------------------------- measure
@@ -345,7 +335,7 @@ def _measure(
         keep_rss(run)
         if run.cpu_pct is None:
             raise daemon.DaemonUnavailable(f"{name}: no CPU reading{run.why()}")
-        if any(re.match(r"engaged by", message) for _, message in run.log):
+        if run.times("engaged"):
             raise daemon.DaemonUnavailable(f"{name}: the daemon engaged on audio without the wake word")
         report.set(key, round(run.cpu_pct, 3))
         details[name] = {
@@ -376,11 +366,11 @@ def _measure(
         keep_rss(run)
         # Engaged: from the wake word to the user's interruption (or, if no barge-in was heard, to the
         # end of the input: the reply then played on, which is engaged time too).
-        t0 = _first(run, r"^engaged by")
-        barge = [t for t, message in run.log if re.match(r"barge-in\b", message)]
+        t0 = run.first("engaged")
+        barge = run.times("bargein")
         t1 = barge[0] if barge else run.cpu_samples[-1][0] if run.cpu_samples else t0
         report.set("engaged_cpu_pct", round(_cpu_between(run, t0, t1), 3))
-        handshake["ms"] = 1000.0 * (_first(run, r"session ready") - t0)
+        handshake["ms"] = 1000.0 * (run.first("session_ready") - t0)
         details["exchange"] = {
             "engaged_s": round(t1 - t0, 2),
             "barge_ins_logged": len(barge),
@@ -402,8 +392,8 @@ def _measure(
         entry = figures.entry
         entry.update({"exit": run.returncode, "cpu_pct": run.cpu_pct})
         entry["threads_cpu_pct"] = split_pct(run, ex.pcm.size / audio.RATE_HZ)
-        wake = _first(run, r"^engaged by")
-        ready = _first(run, r"session ready")
+        wake = run.first("engaged")
+        ready = run.first("session_ready")
         figures.set("pi_wake_to_ready_ms", round(1000.0 * (ready - wake), 1))
         if "ms" in handshake:
             figures.set("pi_wake_to_ready_excess_ms", round(1000.0 * (ready - wake) - handshake["ms"], 1))

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -268,8 +267,8 @@ class RoomRun:
     returncode: int | None
     log: list[tuple[float, str]]
     """(arrival time, message) of the daemon's log lines (``time.monotonic``)."""
-    marks: list[tuple[float, str]]
-    """The daemon's timeline lines with their capture time (seconds of its own capture stream)."""
+    events: list[daemon.Event]
+    """The daemon's events (arrival time, name, capture time of the conversation's marks, fields)."""
     play_started: float
     """``time.monotonic`` when the user's input started playing (pacat launched)."""
     recording: NDArray[np.int16]
@@ -295,10 +294,21 @@ class RoomRun:
     def barge_ins(self) -> list[float]:
         """Arrival times (``time.monotonic``) of the barge-ins the daemon logged.
 
-        Only the conversation's own mark ("barge-in (local|server) at …"): the detector logs each of its
-        hits too ("barge-in (full): …"), and counting both counted every barge-in twice.
+        Only the conversation's own ``bargein`` event: the detector logs each of its hits too, as text
+        ("barge-in (full): …"), and counting both once counted every barge-in twice.
         """
-        return [t for t, message in self.log if re.match(r"barge-in \((local|server)\)", message)]
+        return self.times("bargein")
+
+    def times(self, event: str) -> list[float]:
+        """Arrival times (``time.monotonic``) of the daemon's ``event``."""
+        return [e.t for e in self.events if e.name == event]
+
+    def first(self, event: str) -> float:
+        """The first arrival time of the daemon's ``event``."""
+        found = self.times(event)
+        if not found:
+            raise daemon.DaemonUnavailable(f"{self.name}: no {event!r} event in the daemon's log{self.why()}")
+        return found[0]
 
 
 def write_room_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str) -> None:
@@ -370,12 +380,12 @@ async def run_in_room(
         daemon_log = daemon.DaemonLog()
         started = asyncio.Event()
 
-        def on_message(message: str) -> None:
-            if message.startswith("earshot started"):
+        def on_event(event: daemon.Event) -> None:
+            if event.name == "started":
                 started.set()
 
         assert proc.stderr is not None
-        reader = asyncio.create_task(daemon_log.follow(proc.stderr, workdir / "daemon.log", on_message))
+        reader = asyncio.create_task(daemon_log.follow(proc.stderr, workdir / "daemon.log", on_event))
         player: asyncio.subprocess.Process | None = None
         play_started = 0.0
         cpu_pct: float | None = None
@@ -437,7 +447,7 @@ async def run_in_room(
         name=spec.name,
         returncode=proc.returncode,
         log=daemon_log.lines,
-        marks=daemon_log.marks,
+        events=daemon_log.events,
         play_started=play_started,
         recording=recording,
         sessions=list(emu.sessions),

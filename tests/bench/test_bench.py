@@ -166,3 +166,28 @@ def test_a_reply_that_stops_is_not_followed_past_its_stop() -> None:
     assert not followed.complete
     assert followed.gaps == ()
     assert abs(followed.stop - (rate // 4 + cut)) <= pulse.BLOCK // 2
+
+
+def test_the_bench_reads_the_daemons_events_by_name_from_its_json_lines() -> None:
+    """The core's own mark method writes through the daemon's JSON formatter; the bench's reader gets the
+    event's name, capture time and fields back, and a text line (a crash before logging) is no event."""
+    import io
+    from collections import deque
+    from types import SimpleNamespace
+
+    from benchlib import daemon
+
+    from earshot import logs
+    from earshot.conversation.core import ConversationCore
+
+    stream = io.StringIO()
+    logs.configure("info", "off", environ={}, stream=stream, fmt="json")
+    try:
+        fake = SimpleNamespace(_position=16000 * 3, timeline=deque())
+        ConversationCore._mark(fake, 0.0, "bargein", "barge-in (local) at 2.950 s", source="local", onset_s=2.95)  # type: ignore[arg-type]
+    finally:
+        logs.configure("info", "off", environ={}, stream=io.StringIO())
+    message, name, at, data = daemon._parse_line(stream.getvalue().strip())
+    assert (name, at, data) == ("bargein", 3.0, {"source": "local", "onset_s": 2.95})
+    assert message == "barge-in (local) at 2.950 s"
+    assert daemon._parse_line("Traceback (most recent call last):")[1:] == (None, None, {})
