@@ -345,7 +345,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def summary(printer: Printer, segments: list[Segment], workdir: Path, code: int) -> list[str]:
     """Print what happened; return the missing milestones (empty: the demo showed everything)."""
     tl = printer.timeline
-    wake, ready = tl.first("engaged", source="wake word"), tl.first("session_ready")
+    engaged = [e for e in tl.events if e.name == "engaged"]
+    wake = next((e for e in engaged if str(e.data.get("source", "")).startswith("wake word")), None)
+    ready = tl.first("session_ready")
     heard = tl.first("truncate")
     server = next((m for e in tl.events if e.source == "server" and (m := _TRUNCATE_SERVER.search(e.what))), None)
     bargein = tl.first("bargein")
