@@ -174,17 +174,7 @@ class AlsaSink(AlsaDevice):
 
     def drop(self) -> None:
         """Discard everything not yet heard: the software queue and the device buffer, now."""
-        played = self._played24()
-        with self._cond:
-            self._sw.clear()
-            self._sw_frames = 0
-            self._dev_written = 0
-            self._base24 = played
-            self._in24 = 0
-            if self._pcm is not None:
-                with contextlib.suppress(alsaaudio.ALSAAudioError):
-                    self._pcm.drop()
-        self._trim_history(played, drop_rest=True)
+        self._forget_unheard(drop_device=True)
         if self._resampler is not None:
             self._resampler.reset()
         # What the reference resampler still holds came from the lead past the device pointer: never heard.
@@ -354,7 +344,8 @@ class AlsaSink(AlsaDevice):
         self._settled.set()
         opened.set()
 
-    def _forget_unheard(self) -> None:
+    def _forget_unheard(self, *, drop_device: bool = False) -> None:
+        """What was written and not heard is gone: the played position becomes the new base."""
         played = self._played24()
         with self._cond:
             self._sw.clear()
@@ -362,6 +353,9 @@ class AlsaSink(AlsaDevice):
             self._dev_written = 0
             self._base24 = played
             self._in24 = 0
+            if drop_device and self._pcm is not None:
+                with contextlib.suppress(alsaaudio.ALSAAudioError):
+                    self._pcm.drop()
         self._trim_history(played, drop_rest=True)
 
     def _on_missing(self, gen: int, message: str, was_open: bool) -> None:
