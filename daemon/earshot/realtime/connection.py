@@ -44,6 +44,7 @@ from earshot.config import RealtimeConfig, check_realtime_url
 from earshot.errors import ConfigError, ConnectionLost, HandshakeError, RealtimeError
 from earshot.realtime import events as ev
 from earshot.realtime.linkevents import LinkDown, LinkEvent, OfflineOverflow
+from earshot.realtime.linkqueues import EventQueue, SendQueue
 from earshot.realtime.policy import Reconnector, Verdict
 from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionReady
 from earshot.realtime.stall import SocketWatch
@@ -69,7 +70,6 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 (a minute of reply audio inside one item is under 4 MiB of base64; the emulator's 10 MB item passes)."""
 PARSE_OFF_LOOP_BYTES = 256 * 1024
 """Messages bigger than this are parsed and decoded in a worker thread (a normal delta is ~6 kB)."""
-_APPEND_PREFIX = '{"type":"' + ev.INPUT_AUDIO_BUFFER_APPEND + '"'
 _FRAME_HEADER = 8
 """Bytes of WebSocket framing counted per frame sent (a client text frame's header: 6–14)."""
 _HARD_FACTOR = 4
@@ -77,7 +77,6 @@ _HARD_FACTOR = 4
 MAX_QUEUED_EVENT_BYTES = 4 * 1024 * 1024
 """Events waiting for the app's task (two minutes of reply audio): over it, the reader stops taking
 messages from the socket until the app catches up (TCP holds the rest; nothing is dropped)."""
-_EVENT_OVERHEAD_BYTES = 256
 
 
 def realtime_url(url: str, model: str) -> str:
@@ -136,48 +135,6 @@ def _lost(exc: websockets.ConnectionClosed) -> ConnectionLost:
     return ConnectionLost(f"connection closed: {exc}", code=code, reason=reason)
 
 
-class SendQueue:
-    """Frames waiting for the writer. Control frames always fit; audio is bounded.
-
-    Args:
-        max_audio_chars: bound on the queued ``input_audio_buffer.append`` frames, in characters.
-    """
-
-    def __init__(self, max_audio_chars: int) -> None:
-        self._frames: deque[str] = deque()
-        self._audio_chars = 0
-        self.max_audio_chars = max_audio_chars
-        self.ready = asyncio.Event()
-
-    def put(self, frame: str, *, limit: int | None = None) -> bool:
-        """Queue a frame; False (and nothing queued) when audio would exceed the bound (or ``limit``)."""
-        if frame.startswith(_APPEND_PREFIX):
-            if self._audio_chars + len(frame) > (self.max_audio_chars if limit is None else limit):
-                return False
-            self._audio_chars += len(frame)
-        self._frames.append(frame)
-        self.ready.set()
-        return True
-
-    def pop(self) -> str | None:
-        """The oldest frame, or None."""
-        if not self._frames:
-            self.ready.clear()
-            return None
-        frame = self._frames.popleft()
-        if frame.startswith(_APPEND_PREFIX):
-            self._audio_chars -= len(frame)
-        return frame
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    @property
-    def audio_chars(self) -> int:
-        """Characters of audio frames queued."""
-        return self._audio_chars
-
-
 HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
 ConnectFn = Callable[[str, Mapping[str, str], RealtimeConfig], Awaitable[ClientConnection]]
 """Opens one WebSocket: ``(url, headers, config)``; :func:`open_websocket` unless a test or tool injects one."""
@@ -196,51 +153,6 @@ class LinkState(enum.Enum):
     """The session is being replaced on purpose (:meth:`Link.rotate`); the next one keeps the history."""
     WAITING = "waiting"
     """Backing off before the next attempt (:meth:`Link.wake_now` cuts it short)."""
-
-
-class _EventQueue:
-    """The link's events for the app's one task, in order, with a byte bound the reader waits on."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._events: deque[tuple[LinkEvent, int]] = deque()
-        self._bytes = 0
-        self.max_bytes = max_bytes
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-
-    def put(self, event: LinkEvent) -> None:
-        """Queue one event (never waits: whoever reads the socket waits for room before reading)."""
-        pcm = getattr(event, "pcm", None)
-        size = _EVENT_OVERHEAD_BYTES + (int(pcm.nbytes) if isinstance(pcm, np.ndarray) else 0)
-        self._events.append((event, size))
-        self._bytes += size
-        self._ready.set()
-        if self._bytes > self.max_bytes:
-            self._room.clear()
-
-    async def get(self) -> LinkEvent:
-        """The oldest event, waiting for one."""
-        while not self._events:
-            self._ready.clear()
-            await self._ready.wait()
-        event, size = self._events.popleft()
-        self._bytes -= size
-        if self._bytes <= self.max_bytes:
-            self._room.set()
-        return event
-
-    async def room(self) -> None:
-        """Wait until the queue is within its bound."""
-        await self._room.wait()
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    @property
-    def queued_bytes(self) -> int:
-        """Bytes (estimated) of the events waiting."""
-        return self._bytes
 
 
 class Link:
@@ -271,7 +183,7 @@ class Link:
         self._config = config
         self._headers = headers
         self._connect = connect or open_websocket
-        self._events = _EventQueue(MAX_QUEUED_EVENT_BYTES)
+        self._events = EventQueue(MAX_QUEUED_EVENT_BYTES)
         self._tools = tuple(tools)
         self._reconnector = Reconnector(
             initial_s=config.reconnect.initial_s,
