@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import urllib.parse
+import wave
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from types import TracebackType
@@ -26,7 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from earshot.emulator import schema, tts
+from earshot.emulator import schema, tts, voice
 from earshot.emulator.options import FATAL_CODES, EmulatorOptions, SessionRecord, Violation
 from earshot.emulator.protocol import ServerSession, VoiceRequest
 from earshot.emulator.wire import HUGE_MESSAGE_BYTES, PATH, Out, default_session
@@ -104,7 +105,11 @@ class _Connection:
         return now
 
     async def _speak(self, request: VoiceRequest) -> None:
-        pcm: NDArray[np.int16] = await tts.speak(request.text, request.engine)
+        try:
+            pcm: NDArray[np.int16] = await tts.speak(request.text, request.engine)
+        except (OSError, ValueError, EOFError, wave.Error) as exc:  # an engine that cannot start, a broken WAV
+            logger.warning("speaking failed (%s): replying with a tone", exc)
+            pcm = voice.tone(request.text)
         self.core.voice_ready(request.response_id, pcm, time.monotonic())
         self._flush()
 

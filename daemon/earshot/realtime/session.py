@@ -228,6 +228,8 @@ class RealtimeSession:
         Returns the samples that will be sent again (0 when forgotten, or when there is nothing
         undecided). Audio appended meanwhile follows, once the session is ready.
         """
+        if not self._uplink.replay_undecided:
+            return 0  # nothing waits: nothing to stream either
         samples = self._uplink.decide_replay(replay)
         if self._ready:
             self._stream_pending()
