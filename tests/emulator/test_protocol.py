@@ -439,3 +439,22 @@ async def test_parallel_waits_are_bounded() -> None:
             await ws.close()
         await emu.wait_for(lambda: emu.sessions[0].close_code is not None)
     assert asyncio.get_running_loop() is not None
+
+
+async def test_a_reply_whose_voice_cannot_be_spoken_gets_a_tone(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speech engine fails (it cannot start): the response is still streamed, as a tone, and ends."""
+    from earshot.emulator import tts, voice
+
+    async def broken(text: str, engine: str = "auto") -> np.ndarray:
+        raise OSError("flite: cannot execute")
+
+    monkeypatch.setattr(tts, "speak", broken)
+    async with open_client(emulator) as ws:
+        client = await ready(emulator, ws)
+        await client.send({"type": "response.create"})
+        done = await client.until("response.done")
+    assert done["response"]["status"] == "completed"
+    record = emulator.sessions[0].responses[0]
+    assert record.audio_samples_sent == voice.tone(record.text).size
