@@ -53,10 +53,10 @@ LONG_ANSWER = (
 )
 SHORT_ANSWER = "About three hundred and eighty four thousand kilometres, on average."
 
-# The daemon's timeline comes from its JSON events; the emulator (another program) logs text lines.
+# The daemon's timeline comes from its JSON events. The emulator is another program: its text lines
+# are shown, and the truncate it received is read from them.
 _EMULATOR_LINE = re.compile(r"^(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<what>.*)$")
 _EMU_KEEP = ("listening", "opened", "user turn committed", "response", "truncate", "closed")
-# The emulator is another program: its own log lines are shown (and its truncate read) as text.
 _TRUNCATE_SERVER = re.compile(r"truncate \S+ at (\d+) ms")
 
 
@@ -90,11 +90,9 @@ class Timeline:
 
     events: list[Event] = field(default_factory=list)
 
-    def first(self, name: str, **data: Any) -> Event | None:
-        """The first of the daemon's ``name`` events whose fields include ``data``."""
-        return next(
-            (e for e in self.events if e.name == name and all(e.data.get(k) == v for k, v in data.items())), None
-        )
+    def first(self, name: str) -> Event | None:
+        """The first of the daemon's ``name`` events."""
+        return next((e for e in self.events if e.name == name), None)
 
 
 # ----------------------------------------------------------------------------------------- input audio

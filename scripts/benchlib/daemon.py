@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -42,7 +41,6 @@ REPLY_RATE_HZ = 24000
 QUESTION = "what is the weather like tomorrow in the mountains"
 INTERRUPTION = "stop, tell me something else"  # begins unvoiced: barge-in counts from the "s"
 STORY = "tell me a long story please"
-_LOG_LINE = re.compile(r"^(?:<\d>)?(?P<level>[A-Z]+) (?P<logger>[\w.]+): (?:\[(?P<at>[\d.]+)\] )?(?P<message>.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +80,20 @@ def _parse_line(text: str) -> tuple[str, str | None, float | None, dict[str, Any
                 float(at) if isinstance(at, (int, float)) else None,
                 data if isinstance(data, dict) else {},
             )
-    m = _LOG_LINE.match(text)
-    return (text if m is None else m.group("message")), None, None, {}
+    return text, None, None, {}
+
+
+def event_times(events: list[Event], name: str) -> list[float]:
+    """Arrival times (``time.monotonic``) of the daemon's ``name`` events."""
+    return [e.t for e in events if e.name == name]
+
+
+def first_event(events: list[Event], name: str, run: str, why: str) -> float:
+    """The first arrival time of the daemon's ``name`` event; :class:`DaemonUnavailable` naming ``run`` if none."""
+    found = event_times(events, name)
+    if not found:
+        raise DaemonUnavailable(f"{run}: no {name!r} event in the daemon's log{why}")
+    return found[0]
 
 
 class DaemonUnavailable(RuntimeError):
@@ -125,14 +135,11 @@ class RunResult:
 
     def times(self, event: str) -> list[float]:
         """Arrival times of the daemon's ``event``."""
-        return [e.t for e in self.events if e.name == event]
+        return event_times(self.events, event)
 
     def first(self, event: str) -> float:
         """The first arrival time of the daemon's ``event``."""
-        found = self.times(event)
-        if not found:
-            raise DaemonUnavailable(f"{self.spec.name}: no {event!r} event in the daemon's log{self._why()}")
-        return found[0]
+        return first_event(self.events, event, self.spec.name, self._why())
 
     def marks(self, event: str) -> list[float]:
         """Capture times (seconds of input, 10 ms resolution) of the daemon's ``event``."""

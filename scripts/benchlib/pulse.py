@@ -301,14 +301,11 @@ class RoomRun:
 
     def times(self, event: str) -> list[float]:
         """Arrival times (``time.monotonic``) of the daemon's ``event``."""
-        return [e.t for e in self.events if e.name == event]
+        return daemon.event_times(self.events, event)
 
     def first(self, event: str) -> float:
         """The first arrival time of the daemon's ``event``."""
-        found = self.times(event)
-        if not found:
-            raise daemon.DaemonUnavailable(f"{self.name}: no {event!r} event in the daemon's log{self.why()}")
-        return found[0]
+        return daemon.first_event(self.events, event, self.name, self.why())
 
 
 def write_room_config(path: Path, spec: daemon.RunSpec, workdir: Path, url: str) -> None:

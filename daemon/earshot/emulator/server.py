@@ -73,6 +73,7 @@ class _Connection:
         self.silent = False  # half-open: nothing more is read or sent
         self.dropped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None  # the core deadline the timer is set for
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the core's outputs -----------------------------------------------------------------------------------
@@ -85,20 +86,22 @@ class _Connection:
             task = asyncio.ensure_future(self._speak(request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         deadline = self.core.next_deadline()
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._tick)
+        if deadline != self._timer_at:  # most messages leave the deadline where it was
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            if deadline is not None:
+                self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._tick)
+            self._timer_at = deadline
         self.emu.notify()
 
     def _tick(self) -> None:
-        self._timer = None
+        self._timer, self._timer_at = None, None
         self.core.tick(time.monotonic())
         self._flush()
 
-    def _now(self) -> float:
+    def _catch_up(self) -> float:
         """The time for an input from outside the core's own schedule (its due work is done first)."""
         now = time.monotonic()
         self.core.tick(now)
@@ -142,7 +145,7 @@ class _Connection:
     # --- faults from outside ----------------------------------------------------------------------------------
 
     def send_error(self, code: str, message: str | None = None, *, close: bool | None = None) -> None:
-        self._now()
+        self._catch_up()
         self.core.injected.discard("error")
         self.core.error(message or f"Emulated error: {code}", code=code)
         if close if close is not None else code in FATAL_CODES:
@@ -151,12 +154,12 @@ class _Connection:
 
     def inject(self, action: Callable[[], None]) -> None:
         """Run a fault injection of the core (``send_raw``, ``send_huge``, ``send_oversize``) now."""
-        self._now()
+        self._catch_up()
         action()
         self._flush()
 
     def expire(self) -> None:
-        self.core.expire(self._now())
+        self.core.expire(self._catch_up())
         self._flush()
 
     def drop(self) -> None:
