@@ -26,12 +26,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from earshot import children, doctor
 from earshot.audio.backend import DeviceState, DeviceStatus
 from earshot.audio.playback import Playback
+from earshot.capturefeed import CaptureFeed
 from earshot.compose import build
 from earshot.config import Config, load_config
 from earshot.control import ControlServer, default_socket_path
@@ -88,16 +86,6 @@ def state_dir(config: Config, environ: dict[str, str] | None = None) -> Path:
     if env.get("STATE_DIRECTORY"):
         return Path(env["STATE_DIRECTORY"].split(":")[0])
     return Path.home() / ".local" / "state" / "earshot"
-
-
-_BURST_MAX_CHUNKS = 25
-"""At most this many capture chunks (250 ms) go to the conversation in one call."""
-
-
-def _hand_over(conv: Conversation, burst: list[NDArray[np.int16]], position: int, now: float) -> None:
-    """Give a run of contiguous capture chunks to the conversation (one array if several)."""
-    pcm = burst[0] if len(burst) == 1 else np.concatenate(burst)
-    conv.on_capture(pcm, position, now)
 
 
 class Daemon:
@@ -286,38 +274,13 @@ class Daemon:
         conv = self.conversation
         assert conv is not None
         loop = asyncio.get_running_loop()
-        sink = self._sink
-        echo = conv.echo
         health = self._health
         assert health is not None
-        burst_start = True
-        # The chunks of one capture period, handed to the conversation together: while idle it takes
-        # them in one call (a period at a time, not ten 10 ms calls), else it splits them again.
-        burst: list[NDArray[np.int16]] = []
-        burst_position = burst_end = 0
+        feed = CaptureFeed(conv, self._sink)
         async for chunk in source.chunks():
-            now = loop.time()
             health.capture_progress(time.monotonic())  # every chunk: a long catch-up is progress too
-            if burst_start:
-                # Once per capture period, not per 10 ms chunk: the reference runs ahead of the device
-                # pointer by the device buffer, so it covers the whole period, and each call asks the
-                # device where it is (a locked round trip through the pulse plugin's thread).
-                ref = sink.pop_reference()
-                if echo is not None and len(ref):
-                    echo.add_reference(ref)
-            if burst and chunk.position != burst_end:
-                _hand_over(conv, burst, burst_position, now)  # a gap (lost capture): not one stretch
-                burst = []
-            if not burst:
-                burst_position = chunk.position
-            burst.append(chunk.pcm)
-            burst_end = chunk.position + len(chunk.pcm)
-            burst_start = source.backlog == 0
-            if burst_start or len(burst) >= _BURST_MAX_CHUNKS:
-                _hand_over(conv, burst, burst_position, now)
-                burst = []
-        if burst:
-            _hand_over(conv, burst, burst_position, loop.time())
+            feed.chunk(chunk.pcm, chunk.position, loop.time(), backlog=source.backlog)
+        feed.flush(loop.time())
         # Only the file backend's input ends: finish the exchange in progress, then stop.
         logger.info("input ended; finishing the exchange in progress", extra={"event": "finishing"})
         await self._finish_exchange()

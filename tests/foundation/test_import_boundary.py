@@ -36,6 +36,7 @@ PURE = [
     "earshot.conversation.effects",
     "earshot.engage",
     "earshot.uplink",
+    "earshot.capturefeed",
     # DSP and the gate
     "earshot.audio.dsp",
     "earshot.audio.resample",
