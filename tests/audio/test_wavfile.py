@@ -228,3 +228,31 @@ async def test_sink_keeps_the_clock_after_the_input_ends(tmp_path: Path) -> None
     out = _read(tmp_path / "out.wav")
     assert np.count_nonzero(out == 1234) == 2400
     assert out.size >= 0.2 * 24000 + 2400
+
+
+async def test_an_underrun_within_a_sound_keeps_the_reference_timeline(tmp_path: Path) -> None:
+    """Silence the speaker played for want of audio (an underrun) is on the reference as zeros, one chunk per
+    captured chunk, so the canceller's pairing holds; a long silence, or a drop, ends the reference."""
+    from earshot.audio.wavfile import _REFERENCE_HOLD_TICKS
+
+    source, sink = open_audio(_config(tmp_path, _silence_wav(tmp_path, 2.0)))
+    per_chunk: dict[int, int] = {}
+    async for chunk in source.chunks():
+        if chunk.position == 1600:
+            await sink.write(np.full(2400, 8000, dtype=np.int16))  # 100 ms, then nothing for 150 ms
+        if chunk.position == 1600 + 250 * 16:
+            await sink.write(np.full(2400, 8000, dtype=np.int16))  # ...then the rest of the reply
+        if chunk.position == 16000:
+            await sink.write(np.full(2400, 8000, dtype=np.int16))
+        if chunk.position == 16000 + 50 * 16:
+            sink.drop()  # barge-in: stopped, not starved
+        per_chunk[chunk.position] = sink.pop_reference().size
+    await audio_close(sink)
+    first = min(p for p, n in per_chunk.items() if n)
+    second_end = 1600 + 350 * 16
+    gapless = [per_chunk[p] for p in range(first + 160, second_end, 160)]
+    assert gapless == [160] * len(gapless)  # through the 150 ms underrun: zeros, chunk for chunk
+    hold_end = second_end + (_REFERENCE_HOLD_TICKS + 60) * 160
+    assert all(per_chunk[p] == 0 for p in range(hold_end, 16000, 160))  # long silence: nothing (idle)
+    after_drop = [per_chunk[p] for p in range(16000 + 60 * 16 + 800, 32000 - 160, 160)]
+    assert after_drop == [0] * len(after_drop)  # a drop ends the reference at once, no hold

@@ -53,6 +53,12 @@ _TICK_OUT = PLAYBACK_RATE_HZ // 100
 _AHEAD_CHUNKS = 4
 _WRITER_YIELDS = 6
 _REFERENCE_KEEP = CAPTURE_RATE_HZ * 10
+_REFERENCE_HOLD_TICKS = 30
+"""Ticks of silence after the last sound for which the reference still goes out (as zeros): an underrun
+within a reply is silence the speaker played, on the same timeline. Left out, the canceller took the
+missing reference for late reference, dropped that much of the next sound as "late" and, with a
+reference that has no lead over capture, never caught up again: the rest of the reply was paired
+with the wrong reference and passed through uncancelled (the bench's engaged run on a busy loop)."""
 
 
 def read_input_wav(path: Path, *, channel: int | None = None) -> NDArray[np.int16]:
@@ -203,6 +209,7 @@ class FileAudio:
         self.reference_lag_samples = _resampler_lag(PLAYBACK_RATE_HZ, CAPTURE_RATE_HZ, _TICK_OUT, 400)
         """16 kHz samples the reference runs behind the output WAV (the resampler's delay)."""
         self._ref_line: NDArray[np.int16] = np.zeros(self.reference_lag_samples, dtype=np.int16)
+        self._silent_ticks = _REFERENCE_HOLD_TICKS  # ticks since the last sound (capped): idle at the start
         # The echo comes ``delay_ms`` after that reference, as on a device, where the sink hands over the
         # audio in the device buffer before it sounds. In the output WAV the echo is thus
         # ``reference_lag_samples`` later than ``delay_ms``. Timing the echo from the output WAV instead
@@ -302,11 +309,16 @@ class FileAudio:
         if played16.size < CAPTURE_CHUNK_SAMPLES:  # not expected (the line starts primed); keeps the chunk whole
             played16 = np.concatenate((played16, np.zeros(CAPTURE_CHUNK_SAMPLES - played16.size, dtype=np.int16)))
         self._ref_line = line[CAPTURE_CHUNK_SAMPLES:]
-        if filled or played16.any():
+        sounding = bool(filled) or bool(played16.any())
+        if filled or (sounding and self._silent_ticks < _REFERENCE_HOLD_TICKS):
+            self._silent_ticks = 0  # (the resampler's tail after a drop does not start a hold again)
+        elif not sounding:
+            self._silent_ticks = min(self._silent_ticks + 1, _REFERENCE_HOLD_TICKS)
+        if sounding or self._silent_ticks < _REFERENCE_HOLD_TICKS:
             # Like the ALSA sink, nothing while idle: a reference that starts again after silence is a
             # new pairing for the canceller, aligned (or found to have no echo) afresh. Handed silence
             # for ever, the file backend's canceller ran its filter on every earcon unaligned, and on a
-            # user talking over one it learned their voice.
+            # user talking over one it learned their voice. A short silence (an underrun) is handed on.
             self._reference.append(played16)
             self._reference_samples += int(played16.size)
         while self._reference_samples > _REFERENCE_KEEP:
@@ -347,6 +359,7 @@ class FileAudio:
     def _drop(self) -> None:
         self._buffer.clear()
         self._queued = 0
+        self._silent_ticks = _REFERENCE_HOLD_TICKS  # stopped, not starved: the next sound is a new pairing
         self._space.set()
         self._empty.set()
 
