@@ -397,6 +397,10 @@ class Engagement:
         """The user spoke over the reply; ``position`` is the speech onset."""
         if self._move(Input.BARGE_IN, now, "barge-in") is None:
             return
+        # The user is talking now: the no-speech timer starts when they stop (speech_ended), not here.
+        # Armed at the barge-in, it ended the engagement as "nobody spoke" 8 s into a long interruption
+        # that the local VAD heard as one stretch of speech (the bench's streaming run).
+        self._phase_deadline = None
         self.barge_ins += 1
         self._emit(Interrupt(local=local))
         self._start_turn(max(0, position - self.settings.preroll_samples))

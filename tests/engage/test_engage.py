@@ -144,6 +144,23 @@ def test_barge_in_interrupts_and_resumes_uplink_from_onset() -> None:
     assert m.barge_ins == 1
 
 
+def test_a_long_interruption_is_not_taken_for_silence() -> None:
+    """The user is talking at a barge-in: the no-speech timer waits for them to stop, then guards the silence."""
+    m = Engagement(S)
+    through_one_exchange(m)
+    m.speech_started(5.5, 180000)
+    m.end_of_turn(7.0)
+    m.reply_started(7.5)
+    m.barge_in(8.0, 250000, local=False)
+    m.tick(8.0 + S.no_speech_timeout_s + 5.0)  # one long stretch of speech: no speech_ended yet
+    assert m.phase is Phase.LISTENING
+    m.speech_ended(30.0)
+    m.tick(30.0 + S.no_speech_timeout_s - 0.1)
+    assert m.phase is Phase.LISTENING
+    m.tick(30.0 + S.no_speech_timeout_s)
+    assert m.phase is Phase.IDLE
+
+
 def test_barge_in_outside_speaking_is_ignored() -> None:
     m = Engagement(S)
     m.engage(0.0, 32000)
