@@ -48,6 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot.audio.aeclib import C_INT16_P, library_name, load_library
+from earshot.audio.coherence import EchoCoherence
 from earshot.audio.delay import estimate_delay
 from earshot.audio.echometer import (
     FULL_SCALE_POWER,
@@ -225,6 +226,7 @@ class EchoCanceller:
         self._track_lag: int | None = None
         # A filter working outside these lags (drifted far) is not followed: the next pairing goes to the target.
         self._track_bounds = (self._align_target or 0) // 2, self.filter_samples // 2
+        self._coherence = EchoCoherence(self.filter_samples // 2)
         self.delay_samples: int | None = None
         """The echo's delay behind its reference as last measured on a new pairing (before the move)."""
         self.alignments = 0
@@ -296,6 +298,7 @@ class EchoCanceller:
     def _begin_alignment(self) -> None:
         # A pairing that ended before it was aligned: its held chunks went on raw, and the filter does
         # not learn from them (see _align).
+        self._coherence.clear()
         self._aligning = self._align_target is not None
         self._align_frames.clear()
         self._align_loud = 0
@@ -498,7 +501,6 @@ class EchoCanceller:
         return self._filter(src, ref, near_end)
 
     def _filter(self, src: NDArray[np.int16], ref: NDArray[np.int16], near_end: bool) -> NDArray[np.int16]:
-        n = self.frame_samples
         ref_power = power(ref)
         self._ref_power_sum += ref_power - self._ref_powers[0]
         self._ref_powers.append(ref_power)
@@ -510,6 +512,7 @@ class EchoCanceller:
 
         if self._silent_frames >= self._bypass_after_frames or not self._handle:
             self.frame = self._raw_frame(dbfs(mic_power), dbfs(span_power), dbfs(peak_power), held=False)
+            self._coherence.push(ref, src)
             return src.copy()
 
         erl_db = self.erl_db
@@ -527,7 +530,7 @@ class EchoCanceller:
                 self._mic.ctypes.data_as(C_INT16_P),
                 ref.ctypes.data_as(C_INT16_P),
                 self._out.ctypes.data_as(C_INT16_P),
-                n,
+                self.frame_samples,
             )
             self.processed_frames += 1
             out = self._out.copy()
@@ -538,6 +541,7 @@ class EchoCanceller:
                 out_power = self._diverged(out, src, mic_power, out_power)
             else:
                 self._diverged_recent.append(False)
+        self._coherence.push(ref, out)
         active = span_power >= self._ref_floor_power
         converged = self.processed_frames > self._converge_frames
         if active and not near_end and converged:
@@ -559,6 +563,12 @@ class EchoCanceller:
         self._meter.follow_floor(cleaned_dbfs)
         # Echo left after cancellation, plus the noise the cleaned signal never goes below.
         residual = echo if erle is None or not active else self._meter.above_floor(echo - erle)
+        if active:
+            center = self._track_lag if self._track_lag is not None else self._align_target
+            coherence = self._coherence.update(center or 0)
+        else:
+            coherence = 0.0
+            self._coherence.reset_spectra()
         self.frame = EchoFrame(
             mic_dbfs=dbfs(mic_power),
             cleaned_dbfs=cleaned_dbfs,
@@ -573,6 +583,7 @@ class EchoCanceller:
             reference_peak_dbfs=peak_dbfs,
             residual_peak_dbfs=self._residual_peak(active, peak_dbfs),
             echo_possible=self._echo_possible(),
+            residual_coherence=coherence,
         )
         return out
 

@@ -83,6 +83,10 @@ class EchoFrame:
             ``reference_active`` (the span's mean above the floor), which ends while the quiet end of
             a sound is still in the span and the filter still subtracts an echo of it (measured: up
             to 54 LSB, -56 dBFS, out of a digitally silent microphone after an earcon).
+        residual_coherence: the largest normalised correlation of the cleaned chunk with the reference
+            around the echo's delay (:mod:`earshot.audio.coherence`): near 1 when what is left is the
+            echo itself, low for a voice over it; 0 when not measured (no reference, or a cleaned
+            chunk at the noise floor).
     """
 
     mic_dbfs: float
@@ -99,6 +103,7 @@ class EchoFrame:
     residual_peak_dbfs: float | None = None
     settling: bool = False
     echo_possible: bool = False
+    residual_coherence: float = 0.0
 
 
 IDLE_FRAME = EchoFrame(
