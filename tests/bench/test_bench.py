@@ -76,6 +76,14 @@ def test_quick_bench_writes_every_key_as_a_number(tmp_path: Path) -> None:
             assert math.isfinite(value), key
     assert set(doc["gate_cpu_pct_speech"]) == {"microwakeword", "template", "openwakeword", "pocketsphinx"}
     assert set(doc["bandwidth_kbps"]) == {"pcm16", "g711_ulaw"}
+    for fmt, run in doc["details"]["stream"].items():
+        # The engaged figure came from a real exchange through the product's parts: asked, answered, heard
+        # to the end of the input, and the device never took its own voice for the user.
+        assert run["replies_completed"] >= 1, (fmt, run)
+        assert run["bargeins"] == 0, (fmt, run)
+        assert run["replies_cancelled"] == 0, (fmt, run)
+        assert run["truncates"] == 0, (fmt, run)
+        assert run["uplink_audio_s"] > 2.0, (fmt, run)
     for field in ("cpu_model", "cores", "python", "numpy"):
         assert doc["machine"][field], field
     assert "| `gate_cpu_pct_idle` |" in proc.stdout

@@ -46,6 +46,7 @@ PURE = [
     "earshot.audio.ring",
     "earshot.audio.echo",
     "earshot.audio.echometer",
+    "earshot.audio.coherence",
     "earshot.audio.reffifo",
     "earshot.audio.aeclib",
     "earshot.audio.earcons",
