@@ -47,6 +47,7 @@ PURE = [
     "earshot.audio.echo",
     "earshot.audio.echometer",
     "earshot.audio.coherence",
+    "earshot.audio.align",
     "earshot.audio.reffifo",
     "earshot.audio.aeclib",
     "earshot.audio.earcons",

@@ -2,8 +2,10 @@
 
 The canceller is speexdsp's MDF adaptive filter plus its residual echo suppressor, reached through
 pyaec's C library or the system's libspeexdsp (:mod:`earshot.audio.aeclib`). Around it: the
-reference FIFO (:mod:`earshot.audio.reffifo`), the alignment of each new pairing (here), and the
-measurements the barge-in detector relies on (:mod:`earshot.audio.echometer`).
+reference FIFO (:mod:`earshot.audio.reffifo`), the alignment of each new pairing
+(:mod:`earshot.audio.align`), and the measurements the barge-in detector relies on
+(:mod:`earshot.audio.echometer`, and the residual's coherence with the reference,
+:mod:`earshot.audio.coherence`).
 
 Alignment: the playback side calls :meth:`EchoCanceller.add_reference` with exactly the samples the
 speaker played (16 kHz mono, in play order, from ``AudioSink.pop_reference()``); the capture side
@@ -12,14 +14,11 @@ reference samples from a FIFO. The adaptive filter absorbs the remaining acousti
 as long as it is shorter than the filter (``filter_ms``).
 
 That count pairing starts afresh with every reply (the sink hands no reference while idle), and where
-it starts depends on capture bursts and device buffering: through the PulseAudio plugin the echo came
-6 to 28 ms after its paired reference, a different delay each reply. The filter, converged on the last
-reply's delay, then cancelled little of the next reply's first words, loud enough to pass for a user
-talking over it. So each new pairing (the first reference after the FIFO ran dry, or after
-:meth:`EchoCanceller.reset`) is re-aligned: once the reference is loud, the echo's delay is measured
-by GCC-PHAT (:mod:`earshot.audio.delay`) and the reference is moved (zeros inserted or samples
-skipped) so that the echo always follows it by ``align_target_ms``, where the filter has converged.
-Until then :attr:`EchoFrame.settling` tells the barge-in detector not to trust the cleaned signal.
+it starts depends on capture bursts and device buffering, so each new pairing (the first reference
+after the FIFO ran dry, or after :meth:`EchoCanceller.reset`) is aligned by
+:class:`~earshot.audio.align.PairingAligner`: the echo's delay is measured and the reference moved so
+that the echo always follows it where the filter has converged. Until then
+:attr:`EchoFrame.settling` tells the barge-in detector not to trust the cleaned signal.
 
 Besides the cleaned signal, the canceller measures at run time how well it works: the echo return
 loss (ERL, reference power to microphone power) and the echo return loss enhancement (ERLE, microphone
@@ -48,8 +47,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot.audio.aeclib import C_INT16_P, library_name, load_library
+from earshot.audio.align import Chunk, PairingAligner
 from earshot.audio.coherence import EchoCoherence
-from earshot.audio.delay import estimate_delay
 from earshot.audio.echometer import (
     FULL_SCALE_POWER,
     IDLE_FRAME,
@@ -74,33 +73,6 @@ _GAP_ABOVE_FLOOR_DB = 6.0
 # Within a reply the reference comes in bursts (a pulse transfer, ~20 ms) over a FIFO holding the
 # device buffer's lead, so it never runs dry that long unless playback stopped.
 _NEW_TIMELINE_FRAMES = 5
-# Delay estimation on a new pairing: reference chunks at least this loud count (quieter ones leave an
-# echo under the room noise), it starts after 4 of them, repeats every 2nd chunk, and accepts a delay
-# once two estimates in a row agree within 2 samples at a confidence of 8 or more (the PulseAudio tier's
-# plain delay: 7 at 40 ms of echo, 10-12 at 60-100 ms), or three at 6 or more (a reverberant room
-# spreads the peak: 6-8 at 100-200 ms); unrelated signals stay under 5. After 30 loud chunks without
-# that the pairing is left as it is (no echo to align, or a user talking all over it).
-_ALIGN_LOUD_DBFS = -45.0
-_ALIGN_MIN_LOUD = 4
-_ALIGN_EVERY = 2
-_ALIGN_CONFIDENCE = 8.0
-_ALIGN_WEAK_CONFIDENCE = 6.0
-_ALIGN_WEAK_RUN = 3
-_ALIGN_AGREE = 2
-_ALIGN_GIVE_UP = 30
-# ...or when the reference stayed under the loud level for a filter span after the last loud chunk (a
-# short earcon that ended before it could be aligned): nothing more will come to align on, and a
-# pairing left "settling" would keep the capture held (the uplink guard) until the next playback.
-_ALIGN_PREROLL_FRAMES = 3  # the estimate looks from this many chunks before the first loud one
-# While filtering, the delay the filter works at is measured too (over the last 0.5 s, once 40 of its
-# 50 chunks had loud reference): a new pairing is moved to it, not to the configured target, when it
-# lies within these bounds. The echo path drifts within a reply (two clocks; PulseAudio's loopback
-# moved 2.7 samples a second), and a filter converged 2-3 samples away from where the next reply was
-# put cancelled 10-15 dB less of its first second.
-_TRACK_FRAMES = 50
-_TRACK_MIN_LOUD = 40
-
-
 _FILTER_LAG_FRAMES = 3
 """Chunks the canceller's output keeps an echo prediction after the reference left its span."""
 
@@ -209,28 +181,15 @@ class EchoCanceller:
         self._converge_frames = round(converge_s * frames_per_s)
 
         # Alignment of each new pairing (see the module docstring).
-        self._align_target = None if align_target_ms is None else round(align_target_ms * rate_hz / 1000)
-        self._loud_power = FULL_SCALE_POWER * 10.0 ** (_ALIGN_LOUD_DBFS / 10.0)
         self._starved = _NEW_TIMELINE_FRAMES  # the first reference starts a pairing
-        self._aligning = False
-        # Chunks of the new pairing from just before its first loud reference: (mic, paired reference,
-        # near_end, held). Held chunks (from the first loud one on) have not been through the filter yet.
-        self._align_frames: deque[tuple[NDArray[np.int16], NDArray[np.int16], bool, bool]] = deque()
-        self._align_loud = 0
-        self._align_quiet = 0  # reference chunks under the loud level since the last loud one
-        self._align_recent: list[tuple[int, float]] = []  # (lag, confidence) of the agreeing estimates in a row
-        self._track_ref = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
-        self._track_mic = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
-        self._track_at = 0
-        self._track_loud = 0
-        self._track_lag: int | None = None
-        # A filter working outside these lags (drifted far) is not followed: the next pairing goes to the target.
-        self._track_bounds = (self._align_target or 0) // 2, self.filter_samples // 2
+        self._aligner = PairingAligner(
+            self._fifo,
+            frame_samples=frame_samples,
+            rate_hz=rate_hz,
+            filter_samples=self.filter_samples,
+            target=None if align_target_ms is None else round(align_target_ms * rate_hz / 1000),
+        )
         self._coherence = EchoCoherence(self.filter_samples // 2)
-        self.delay_samples: int | None = None
-        """The echo's delay behind its reference as last measured on a new pairing (before the move)."""
-        self.alignments = 0
-        """New pairings whose echo delay was measured (and the reference moved to the target)."""
 
         self.dropped_reference_samples = 0
         """Reference samples dropped because the FIFO was full (capture stalled while playing)."""
@@ -275,7 +234,8 @@ class EchoCanceller:
             # Playback (re)started: the reference begins a new pairing with capture. Samples owed from the
             # old one belong to it; the new one is aligned afresh.
             self._deficit = 0
-            self._begin_alignment()
+            self._coherence.clear()
+            self._aligner.begin()
         self._starved = 0 if queued else self._starved + 1
         if self._deficit and queued:
             # Samples that arrived after their capture chunk had gone by (zero-padded then): late
@@ -293,152 +253,6 @@ class EchoCanceller:
             self._deficit = 0  # silence (between replies): the next reference starts a new timeline
         return chunk
 
-    # ------------------------------------------------------------------ alignment
-
-    def _begin_alignment(self) -> None:
-        # A pairing that ended before it was aligned: its held chunks went on raw, and the filter does
-        # not learn from them (see _align).
-        self._coherence.clear()
-        self._aligning = self._align_target is not None
-        self._align_frames.clear()
-        self._align_loud = 0
-        self._align_quiet = 0
-        self._align_recent.clear()
-
-    def _align(
-        self, mic: NDArray[np.int16], ref: NDArray[np.int16], near_end: bool
-    ) -> tuple[NDArray[np.int16] | None, bool]:
-        """Take one chunk of a new pairing, while its echo delay is not known yet.
-
-        Before the first loud reference the chunk is only remembered (a few, for the estimate):
-        returns (None, False), filter it now. From then on chunks are held back from the filter until
-        the delay is known; then they are re-paired with the moved reference and filtered, so the
-        filter never adapts on a misaligned pairing: returns (the current chunk filtered, False).
-        While held: (None, True).
-        """
-        erl = self.erl_db
-        if erl is not None and erl >= QUIET_ECHO_ERL_DB:
-            self._aligning = False  # the microphone hardly hears the speaker: nothing to align on
-            self._flush_held()
-            return None, False
-        loud = power(ref) >= self._loud_power
-        if not loud and not self._align_loud:
-            self._align_frames.append((mic.copy(), ref.copy(), near_end, False))
-            while len(self._align_frames) > _ALIGN_PREROLL_FRAMES:
-                self._align_frames.popleft()
-            return None, False
-        if not loud:
-            self._align_quiet += 1
-            if self._align_quiet >= len(self._ref_powers):
-                # The sound went quiet for a filter span before any echo of it was found (a short cue
-                # into a microphone that does not hear the speaker, or a user talking all over it):
-                # nothing here to cancel, and nothing to learn from. Its chunks went on raw, and the
-                # filter never sees them: a filter that adapted on a question spoken over the
-                # engagement earcon took the voice for the cue's echo and cut it by 6-20 dB, for as
-                # long as the cue was in its span.
-                if self._starved:
-                    self._aligning = False  # it ended: the reference ran dry
-                    self._align_frames.clear()
-                else:
-                    # It goes on, quietly (the end-of-turn cue, then a reply that starts with a breath):
-                    # the next loud stretch is aligned afresh. Left unaligned, the reply played against a
-                    # filter converged where the last reply's echo was, and barged in on itself.
-                    self._begin_alignment()
-                return None, False
-        else:
-            self._align_quiet = 0
-        self._align_frames.append((mic.copy(), ref.copy(), near_end, True))
-        self._align_loud += loud
-        # No delay is estimated while the user talks over the sound (near_end): a tonal cue under a
-        # voice gave a confident but false delay after 5 chunks. With a fresh filter, adapting on that
-        # double talk cut the user's words by 6-20 dB for the next half second; with one converged on
-        # the last reply, the cue moved it off its delay and the next reply's echo barged in twice
-        # (PulseAudio room, 7-9 dB over the residual bound). A cue the user talked over all along ends
-        # unaligned, so the filter never sees it and keeps what it learned.
-        if not near_end and self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
-            lag = self._estimate()
-            if lag is not None:
-                self._move_reference(lag)
-                self._aligning = False
-                return self._flush_held(), False
-        if self._align_loud >= _ALIGN_GIVE_UP:
-            self._aligning = False  # no echo to align on, or a user talking all over it
-            return self._flush_held(), False
-        return None, True
-
-    def _estimate(self) -> int | None:
-        mics = np.concatenate([f[0] for f in self._align_frames])
-        refs = np.concatenate([f[1] for f in self._align_frames])
-        est = estimate_delay(mics, refs, -self.frame_samples, self.filter_samples)
-        if est is None or est.confidence < _ALIGN_WEAK_CONFIDENCE:
-            self._align_recent.clear()
-            return None
-        if self._align_recent and abs(est.lag - self._align_recent[-1][0]) > _ALIGN_AGREE:
-            self._align_recent.clear()
-        self._align_recent.append((est.lag, est.confidence))
-        strong = [c >= _ALIGN_CONFIDENCE for _, c in self._align_recent]
-        if len(strong) >= _ALIGN_WEAK_RUN or (len(strong) >= 2 and all(strong[-2:])):
-            return est.lag
-        return None
-
-    def _move_reference(self, lag: int) -> None:
-        """Re-pair the held chunks and the queue so that the echo follows its reference by the target."""
-        assert self._align_target is not None
-        target = self._align_target
-        low, high = self._track_bounds
-        if self._track_lag is not None and low <= self._track_lag <= high:
-            target = self._track_lag  # where the filter is
-        shift = lag - target  # > 0: the echo comes later than the target: reference later
-        held = [i for i, f in enumerate(self._align_frames) if f[3]]
-        n = self.frame_samples
-        span = len(held) * n
-        refs = np.concatenate([self._align_frames[i][1] for i in held])
-        if shift >= 0:
-            line = np.concatenate((np.zeros(shift, dtype=np.int16), refs))
-            self._fifo.unread(line[span:])
-        else:
-            # Earlier only by what is queued: skipping samples not yet here would zero-pad every later
-            # chunk (each one short, each short owed again). The echo then follows by more than the target.
-            extra = np.zeros(min(-shift, len(self._fifo)), dtype=np.int16)
-            shift = -self._fifo.read(extra, extra.size)
-            line = np.concatenate((refs, extra))[-shift:]
-        for k, i in enumerate(held):
-            mic, _, near_end, _ = self._align_frames[i]
-            self._align_frames[i] = (mic, line[k * n : (k + 1) * n].copy(), near_end, True)
-        logger.debug(
-            "echo %.1f ms behind its reference: reference moved %+d samples later", 1000 * lag / self.rate_hz, shift
-        )
-        self.delay_samples = lag
-        self._track_lag = lag - shift  # the pairing is where the filter is, until measured again
-        self._track_loud = 0
-        self.alignments += 1
-
-    def _track(self, mic: NDArray[np.int16], ref: NDArray[np.int16], ref_power: float, near_end: bool) -> None:
-        # Measure the delay the filter works at, every _TRACK_FRAMES chunks of mostly loud reference.
-        n = self.frame_samples
-        at = self._track_at
-        self._track_ref[at * n : (at + 1) * n] = ref
-        self._track_mic[at * n : (at + 1) * n] = mic
-        self._track_at = (at + 1) % _TRACK_FRAMES
-        self._track_loud += ref_power >= self._loud_power and not near_end
-        if self._track_loud < _TRACK_MIN_LOUD or self._track_at:
-            if not self._track_at:
-                self._track_loud = 0
-            return
-        self._track_loud = 0
-        est = estimate_delay(self._track_mic, self._track_ref, -n, self.filter_samples)
-        if est is not None and est.confidence >= _ALIGN_CONFIDENCE:
-            self._track_lag = est.lag
-
-    def _flush_held(self) -> NDArray[np.int16] | None:
-        """Run the held chunks through the filter in order; return the last one's output (None if none)."""
-        out = None
-        for mic, ref, near_end, held in self._align_frames:
-            if held:
-                out = self._filter(mic, ref, near_end)
-        self._align_frames.clear()
-        return out
-
     # ------------------------------------------------------------------ processing
 
     @property
@@ -446,7 +260,7 @@ class EchoCanceller:
         """Nothing has played for longer than the filter span: :meth:`process` passes the microphone through."""
         return (
             not self._fifo
-            and not self._aligning
+            and not self._aligner.aligning
             and self._silent_frames >= self._bypass_after_frames
             and self._zero_frames >= len(self._ref_powers)
         )
@@ -489,16 +303,27 @@ class EchoCanceller:
             self.pass_through(src)
             return src.copy()
         ref = self._take_reference()
-        if self._aligning:
-            out, held = self._align(src, ref, near_end)
-            if held:
+        if self._aligner.aligning:
+            erl = self.erl_db
+            step = self._aligner.take(
+                src, ref, near_end, quiet_echo=erl is not None and erl >= QUIET_ECHO_ERL_DB, starved=self._starved > 0
+            )
+            out = self._filter_all(step.release)
+            if step.held:
                 # Held back until this pairing's echo delay is known: the raw chunk, all of it maybe echo.
                 ref_dbfs = dbfs(power(ref))
                 self.frame = self._raw_frame(dbfs(power(src)), ref_dbfs, ref_dbfs, held=True)
                 return src.copy()
-            if out is not None:
+            if step.current and out is not None:
                 return out  # the held chunks, this one last, went through the filter just now
         return self._filter(src, ref, near_end)
+
+    def _filter_all(self, chunks: list[Chunk]) -> NDArray[np.int16] | None:
+        """Run chunks through the filter in order; the last one's output (None if none)."""
+        out = None
+        for mic, ref, near_end in chunks:
+            out = self._filter(mic, ref, near_end)
+        return out
 
     def _filter(self, src: NDArray[np.int16], ref: NDArray[np.int16], near_end: bool) -> NDArray[np.int16]:
         ref_power = power(ref)
@@ -534,8 +359,7 @@ class EchoCanceller:
             )
             self.processed_frames += 1
             out = self._out.copy()
-            if self._align_target is not None:
-                self._track(src, ref, ref_power, near_end)
+            self._aligner.track(src, ref, ref_power, near_end)
             out_power = power(out)
             if out_power > mic_power * self._diverged_ratio:
                 out_power = self._diverged(out, src, mic_power, out_power)
@@ -564,8 +388,7 @@ class EchoCanceller:
         # Echo left after cancellation, plus the noise the cleaned signal never goes below.
         residual = echo if erle is None or not active else self._meter.above_floor(echo - erle)
         if active:
-            center = self._track_lag if self._track_lag is not None else self._align_target
-            coherence = self._coherence.update(center or 0)
+            coherence = self._coherence.update(self._aligner.echo_lag or 0)
         else:
             coherence = 0.0
             self._coherence.reset_spectra()
@@ -659,6 +482,16 @@ class EchoCanceller:
     # ------------------------------------------------------------------ measurements
 
     @property
+    def delay_samples(self) -> int | None:
+        """The echo's delay behind its reference as last measured on a new pairing (before the move)."""
+        return self._aligner.delay_samples
+
+    @property
+    def alignments(self) -> int:
+        """New pairings whose echo delay was measured (and the reference moved to the target)."""
+        return self._aligner.alignments
+
+    @property
     def erle_db(self) -> float | None:
         """Echo return loss enhancement measured on echo-only audio (dB), or None until measured."""
         return self._meter.erle_db
@@ -693,8 +526,7 @@ class EchoCanceller:
         self._fifo.clear()
         self._deficit = 0
         self._starved = _NEW_TIMELINE_FRAMES
-        self._aligning = False
-        self._flush_held()
+        self._filter_all(self._aligner.abandon())
 
     def close(self) -> None:
         """Free the native canceller; the object is unusable afterwards."""

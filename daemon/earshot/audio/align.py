@@ -1,0 +1,289 @@
+"""The alignment of each new pairing of reference and capture, for the echo canceller.
+
+The canceller pairs reference and capture by count (:mod:`earshot.audio.echo`), and where a pairing
+starts depends on capture bursts and device buffering: through the PulseAudio plugin the echo came 6
+to 28 ms after its paired reference, a different delay each reply. A filter converged on the last
+reply's delay then cancelled little of the next reply's first words, loud enough to pass for a user
+talking over it. So each new pairing is aligned: once the reference is loud, the echo's delay is
+measured by GCC-PHAT (:mod:`earshot.audio.delay`), and the reference is moved (zeros inserted or
+samples skipped in the FIFO) so that the echo always follows it by the target, where the filter has
+converged. Until then the chunks are held back from the filter (the canceller reports them
+``settling``), so that it never adapts on a misaligned pairing.
+
+While the filter runs, the delay it works at is measured too (:meth:`PairingAligner.track`), and a new
+pairing is moved there rather than to the configured target when it is within bounds.
+
+Pure numpy; the FIFO it moves samples in is the canceller's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from earshot.audio.delay import estimate_delay
+from earshot.audio.echometer import FULL_SCALE_POWER, power
+from earshot.audio.reffifo import ReferenceFifo
+
+__all__ = ["AlignStep", "Chunk", "PairingAligner"]
+
+logger = logging.getLogger("earshot.audio.echo")
+
+# Delay estimation on a new pairing: reference chunks at least this loud count (quieter ones leave an
+# echo under the room noise), it starts after 4 of them, repeats every 2nd chunk, and accepts a delay
+# once two estimates in a row agree within 2 samples at a confidence of 8 or more (the PulseAudio tier's
+# plain delay: 7 at 40 ms of echo, 10-12 at 60-100 ms), or three at 6 or more (a reverberant room
+# spreads the peak: 6-8 at 100-200 ms); unrelated signals stay under 5. After 30 loud chunks without
+# that the pairing is left as it is (no echo to align, or a user talking all over it).
+_ALIGN_LOUD_DBFS = -45.0
+_ALIGN_MIN_LOUD = 4
+_ALIGN_EVERY = 2
+_ALIGN_CONFIDENCE = 8.0
+_ALIGN_WEAK_CONFIDENCE = 6.0
+_ALIGN_WEAK_RUN = 3
+_ALIGN_AGREE = 2
+_ALIGN_GIVE_UP = 30
+# ...or when the reference stayed under the loud level for a filter span after the last loud chunk (a
+# short earcon that ended before it could be aligned): nothing more will come to align on, and a
+# pairing left "settling" would keep the capture held (the uplink guard) until the next playback.
+_ALIGN_PREROLL_FRAMES = 3  # the estimate looks from this many chunks before the first loud one
+# While filtering, the delay the filter works at is measured too (over the last 0.5 s, once 40 of its
+# 50 chunks had loud reference): a new pairing is moved to it, not to the configured target, when it
+# lies within these bounds. The echo path drifts within a reply (two clocks; PulseAudio's loopback
+# moved 2.7 samples a second), and a filter converged 2-3 samples away from where the next reply was
+# put cancelled 10-15 dB less of its first second.
+_TRACK_FRAMES = 50
+_TRACK_MIN_LOUD = 40
+
+Chunk = tuple[NDArray[np.int16], NDArray[np.int16], bool]
+"""A capture chunk, its paired reference, and whether the user was believed to speak."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlignStep:
+    """What the canceller does with a chunk of a pairing being aligned.
+
+    Attributes:
+        release: held chunks to run through the filter now, in order.
+        current: the chunk just taken is the last of ``release`` (its output is the chunk's output);
+            else it is filtered on its own after them (unless ``held``).
+        held: the chunk is held back: pass the microphone on raw, marked settling.
+    """
+
+    release: list[Chunk]
+    current: bool
+    held: bool
+
+
+_FILTER_NOW = AlignStep([], current=False, held=False)
+_HOLD = AlignStep([], current=False, held=True)
+
+
+class PairingAligner:
+    """Aligns new pairings of reference and capture (see the module docstring).
+
+    Args:
+        fifo: the canceller's reference FIFO (the moves happen there).
+        frame_samples: samples per chunk.
+        rate_hz: the sample rate.
+        filter_samples: the adaptive filter's length (the longest delay looked for).
+        target: where the echo is put behind its reference, in samples (None: no alignment).
+    """
+
+    def __init__(
+        self, fifo: ReferenceFifo, *, frame_samples: int, rate_hz: int, filter_samples: int, target: int | None
+    ) -> None:
+        self._fifo = fifo
+        self._n = frame_samples
+        self._rate_hz = rate_hz
+        self._filter_samples = filter_samples
+        self._span_frames = max(1, -(-filter_samples // frame_samples))
+        self._target = target
+        self._loud_power = FULL_SCALE_POWER * 10.0 ** (_ALIGN_LOUD_DBFS / 10.0)
+        self.aligning = False
+        """A pairing is being aligned: its chunks go through :meth:`take`."""
+        # Chunks of the new pairing from just before its first loud reference: (mic, paired reference,
+        # near_end, held). Held chunks (from the first loud one on) have not been through the filter yet.
+        self._align_frames: deque[tuple[NDArray[np.int16], NDArray[np.int16], bool, bool]] = deque()
+        self._align_loud = 0
+        self._align_quiet = 0  # reference chunks under the loud level since the last loud one
+        self._align_recent: list[tuple[int, float]] = []  # (lag, confidence) of the agreeing estimates in a row
+        self._track_ref = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
+        self._track_mic = np.zeros(_TRACK_FRAMES * frame_samples, dtype=np.int16)
+        self._track_at = 0
+        self._track_loud = 0
+        self._track_lag: int | None = None
+        # A filter working outside these lags (drifted far) is not followed: the next pairing goes to the target.
+        self._track_bounds = (target or 0) // 2, filter_samples // 2
+        self.delay_samples: int | None = None
+        """The echo's delay behind its reference as last measured on a new pairing (before the move)."""
+        self.alignments = 0
+        """New pairings whose echo delay was measured (and the reference moved to the target)."""
+
+    @property
+    def echo_lag(self) -> int | None:
+        """Where the echo follows its reference: as the filter was last measured to work, else the target."""
+        return self._track_lag if self._track_lag is not None else self._target
+
+    def begin(self) -> None:
+        """A new pairing starts: align it (when a target is set).
+
+        A pairing that ended before it was aligned: its held chunks went on raw, and the filter does
+        not learn from them (see :meth:`take`).
+        """
+        self.aligning = self._target is not None
+        self._align_frames.clear()
+        self._align_loud = 0
+        self._align_quiet = 0
+        self._align_recent.clear()
+
+    def take(
+        self,
+        mic: NDArray[np.int16],
+        ref: NDArray[np.int16],
+        near_end: bool,
+        *,
+        quiet_echo: bool,
+        starved: bool,
+    ) -> AlignStep:
+        """Take one chunk of a new pairing, while its echo delay is not known yet (call only while :attr:`aligning`).
+
+        Before the first loud reference the chunk is only remembered (a few, for the estimate): filter it
+        now. From then on chunks are held back from the filter until the delay is known; then they are
+        re-paired with the moved reference and handed back to be filtered in order, this one last, so
+        the filter never adapts on a misaligned pairing.
+
+        Args:
+            mic: the capture chunk.
+            ref: the reference paired with it.
+            near_end: the user is believed to speak (no delay is estimated over them).
+            quiet_echo: the microphone hardly hears the speaker (the measured ERL): nothing to align on.
+            starved: the reference FIFO ran dry on this chunk (the sound has ended).
+        """
+        if quiet_echo:
+            self.aligning = False  # the microphone hardly hears the speaker: nothing to align on
+            return AlignStep(self._release_held(), current=False, held=False)
+        loud = power(ref) >= self._loud_power
+        if not loud and not self._align_loud:
+            self._align_frames.append((mic.copy(), ref.copy(), near_end, False))
+            while len(self._align_frames) > _ALIGN_PREROLL_FRAMES:
+                self._align_frames.popleft()
+            return _FILTER_NOW
+        if not loud:
+            self._align_quiet += 1
+            if self._align_quiet >= self._span_frames:
+                # The sound went quiet for a filter span before any echo of it was found (a short cue
+                # into a microphone that does not hear the speaker, or a user talking all over it):
+                # nothing here to cancel, and nothing to learn from. Its chunks went on raw, and the
+                # filter never sees them: a filter that adapted on a question spoken over the
+                # engagement earcon took the voice for the cue's echo and cut it by 6-20 dB, for as
+                # long as the cue was in its span.
+                if starved:
+                    self.aligning = False  # it ended: the reference ran dry
+                    self._align_frames.clear()
+                else:
+                    # It goes on, quietly (the end-of-turn cue, then a reply that starts with a breath):
+                    # the next loud stretch is aligned afresh. Left unaligned, the reply played against a
+                    # filter converged where the last reply's echo was, and barged in on itself.
+                    self.begin()
+                return _FILTER_NOW
+        else:
+            self._align_quiet = 0
+        self._align_frames.append((mic.copy(), ref.copy(), near_end, True))
+        self._align_loud += loud
+        # No delay is estimated while the user talks over the sound (near_end): a tonal cue under a
+        # voice gave a confident but false delay after 5 chunks. With a fresh filter, adapting on that
+        # double talk cut the user's words by 6-20 dB for the next half second; with one converged on
+        # the last reply, the cue moved it off its delay and the next reply's echo barged in twice
+        # (PulseAudio room, 7-9 dB over the residual bound). A cue the user talked over all along ends
+        # unaligned, so the filter never sees it and keeps what it learned.
+        if not near_end and self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
+            lag = self._estimate()
+            if lag is not None:
+                self._move_reference(lag)
+                self.aligning = False
+                return AlignStep(self._release_held(), current=True, held=False)
+        if self._align_loud >= _ALIGN_GIVE_UP:
+            self.aligning = False  # no echo to align on, or a user talking all over it
+            return AlignStep(self._release_held(), current=True, held=False)
+        return _HOLD
+
+    def _estimate(self) -> int | None:
+        mics = np.concatenate([f[0] for f in self._align_frames])
+        refs = np.concatenate([f[1] for f in self._align_frames])
+        est = estimate_delay(mics, refs, -self._n, self._filter_samples)
+        if est is None or est.confidence < _ALIGN_WEAK_CONFIDENCE:
+            self._align_recent.clear()
+            return None
+        if self._align_recent and abs(est.lag - self._align_recent[-1][0]) > _ALIGN_AGREE:
+            self._align_recent.clear()
+        self._align_recent.append((est.lag, est.confidence))
+        strong = [c >= _ALIGN_CONFIDENCE for _, c in self._align_recent]
+        if len(strong) >= _ALIGN_WEAK_RUN or (len(strong) >= 2 and all(strong[-2:])):
+            return est.lag
+        return None
+
+    def _move_reference(self, lag: int) -> None:
+        """Re-pair the held chunks and the queue so that the echo follows its reference by the target."""
+        assert self._target is not None
+        target = self._target
+        low, high = self._track_bounds
+        if self._track_lag is not None and low <= self._track_lag <= high:
+            target = self._track_lag  # where the filter is
+        shift = lag - target  # > 0: the echo comes later than the target: reference later
+        held = [i for i, f in enumerate(self._align_frames) if f[3]]
+        n = self._n
+        span = len(held) * n
+        refs = np.concatenate([self._align_frames[i][1] for i in held])
+        if shift >= 0:
+            line = np.concatenate((np.zeros(shift, dtype=np.int16), refs))
+            self._fifo.unread(line[span:])
+        else:
+            # Earlier only by what is queued: skipping samples not yet here would zero-pad every later
+            # chunk (each one short, each short owed again). The echo then follows by more than the target.
+            extra = np.zeros(min(-shift, len(self._fifo)), dtype=np.int16)
+            shift = -self._fifo.read(extra, extra.size)
+            line = np.concatenate((refs, extra))[-shift:]
+        for k, i in enumerate(held):
+            mic, _, near_end, _ = self._align_frames[i]
+            self._align_frames[i] = (mic, line[k * n : (k + 1) * n].copy(), near_end, True)
+        logger.debug(
+            "echo %.1f ms behind its reference: reference moved %+d samples later", 1000 * lag / self._rate_hz, shift
+        )
+        self.delay_samples = lag
+        self._track_lag = lag - shift  # the pairing is where the filter is, until measured again
+        self._track_loud = 0
+        self.alignments += 1
+
+    def track(self, mic: NDArray[np.int16], ref: NDArray[np.int16], ref_power: float, near_end: bool) -> None:
+        """A chunk the filter ran on: the delay it works at is measured every ``_TRACK_FRAMES`` mostly loud chunks."""
+        if self._target is None:
+            return
+        n = self._n
+        at = self._track_at
+        self._track_ref[at * n : (at + 1) * n] = ref
+        self._track_mic[at * n : (at + 1) * n] = mic
+        self._track_at = (at + 1) % _TRACK_FRAMES
+        self._track_loud += ref_power >= self._loud_power and not near_end
+        if self._track_loud < _TRACK_MIN_LOUD or self._track_at:
+            if not self._track_at:
+                self._track_loud = 0
+            return
+        self._track_loud = 0
+        est = estimate_delay(self._track_mic, self._track_ref, -n, self._filter_samples)
+        if est is not None and est.confidence >= _ALIGN_CONFIDENCE:
+            self._track_lag = est.lag
+
+    def abandon(self) -> list[Chunk]:
+        """Stop aligning (the reference was dropped); the held chunks, to be filtered in order."""
+        self.aligning = False
+        return self._release_held()
+
+    def _release_held(self) -> list[Chunk]:
+        held = [(mic, ref, near_end) for mic, ref, near_end, is_held in self._align_frames if is_held]
+        self._align_frames.clear()
+        return held
