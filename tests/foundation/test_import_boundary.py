@@ -57,6 +57,9 @@ PURE = [
     "earshot.gate.bargein",
     "earshot.gate.mfcc",
     "earshot.gate.wakeword",
+    "earshot.gate.trigger",
+    "earshot.gate.template",
+    "earshot.gate.extras",
     # the emulator's protocol core (its shell is emulator.server)
     "earshot.emulator.protocol",
     "earshot.emulator.replies",
