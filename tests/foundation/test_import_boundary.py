@@ -35,6 +35,7 @@ PURE = [
     "earshot.conversation.core",
     "earshot.conversation.effects",
     "earshot.engage",
+    "earshot.engagetable",
     "earshot.uplink",
     "earshot.capturefeed",
     # DSP and the gate
