@@ -30,18 +30,16 @@ import contextlib
 import enum
 import logging
 import random
-import ssl
-import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 import websockets
 from numpy.typing import NDArray
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
-from earshot.config import RealtimeConfig, check_realtime_url
-from earshot.errors import ConfigError, ConnectionLost, HandshakeError, RealtimeError
+from earshot.config import RealtimeConfig
+from earshot.errors import ConfigError, ConnectionLost, RealtimeError
 from earshot.realtime import events as ev
 from earshot.realtime.linkevents import LinkDown, LinkEvent, OfflineOverflow
 from earshot.realtime.linkqueues import EventQueue, SendQueue
@@ -49,6 +47,7 @@ from earshot.realtime.policy import Reconnector, Verdict
 from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionReady
 from earshot.realtime.stall import SocketWatch
 from earshot.realtime.toolspec import ToolSpec
+from earshot.realtime.websocket import CLOSE_TIMEOUT_S, MAX_MESSAGE_BYTES, lost, open_websocket, realtime_url
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -64,10 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_S = 2.0
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-"""The largest server message accepted: over three times the largest legitimate one earshot meets
-(a minute of reply audio inside one item is under 4 MiB of base64; the emulator's 10 MB item passes)."""
 PARSE_OFF_LOOP_BYTES = 256 * 1024
 """Messages bigger than this are parsed and decoded in a worker thread (a normal delta is ~6 kB)."""
 _FRAME_HEADER = 8
@@ -77,62 +72,6 @@ _HARD_FACTOR = 4
 MAX_QUEUED_EVENT_BYTES = 4 * 1024 * 1024
 """Events waiting for the app's task (two minutes of reply audio): over it, the reader stops taking
 messages from the socket until the app catches up (TCP holds the rest; nothing is dropped)."""
-
-
-def realtime_url(url: str, model: str) -> str:
-    """``url`` with ``?model=`` added when it has none (PROTOCOL.md §1.1)."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    if not any(key in ("model", "call_id") for key, _ in query):
-        query.append(("model", model))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
-async def open_websocket(url: str, headers: Mapping[str, str], config: RealtimeConfig) -> ClientConnection:
-    """Open the WebSocket to the Realtime endpoint.
-
-    Args:
-        url: the endpoint (``?model=`` included or added by the caller).
-        headers: ``Authorization: Bearer …`` (from :func:`earshot.realtime.auth.headers_for`).
-        config: timeouts and ping settings.
-
-    Raises:
-        ConfigError: the URL is not acceptable (not wss://, or ws:// to a non-loopback host).
-        HandshakeError: the upgrade was refused (``status``) or timed out / was malformed.
-        OSError: the TCP or TLS connection failed.
-
-    Cancelling is safe: nothing is left open.
-    """
-    problem = check_realtime_url(url)
-    if problem:
-        raise ConfigError(f"realtime.url: {problem}")
-    tls = ssl.create_default_context() if url.startswith("wss:") else None
-    try:
-        return await connect(
-            url,
-            additional_headers=dict(headers),
-            max_size=MAX_MESSAGE_BYTES,
-            compression=None,  # base64 audio barely compresses; deflate costs CPU on a Pi
-            open_timeout=config.open_timeout_s,
-            ping_interval=config.ping_interval_s,
-            ping_timeout=config.ping_timeout_s,
-            close_timeout=CLOSE_TIMEOUT_S,
-            ssl=tls,
-            user_agent_header="earshot",
-        )
-    except websockets.InvalidStatus as exc:
-        status = exc.response.status_code
-        raise HandshakeError(f"upgrade refused with HTTP {status}", status=status) from exc
-    except TimeoutError as exc:
-        raise HandshakeError(f"no WebSocket handshake within {config.open_timeout_s:g} s") from exc
-    except (websockets.InvalidHandshake, websockets.InvalidURI) as exc:
-        raise HandshakeError(f"WebSocket handshake failed: {exc}") from exc
-
-
-def _lost(exc: websockets.ConnectionClosed) -> ConnectionLost:
-    code = exc.rcvd.code if exc.rcvd is not None else 1006
-    reason = exc.rcvd.reason if exc.rcvd is not None else ""
-    return ConnectionLost(f"connection closed: {exc}", code=code, reason=reason)
 
 
 HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
@@ -463,9 +402,9 @@ class Link:
                         raise self._abort from exc
                     if self.state in (LinkState.CLOSED, LinkState.ROTATING):
                         return
-                    raise _lost(exc) from exc
+                    raise lost(exc) from exc
                 except websockets.ConnectionClosed as exc:
-                    raise (self._abort or _lost(exc)) from exc
+                    raise (self._abort or lost(exc)) from exc
                 else:
                     if len(raw) > PARSE_OFF_LOOP_BYTES:  # a large one would block the loop (audio, watchdog)
                         if self._parser is None:
