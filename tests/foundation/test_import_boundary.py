@@ -22,6 +22,8 @@ PURE = [
     "earshot.process",
     # the protocol and the session (sans-I/O)
     "earshot.realtime.events",
+    "earshot.realtime.eventnames",
+    "earshot.realtime.clientevents",
     "earshot.realtime.session",
     "earshot.realtime.outputs",
     "earshot.realtime.sessionconfig",

@@ -1,14 +1,14 @@
-"""Realtime API (GA) events: every event name, typed parsing of server events, client serializers.
+"""Realtime API (GA) events: typed parsing of server events (and, re-exported, the names and client events).
 
-This is the one module that knows the wire spelling of events (PROTOCOL.md §3). Server events the
+The wire spelling of events is in :mod:`earshot.realtime.eventnames`, the client events' serializers in
+:mod:`earshot.realtime.clientevents`; callers import all three as this one module. Server events the
 daemon acts on are parsed into frozen dataclasses; any other well-formed event becomes an
 :class:`UnknownServerEvent` (the caller logs it at DEBUG and moves on: the server may add event
 types at any time). A frame that is not a JSON object with a string ``type``, or a known event
 whose fields have the wrong shape, raises :class:`~earshot.errors.RemoteProtocolError`.
 
 Audio crosses the wire as base64 in the session format (``audio/pcm`` 24 kHz s16le, or G.711
-μ-law / A-law at 8 kHz); it is decoded here, once, into mono int16 at the wire rate, and encoded
-here for ``input_audio_buffer.append``.
+μ-law / A-law at 8 kHz); it is decoded here, once, into mono int16 at the wire rate.
 """
 
 from __future__ import annotations
@@ -18,73 +18,43 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from earshot.audio import g711
 from earshot.errors import RemoteProtocolError
-
-AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
-
-# ----------------------------------------------------------------------------- client event names
-SESSION_UPDATE = "session.update"
-INPUT_AUDIO_BUFFER_APPEND = "input_audio_buffer.append"
-INPUT_AUDIO_BUFFER_COMMIT = "input_audio_buffer.commit"
-INPUT_AUDIO_BUFFER_CLEAR = "input_audio_buffer.clear"
-CONVERSATION_ITEM_CREATE = "conversation.item.create"
-CONVERSATION_ITEM_TRUNCATE = "conversation.item.truncate"
-CONVERSATION_ITEM_DELETE = "conversation.item.delete"
-RESPONSE_CREATE = "response.create"
-RESPONSE_CANCEL = "response.cancel"
-
-# ----------------------------------------------------------------------------- server event names
-SESSION_CREATED = "session.created"
-SESSION_UPDATED = "session.updated"
-ERROR = "error"
-RATE_LIMITS_UPDATED = "rate_limits.updated"
-SPEECH_STARTED = "input_audio_buffer.speech_started"
-SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
-INPUT_AUDIO_BUFFER_COMMITTED = "input_audio_buffer.committed"
-INPUT_AUDIO_BUFFER_CLEARED = "input_audio_buffer.cleared"
-INPUT_AUDIO_BUFFER_TIMEOUT_TRIGGERED = "input_audio_buffer.timeout_triggered"
-CONVERSATION_ITEM_ADDED = "conversation.item.added"
-CONVERSATION_ITEM_CREATED = "conversation.item.created"
-CONVERSATION_ITEM_DONE = "conversation.item.done"
-CONVERSATION_ITEM_TRUNCATED = "conversation.item.truncated"
-INPUT_TRANSCRIPTION_DELTA = "conversation.item.input_audio_transcription.delta"
-INPUT_TRANSCRIPTION_COMPLETED = "conversation.item.input_audio_transcription.completed"
-INPUT_TRANSCRIPTION_FAILED = "conversation.item.input_audio_transcription.failed"
-RESPONSE_CREATED = "response.created"
-RESPONSE_DONE = "response.done"
-RESPONSE_OUTPUT_ITEM_ADDED = "response.output_item.added"
-RESPONSE_OUTPUT_ITEM_DONE = "response.output_item.done"
-RESPONSE_OUTPUT_AUDIO_DELTA = "response.output_audio.delta"
-RESPONSE_OUTPUT_AUDIO_DONE = "response.output_audio.done"
-RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
-RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DONE = "response.output_audio_transcript.done"
-RESPONSE_OUTPUT_TEXT_DELTA = "response.output_text.delta"
-RESPONSE_OUTPUT_TEXT_DONE = "response.output_text.done"
-RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE = "response.function_call_arguments.done"
-
-# ------------------------------------------------------------------------------------ error codes
-CODE_SESSION_EXPIRED = "session_expired"
-CODE_RESPONSE_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
-CODE_COMMIT_EMPTY = "input_audio_buffer_commit_empty"
-CODE_ACTIVE_RESPONSE = "conversation_already_has_active_response"
-CODE_BETA_DISABLED = "beta_api_shape_disabled"
-CODE_RATE_LIMIT = "inference_rate_limit_exceeded"
-FATAL_CODES = frozenset(
-    {"invalid_api_key", "insufficient_quota", "account_deactivated", "billing_hard_limit_reached", CODE_BETA_DISABLED}
+from earshot.realtime.clientevents import *  # noqa: F403 - the client events, re-exported (one events module for callers)
+from earshot.realtime.eventnames import *  # noqa: F403 - the wire names, likewise
+from earshot.realtime.eventnames import (
+    CONVERSATION_ITEM_ADDED,
+    CONVERSATION_ITEM_CREATED,
+    CONVERSATION_ITEM_DONE,
+    CONVERSATION_ITEM_TRUNCATED,
+    ERROR,
+    INPUT_AUDIO_BUFFER_CLEARED,
+    INPUT_AUDIO_BUFFER_COMMITTED,
+    INPUT_TRANSCRIPTION_COMPLETED,
+    INPUT_TRANSCRIPTION_DELTA,
+    INPUT_TRANSCRIPTION_FAILED,
+    RESPONSE_CREATED,
+    RESPONSE_DONE,
+    RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE,
+    RESPONSE_OUTPUT_AUDIO_DELTA,
+    RESPONSE_OUTPUT_AUDIO_DONE,
+    RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA,
+    RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DONE,
+    RESPONSE_OUTPUT_ITEM_ADDED,
+    RESPONSE_OUTPUT_ITEM_DONE,
+    RESPONSE_OUTPUT_TEXT_DELTA,
+    RESPONSE_OUTPUT_TEXT_DONE,
+    SESSION_CREATED,
+    SESSION_UPDATED,
+    SPEECH_STARTED,
+    SPEECH_STOPPED,
+    AudioFormat,
 )
-"""Error codes that no retry can fix until a person acts (PROTOCOL.md §4.5)."""
-TRUNCATE_TOO_LONG_MARKER = "already shorter than"
-TRUNCATE_NOT_AUDIO_MARKER = "Only model output audio messages can be truncated"
-CANCEL_FAILED_PREFIX = "Cancellation failed"
-
-WIRE_RATE_HZ: Mapping[str, int] = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
-
 
 # ------------------------------------------------------------------------------- server events
 
@@ -323,17 +293,6 @@ def decode_audio(b64: str, audio_format: AudioFormat) -> NDArray[np.int16]:
     return g711.alaw_decode(codes)
 
 
-def encode_audio(pcm: NDArray[np.int16], audio_format: AudioFormat) -> str:
-    """Encode mono int16 at the wire rate as base64 in the session format."""
-    if audio_format == "pcm16":
-        raw = np.ascontiguousarray(pcm, dtype="<i2").tobytes()
-    elif audio_format == "g711_ulaw":
-        raw = g711.ulaw_encode(pcm)
-    else:
-        raw = g711.alaw_encode(pcm)
-    return base64.b64encode(raw).decode("ascii")
-
-
 def parse_server_event(raw: str | bytes, audio_format: AudioFormat = "pcm16") -> ServerEvent:
     """Parse one WebSocket message from the server.
 
@@ -505,87 +464,3 @@ _PARSERS = {
     RESPONSE_OUTPUT_TEXT_DONE: _parse_transcript,
     RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE: _parse_function_call,
 }
-
-
-# --------------------------------------------------------------------------------- serializers
-
-
-def dumps(event: Mapping[str, Any]) -> str:
-    """Serialize a client event as one compact JSON text frame."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-
-
-def _with_id(event: dict[str, Any], event_id: str | None) -> dict[str, Any]:
-    if event_id is not None:
-        event["event_id"] = event_id
-    return event
-
-
-def session_update(session: Mapping[str, Any], event_id: str | None = None) -> dict[str, Any]:
-    """``session.update`` with a full GA ``session`` object (``type: realtime``)."""
-    return _with_id({"type": SESSION_UPDATE, "session": dict(session)}, event_id)
-
-
-def audio_append(audio_b64: str) -> dict[str, Any]:
-    """``input_audio_buffer.append`` (no event_id: never acknowledged, and it is the hot path)."""
-    return {"type": INPUT_AUDIO_BUFFER_APPEND, "audio": audio_b64}
-
-
-def audio_commit(event_id: str | None = None) -> dict[str, Any]:
-    """``input_audio_buffer.commit``."""
-    return _with_id({"type": INPUT_AUDIO_BUFFER_COMMIT}, event_id)
-
-
-def audio_clear(event_id: str | None = None) -> dict[str, Any]:
-    """``input_audio_buffer.clear``."""
-    return _with_id({"type": INPUT_AUDIO_BUFFER_CLEAR}, event_id)
-
-
-def item_create(
-    item: Mapping[str, Any], *, previous_item_id: str | None = None, event_id: str | None = None
-) -> dict[str, Any]:
-    """``conversation.item.create``; ``previous_item_id`` chains replayed history."""
-    event: dict[str, Any] = {"type": CONVERSATION_ITEM_CREATE, "item": dict(item)}
-    if previous_item_id is not None:
-        event["previous_item_id"] = previous_item_id
-    return _with_id(event, event_id)
-
-
-def message_item(role: Literal["user", "assistant"], text: str, item_id: str | None = None) -> dict[str, Any]:
-    """A text message item: user ``input_text`` or assistant ``output_text`` (PROTOCOL.md §3.4)."""
-    part = "input_text" if role == "user" else "output_text"
-    item: dict[str, Any] = {"type": "message", "role": role, "content": [{"type": part, "text": text}]}
-    if item_id is not None:
-        item["id"] = item_id
-    return item
-
-
-def function_call_output_item(call_id: str, output: str) -> dict[str, Any]:
-    """A ``function_call_output`` item answering the call ``call_id``."""
-    return {"type": "function_call_output", "call_id": call_id, "output": output}
-
-
-def item_truncate(item_id: str, content_index: int, audio_end_ms: int, event_id: str | None = None) -> dict[str, Any]:
-    """``conversation.item.truncate``: the server keeps the item's audio up to ``audio_end_ms``."""
-    return _with_id(
-        {
-            "type": CONVERSATION_ITEM_TRUNCATE,
-            "item_id": item_id,
-            "content_index": content_index,
-            "audio_end_ms": audio_end_ms,
-        },
-        event_id,
-    )
-
-
-def response_create(event_id: str | None = None) -> dict[str, Any]:
-    """``response.create`` with the session defaults."""
-    return _with_id({"type": RESPONSE_CREATE}, event_id)
-
-
-def response_cancel(response_id: str | None = None, event_id: str | None = None) -> dict[str, Any]:
-    """``response.cancel`` (of ``response_id``, or of the active response when None)."""
-    event: dict[str, Any] = {"type": RESPONSE_CANCEL}
-    if response_id is not None:
-        event["response_id"] = response_id
-    return _with_id(event, event_id)
