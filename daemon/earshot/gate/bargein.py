@@ -39,7 +39,6 @@ from earshot.audio.echo import QUIET_ECHO_ERL_DB, EchoFrame
 from earshot.config import BargeInConfig
 
 __all__ = [
-    "ECHO_COHERENCE",
     "QUIET_ECHO_ERL_DB",
     "BargeIn",
     "BargeInDetector",
@@ -74,14 +73,18 @@ _FULL_PEAK_MARGIN_DB = 4.0
 _WINDOW_FACTOR = 2
 # ... and never shorter than this: a short word ("stop", "excuse me") is two syllables with a gap.
 _MIN_WINDOW_MS = 240
-# A chunk whose cleaned signal the reference explains this well (EchoFrame.residual_coherence: the share
-# of its power coherent with the reference at the echo's delay) is echo the filter has not learned yet,
-# not a voice. Measured: the bench's engaged run, a reply's last syllable (all under 500 Hz) 5 dB over
-# the residual bound at 0.47-0.82, a false barge-in in most runs; users talking over replies there at
-# 0.08-0.19; a new reply in another voice after a warm-up (tests/echo/test_coherence.py) barged in on
-# itself in 7 of 9 rooms without this test and 1 with it (a soft clip's harmonics: no linear relation
-# to the reference); the 12 interruptions of tests/echo/test_bargein.py were detected on the same chunk.
-ECHO_COHERENCE = 0.4
+# Only the part of a chunk the reference does not explain can be the user: the level tested against the
+# residual bound is the cleaned level less its share coherent with the reference (EchoFrame.
+# residual_coherence, echo the filter has not learned yet). Measured: on the bench's engaged run a
+# reply's last syllable (all under 500 Hz) stood 5 dB over the bound at a coherence of 0.47-0.82 (a
+# false barge-in in most runs); users talking over replies there at 0.08-0.19 (under 1 dB less). In 20
+# new replies after a warm-up on another voice (tests/echo/test_coherence.py) 6 barged in on themselves
+# without it and 1 with it (a soft clip's harmonics have no linear relation to the reference); the 12
+# interruptions of tests/echo/test_bargein.py are detected on the same chunk, cold canceller or warm.
+# A plain veto at a fixed coherence was tried first: a user over a poorly cancelled reply (GATED) makes
+# the mixture coherent too, and a veto would drop them altogether, where this only takes off the echo.
+_MIN_UNEXPLAINED = 1e-3
+USE_COHERENCE = True
 # In auto duplex, FULL falls back to GATED mid-reply only this far below full_duplex_erle_db.
 _DUPLEX_HYSTERESIS_DB = 3.0
 
@@ -303,10 +306,13 @@ class BargeInDetector:
             full_margin = _FULL_PEAK_MARGIN_DB
         else:
             full_margin = _FULL_RESIDUAL_MARGIN_DB
-        margin = level - residual
+        # Only what the reference does not explain can be the user: the share of the cleaned power that
+        # is coherent with it is echo the filter has not learned (EchoFrame.residual_coherence).
+        coherence = echo.residual_coherence if echo is not None and USE_COHERENCE else 0.0
+        unexplained = level + 10.0 * math.log10(max(_MIN_UNEXPLAINED, 1.0 - coherence))
+        margin = unexplained - residual
         needed = self.config.energy_margin_db if self._decision.mode is DuplexMode.GATED else full_margin
-        coherent = echo is not None and echo.residual_coherence >= ECHO_COHERENCE
-        speech = voiced and level >= _SPEECH_FLOOR_DBFS and margin >= needed and not coherent
+        speech = voiced and level >= _SPEECH_FLOOR_DBFS and margin >= needed
         self.user_speaking = speech
         window_start = position - self._window_samples
         while self._run and self._run[0][0] <= window_start:
