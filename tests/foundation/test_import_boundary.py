@@ -35,6 +35,7 @@ PURE = [
     "earshot.realtime.stall",
     # the conversation core, the engagement table, the uplink rule
     "earshot.conversation.core",
+    "earshot.conversation.front",
     "earshot.conversation.effects",
     "earshot.engage",
     "earshot.engagetable",

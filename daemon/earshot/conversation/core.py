@@ -32,27 +32,21 @@ from earshot import engage as eg
 from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CaptureChunk
 from earshot.audio.earcons import earcon
 from earshot.audio.ledger import PlaybackFinished, PlaybackStarted, is_earcon
-from earshot.audio.resample import StreamResampler
-from earshot.audio.ring import AudioRing
 from earshot.config import Config
 from earshot.conversation import effects as fx
+from earshot.conversation.front import CAPTURE_RATE_HZ, AudioFront
 from earshot.engage import Engagement, EngagementSettings, Phase
 from earshot.gate import gate as gt
-from earshot.gate.bargein import BargeInDetector, DuplexMode
+from earshot.gate.bargein import DuplexMode
 from earshot.realtime import session as rs
 from earshot.realtime.linkevents import LinkDown, OfflineOverflow
 from earshot.realtime.policy import Verdict
-from earshot.uplink import UplinkGuard
 
 __all__ = ["CAPTURE_RATE_HZ", "HOOK_FOR_PHASE", "PHASE_STATUS", "PLAYBACK_RATE_HZ", "ConversationCore"]
 
 logger = logging.getLogger(__name__)
 
-CAPTURE_RATE_HZ = 16000
 PLAYBACK_RATE_HZ = 24000
-RING_S = 30.0
-# Without a canceller nothing measures the echo tail: the device's sound is taken to linger this long.
-_NO_CANCELLER_TAIL_S = 0.3
 _TIMELINE = 400
 
 PHASE_STATUS = {
@@ -118,22 +112,13 @@ class ConversationCore:
                 local_turn_detection=rt.turn_detection.type == "none",
             )
         )
-        self.ring = AudioRing(int(RING_S * CAPTURE_RATE_HZ))
-        vad = config.gate.vad
-        self.uplink_guard = UplinkGuard(
-            lead_samples=preroll,
-            keep_samples=self.ring.capacity_samples,
-            confirm_samples=(vad.end_ms + vad.start_ms) * CAPTURE_RATE_HZ // 1000,
-        )
-        """What of the capture may go upstream: never the device's own sound (:mod:`earshot.uplink`)."""
-        self.over_sound = BargeInDetector(config.bargein) if bargein is not None else None
-        """Local detection of the user over the device's sound outside a reply (earcons, the reply's tail)."""
-        self.wire_rate_hz = 24000 if rt.format == "pcm16" else 8000
-        self._up = StreamResampler(CAPTURE_RATE_HZ, self.wire_rate_hz)
-        self._pump_samples = rt.append_ms * CAPTURE_RATE_HZ // 1000
-        self._cursor: int | None = None  # capture position the uplink has sent up to
+        self.front = AudioFront(config, echo=echo, wake_guard=wake_guard, detect_over_sound=bargein is not None)
+        """The canceller, the pre-roll ring, the uplink guard and the uplink pump (:mod:`.front`)."""
+        self.ring = self.front.ring
+        self.uplink_guard = self.front.uplink_guard
+        self.over_sound = self.front.over_sound
+        self.wire_rate_hz = self.front.wire_rate_hz
         self._position = 0
-        self._audible_until = -1  # without a canceller: capture position the device's sound may last to
         self.muted = False
         # The response in flight (one at a time, as the server sends them).
         self._response_has_audio = False
@@ -190,11 +175,7 @@ class ConversationCore:
         """
         if self.muted:
             return True
-        if self.phase is not Phase.IDLE or playback_active or self._position < self._audible_until:
-            return False
-        if self.echo is not None and not self.echo.bypassing:
-            return False
-        return self.uplink_guard.settled and (self.over_sound is None or not self.over_sound.armed)
+        return self.phase is Phase.IDLE and self.front.quiet(self._position, playback_active=playback_active)
 
     def capture(self, pcm: NDArray[np.int16], position: int, now: float, *, playback_active: bool) -> None:
         """One capture chunk (16 kHz mono) at ``position``; ``playback_active``: the device is sounding.
@@ -207,21 +188,33 @@ class ConversationCore:
         if self.muted:
             self._tick(now)
             return
-        frame = None
-        cleaned = pcm
-        if self.echo is not None:
-            near_end = (
-                bool(getattr(self.bargein, "user_speaking", False))
-                or bool(getattr(self.over_sound, "user_speaking", False))
-                # the user was already talking when the device began to sound (their own turn)
-                or (self.uplink_guard.user_speaking and self.phase in (Phase.CONNECTING, Phase.LISTENING))
+        user_turn = self.phase in (Phase.CONNECTING, Phase.LISTENING)
+        near_end = (
+            bool(getattr(self.bargein, "user_speaking", False))
+            or bool(getattr(self.over_sound, "user_speaking", False))
+            # the user was already talking when the device began to sound (their own turn)
+            or (self.uplink_guard.user_speaking and user_turn)
+        )
+        cleaned, frame = self.front.clean(pcm, position, near_end=near_end)
+        guarded = self.front.guard(
+            pcm,
+            cleaned,
+            frame,
+            position,
+            playback_active=playback_active,
+            user_turn=user_turn,
+            speaking=self.phase is Phase.SPEAKING,
+        )
+        if guarded.over_sound is not None:
+            onset = guarded.over_sound.position
+            self._mark(
+                now,
+                "speech_over_device",
+                f"user speech over the device's sound at {onset / CAPTURE_RATE_HZ:.3f} s",
+                onset_s=round(onset / CAPTURE_RATE_HZ, 3),
             )
-            cleaned = self.echo.process(pcm, near_end=near_end)
-            frame = self.echo.frame
-            if self.wake_guard is not None:
-                self.wake_guard.observe(frame, position)
-        self.ring.append(cleaned, position)
-        self._guard_chunk(pcm, cleaned, frame, position, now, playback_active)
+        for onset in guarded.released:
+            self._speech_started(onset, now)
         for ev in self.gate.process(CaptureChunk(cleaned, position)):
             self._on_gate_event(ev, now)
         bargein = self.bargein
@@ -246,62 +239,11 @@ class ConversationCore:
         if self.muted:
             self._tick(now)
             return
-        if self.echo is not None:
-            self.echo.pass_through(pcm)
-        self.ring.append(pcm, position)
-        self.uplink_guard.chunk(position, len(pcm), audible=False)
+        self.front.pass_period(pcm, position)
         for ev in self.gate.process(CaptureChunk(pcm, position)):
             self._on_gate_event(ev, now)
         self._pump_uplink(force=False)
         self._tick(now)
-
-    def _guard_chunk(
-        self,
-        raw: NDArray[np.int16],
-        cleaned: NDArray[np.int16],
-        frame: Any,
-        position: int,
-        now: float,
-        playback_active: bool,
-    ) -> None:
-        """Tell the uplink guard whether the device's own sound can be in this chunk, and judge it."""
-        guard = self.uplink_guard
-        if frame is not None:
-            # Some reference above the floor is within the canceller's filter span (the longest echo
-            # path it models), or a new pairing is still being aligned: the echo can be in this chunk.
-            audible = bool(frame.echo_possible or frame.settling)
-        else:
-            if playback_active:
-                self._audible_until = position + len(raw) + int(_NO_CANCELLER_TAIL_S * CAPTURE_RATE_HZ)
-            audible = position < self._audible_until
-        was = guard.audible
-        guard.chunk(position, len(raw), audible=audible, user_turn=self.phase in (Phase.CONNECTING, Phase.LISTENING))
-        over = self.over_sound
-        if over is not None:
-            if guard.holding and not was:
-                over.start(position, **self._echo_figures())
-            elif not guard.audible and over.armed:
-                over.stop()
-            if guard.holding and over.armed and self.phase is not Phase.SPEAKING:
-                hit = over.process(cleaned, raw, frame, position)
-                if hit is not None:
-                    self._mark(
-                        now,
-                        "speech_over_device",
-                        f"user speech over the device's sound at {hit.position / CAPTURE_RATE_HZ:.3f} s",
-                        onset_s=round(hit.position / CAPTURE_RATE_HZ, 3),
-                    )
-                    guard.user_speech(hit.position)
-        for onset in guard.released():
-            self._speech_started(onset, now)
-
-    def _echo_figures(self) -> dict[str, Any]:
-        echo = self.echo
-        return {
-            "erle_db": echo.erle_db if echo is not None else None,
-            "erl_db": echo.erl_db if echo is not None else None,
-            "canceller": echo is not None,
-        }
 
     def _on_gate_event(self, ev: gt.GateEvent, now: float) -> None:
         if isinstance(ev, gt.SpeechStarted):
@@ -419,21 +361,11 @@ class ConversationCore:
     # ------------------------------------------------------------------ uplink
 
     def _pump_uplink(self, *, force: bool = True) -> None:
-        if not self.engagement.uplink or self._cursor is None:
+        # A commit, a flush or an end of turn pumps what is left at once; capture pumps in batches.
+        if not self.engagement.uplink:
             return
-        # Only what the guard has decided goes up: a stretch the device's sound may be in waits until
-        # it is known to be silence (it was all echo) or the user's (local detection confirmed them).
-        upto = min(self._position, self.uplink_guard.decided_upto())
-        start = max(self._cursor, self.ring.start_position or 0)
-        if upto <= start or (not force and upto - start < self._pump_samples):
-            # Per capture chunk, audio goes up in ``append_ms`` batches: the session sends no smaller
-            # message anyway, and one resampler call per batch instead of per chunk is a quarter of
-            # the per-call cost. A commit, a flush or an end of turn pumps what is left at once.
-            return
-        pcm = self.uplink_guard.apply(self.ring.since(start)[: upto - start], start)
-        self._cursor = upto
-        wire = self._up.process(pcm)
-        if len(wire):
+        wire = self.front.pump(self._position, force=force)
+        if wire is not None:
             self._emit(fx.SendAudio(wire))
 
     # ------------------------------------------------------------------ link events
@@ -575,7 +507,7 @@ class ConversationCore:
         self._turn_ended_at = None
         self.engagement.reply_started(now)
         if self.bargein is not None:
-            decision = self.bargein.start(self._position, **self._echo_figures())
+            decision = self.bargein.start(self._position, **self.front.echo_figures())
             self._duplex(decision.mode.value)
             self._update_gate_suppression()
 
@@ -621,9 +553,7 @@ class ConversationCore:
                 if self.connection != "resting":
                     self._connection("disconnected")
             case eg.StartUplink(from_position=pos):
-                start = self.ring.start_position
-                self._cursor = pos if start is None else max(pos, start)
-                self._up.reset()
+                self.front.start_uplink(pos)
             case eg.ReplayTurn(replay=replay):
                 # The link holds the unanswered turn's audio (and all since) until told.
                 if replay:
