@@ -66,6 +66,7 @@ PURE = [
     "earshot.gate.extras",
     # the emulator's protocol core (its shell is emulator.server)
     "earshot.emulator.protocol",
+    "earshot.emulator.inputbuffer",
     "earshot.emulator.replies",
     "earshot.emulator.wire",
     "earshot.emulator.voice",

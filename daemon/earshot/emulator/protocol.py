@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 import earshot.emulator.schema as schema
 import earshot.emulator.voice as voice
+from earshot.emulator.inputbuffer import InputBuffer
 from earshot.emulator.options import (
     FATAL_CODES,
     Cancel,
@@ -34,12 +35,11 @@ from earshot.emulator.options import (
     Turn,
 )
 from earshot.emulator.replies import Response, Speak, stream_response
-from earshot.emulator.vad import EnergyVad, VadStarted, VadStopped
+from earshot.emulator.vad import VadStarted, VadStopped
 from earshot.emulator.wire import (
     CLIENT_TYPES,
     HUGE_MESSAGE_BYTES,
     MIN_COMMIT_MS,
-    SEMANTIC_SILENCE_MS,
     Out,
     ServerError,
     check_format,
@@ -102,11 +102,7 @@ class ServerSession:
         self._expires_at: float | None = None
         self.events_sent = 0
         self.injected: set[str] = set()
-        self.input_samples = 0  # input samples appended this session (wire rate)
-        self.buffer: list[NDArray[np.int16]] = []
-        self.buffer_rate_hz = 24000
-        self.vad: EnergyVad | None = None
-        self.speech_item_id: str | None = None
+        self.input = InputBuffer()
         self.response: Response | None = None
         self.responses_started = 0
         self.audio_sent: dict[str, tuple[int, int]] = {}  # assistant item id → (samples sent, rate)
@@ -384,7 +380,7 @@ class ServerSession:
                 **td,
             }
         self.session = merged
-        self.vad = None  # rebuilt from the new config on the next append
+        self.input.configure()  # the VAD is rebuilt from the new config on the next append
         self.emit({"type": "session.updated", "session": self.session})
 
     # --- input audio -----------------------------------------------------------------------------------------
@@ -404,54 +400,27 @@ class ServerSession:
         td = self.session["audio"]["input"].get("turn_detection")
         return td if isinstance(td, dict) else None
 
-    def _ensure_vad(self, rate_hz: int) -> EnergyVad | None:
-        td = self._turn_detection()
-        if td is None:
-            self.vad = None
-            return None
-        if self.vad is None or self.vad.rate_hz != rate_hz:
-            if td.get("type") == "semantic_vad":
-                silence = SEMANTIC_SILENCE_MS.get(str(td.get("eagerness", "auto")), 700)
-                self.vad = EnergyVad(rate_hz, threshold=0.5, prefix_padding_ms=300, silence_duration_ms=silence)
-            else:
-                self.vad = EnergyVad(
-                    rate_hz,
-                    threshold=float(td.get("threshold") or 0.5),
-                    prefix_padding_ms=int(td.get("prefix_padding_ms") or 0),
-                    silence_duration_ms=int(td.get("silence_duration_ms") or 0),
-                )
-            self.vad.reset(self.input_samples)
-        return self.vad
-
     def _on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
         try:
             pcm = voice.from_wire(event["audio"], self._in_fmt)
         except ValueError as exc:
             raise ServerError(f"Invalid audio: {exc}", code="invalid_value", param="audio") from exc
         rate = voice.format_rate_hz(self._in_fmt)
-        if rate != self.buffer_rate_hz:
-            self.buffer = []
-            self.buffer_rate_hz = rate
         self.record.add_audio(pcm, rate)
-        self.buffer.append(pcm)
-        self.input_samples += pcm.size
-        vad = self._ensure_vad(rate)
-        if vad is None:
-            return
-        for vad_event in vad.process(pcm):
+        for vad_event in self.input.append(pcm, rate, self._turn_detection()):
             if isinstance(vad_event, VadStarted):
                 self._speech_started(vad_event.audio_start_ms)
             elif isinstance(vad_event, VadStopped):
                 self._speech_stopped(vad_event.audio_end_ms)
 
     def _speech_started(self, audio_start_ms: int) -> None:
-        self.speech_item_id = new_id("item")
+        self.input.speech_item_id = new_id("item")
         logger.debug("session %d: speech started at %d ms", self.record.index, audio_start_ms)
         self.emit(
             {
                 "type": "input_audio_buffer.speech_started",
                 "audio_start_ms": audio_start_ms,
-                "item_id": self.speech_item_id,
+                "item_id": self.input.speech_item_id,
             }
         )
         td = self._turn_detection() or {}
@@ -459,23 +428,17 @@ class ServerSession:
             self._cancel(self.response, "turn_detected")
 
     def _speech_stopped(self, audio_end_ms: int) -> None:
-        item_id = self.speech_item_id or new_id("item")
+        item_id = self.input.speech_item_id or new_id("item")
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms, "item_id": item_id})
         self._commit(item_id)
         td = self._turn_detection() or {}
         if td.get("create_response", True) and self.response is None:
             self._start_response({}, None)
 
-    def _buffer_ms(self) -> int:
-        return sum(chunk.size for chunk in self.buffer) * 1000 // self.buffer_rate_hz
-
     def _commit(self, item_id: str) -> None:
-        pcm = np.concatenate(self.buffer) if self.buffer else np.zeros(0, dtype=np.int16)
-        audio_ms = pcm.size * 1000 // self.buffer_rate_hz
-        self.buffer = []
-        self.speech_item_id = None
-        if self.vad is not None:
-            self.vad.reset(self.input_samples)
+        rate = self.input.rate_hz
+        pcm = self.input.take()
+        audio_ms = pcm.size * 1000 // rate
         previous = next(reversed(self.record.items), None)
         self.emit({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
         item = {
@@ -486,7 +449,7 @@ class ServerSession:
             "status": "completed",
             "content": [{"type": "input_audio", "transcript": None}],
         }
-        self.record.user_audio[item_id] = voice.resample(pcm, self.buffer_rate_hz, voice.RATE_HZ)
+        self.record.user_audio[item_id] = voice.resample(pcm, rate, voice.RATE_HZ)
         self.pending_audio_ms += audio_ms
         logger.info("session %d: user turn committed (%d ms of audio)", self.record.index, audio_ms)
         self._add_item(item, previous)
@@ -497,20 +460,17 @@ class ServerSession:
         self.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
 
     def _on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
-        ms = self._buffer_ms()
+        ms = self.input.ms
         if ms < MIN_COMMIT_MS:
             raise ServerError(
                 f"Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
                 f"but buffer only has {ms:.2f}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-        self._commit(self.speech_item_id or new_id("item"))
+        self._commit(self.input.speech_item_id or new_id("item"))
 
     def _on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
-        self.buffer = []
-        self.speech_item_id = None
-        if self.vad is not None:
-            self.vad.reset(self.input_samples)
+        self.input.clear()
         self.emit({"type": "input_audio_buffer.cleared"})
 
     def _on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
