@@ -74,13 +74,13 @@ class AlignStep:
         held: the chunk is held back: pass the microphone on raw, marked settling.
     """
 
-    release: list[Chunk]
+    release: tuple[Chunk, ...]
     current: bool
     held: bool
 
 
-_FILTER_NOW = AlignStep([], current=False, held=False)
-_HOLD = AlignStep([], current=False, held=True)
+_FILTER_NOW = AlignStep((), current=False, held=False)
+_HOLD = AlignStep((), current=False, held=True)
 
 
 class PairingAligner:
@@ -278,12 +278,12 @@ class PairingAligner:
         if est is not None and est.confidence >= _ALIGN_CONFIDENCE:
             self._track_lag = est.lag
 
-    def abandon(self) -> list[Chunk]:
+    def abandon(self) -> tuple[Chunk, ...]:
         """Stop aligning (the reference was dropped); the held chunks, to be filtered in order."""
         self.aligning = False
         return self._release_held()
 
-    def _release_held(self) -> list[Chunk]:
-        held = [(mic, ref, near_end) for mic, ref, near_end, is_held in self._align_frames if is_held]
+    def _release_held(self) -> tuple[Chunk, ...]:
+        held = tuple((mic, ref, near_end) for mic, ref, near_end, is_held in self._align_frames if is_held)
         self._align_frames.clear()
         return held

@@ -318,7 +318,7 @@ class EchoCanceller:
                 return out  # the held chunks, this one last, went through the filter just now
         return self._filter(src, ref, near_end)
 
-    def _filter_all(self, chunks: list[Chunk]) -> NDArray[np.int16] | None:
+    def _filter_all(self, chunks: tuple[Chunk, ...]) -> NDArray[np.int16] | None:
         """Run chunks through the filter in order; the last one's output (None if none)."""
         out = None
         for mic, ref, near_end in chunks:

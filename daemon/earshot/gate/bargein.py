@@ -85,6 +85,7 @@ _MIN_WINDOW_MS = 240
 # the mixture coherent too, and a veto would drop them altogether, where this only takes off the echo.
 _MIN_UNEXPLAINED = 1e-3
 USE_COHERENCE = True
+"""Take the coherent share off (see above); tests switch it off to show what it changes."""
 # In auto duplex, FULL falls back to GATED mid-reply only this far below full_duplex_erle_db.
 _DUPLEX_HYSTERESIS_DB = 3.0
 
