@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot.errors import ConfigError
-from earshot.gate.trigger import RATE_HZ, Trigger
+from earshot.gate.trigger import RATE_HZ, Trigger, bundled_or_file
 
 __all__ = [
     "OPENWAKEWORD_DEFAULT_THRESHOLD",
@@ -67,21 +67,12 @@ class OpenWakeWordEngine:
             from pyopen_wakeword import Model, OpenWakeWord, OpenWakeWordFeatures
         except ImportError as exc:
             raise ConfigError("gate.wakeword.engine openwakeword: install the extra earshot[openwakeword]") from exc
+        found = bundled_or_file(model, Model, kind="")
         try:
-            builtin = Model(model)
-        except ValueError:
-            builtin = None
-        try:
-            if builtin is not None:
-                self._oww: Any = OpenWakeWord.from_builtin(builtin)
+            if isinstance(found, Path):
+                self._oww: Any = OpenWakeWord.from_model(found)
             else:
-                path = Path(model).expanduser()
-                if not path.is_file():
-                    raise ConfigError(
-                        f"gate.wakeword.model: {model!r} is neither a bundled model "
-                        f"({', '.join(m.value for m in Model)}) nor an existing file"
-                    )
-                self._oww = OpenWakeWord.from_model(path)
+                self._oww = OpenWakeWord.from_builtin(found)
             self._features: Any = OpenWakeWordFeatures.from_builtin()
         except OSError as exc:
             raise ConfigError(f"gate.wakeword.model: cannot load {model!r}: {exc}") from exc

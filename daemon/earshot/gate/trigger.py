@@ -1,8 +1,20 @@
-"""What every wake-word engine shares: the sample rate and the trigger (threshold plus trigger level)."""
+"""What every wake-word engine shares.
+
+The sample rate, the trigger (threshold plus trigger level), and finding the model a config names (a
+bundled one, or a file).
+"""
 
 from __future__ import annotations
 
-__all__ = ["RATE_HZ", "Trigger"]
+import enum
+from pathlib import Path
+from typing import TypeVar
+
+from earshot.errors import ConfigError
+
+__all__ = ["RATE_HZ", "Trigger", "bundled_or_file"]
+
+_Model = TypeVar("_Model", bound=enum.Enum)
 
 RATE_HZ = 16000
 
@@ -29,3 +41,23 @@ class Trigger:
             self.best = 0.0
             return best
         return None
+
+
+def bundled_or_file(model: str, bundled: type[_Model], *, kind: str, suffix: str = "") -> _Model | Path:
+    """The bundled model ``model`` names (a member of ``bundled``), else the existing file it names.
+
+    Raises:
+        ConfigError: naming ``gate.wakeword.model``, when it is neither (``suffix``: the file's required
+            extension, e.g. ``.json``).
+    """
+    try:
+        return bundled(model)
+    except ValueError:
+        pass
+    path = Path(model).expanduser()
+    if not path.is_file() or (suffix and path.suffix != suffix):
+        raise ConfigError(
+            f"gate.wakeword.model: {model!r} is neither a bundled {kind}model "
+            f"({', '.join(str(m.value) for m in bundled)}) nor an existing {suffix + ' ' if suffix else ''}file"
+        )
+    return path

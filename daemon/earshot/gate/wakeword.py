@@ -31,7 +31,7 @@ from earshot.gate.template import (
     read_template_wav,
     trim_silence,
 )
-from earshot.gate.trigger import RATE_HZ, Trigger
+from earshot.gate.trigger import RATE_HZ, Trigger, bundled_or_file
 
 __all__ = [
     "MICROWAKEWORD_DEFAULT_THRESHOLD",
@@ -108,21 +108,12 @@ class MicroWakeWordEngine:
             from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
         except ImportError as exc:  # a core dependency: only a broken install gets here
             raise ConfigError("gate.wakeword.engine microwakeword: pymicro-wakeword is not installed") from exc
+        found = bundled_or_file(model, Model, kind="microWakeWord ", suffix=".json")
         try:
-            builtin = Model(model)
-        except ValueError:
-            builtin = None
-        try:
-            if builtin is not None:
-                self._mww: Any = MicroWakeWord.from_builtin(builtin)
+            if isinstance(found, Path):
+                self._mww: Any = MicroWakeWord.from_config(found)
             else:
-                path = Path(model).expanduser()
-                if path.suffix != ".json" or not path.is_file():
-                    raise ConfigError(
-                        f"gate.wakeword.model: {model!r} is neither a bundled microWakeWord model "
-                        f"({', '.join(m.value for m in Model)}) nor an existing model .json"
-                    )
-                self._mww = MicroWakeWord.from_config(path)
+                self._mww = MicroWakeWord.from_builtin(found)
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(f"gate.wakeword.model: cannot load {model!r}: {exc}") from exc
         self._features: Any = MicroWakeWordFeatures()
