@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -38,6 +37,7 @@ from numpy.typing import NDArray
 from tests.support.speech import write_wav
 
 from benchlib import audio
+from benchlib.devices import thread_cpu_s
 from earshot.audio.room import EchoPath
 from earshot.capturefeed import CaptureFeed
 from earshot.compose import build
@@ -55,17 +55,6 @@ CYCLE_S = 15.0
 """One question and its reply: 0.5 s of room, the question (~4 s), the server's VAD (0.5 s), the reply
 (~5.3 s) and room until the next question, well inside the 6 s follow-up window."""
 _EMULATOR_THREADS = "bench-emulator"
-
-
-def _thread_cpu_s(native_id: int | None) -> float:
-    """CPU seconds (user + system) of one thread of this process, from /proc (0 when it is gone)."""
-    if native_id is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class EmulatorThread:
@@ -117,22 +106,25 @@ class EmulatorThread:
 
     def cpu_s(self) -> float:
         """CPU seconds of the emulator's threads so far."""
-        return sum(_thread_cpu_s(t.native_id) for t in threading.enumerate() if t.name.startswith(_EMULATOR_THREADS))
+        return sum(
+            thread_cpu_s(t.native_id)
+            for t in threading.enumerate()
+            if t.name.startswith(_EMULATOR_THREADS) and t.native_id is not None
+        )
 
 
 class _App:
-    """What the built parts report to: the conversation gets the playback's events; the rest is counted."""
+    """What the built parts report to: the conversation gets the playback's events; the rest is dropped."""
 
     def __init__(self, clock: Any) -> None:
         self.conversation: Any = None
         self.clock = clock
-        self.hooks: list[str] = []
 
     def on_phase(self, old: Phase, new: Phase, reason: str) -> None:
         pass
 
     def on_hook(self, name: str, data: dict[str, Any]) -> None:
-        self.hooks.append(name)
+        pass
 
     def run_tool(self, call_id: str, name: str, arguments: str) -> None:
         pass

@@ -29,12 +29,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot import engage as eg
-from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CaptureChunk
+from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CAPTURE_RATE_HZ, CaptureChunk
 from earshot.audio.earcons import earcon
 from earshot.audio.ledger import PlaybackFinished, PlaybackStarted, is_earcon
 from earshot.config import Config
 from earshot.conversation import effects as fx
-from earshot.conversation.front import CAPTURE_RATE_HZ, AudioFront
+from earshot.conversation.front import AudioFront
 from earshot.engage import Engagement, EngagementSettings, Phase
 from earshot.gate import gate as gt
 from earshot.gate.bargein import DuplexMode

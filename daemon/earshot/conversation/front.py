@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.audio.backend import CAPTURE_RATE_HZ
 from earshot.audio.resample import StreamResampler
 from earshot.audio.ring import AudioRing
 from earshot.config import Config
 from earshot.gate.bargein import BargeIn, BargeInDetector
 from earshot.uplink import UplinkGuard
 
-__all__ = ["CAPTURE_RATE_HZ", "RING_S", "AudioFront", "Guarded"]
+__all__ = ["RING_S", "AudioFront", "Guarded"]
 
-CAPTURE_RATE_HZ = 16000
 RING_S = 30.0
 # Without a canceller nothing measures the echo tail: the device's sound is taken to linger this long.
 _NO_CANCELLER_TAIL_S = 0.3
