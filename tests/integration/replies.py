@@ -54,18 +54,11 @@ _MAX_GAP = RATE_HZ // 2  # a longer silence in the output is not an underrun ins
 _FADE = RATE_HZ * 12 // 1000 + 1
 
 
-def _first_match(output: NDArray[np.int16], probe: NDArray[np.int16], after: int) -> int | None:
-    for candidate in (np.flatnonzero(output[after:] == probe[0]) + after).tolist():
-        c = int(candidate)
-        if c + probe.size <= output.size and np.array_equal(output[c : c + probe.size], probe):
-            return c
-    return None
-
-
 def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 0) -> Played | None:
     """Find ``reply`` in ``output`` at or after sample ``after``; None when it was not played.
 
-    The start is where the reply's first 50 ms of non-zero audio match exactly. From there output
+    The start is where the reply's first 50 ms of non-zero audio are played, exactly but for underrun
+    gaps (a busy machine can starve the device right after a reply's first write). From there output
     and reply are walked sample for sample; silence inserted by an underrun (a run of zeros in the
     output after which the reply resumes exactly) is skipped; the walk ends where they part for good,
     after a fade of at most 12 ms (same sign, never louder) that counts as played.
@@ -74,12 +67,21 @@ def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 
     if nz.size == 0:
         return None
     k0 = int(nz[0])
-    first = _first_match(output, reply[k0 : k0 + RATE_HZ // 20], after)
-    if first is None:
-        return None
     out = output.astype(np.int32)
     ref = reply.astype(np.int32)
-    i, j, gaps = first, k0, 0
+    for candidate in (np.flatnonzero(output[after:] == reply[k0]) + after).tolist():
+        first = int(candidate)
+        walked = _walk(out, ref, first, k0)
+        # 50 ms of the reply (or all of it) from here, underrun gaps allowed: it really started here.
+        if walked[1] - k0 >= min(RATE_HZ // 20, ref.size - k0):
+            i, j, gaps = walked
+            return _with_fade(out, ref, first - k0, i, j, gaps, reply.size)
+    return None
+
+
+def _walk(out: NDArray[np.int32], ref: NDArray[np.int32], i: int, j: int) -> tuple[int, int, int]:
+    """Walk output and reply from (i, j) while they agree, across underrun gaps: the (i, j, gaps) where they part."""
+    gaps = 0
     zeros_matched = 0  # reply zeros just matched by output zeros (a gap may hide among them)
     while i < out.size and j < ref.size:
         if out[i] == ref[j]:
@@ -93,7 +95,13 @@ def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 
         gaps += resumed[0] - i + (j - resumed[1])
         i, j = resumed
         zeros_matched = 0
-    # A fade: the output follows the reply scaled down, then silence.
+    return i, j, gaps
+
+
+def _with_fade(
+    out: NDArray[np.int32], ref: NDArray[np.int32], start: int, i: int, j: int, gaps: int, length: int
+) -> Played:
+    """The reply played from ``start`` to (i, j), and then a fade (the output following it scaled down)."""
     limit = min(out.size - i, ref.size - j, _FADE)
     fade = 0
     k = 0
@@ -101,7 +109,7 @@ def locate(output: NDArray[np.int16], reply: NDArray[np.int16], *, after: int = 
         k += 1
         if out[i + k - 1] != 0:
             fade = k  # a faded sample can round to 0: the fade ends at its last non-zero sample
-    return Played(start=first - k0, played=j + fade, length=reply.size, end=i + fade, gaps=gaps)
+    return Played(start=start, played=j + fade, length=length, end=i + fade, gaps=gaps)
 
 
 def _resync(out: NDArray[np.int32], ref: NDArray[np.int32], i: int, j: int, back: int) -> tuple[int, int] | None:

@@ -93,7 +93,12 @@ async def test_bargein_mid_reply_truncates_what_was_heard(tmp_path: Path, echo: 
         while (found := locate(run.output, sound, after=at)) is not None:
             after[found.start - played.end : found.end - played.end] = 0
             at = found.end
-    assert not after.any(), "audio after the barge-in that is neither the answer to the interruption nor a cue"
+    loud = np.flatnonzero(after) + played.end
+    assert not loud.size, (
+        "audio after the barge-in that is neither the answer to the interruption nor a cue: "
+        f"{loud.size} samples from {loud[0] / RATE_HZ:.3f} s to {loud[-1] / RATE_HZ:.3f} s; "
+        f"{[f'{t:.3f} {what}' for t, what in run.timeline]}"
+    )
 
 
 async def test_echo_only_reply_plays_to_its_end(tmp_path: Path) -> None:
