@@ -7,12 +7,13 @@ PulseAudio server (no sound card needed) and the same in-process emulator with s
 - ``rec``: a 3-channel null sink at 48 kHz; its channels are the speaker (aux0), the microphone
   (aux1) and the user alone (aux2). One recording of ``rec.monitor`` holds all three sample-aligned.
 - ``speaker``: a remap sink onto ``rec`` aux0, the daemon's playback device (ALSA PCM ``speaker``).
-- ``room``: a remap sink onto aux1. The acoustic echo reaches it through :class:`EchoRelay`: the
-  speaker's monitor recorded at 16 kHz, put through :class:`earshot.audio.room.EchoPath` (the file
-  backend's loudspeaker and room: ``tanh`` soft clipping at +6 dB of drive, early reflections and a
-  150 ms RT60 tail, the direct path at −6 dB) and played into ``room``; the relay's own buffering is
-  the echo delay (30-60 ms), fixed for the run. A plain delayed copy (``module-loopback``, as before)
-  is what a linear canceller removes exactly: a room and a loudspeaker are not.
+- ``room``: a remap sink onto aux1. The acoustic echo reaches it through :class:`EchoRelay`: what the
+  speaker sounds (``sounding``, a remap source of ``rec.monitor`` aux0) recorded at 16 kHz, put through
+  :class:`earshot.audio.room.EchoPath` (the file backend's loudspeaker and room: ``tanh`` soft clipping
+  at +6 dB of drive, early reflections and a 150 ms RT60 tail, the direct path at −6 dB) by a process
+  of its own and played into ``room``; the relay's own buffering is the echo delay (about 35 ms),
+  fixed for the run. A plain delayed copy (``module-loopback``, as before) is what a linear canceller
+  removes exactly: a room and a loudspeaker are not.
 - ``user``: a 2-channel remap sink onto aux1 + aux2: the user's input WAV is played into it (pacat), so
   it reaches the microphone and, alone, the reference channel.
 - ``mic``: a remap source of ``rec.monitor`` aux1, the daemon's capture device (ALSA PCM ``mic``).
@@ -28,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +48,6 @@ from numpy.typing import NDArray
 from benchlib import audio, daemon
 from benchlib.proc import stop_daemon
 from benchlib.report import Report
-from earshot.audio.room import EchoPath
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
 
 RATE_HZ = 48000
@@ -105,6 +106,8 @@ class PulseRoom:
             "module-remap-sink sink_name=user master=rec channels=2 channel_map=front-left,front-right "
             "master_channel_map=aux1,aux2 remix=no",
             "module-remap-source source_name=mic master=rec.monitor channels=1 master_channel_map=aux1 "
+            "channel_map=mono remix=no",
+            "module-remap-source source_name=sounding master=rec.monitor channels=1 master_channel_map=aux0 "
             "channel_map=mono remix=no",
         ]
         self._log = (self.root / "pulseaudio.log").open("wb")
@@ -171,78 +174,86 @@ class PulseRoom:
 
 
 class EchoRelay:
-    """The room's acoustic echo: ``speaker.monitor`` → a loudspeaker and a room → the ``room`` sink.
+    """The room's acoustic echo: what the speaker sounds → a loudspeaker and a room → the ``room`` sink.
 
-    Two ``pacat`` streams at 16 kHz and a thread between them that puts every 10 ms block through
-    :class:`earshot.audio.room.EchoPath`. Both streams run from the start, silence included, so
-    their buffering (the echo's delay) stays put for the whole run, as a room's does.
+    It taps ``sounding`` (aux0 of ``rec``, the speaker channel of the recording), not the ``speaker``
+    sink's monitor: through alsa-lib's pulse plugin each new playback stream made that monitor deliver
+    about 4.6 ms more than was played (eight ``aplay`` runs: the echo 35 → 67 ms behind the speaker;
+    eight ``pacat`` runs: no change). The echo path grew at each reply, 31 ms at the start of twenty
+    engagements and 144 ms at their end, each jump just as a reply started. A canceller aligned on a
+    reply's first chunks then met an echo that had moved: the self-interruptions 0.3 s into a reply
+    that ``tests/integration/test_room_realtime.py`` tolerated.
+
+    Two ``pacat`` streams at 16 kHz and, between them, :mod:`benchlib.echorelay` in a process of its
+    own, which puts every 10 ms block through :class:`earshot.audio.room.EchoPath` behind a 40 ms
+    jitter buffer. All three run from the start, silence included, so the echo's delay stays put for
+    the whole run, as a room's does (see that module for how it drifted as a thread of this process).
     """
 
     def __init__(self, room: PulseRoom, *, gain_db: float) -> None:
         self._room = room
-        self._path = EchoPath(
-            rate_hz=RELAY_RATE_HZ, delay_ms=0.0, gain_db=gain_db, rt60_ms=ECHO_RT60_MS, drive_db=ECHO_DRIVE_DB
-        )
+        self._gain_db = gain_db
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._thread: threading.Thread | None = None
-        self.blocks = 0
-        """10 ms blocks relayed so far."""
 
     def start(self) -> None:
-        """Start both streams and the relay thread. Raises :class:`PulseUnavailable`."""
+        """Start both streams and the relay. Raises :class:`PulseUnavailable`."""
         fmt = ["--format=s16le", f"--rate={RELAY_RATE_HZ}", "--channels=1", "--raw"]
         env = self._room.env
+        scripts = Path(__file__).resolve().parents[1]
+        relay_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(scripts), env.get("PYTHONPATH", "")]))}
         rec = subprocess.Popen(
-            ["pacat", "--record", "-d", "speaker.monitor", *fmt, "--latency-msec=10"],
+            ["pacat", "--record", "-d", "sounding", *fmt, "--latency-msec=10"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        self._procs.append(rec)
+        relay = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchlib.echorelay",
+                f"--rate={RELAY_RATE_HZ}",
+                f"--gain-db={self._gain_db}",
+                f"--rt60-ms={ECHO_RT60_MS}",
+                f"--drive-db={ECHO_DRIVE_DB}",
+            ],
+            env=relay_env,
+            stdin=rec.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._procs.append(relay)
         play = subprocess.Popen(
             ["pacat", "--playback", "-d", "room", *fmt, "--latency-msec=20"],
             env=env,
-            stdin=subprocess.PIPE,
+            stdin=relay.stdout,
             stderr=subprocess.DEVNULL,
         )
-        self._procs = [rec, play]
-        self._thread = threading.Thread(target=self._run, args=(rec, play), name="echo-relay", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while self.blocks < 10:
-            if any(p.poll() is not None for p in self._procs) or time.monotonic() > deadline:
-                self.close()
-                raise PulseUnavailable("the echo relay's pacat streams did not start")
-            time.sleep(0.02)
-
-    def _run(self, rec: subprocess.Popen[bytes], play: subprocess.Popen[bytes]) -> None:
-        assert rec.stdout is not None
-        assert play.stdin is not None
-        size = 2 * RELAY_BLOCK
-        with contextlib.suppress(OSError, ValueError):
-            while True:
-                data = rec.stdout.read(size)
-                if len(data) < size:
-                    return
-                echo = self._path.process(np.frombuffer(data, dtype="<i2"))
-                play.stdin.write(np.clip(np.round(echo), -32768, 32767).astype("<i2").tobytes())
-                play.stdin.flush()
-                self.blocks += 1
+        self._procs.append(play)
+        for pipe in (rec.stdout, relay.stdout):  # the children hold them now
+            if pipe is not None:
+                pipe.close()
+        assert relay.stderr is not None
+        ready, _, _ = select.select([relay.stderr], [], [], 10.0)
+        line = relay.stderr.readline() if ready else b""
+        relay.stderr.close()
+        if line.strip() != b"ready" or any(p.poll() is not None for p in self._procs):
+            self.close()
+            raise PulseUnavailable(f"the echo relay did not start: {line.decode(errors='replace').strip()!r}")
 
     def close(self) -> None:
-        """Stop both streams (the thread ends with them)."""
+        """Stop the streams and the relay."""
         for proc in self._procs:
             if proc.poll() is None:
                 proc.terminate()
         for proc in self._procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 proc.wait(5)
-        if self._thread is not None:
-            self._thread.join(5)
-        for proc in self._procs:
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._procs = []
 
 
 @contextlib.contextmanager
