@@ -36,6 +36,7 @@ PURE = [
     # the conversation core, the engagement table, the uplink rule
     "earshot.conversation.core",
     "earshot.conversation.front",
+    "earshot.conversation.replyside",
     "earshot.conversation.effects",
     "earshot.engage",
     "earshot.engagetable",
