@@ -25,6 +25,7 @@ PURE = [
     "earshot.realtime.eventnames",
     "earshot.realtime.clientevents",
     "earshot.realtime.session",
+    "earshot.realtime.serverevents",
     "earshot.realtime.outputs",
     "earshot.realtime.sessionconfig",
     "earshot.realtime.transcript",
