@@ -69,6 +69,7 @@ PURE = [
     # the emulator's protocol core (its shell is emulator.server)
     "earshot.emulator.protocol",
     "earshot.emulator.inputbuffer",
+    "earshot.emulator.inputs",
     "earshot.emulator.replies",
     "earshot.emulator.wire",
     "earshot.emulator.voice",
