@@ -25,6 +25,7 @@ PURE = [
     "earshot.realtime.eventnames",
     "earshot.realtime.clientevents",
     "earshot.realtime.session",
+    "earshot.realtime.serverevents",
     "earshot.realtime.outputs",
     "earshot.realtime.sessionconfig",
     "earshot.realtime.transcript",
@@ -36,6 +37,7 @@ PURE = [
     # the conversation core, the engagement table, the uplink rule
     "earshot.conversation.core",
     "earshot.conversation.front",
+    "earshot.conversation.replyside",
     "earshot.conversation.effects",
     "earshot.engage",
     "earshot.engagetable",
@@ -67,6 +69,7 @@ PURE = [
     # the emulator's protocol core (its shell is emulator.server)
     "earshot.emulator.protocol",
     "earshot.emulator.inputbuffer",
+    "earshot.emulator.inputs",
     "earshot.emulator.replies",
     "earshot.emulator.wire",
     "earshot.emulator.voice",

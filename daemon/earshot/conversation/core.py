@@ -13,9 +13,11 @@ each with ``now`` (monotonic seconds) and, for what the caller owns, its state a
 (``playback_active``). It returns :mod:`~earshot.conversation.effects` through :meth:`effects`,
 which :class:`~earshot.pipeline.Conversation` carries out and nothing else.
 
-The phase table itself is :class:`~earshot.engage.Engagement`, which only this core drives; the rule
-that the server never hears the device is :class:`~earshot.uplink.UplinkGuard`, which only this core
-feeds. Pure: no asyncio, threads, processes or sockets; tested without an event loop.
+The link's and the playback's events are handled in :mod:`.replyside` (a part of this class, in a
+module of its own for length). The phase table itself is :class:`~earshot.engage.Engagement`, which
+only this core drives; the rule that the server never hears the device is
+:class:`~earshot.uplink.UplinkGuard`, which only this core feeds. Pure: no asyncio, threads,
+processes or sockets; tested without an event loop.
 """
 
 from __future__ import annotations
@@ -31,16 +33,13 @@ from numpy.typing import NDArray
 from earshot import engage as eg
 from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CAPTURE_RATE_HZ, CaptureChunk
 from earshot.audio.earcons import earcon
-from earshot.audio.ledger import PlaybackFinished, PlaybackStarted, is_earcon
 from earshot.config import Config
 from earshot.conversation import effects as fx
 from earshot.conversation.front import AudioFront
+from earshot.conversation.replyside import ReplySide
 from earshot.engage import Engagement, EngagementSettings, Phase
 from earshot.gate import gate as gt
 from earshot.gate.bargein import DuplexMode
-from earshot.realtime import session as rs
-from earshot.realtime.linkevents import LinkDown, OfflineOverflow
-from earshot.realtime.policy import Verdict
 
 __all__ = ["CAPTURE_RATE_HZ", "HOOK_FOR_PHASE", "PHASE_STATUS", "PLAYBACK_RATE_HZ", "ConversationCore"]
 
@@ -67,7 +66,7 @@ HOOK_FOR_PHASE = {
 }
 
 
-class ConversationCore:
+class ConversationCore(ReplySide):
     """Decides the conversation. See the module docstring.
 
     Args:
@@ -120,16 +119,8 @@ class ConversationCore:
         self.wire_rate_hz = self.front.wire_rate_hz
         self._position = 0
         self.muted = False
-        # The response in flight (one at a time, as the server sends them).
-        self._response_has_audio = False
-        self._response_done = True
-        self._reply_pending = False  # audio or a tool call's answer is still to come or to play
-        self._turn_ended_at: float | None = None
+        ReplySide.__init__(self)  # the response in flight, the session's readiness, a pause after a fatal error
         self._bargein_onset: int | None = None
-        self._ready_reported = False  # wake → ready measured for this engagement
-        self._session_ready_at: float | None = None
-        self._resting_until: float | None = None
-        self.resting_reason: str | None = None
         self.connection: str = "disconnected"
         """What the core last told the counters of the connection (``connecting`` … ``resting``)."""
         self.timeline: deque[tuple[float, str]] = deque(maxlen=_TIMELINE)
@@ -367,149 +358,6 @@ class ConversationCore:
         wire = self.front.pump(self._position, force=force)
         if wire is not None:
             self._emit(fx.SendAudio(wire))
-
-    # ------------------------------------------------------------------ link events
-
-    def link_event(self, ev: Any, now: float, *, playback_active: bool) -> None:
-        """A session event, :class:`LinkDown` or :class:`OfflineOverflow`, in the order the link got them."""
-        if isinstance(ev, LinkDown):
-            self._on_link_down(ev, now)
-        elif isinstance(ev, OfflineOverflow):
-            self._mark(now, "offline_overflow", "offline for longer than the buffer")
-            self._emit(fx.Hook("offline", {"reason": "offline buffer exceeded"}))
-            self.engagement.offline(now, "offline")
-        elif isinstance(ev, rs.SessionReady):
-            self._on_session_ready(now)
-        elif isinstance(ev, rs.PlayAudio):
-            self._on_play_audio(ev, now)
-        elif isinstance(ev, rs.ResponseStarted):
-            self._response_has_audio = False
-            self._response_done = False
-        elif isinstance(ev, rs.ResponseDone):
-            self._on_response_done(ev, now, playback_active)
-        elif isinstance(ev, rs.SpeechStarted):
-            if self.phase is Phase.SPEAKING:
-                self._barge_in(now, self._position, local=False)
-            else:
-                self._drop_unheard_reply(now, playback_active)
-                self.engagement.speech_started(now, self._position)
-        elif isinstance(ev, rs.TurnCommitted):
-            self._end_of_turn(now)
-        elif isinstance(ev, rs.ToolCall):
-            self._on_tool_call(ev, now)
-        elif isinstance(ev, rs.ServerError):
-            self._emit(fx.ErrorSeen(ev.code or "server_error", ev.message))
-            self._emit(fx.Hook("error", {"code": ev.code, "message": ev.message}))
-        elif isinstance(ev, rs.Transcript) and ev.final:
-            logger.debug("transcript (%s): %d characters", ev.role, len(ev.text))
-        self._run_engagement(now)
-
-    def _on_session_ready(self, now: float) -> None:
-        self._mark(now, "session_ready", "session ready")
-        self._session_ready_at = now
-        self._connection("connected")
-        started = self.engagement.engaged_at
-        if started is not None and not self._ready_reported:
-            self._ready_reported = True
-            self._emit(fx.Measured("session_ready", 1000.0 * (now - started)))
-        self.engagement.session_ready(now)
-
-    def _on_play_audio(self, ev: rs.PlayAudio, now: float) -> None:
-        if self.phase is Phase.IDLE:
-            return  # a late delta of an engagement that is over
-        if not self._response_has_audio:
-            self._mark(now, "reply_audio", "reply audio received")
-        self._response_has_audio = True
-        self._reply_pending = True
-        self._emit(fx.PlayReply(ev.item_id, ev.pcm, self.wire_rate_hz))
-
-    def _on_response_done(self, ev: rs.ResponseDone, now: float, playback_active: bool) -> None:
-        self._response_done = True
-        self._mark(now, "response_done", f"response done ({ev.status})", status=ev.status)
-        if ev.status == "cancelled" and self.phase is not Phase.SPEAKING:
-            # The server interrupted a reply nobody has heard yet (the user went on talking).
-            self._drop_unheard_reply(now, playback_active)
-            return
-        if self._response_has_audio:
-            self._emit(fx.FinishPlayback())
-            return
-        if ev.status == "cancelled":
-            return
-        if self._tools and self._reply_pending:
-            # A tool call's response: the spoken answer comes in the next response.
-            self._reply_pending = False
-            return
-        self.engagement.response_done(now, had_audio=False)
-
-    def _on_tool_call(self, ev: rs.ToolCall, now: float) -> None:
-        if self.phase is Phase.IDLE:
-            # Nobody is engaged: running it would answer into a session nobody listens to (and run
-            # local commands for a server while idle).
-            logger.warning("tool call %s while idle: not run", ev.name[:64])
-            return
-        self._mark(now, "tool_call", f"tool call {ev.name}", name=ev.name)
-        self._reply_pending = True
-        if self._tools:
-            self._emit(fx.RunTool(ev.call_id, ev.name, ev.arguments))
-
-    def _drop_unheard_reply(self, now: float, playback_active: bool) -> None:
-        if self.phase is not Phase.SPEAKING and playback_active and self._response_has_audio:
-            self._emit(fx.StopPlayback())
-            self._response_has_audio = False
-            self._mark(now, "reply_dropped", "unheard reply dropped")
-
-    def _on_link_down(self, ev: LinkDown, now: float) -> None:
-        self._emit(fx.ErrorSeen("LinkDown", ev.error))
-        if ev.verdict is Verdict.FATAL_FOR_NOW:
-            self._resting_until = now + self.config.realtime.reconnect.slow_retry_s
-            self.resting_reason = ev.error
-            self._connection("resting")
-            self._mark(now, "not_connecting", f"not connecting for now: {ev.error}", error=str(ev.error))
-            self._emit(fx.Hook("error", {"reason": ev.error}))
-            self.engagement.failed(now, ev.error)
-            # No engagement wants the link now: stop its retries (the next engagement, a SIGHUP or a
-            # changed credential retries); left open it would connect sessions while idle.
-            self._emit(fx.CloseLink(ev.error))
-            return
-        self._connection("connecting")
-        self._emit(fx.Counted("reconnect"))
-        self._mark(now, "connection_lost", f"connection lost: {ev.error}", error=str(ev.error))
-        self.engagement.connection_lost(now)
-        if self.phase is Phase.SPEAKING and not self._response_done:
-            # No more of this reply will come; play what arrived, then move on.
-            self._response_done = True
-            self._emit(fx.FinishPlayback())
-
-    # ------------------------------------------------------------------ playback events
-
-    def playback_event(self, ev: Any, now: float) -> None:
-        """A :class:`PlaybackStarted` / :class:`PlaybackFinished` from the playback."""
-        if isinstance(ev, PlaybackFinished):
-            logger.debug("playback finished (%d reply items heard)", len(ev.heard))
-        if isinstance(ev, PlaybackStarted) and not is_earcon(ev.key):
-            if self.phase in (Phase.LISTENING, Phase.THINKING, Phase.FOLLOW_UP):
-                self._reply_started(now)
-        elif isinstance(ev, PlaybackFinished) and ev.heard and self.phase is Phase.SPEAKING and self._response_done:
-            self._mark(now, "reply_played_out", "reply played out")
-            self._reply_pending = False
-            # Nothing of this reply is left to drop: a later server speech start must not stop the next
-            # engagement's wake earcon as if it were an unheard reply.
-            self._response_has_audio = False
-            if self.bargein is not None:
-                self.bargein.stop()
-            self.engagement.reply_played(now)
-        self._run_engagement(now)
-
-    def _reply_started(self, now: float) -> None:
-        self._mark(now, "reply_started", "reply started")
-        if self._turn_ended_at is not None:
-            self._emit(fx.Measured("reply_started", 1000.0 * (now - self._turn_ended_at)))
-        self._turn_ended_at = None
-        self.engagement.reply_started(now)
-        if self.bargein is not None:
-            decision = self.bargein.start(self._position, **self.front.echo_figures())
-            self._duplex(decision.mode.value)
-            self._update_gate_suppression()
 
     # ------------------------------------------------------------------ time
 
