@@ -46,6 +46,7 @@ from earshot.realtime.session import build_session_config
 from earshot.recordings import Recorder
 from earshot.stats import Stats, engagement_summary
 from earshot.systemd import Health, Notifier, run_watchdog
+from earshot.timerservice import TIMERS_FILE, TimerService
 
 __all__ = ["Daemon", "serve"]
 
@@ -122,6 +123,7 @@ class Daemon(OperatorSide):
         """Native parts not loaded because they crashed in ``earshot doctor`` here (name -> why)."""
         self.hooks: Hooks | None = None
         self.link: Link | None = None
+        self.timers: TimerService | None = None
         self._stop_event: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._tool_calls: set[asyncio.Task[None]] = set()
@@ -155,6 +157,15 @@ class Daemon(OperatorSide):
         self.recorder = Recorder(cfg.recordings, sdir, stats=self.stats)
         # What crashed in `earshot doctor` on this machine is not loaded again (a segfault is uncatchable).
         self.disabled = doctor.refusals(doctor.load_record(sdir), cfg)
+        self.timers = TimerService(
+            cfg.timers,
+            sdir / TIMERS_FILE,
+            ring=self._ring,
+            busy=lambda: self.conversation is None or not self.conversation.idle,
+            on_hook=self._fire_hook,
+            on_quiet=lambda: self.conversation.ring_ended() if self.conversation is not None else None,
+            stats=self.stats,
+        )
         parts = build(
             cfg,
             _DaemonApp(self),
@@ -164,6 +175,7 @@ class Daemon(OperatorSide):
             audio=self._audio,
             connect=self._connect,
             refused=self.disabled,
+            timers=self.timers,
         )
         source, sink = parts.source, parts.sink
         source.set_low_latency(False)  # idle: long capture periods until someone engages
@@ -213,6 +225,7 @@ class Daemon(OperatorSide):
                 tg.create_task(self.link.run(), name="realtime")
                 tg.create_task(self._link_events(self.link, conv), name="realtime events")
                 tg.create_task(self._timer_loop(), name="timers")
+                tg.create_task(self.timers.run(), name="timer service")
                 tg.create_task(run_watchdog(self.notifier, health), name="watchdog")
                 tg.create_task(self._wait_stop(), name="stop")
                 gpio = GpioInputs(cfg.gate.gpio, on_action=self._on_gpio, is_engaged=lambda: conv.engagement.engaged)
@@ -330,6 +343,8 @@ class Daemon(OperatorSide):
     def _on_playback_event(self, ev: Any) -> None:
         if self.conversation is not None:
             self.conversation.on_playback_event(ev, asyncio.get_running_loop().time())
+        if self.timers is not None:
+            self.timers.poke()  # a timer that waited for the device to be free may ring now
 
     def _on_phase(self, old: Phase, new: Phase, reason: str) -> None:
         self.notifier.status(self._status_text())
@@ -339,6 +354,14 @@ class Daemon(OperatorSide):
         if new is Phase.IDLE and self.stats is not None and self.stats.last_engagement is not None:
             message, fields = engagement_summary(self.stats.last_engagement, asyncio.get_running_loop().time())
             logger.info("%s", message, extra=fields)
+
+    def _ring(self) -> None:
+        if self.conversation is not None:
+            self.conversation.ring_timer(self.config.timers.volume_db, asyncio.get_running_loop().time())
+
+    def _stop_ring(self, by: str) -> None:
+        if self.timers is not None:
+            self.timers.stop_ringing(by)
 
     def _cancel_tools(self) -> None:
         for task in self._tool_calls:
@@ -411,6 +434,9 @@ class _DaemonApp:
 
     def on_playback_event(self, ev: Any) -> None:
         self._d._on_playback_event(ev)
+
+    def stop_ring(self, by: str) -> None:
+        self._d._stop_ring(by)
 
     def cancel_tools(self) -> None:
         self._d._cancel_tools()

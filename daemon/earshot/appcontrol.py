@@ -2,7 +2,7 @@
 
 :class:`OperatorSide` is a base of :class:`~earshot.app.Daemon` (the supervisor, in two modules for
 length): the STATUS= line and the status snapshot, the devices' state as it changes, the control
-socket's commands (engage, cancel, mute, unmute, status), the push-to-talk button and mute switch,
+socket's commands (engage, cancel, mute, unmute, status, stop, timers), the push-to-talk button and mute switch,
 SIGHUP's reload, and a changed credential file. Everything here runs on the daemon's loop.
 """
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from earshot.realtime.connection import Link
     from earshot.stats import Stats
     from earshot.systemd import Health, Notifier
+    from earshot.timerservice import TimerService
 
 __all__ = ["OperatorSide"]
 
@@ -46,6 +47,7 @@ class OperatorSide:
         stats: Stats | None
         hooks: Hooks | None
         link: Link | None
+        timers: TimerService | None
         disabled: dict[str, str]
         _source: Any
         _sink: Any
@@ -152,7 +154,7 @@ class OperatorSide:
     # ------------------------------------------------------------------ control socket
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Serve one control-socket command: engage, cancel, status, mute, unmute."""
+        """Serve one control-socket command: engage, cancel, status, mute, unmute, stop, timers."""
         conv = self.conversation
         if conv is None:
             raise DaemonError("starting up")
@@ -170,6 +172,17 @@ class OperatorSide:
             return {"muted": conv.muted}
         if cmd == "status":
             return self.status()
+        if cmd == "timers":
+            return {"timers": self.timers.snapshot() if self.timers is not None else []}
+        if cmd == "stop":
+            # What sounds stops: a ringing timer, else the engagement (its reply) in progress.
+            stopped = self.timers.stop_ringing("earshot stop") if self.timers is not None else []
+            if stopped:
+                conv.ring_ended()
+                conv.stop_sound(now)
+            elif conv.phase is not Phase.IDLE:
+                conv.cancel(now, "stopped by earshot stop")
+            return {"stopped": stopped, "phase": conv.phase.value}
         raise DaemonError(f"unknown command {cmd!r}")
 
     def _set_muted(self, muted: bool, now: float) -> None:
@@ -213,6 +226,8 @@ class OperatorSide:
                 snap["duplex_reason"] = conv.bargein.duplex.reason
             if conv.resting_reason:
                 snap["resting"] = conv.resting_reason
+        if self.timers is not None:
+            snap["timers"] = self.timers.snapshot()
         if self.disabled:
             snap["disabled"] = dict(self.disabled)
         return snap

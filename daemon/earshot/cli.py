@@ -8,7 +8,7 @@
     earshot version
     earshot doctor [--config FILE] [--json]                try each native part in a child; record what works
     earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
-    earshot engage | cancel | mute | unmute | status [--json]   talk to the running daemon
+    earshot engage | cancel | mute | unmute | stop | timers | status [--json]   talk to the running daemon
     earshot enroll ...                                     record wake-word templates
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 (EX_CONFIG) configuration error. The
@@ -40,7 +40,7 @@ EX_RUNTIME = 1
 EX_USAGE = 2
 
 DEFAULT_CONFIG = Path("/etc/earshot/earshot.yaml")
-_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute")
+_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers")
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -121,12 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         "status": "show what the running daemon is doing",
         "mute": "mute the microphone (nothing is heard, nothing is sent)",
         "unmute": "unmute the microphone",
+        "stop": "stop what sounds: a ringing timer, else the reply in progress",
+        "timers": "list the timers and alarms set on the device",
     }
     for name in _CONTROL_COMMANDS:
         p = sub.add_parser(name, help=helps[name])
         p.add_argument("--socket", type=Path, default=None, help="control socket (default: from the config)")
         p.add_argument("--config", type=Path, default=None, help=f"config naming the socket (default {DEFAULT_CONFIG})")
-        if name == "status":
+        if name in ("status", "timers"):
             p.add_argument("--json", action="store_true", help="print the raw JSON answer")
         p.set_defaults(handler=_cmd_control, command=name)
     return parser
@@ -367,7 +369,7 @@ def _cmd_control(args: argparse.Namespace) -> int:
         _err(f"earshot {args.command}: {exc}")
         return EX_RUNTIME
     ok = bool(answer.get("ok", True))
-    if args.command == "status" and getattr(args, "json", False):
+    if args.command in ("status", "timers") and getattr(args, "json", False):
         _out(json.dumps(answer, indent=2, sort_keys=True, default=str))
     elif not ok:
         _err(f"earshot {args.command}: {answer.get('error') or answer}")
@@ -375,6 +377,17 @@ def _cmd_control(args: argparse.Namespace) -> int:
         for key, value in answer.items():
             if key != "ok":
                 _out(f"{key}: {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value}")
+    elif args.command == "timers":
+        for timer in answer.get("timers") or []:
+            label = f" {timer.get('label')}" if timer.get("label") else ""
+            _out(
+                f"{timer.get('id')}  {timer.get('kind')}{label}: {timer.get('state')}, due {timer.get('due')}"
+                f" (in {timer.get('remaining_s')} s)"
+            )
+        if not answer.get("timers"):
+            _out("no timers")
+    elif args.command == "stop":
+        _out(f"stopped {len(answer.get('stopped') or [])} ringing timer(s); phase {answer.get('phase')}")
     elif answer.get("message"):
         _out(answer["message"])
     return EX_OK if ok else EX_RUNTIME

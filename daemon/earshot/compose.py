@@ -40,6 +40,7 @@ from earshot.gate.vad import Vad
 from earshot.gate.wakeword import build_wakeword
 from earshot.pipeline import Conversation
 from earshot.realtime.connection import ConnectFn, Link
+from earshot.realtime.timertools import TimerControl
 from earshot.realtime.tools import AmixerMixer, ToolRunner
 
 __all__ = ["App", "Parts", "build"]
@@ -67,6 +68,9 @@ class App(Protocol):
 
     def cancel_tools(self) -> None:
         """The engagement ended: cancel the tool calls still running."""
+
+    def stop_ring(self, by: str) -> None:
+        """A ringing timer was answered (the wake word, the button, speech over it)."""
 
     async def headers(self) -> Mapping[str, str]:
         """Fresh auth headers for one connection attempt."""
@@ -101,6 +105,7 @@ def build(
     audio: tuple[Any, Any] | None = None,
     connect: ConnectFn | None = None,
     refused: Mapping[str, str] | None = None,
+    timers: TimerControl | None = None,
 ) -> Parts:
     """Build and wire the parts of an earshot (see the module docstring).
 
@@ -115,6 +120,7 @@ def build(
         refused: native parts not to load, name -> why (:func:`earshot.doctor.refusals`: they crashed
             in ``earshot doctor`` here): ``wakeword`` (then only the button and the control socket
             engage), ``vad`` (webrtcvad without Silero), ``canceller`` (half duplex while speaking).
+        timers: the daemon's timers, driven by the ``timers`` built-in tools (None: not offered).
 
     Raises:
         ConfigError: a part cannot be built from this config (e.g. nothing enrolled for ``template``).
@@ -124,7 +130,7 @@ def build(
     playback = Playback(sink, prebuffer_ms=config.audio.output.prebuffer_ms, on_event=app.on_playback_event)
     tool_socket = environ.get(toolexec.ENV_SOCKET)
     remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
-    tools = ToolRunner(config.realtime, mixer=_mixer(config), env=dict(environ), remote=remote)
+    tools = ToolRunner(config.realtime, mixer=_mixer(config), env=dict(environ), remote=remote, timers=timers)
     link = Link(config.realtime, headers=app.headers, tools=tools.specs(), connect=connect)
     gate, echo, bargein, guard = _build_gate(config, state_dir, refused or {})
     conversation = Conversation(
@@ -142,6 +148,7 @@ def build(
         on_record=app.on_record,
         set_capture_latency=source.set_low_latency,
         cancel_tools=app.cancel_tools,
+        stop_ring=app.stop_ring,
     )
     return Parts(config, source, sink, playback, link, tools, conversation)
 

@@ -34,7 +34,19 @@ __all__ = ["EVENTS", "Hooks"]
 
 logger = logging.getLogger(__name__)
 
-EVENTS = ("wake", "listening", "thinking", "speaking", "idle", "error", "offline", "muted")
+EVENTS = (
+    "wake",
+    "listening",
+    "thinking",
+    "speaking",
+    "idle",
+    "error",
+    "offline",
+    "muted",
+    "timer_set",
+    "timer_ringing",
+    "timer_done",
+)
 """Event names a hook can be configured for."""
 
 _STDERR_TAIL = 400

@@ -44,6 +44,7 @@ _COUNTERS = (
     ("hook_runs", "Event hook processes run."),
     ("hook_failures", "Event hooks that failed, exited non-zero or timed out."),
     ("recordings", "Debug recordings written."),
+    ("timers_rung", "Timers and alarms that rang."),
 )
 
 _HISTOGRAMS = (
@@ -105,6 +106,9 @@ def render(stats: Stats, now: float, now_wall: float) -> str:
     for role in ("input", "output"):
         if role in stats.devices:
             sample("device_missing_seconds", stats.device_missing_s(role, now) or 0.0, {"role": role})
+    family("timers", "gauge", "Timers and alarms set here, by state (pending, ringing).")
+    sample("timers", stats.timers_pending, {"state": "pending"})
+    sample("timers", stats.timers_ringing, {"state": "ringing"})
     family("uptime_seconds", "gauge", "Seconds since the daemon started.")
     sample("uptime_seconds", max(0.0, now - stats.started_at))
 

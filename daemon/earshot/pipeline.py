@@ -70,6 +70,7 @@ class Conversation:
         on_record: Callable[[str, NDArray[np.int16], dict[str, Any]], None] | None = None,
         set_capture_latency: Callable[[bool], None] | None = None,
         cancel_tools: Callable[[], None] | None = None,
+        stop_ring: Callable[[str], None] | None = None,
     ) -> None:
         self.core = ConversationCore(
             config, gate=gate, echo=echo, bargein=bargein, wake_guard=wake_guard, tools=run_tool is not None
@@ -83,6 +84,7 @@ class Conversation:
         self._record = on_record
         self._set_capture_latency = set_capture_latency
         self._cancel_tools = cancel_tools
+        self._stop_ring = stop_ring
 
     # ------------------------------------------------------------------ what the app reads
 
@@ -201,6 +203,25 @@ class Conversation:
         self.core.play_earcon(kind)
         self._carry_out(now)
 
+    def ring_timer(self, level_dbfs: float, now: float = 0.0) -> None:
+        """One ring of a timer (:class:`~earshot.timerservice.TimerService`)."""
+        self.core.ring_timer(level_dbfs)
+        self._carry_out(now)
+
+    def stop_sound(self, now: float = 0.0) -> None:
+        """Silence the speaker now (a ring answered from outside: ``earshot stop``)."""
+        if self.core.phase is Phase.IDLE:
+            self.playback.stop()
+
+    def ring_ended(self) -> None:
+        """No timer rings any more."""
+        self.core.ring_ended()
+
+    @property
+    def idle(self) -> bool:
+        """Nobody is engaged and nothing plays: a due timer may ring."""
+        return self.core.phase is Phase.IDLE and not self.playback.active
+
     def tick(self, now: float) -> None:
         """Run the deadlines (call at least at ``engagement.next_deadline()``)."""
         self.core.tick(now)
@@ -255,6 +276,10 @@ class Conversation:
             case fx.CancelTools():
                 if self._cancel_tools is not None:
                     self._cancel_tools()
+            case fx.StopRing(by=by):
+                self.playback.stop()  # the ring cue playing now, at once
+                if self._stop_ring is not None:
+                    self._stop_ring(by)
             case fx.Record(kind=kind, pcm=pcm, info=info):
                 if self._record is not None:
                     self._record(kind, pcm, info)

@@ -169,6 +169,9 @@ class Stats:
         self.hook_runs = 0
         self.hook_failures = 0
         self.recordings = 0
+        self.timers_rung = 0
+        self.timers_pending = 0
+        self.timers_ringing = 0
         self.errors: dict[str, int] = {}
         self.last_error: str | None = None
         self.last_error_wall: float | None = None
@@ -427,6 +430,7 @@ class Stats:
                 "hook_runs": self.hook_runs,
                 "hook_failures": self.hook_failures,
                 "recordings": self.recordings,
+                "timers_rung": self.timers_rung,
             },
             "errors": dict(sorted(self.errors.items())),
             "last_error": None

@@ -138,6 +138,9 @@ class _App:
     def cancel_tools(self) -> None:
         pass
 
+    def stop_ring(self, by: str) -> None:
+        pass
+
     async def headers(self) -> Mapping[str, str]:
         return {"Authorization": "Bearer sk-bench-emulator"}
 

@@ -33,6 +33,7 @@ class RecordingApp:
         self.hooks: list[str] = []
         self.conversation: Any = None
         self.tools_cancelled = 0
+        self.rings_stopped: list[str] = []
 
     def on_phase(self, old: Phase, new: Phase, reason: str) -> None:
         self.phases.append(new)
@@ -51,6 +52,9 @@ class RecordingApp:
 
     def cancel_tools(self) -> None:
         self.tools_cancelled += 1
+
+    def stop_ring(self, by: str) -> None:
+        self.rings_stopped.append(by)
 
     async def headers(self) -> Mapping[str, str]:
         return {"Authorization": "Bearer sk-test-key"}

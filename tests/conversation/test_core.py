@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from earshot.audio.resample import resample
 from earshot.conversation import effects as fx
 from earshot.engage import Phase
+from earshot.gate import gate as gt
 from earshot.realtime import session as rs
 from earshot.realtime.linkevents import LinkDown
 from earshot.realtime.policy import Verdict
@@ -229,3 +230,60 @@ def test_the_core_decides_the_capture_period_and_the_end_of_tool_calls() -> None
     assert fx.CancelTools() in dev.effects
     assert not dev.core.busy(playback_active=False)
     assert dev.core.busy(playback_active=True)
+
+
+# ------------------------------------------------------------------------------ a ringing timer
+
+
+def _ring(dev: Device, seconds: float, *, every_s: float = 2.0) -> None:
+    """A timer ringing for ``seconds``: one ring cue every ``every_s`` until answered, as the service plays it."""
+    answered = len(_stops(dev))
+    for _ in range(round(seconds / every_s)):
+        if len(_stops(dev)) == answered:
+            dev.core.ring_timer(-10.0)
+        dev._carry_out()
+        dev.run(every_s)
+
+
+def _stops(dev: Device) -> list[str]:
+    return [e.by for e in dev.effects if isinstance(e, fx.StopRing)]
+
+
+def test_a_ringing_timer_never_hears_itself() -> None:
+    """The ring is the device's own sound: it stops nothing and engages nothing, whatever the gate."""
+    dev = Device(config(mode="vad"))
+    _ring(dev, 10.0)
+    assert _stops(dev) == []
+    assert dev.core.phase is Phase.IDLE
+    assert dev.sent.opens == 0
+    assert dev.core.ringing
+
+
+@pytest.mark.parametrize("mode", ["wakeword", "vad"])
+def test_speech_over_a_ringing_timer_stops_it_and_asks_nothing(mode: str) -> None:
+    """In vad mode too: the speech that answered the ring does not engage."""
+    dev = Device(config(mode=mode))
+    _ring(dev, 4.0)
+    dev.user, dev.user_at = user("okay okay, I am coming"), dev.position
+    _ring(dev, 4.0)
+    assert _stops(dev) == ["speech"]
+    assert not dev.core.ringing
+    assert dev.core.phase is Phase.IDLE
+    assert dev.sent.opens == 0
+
+
+def test_the_button_or_the_wake_word_answer_a_ring_instead_of_engaging() -> None:
+    dev = Device(config(mode="wakeword"))
+    _ring(dev, 2.0)
+    assert dev.command("engage", source="button") is False
+    assert _stops(dev) == ["button"]
+    assert dev.core.phase is Phase.IDLE
+    _ring(dev, 2.0)
+    dev.core._on_gate_event(gt.Wake(dev.position, 0.9, "test", dev.position - 8000), dev.now)
+    dev._carry_out()
+    assert _stops(dev) == ["button", "wake word"]
+    assert dev.core.phase is Phase.IDLE
+    # Once it is quiet, the button engages again.
+    dev.core.ring_ended()
+    assert dev.command("engage", source="button") is True
+    assert dev.core.phase is Phase.CONNECTING

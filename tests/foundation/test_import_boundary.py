@@ -78,6 +78,8 @@ PURE = [
     # the playback ledger, the stats counters
     "earshot.audio.ledger",
     "earshot.stats",
+    "earshot.timers",
+    "earshot.realtime.timertools",
     "earshot.usage",
 ]
 """Modules that decide or compute: no event loop, threads, processes, sockets or devices, not even

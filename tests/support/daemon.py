@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,12 @@ async def run_daemon(
     environ: dict[str, str] | None = None,
     timeout_s: float = 90.0,
     notifier: Notifier | None = None,
+    during: Callable[[Daemon], Awaitable[None]] | None = None,
 ) -> DaemonRun:
-    """Run the daemon on ``input_pcm`` (16 kHz mono) against the Realtime server at ``url``."""
+    """Run the daemon on ``input_pcm`` (16 kHz mono) against the Realtime server at ``url``.
+
+    ``during``, if given, runs beside the daemon (with it) while it runs: a test's operator.
+    """
     in_wav = write_wav(tmp_path / "in.wav", input_pcm, 16000)
     out_wav = tmp_path / "out.wav"
     cfg = merge(
@@ -93,7 +98,10 @@ async def run_daemon(
         notifier=notifier or Notifier({}),
     )
     async with asyncio.timeout(timeout_s):
-        code = await daemon.run()
+        if during is None:
+            code = await daemon.run()
+        else:
+            code, _ = await asyncio.gather(daemon.run(), during(daemon))
     output, rate = read_wav(out_wav)
     assert rate == 24000
     timeline = list(daemon.conversation.timeline) if daemon.conversation is not None else []

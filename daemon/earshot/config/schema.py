@@ -354,8 +354,9 @@ class RealtimeConfig:
     auth: AuthConfig = _section(AuthConfig, "credentials")
     reconnect: ReconnectConfig = _section(ReconnectConfig, "reconnection")
     history: HistoryConfig = _section(HistoryConfig, "history replay after reconnect")
-    builtin_tools: tuple[Literal["datetime", "volume"], ...] = _f(
-        ("datetime", "volume"), "built-in tools offered to the model"
+    builtin_tools: tuple[Literal["datetime", "volume", "timers"], ...] = _f(
+        ("datetime", "volume", "timers"),
+        "built-in tools offered to the model (timers: set_timer, set_alarm, list_timers, cancel_timer)",
     )
     tools: tuple[ToolConfig, ...] = _f((), "local tools (see ToolConfig)")
     max_tool_processes: int = _f(
@@ -386,6 +387,9 @@ class HooksConfig:
     error: tuple[str, ...] = _f((), "on an error")
     offline: tuple[str, ...] = _f((), "when the service cannot be reached")
     muted: tuple[str, ...] = _f((), "when the microphone is muted or unmuted")
+    timer_set: tuple[str, ...] = _f((), "when a timer or alarm is set")
+    timer_ringing: tuple[str, ...] = _f((), "when a timer or alarm starts ringing")
+    timer_done: tuple[str, ...] = _f((), "when a timer ends: stopped, cancelled, unanswered or missed")
     timeout_s: float = _f(5.0, "a hook is killed after this long", min=0.1, max=120.0)
 
 
@@ -404,6 +408,14 @@ class RecordingsConfig:
 
     enabled: bool = _f(False, "record WAVs + JSON sidecars in <state_dir>/recordings")
     max_mb: float = _f(100.0, "size cap; the oldest are deleted first", min=1.0, max=100000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class TimersConfig:
+    """Local timers and alarms (the ``timers`` built-in tools): kept in <state_dir>/timers.json, rung here."""
+
+    ring_max_s: float = _f(300.0, "a ring nobody stops ends after this long", min=5.0, max=3600.0)
+    volume_db: float = _f(-10.0, "peak level of the ring", min=-40.0, max=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +443,7 @@ class Config:
     hooks: HooksConfig = _section(HooksConfig, "event hooks")
     metrics: MetricsConfig = _section(MetricsConfig, "metrics")
     recordings: RecordingsConfig = _section(RecordingsConfig, "debug recordings")
+    timers: TimersConfig = _section(TimersConfig, "timers and alarms")
     logging: LoggingConfig = _section(LoggingConfig, "logging")
     state_dir: Path | None = _f(
         None, "state (enrolled wake words, counters); null = $STATE_DIRECTORY or ~/.local/state/earshot"

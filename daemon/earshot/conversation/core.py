@@ -119,6 +119,9 @@ class ConversationCore(ReplySide):
         self.wire_rate_hz = self.front.wire_rate_hz
         self._position = 0
         self.muted = False
+        self.ringing = False
+        """A timer rings (the timer service says): the wake word, the button or speech over it stop it."""
+        self._answering_ring = False  # the speech that stopped a ring: it asks nothing (until it ends)
         ReplySide.__init__(self)  # the response in flight, the session's readiness, a pause after a fatal error
         self._bargein_onset: int | None = None
         self.connection: str = "disconnected"
@@ -204,6 +207,9 @@ class ConversationCore(ReplySide):
                 f"user speech over the device's sound at {onset / CAPTURE_RATE_HZ:.3f} s",
                 onset_s=round(onset / CAPTURE_RATE_HZ, 3),
             )
+            if self.ringing and self.phase is Phase.IDLE:
+                self._stop_ring(now, "speech")
+                self._answering_ring = True
         for onset in guarded.released:
             self._speech_started(onset, now)
         for ev in self.gate.process(CaptureChunk(cleaned, position)):
@@ -242,6 +248,7 @@ class ConversationCore(ReplySide):
                 self._speech_started(ev.position, now)
             # else: inside the device's own sound, held until it is known to be the user's
         elif isinstance(ev, gt.SpeechEnded):
+            self._answering_ring = False
             if self.uplink_guard.speech_ended(ev.position) and self.phase is Phase.LISTENING:
                 self.engagement.speech_ended(now)
                 self._run_engagement(now)
@@ -255,6 +262,9 @@ class ConversationCore(ReplySide):
         if self.wake_guard is not None and not self.wake_guard.accept(ev.position, ev.start_position):
             logger.info("wake ignored: the device heard its own voice (%s)", self.wake_guard.last_reason)
             return
+        if self.ringing and self.phase is Phase.IDLE:
+            self._stop_ring(now, "wake word")  # the answer to a ring, not a question
+            return
         if self.phase is Phase.SPEAKING:
             self._barge_in(now, ev.start_position, local=True)  # gated duplex: the wake word interrupts
         elif self.config.gate.mode == "wakeword" and self.phase in (Phase.IDLE, Phase.FOLLOW_UP):
@@ -267,6 +277,11 @@ class ConversationCore(ReplySide):
 
     def _speech_started(self, position: int, now: float) -> None:
         """Speech of the user's (local VAD, or released by the uplink guard) at ``position``."""
+        if self.ringing and self.phase is Phase.IDLE:
+            self._stop_ring(now, "speech")  # an answer to the ring (between its cues), not a question
+            self._answering_ring = True
+        if self._answering_ring:
+            return
         if self.phase is Phase.IDLE and self.config.gate.mode == "vad":
             self.engage(now, position, source="speech")
         elif self.phase in (Phase.LISTENING, Phase.FOLLOW_UP, Phase.THINKING):
@@ -278,6 +293,9 @@ class ConversationCore(ReplySide):
     def engage(self, now: float, position: int | None = None, *, source: str) -> bool:
         """Engage (wake word, button, ``earshot engage``, speech in vad mode). False when it cannot."""
         if self.muted:
+            return False
+        if self.ringing and self.phase is Phase.IDLE and position is None:
+            self._stop_ring(now, source)  # the button (or `earshot engage`) answers the ring
             return False
         if self.phase is Phase.IDLE:
             if self._resting_until is not None and now < self._resting_until:
@@ -325,6 +343,20 @@ class ConversationCore(ReplySide):
     def play_earcon(self, kind: str) -> None:
         """Play a cue now (``offline`` when the speaker returns after audio was lost to it)."""
         self._play_earcon(kind)
+
+    def ring_timer(self, level_dbfs: float) -> None:
+        """One ring of a timer (played whatever ``gate.earcons`` says: a timer is not a cue)."""
+        self.ringing = True
+        self._emit(fx.PlayCue("earcon:timer", earcon("timer", level_dbfs=level_dbfs)))
+
+    def ring_ended(self) -> None:
+        """No timer rings any more (stopped, cancelled or unanswered)."""
+        self.ringing = False
+
+    def _stop_ring(self, now: float, by: str) -> None:
+        self.ringing = False
+        self._mark(now, "ring_stopped", f"timer ring stopped by {by}", by=by)
+        self._emit(fx.StopRing(by))
 
     # ------------------------------------------------------------------ the turn
 

@@ -42,6 +42,7 @@ __all__ = [
     "RunTool",
     "SendAudio",
     "StopPlayback",
+    "StopRing",
 ]
 
 
@@ -159,6 +160,13 @@ class CaptureLatency(Effect):
 @dataclass(frozen=True, slots=True)
 class CancelTools(Effect):
     """The engagement is over: tool calls still running have no listener; cancel them."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopRing(Effect):
+    """A ringing timer is answered (the wake word, the button, speech over it): stop it."""
+
+    by: str
 
 
 @dataclass(frozen=True, slots=True)

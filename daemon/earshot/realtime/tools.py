@@ -8,7 +8,8 @@ Two kinds, one interface (:class:`ToolRunner`):
   killed on timeout or cancellation, and it never sees the API key in its environment.
 - **Built-ins** (``realtime.builtin_tools``): ``datetime`` → ``get_datetime``; ``volume`` →
   ``get_volume`` / ``set_volume`` through the ALSA mixer, driven by ``amixer`` (alsa-utils) so
-  that only ``audio/alsa/`` imports alsaaudio.
+  that only ``audio/alsa/`` imports alsaaudio; ``timers`` → the local timers and alarms
+  (:mod:`earshot.realtime.timertools`).
 
 :meth:`ToolRunner.run` never raises for a tool's failure: a bad call, a crash, a timeout or a
 missing mixer becomes ``{"error": "..."}`` for the model to read and say.
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from earshot import children
 from earshot.config import OutputConfig, RealtimeConfig, ToolConfig
 from earshot.errors import ToolError
+from earshot.realtime.timertools import TIMER_TOOLS, TimerControl, run_timer_tool
 from earshot.realtime.toolspec import ToolSpec
 
 __all__ = [
@@ -342,6 +344,7 @@ class ToolRunner:
             are removed from it either way.
         remote: runs a config tool elsewhere instead, ``(name, arguments_json, timeout_s) -> output``
             (:func:`earshot.toolexec.call`: another user, who cannot read the key); built-ins stay here.
+        timers: the daemon's timers for the ``timers`` built-ins; None leaves them out.
     """
 
     def __init__(
@@ -351,6 +354,7 @@ class ToolRunner:
         mixer: Mixer | None = None,
         env: Mapping[str, str] | None = None,
         remote: Callable[[str, str, float], Awaitable[str]] | None = None,
+        timers: TimerControl | None = None,
     ) -> None:
         self._tools: dict[str, ToolConfig] = {t.name: t for t in config.tools}
         self._remote = remote
@@ -363,6 +367,9 @@ class ToolRunner:
             else:
                 self._builtins[_GET_VOLUME.name] = _GET_VOLUME
                 self._builtins[_SET_VOLUME.name] = _SET_VOLUME
+        if "timers" in config.builtin_tools and timers is not None:
+            self._builtins.update((spec.name, spec) for spec in TIMER_TOOLS)
+        self._timers = timers
         self._mixer = mixer
         self._max_processes = config.max_tool_processes
         self._slots = asyncio.Semaphore(config.max_tool_processes)
@@ -434,6 +441,8 @@ class ToolRunner:
     async def _run_builtin(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         if name == _DATETIME.name:
             return datetime_output(_now_local())
+        if self._timers is not None and name in {spec.name for spec in TIMER_TOOLS}:
+            return run_timer_tool(self._timers, name, arguments)
         assert self._mixer is not None  # volume built-ins are only declared with a mixer
         if name == _GET_VOLUME.name:
             return {"volume_percent": await self._mixer.get_percent()}
