@@ -28,6 +28,7 @@ from typing import Any
 
 from earshot import children, doctor
 from earshot.appcontrol import OperatorSide
+from earshot.audio.ledger import PlaybackFinished
 from earshot.audio.playback import Playback
 from earshot.capturefeed import CaptureFeed
 from earshot.compose import build
@@ -124,6 +125,8 @@ class Daemon(OperatorSide):
         self.hooks: Hooks | None = None
         self.link: Link | None = None
         self.timers: TimerService | None = None
+        self._ducked = False
+        self._unduck_handle: asyncio.TimerHandle | None = None
         self._stop_event: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._tool_calls: set[asyncio.Task[None]] = set()
@@ -189,6 +192,7 @@ class Daemon(OperatorSide):
                 device.on_status = functools.partial(self._on_device_status, role)
         playback = parts.playback
         self._playback = playback
+        playback.on_sound = self._duck
         self._sink = sink
         self.tools = parts.tools
         self.link = parts.link
@@ -345,6 +349,33 @@ class Daemon(OperatorSide):
             self.conversation.on_playback_event(ev, asyncio.get_running_loop().time())
         if self.timers is not None:
             self.timers.poke()  # a timer that waited for the device to be free may ring now
+        if isinstance(ev, PlaybackFinished) and self._ducked:
+            self._schedule_unduck()
+
+    def _duck(self) -> None:
+        """Something is about to sound: the ``duck`` hook, once until the device has been quiet a while."""
+        if self._unduck_handle is not None:
+            self._unduck_handle.cancel()
+            self._unduck_handle = None
+        if not self._ducked:
+            self._ducked = True
+            self._fire_hook("duck", {})
+
+    def _schedule_unduck(self) -> None:
+        if self._unduck_handle is not None:
+            self._unduck_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._unduck_handle = loop.call_later(self.config.hooks.unduck_after_s, self._unduck)
+
+    def _unduck(self) -> None:
+        self._unduck_handle = None
+        if not self._ducked:
+            return
+        if self._playback is not None and self._playback.active:
+            self._schedule_unduck()  # still sounding: its end will be waited for
+            return
+        self._ducked = False
+        self._fire_hook("unduck", {})
 
     def _on_phase(self, old: Phase, new: Phase, reason: str) -> None:
         self.notifier.status(self._status_text())

@@ -46,6 +46,8 @@ EVENTS = (
     "timer_set",
     "timer_ringing",
     "timer_done",
+    "duck",
+    "unduck",
 )
 """Event names a hook can be configured for."""
 

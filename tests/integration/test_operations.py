@@ -28,7 +28,15 @@ async def test_hooks_metrics_and_recordings_follow_an_exchange(tmp_path: Path) -
     hook = [sys.executable, "-c", HOOK]
     metrics = tmp_path / "metrics.prom"
     config = {
-        "hooks": {"listening": hook, "thinking": hook, "speaking": hook, "idle": hook, "timeout_s": 5.0},
+        "hooks": {
+            "listening": hook,
+            "thinking": hook,
+            "speaking": hook,
+            "idle": hook,
+            "duck": hook,
+            "unduck": hook,
+            "timeout_s": 5.0,
+        },
         "metrics": {"textfile": str(metrics), "interval_s": 1.0},
         "recordings": {"enabled": True, "max_mb": 5.0},
     }
@@ -41,6 +49,13 @@ async def test_hooks_metrics_and_recordings_follow_an_exchange(tmp_path: Path) -
     for expected in ("listening", "thinking", "speaking", "idle"):
         assert expected in names
     assert names.index("listening") < names.index("thinking") < names.index("speaking") < names.index("idle")
+    # Ducking: a music player is lowered before the reply and raised once the device is quiet, in pairs.
+    ducking = [n for n in names if n in ("duck", "unduck")]
+    assert ducking[0] == "duck"
+    assert ducking[-1] == "unduck"
+    assert ducking == ["duck", "unduck"] * (len(ducking) // 2), ducking
+    assert names.index("duck") < names.index("speaking")
+    assert len(ducking) // 2 <= 3  # the cues and the reply: held together, not one pair per sound chunk
     assert all("sk-test-key" not in json.dumps(e) for e in events)
 
     families = {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
@@ -48,6 +63,8 @@ async def test_hooks_metrics_and_recordings_follow_an_exchange(tmp_path: Path) -
     assert families["earshot_turns"].samples[0].value >= 1
     ready = {s.name: s.value for s in families["earshot_wake_to_ready_seconds"].samples}
     assert ready["earshot_wake_to_ready_seconds_count"] == 1
+    timers = {s.labels["state"]: s.value for s in families["earshot_timers"].samples}
+    assert timers == {"pending": 0, "ringing": 0}
 
     recordings = tmp_path / "state" / "recordings"
     wavs = sorted(recordings.glob("*.wav"))

@@ -77,6 +77,8 @@ class Playback:
         max_queued_s: float = MAX_QUEUED_S,
     ) -> None:
         self._sink = sink
+        self.on_sound: Callable[[], None] | None = None
+        """Called when any sound is queued (a reply's audio, a cue, a ring): the daemon's ducking."""
         self._chunk = max(1, int(sink.write_samples))
         self._max_pending = int(max_queued_s * PLAYBACK_RATE_HZ)
         self.dropped_samples = 0
@@ -138,6 +140,8 @@ class Playback:
             if key not in self._open_keys:
                 self._open_keys.append(key)
             self._ledger.expect(key)
+        if self.on_sound is not None:
+            self.on_sound()
         self._pending.append((key, arr))
         self._pending_samples += int(arr.size)
         self._wake.set()

@@ -390,6 +390,9 @@ class HooksConfig:
     timer_set: tuple[str, ...] = _f((), "when a timer or alarm is set")
     timer_ringing: tuple[str, ...] = _f((), "when a timer or alarm starts ringing")
     timer_done: tuple[str, ...] = _f((), "when a timer ends: stopped, cancelled, unanswered or missed")
+    duck: tuple[str, ...] = _f((), "before the device sounds (a music player lowers itself)")
+    unduck: tuple[str, ...] = _f((), "once the device has been quiet for unduck_after_s")
+    unduck_after_s: float = _f(1.0, "quiet time before unduck (a cue then a reply: one duck)", min=0.0, max=30.0)
     timeout_s: float = _f(5.0, "a hook is killed after this long", min=0.1, max=120.0)
 
 
