@@ -48,6 +48,7 @@ from earshot.recordings import Recorder
 from earshot.stats import Stats, engagement_summary
 from earshot.systemd import Health, Notifier, run_watchdog
 from earshot.timerservice import TIMERS_FILE, TimerService
+from earshot.volume import Volume
 
 __all__ = ["Daemon", "serve"]
 
@@ -125,6 +126,7 @@ class Daemon(OperatorSide):
         self.hooks: Hooks | None = None
         self.link: Link | None = None
         self.timers: TimerService | None = None
+        self.volume: Volume | None = None
         self._ducked = False
         self._unduck_handle: asyncio.TimerHandle | None = None
         self._stop_event: asyncio.Event | None = None
@@ -195,6 +197,7 @@ class Daemon(OperatorSide):
         playback.on_sound = self._duck
         self._sink = sink
         self.tools = parts.tools
+        self.volume = parts.volume
         self.link = parts.link
         conv = parts.conversation
         cap = cfg.gate.daily_cap_minutes
@@ -230,6 +233,7 @@ class Daemon(OperatorSide):
                 tg.create_task(self._link_events(self.link, conv), name="realtime events")
                 tg.create_task(self._timer_loop(), name="timers")
                 tg.create_task(self.timers.run(), name="timer service")
+                self._spawn(parts.volume.restore(), "volume restore", self._background)
                 tg.create_task(run_watchdog(self.notifier, health), name="watchdog")
                 tg.create_task(self._wait_stop(), name="stop")
                 gpio = GpioInputs(cfg.gate.gpio, on_action=self._on_gpio, is_engaged=lambda: conv.engagement.engaged)

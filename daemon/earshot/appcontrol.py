@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from earshot.stats import Stats
     from earshot.systemd import Health, Notifier
     from earshot.timerservice import TimerService
+    from earshot.volume import Volume
 
 __all__ = ["OperatorSide"]
 
@@ -48,6 +49,7 @@ class OperatorSide:
         hooks: Hooks | None
         link: Link | None
         timers: TimerService | None
+        volume: Volume | None
         disabled: dict[str, str]
         _source: Any
         _sink: Any
@@ -154,7 +156,7 @@ class OperatorSide:
     # ------------------------------------------------------------------ control socket
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Serve one control-socket command: engage, cancel, status, mute, unmute, stop, timers."""
+        """Serve one control-socket command: engage, cancel, status, mute, unmute, stop, timers, volume."""
         conv = self.conversation
         if conv is None:
             raise DaemonError("starting up")
@@ -172,6 +174,15 @@ class OperatorSide:
             return {"muted": conv.muted}
         if cmd == "status":
             return self.status()
+        if cmd == "volume":
+            if self.volume is None:
+                raise DaemonError("starting up")
+            wanted = args.get("set")
+            if wanted is None:
+                return self.volume.report()
+            if not isinstance(wanted, str | int) or isinstance(wanted, bool):
+                raise DaemonError("volume: give 0-100, up, down, mute or unmute")
+            return await self.volume.command(str(wanted))
         if cmd == "timers":
             return {"timers": self.timers.snapshot() if self.timers is not None else []}
         if cmd == "stop":
@@ -228,6 +239,8 @@ class OperatorSide:
                 snap["resting"] = conv.resting_reason
         if self.timers is not None:
             snap["timers"] = self.timers.snapshot()
+        if self.volume is not None:
+            snap["volume"] = self.volume.report()
         if self.disabled:
             snap["disabled"] = dict(self.disabled)
         return snap

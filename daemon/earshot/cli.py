@@ -8,7 +8,8 @@
     earshot version
     earshot doctor [--config FILE] [--json]                try each native part in a child; record what works
     earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
-    earshot engage | cancel | mute | unmute | stop | timers | status [--json]   talk to the running daemon
+    earshot engage | cancel | mute | unmute | stop | timers | volume [N|up|down|mute|unmute]
+    earshot status [--json]                                         talk to the running daemon
     earshot enroll ...                                     record wake-word templates
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 (EX_CONFIG) configuration error. The
@@ -40,7 +41,7 @@ EX_RUNTIME = 1
 EX_USAGE = 2
 
 DEFAULT_CONFIG = Path("/etc/earshot/earshot.yaml")
-_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers")
+_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume")
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         "unmute": "unmute the microphone",
         "stop": "stop what sounds: a ringing timer, else the reply in progress",
         "timers": "list the timers and alarms set on the device",
+        "volume": "show or set the speaker volume: 0-100, +N, -N, up, down, mute, unmute (kept across restarts)",
     }
     for name in _CONTROL_COMMANDS:
         p = sub.add_parser(name, help=helps[name])
@@ -130,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=None, help=f"config naming the socket (default {DEFAULT_CONFIG})")
         if name in ("status", "timers"):
             p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+        if name == "volume":
+            p.add_argument("value", nargs="?", default=None, help="0-100, +N, -N, up, down, mute or unmute")
         p.set_defaults(handler=_cmd_control, command=name)
     return parser
 
@@ -363,7 +367,8 @@ def _cmd_control(args: argparse.Namespace) -> int:
         _err(f"earshot {args.command}: the control client is not available: {exc}")
         return EX_RUNTIME
     try:
-        answer: dict[str, Any] = request(path, args.command)
+        extra = {"set": args.value} if getattr(args, "value", None) is not None else None
+        answer: dict[str, Any] = request(path, args.command, args=extra)
     except (DaemonError, OSError, TimeoutError) as exc:
         # control.request says in words what went wrong (not running, refused, timed out).
         _err(f"earshot {args.command}: {exc}")
@@ -386,6 +391,8 @@ def _cmd_control(args: argparse.Namespace) -> int:
             )
         if not answer.get("timers"):
             _out("no timers")
+    elif args.command == "volume":
+        _out(f"volume {answer.get('volume')}%{' (muted)' if answer.get('muted') else ''} ({answer.get('control')})")
     elif args.command == "stop":
         _out(f"stopped {len(answer.get('stopped') or [])} ringing timer(s); phase {answer.get('phase')}")
     elif answer.get("message"):

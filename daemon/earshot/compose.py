@@ -42,6 +42,7 @@ from earshot.pipeline import Conversation
 from earshot.realtime.connection import ConnectFn, Link
 from earshot.realtime.timertools import TimerControl
 from earshot.realtime.tools import AmixerMixer, ToolRunner
+from earshot.volume import VOLUME_FILE, Volume
 
 __all__ = ["App", "Parts", "build"]
 
@@ -93,6 +94,7 @@ class Parts:
     link: Link
     tools: ToolRunner
     conversation: Conversation
+    volume: Volume
 
 
 def build(
@@ -130,7 +132,9 @@ def build(
     playback = Playback(sink, prebuffer_ms=config.audio.output.prebuffer_ms, on_event=app.on_playback_event)
     tool_socket = environ.get(toolexec.ENV_SOCKET)
     remote = functools.partial(toolexec.call, Path(tool_socket)) if tool_socket else None
-    tools = ToolRunner(config.realtime, mixer=_mixer(config), env=dict(environ), remote=remote, timers=timers)
+    volume = _volume(config, sink, state_dir)
+    mixer = volume if "volume" in config.realtime.builtin_tools else None
+    tools = ToolRunner(config.realtime, mixer=mixer, env=dict(environ), remote=remote, timers=timers)
     link = Link(config.realtime, headers=app.headers, tools=tools.specs(), connect=connect)
     gate, echo, bargein, guard = _build_gate(config, state_dir, refused or {})
     conversation = Conversation(
@@ -150,13 +154,13 @@ def build(
         cancel_tools=app.cancel_tools,
         stop_ring=app.stop_ring,
     )
-    return Parts(config, source, sink, playback, link, tools, conversation)
+    return Parts(config, source, sink, playback, link, tools, conversation, volume)
 
 
-def _mixer(config: Config) -> Any:
-    if "volume" not in config.realtime.builtin_tools:
-        return None
-    return AmixerMixer.from_config(config.audio.output)
+def _volume(config: Config, sink: Any, state_dir: Path) -> Volume:
+    output = config.audio.output
+    mixer = AmixerMixer.from_config(output) if output.volume_control == "mixer" else None
+    return Volume(sink, base_db=output.volume_db, mixer=mixer, path=state_dir / VOLUME_FILE)
 
 
 def _build_gate(config: Config, state_dir: Path, refused: Mapping[str, str]) -> tuple[Gate, Any, Any, Any]:

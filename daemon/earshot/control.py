@@ -1,4 +1,4 @@
-"""The control socket: ``earshot engage | cancel | status | mute | unmute | stop | timers`` talk to the daemon here.
+"""The control socket: ``earshot engage | cancel | status | mute | unmute | stop | timers | volume``.
 
 Protocol: a Unix stream socket; each request is one line of JSON, ``{"cmd": "status"}`` (optionally
 ``"args": {...}``), answered by one line of JSON: the handler's result with ``"ok": true``, or
@@ -44,7 +44,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers")
+COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume")
 """Commands the daemon accepts on the control socket."""
 
 MAX_REQUEST_BYTES = 4096

@@ -81,6 +81,7 @@ PURE = [
     "earshot.timers",
     "earshot.realtime.timertools",
     "earshot.usage",
+    "earshot.volume",
 ]
 """Modules that decide or compute: no event loop, threads, processes, sockets or devices, not even
 through a module one of their types lives in."""

@@ -51,6 +51,8 @@ def apply_gain_db(pcm: NDArray[np.int16], gain_db: float) -> NDArray[np.int16]:
     """Scale int16 samples by ``gain_db`` decibels, clipping at full scale."""
     if gain_db == 0.0:
         return np.asarray(pcm, dtype=np.int16).copy()
+    if gain_db == -np.inf:
+        return np.zeros(np.shape(pcm), dtype=np.int16)  # muted
     factor = 10.0 ** (gain_db / 20.0)
     scaled = np.asarray(pcm, dtype=np.int16).astype(np.float64) * factor
     out: NDArray[np.int16] = np.clip(np.rint(scaled), -32768, 32767).astype(np.int16)

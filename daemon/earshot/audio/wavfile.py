@@ -169,6 +169,15 @@ class FileSink:
         return self._audio._pop_reference()
 
     @property
+    def gain_db(self) -> float:
+        """Digital gain of what is played (``output.volume_db`` plus the volume)."""
+        return self._audio.gain_db
+
+    @gain_db.setter
+    def gain_db(self, value: float) -> None:
+        self._audio.gain_db = value
+
+    @property
     def status(self) -> DeviceStatus:
         """Status of the output file."""
         path = self._audio.output_path
@@ -193,7 +202,8 @@ class FileAudio:
         self.output_path = config.output.file
         self._speed = config.file_speed
         self._input = apply_gain_db(read_input_wav(self.input_path, channel=config.input.channel), config.input.gain_db)
-        self._volume_db = config.output.volume_db
+        self.gain_db = config.output.volume_db
+        """Digital gain of what is played: ``output.volume_db`` plus the volume (:mod:`earshot.volume`)."""
         self._capacity = max(_TICK_OUT, config.output.buffer_ms * PLAYBACK_RATE_HZ // 1000)
         self._buffer: deque[NDArray[np.int16]] = deque()
         self._queued = 0
@@ -341,8 +351,8 @@ class FileAudio:
         if self._state is not DeviceState.OK:
             return
         self._ensure_clock()
-        if self._volume_db:
-            pcm = apply_gain_db(pcm, self._volume_db)
+        if self.gain_db:
+            pcm = apply_gain_db(pcm, self.gain_db)
         need = min(int(pcm.size), self._capacity)
         while self._capacity - self._queued < need:
             self._space.clear()

@@ -110,6 +110,10 @@ class OutputConfig:
     buffer_ms: int = _f(40, "device buffer in ms; small keeps barge-in fast", min=10, max=500)
     prebuffer_ms: int = _f(40, "jitter prebuffer before a reply starts playing", min=0, max=1000)
     volume_db: float = _f(0.0, "digital gain applied to the reply", min=-60.0, max=20.0)
+    volume_control: Literal["software", "mixer"] = _f(
+        "software",
+        "what `earshot volume` and the volume tools move: a digital gain (any device) or the ALSA mixer below",
+    )
     mixer_control: str = _f("Master", "ALSA mixer control used by the volume tool")
     mixer_card: str = _f("default", "ALSA card (mixer device name) of mixer_control")
 

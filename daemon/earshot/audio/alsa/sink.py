@@ -60,6 +60,8 @@ class AlsaSink(AlsaDevice):
     def __init__(self, config: OutputConfig, *, reopen_max_s: float = 1.0, stall_s: float = 3.0) -> None:
         super().__init__(config.device, reopen_max_s=reopen_max_s, stall_s=stall_s)
         self._config = config
+        self.gain_db = config.volume_db
+        """Digital gain of what is played: ``volume_db`` plus the volume (:mod:`earshot.volume`)."""
         self._cond = threading.Condition()
         self._sw: collections.deque[bytes] = collections.deque()  # device-format periods not yet written
         self._sw_frames = 0
@@ -146,8 +148,8 @@ class AlsaSink(AlsaDevice):
         if granted is None or self._resampler is None:
             await self._discard(arr.size)
             return
-        if self._config.volume_db:
-            arr = apply_gain_db(arr, self._config.volume_db)
+        if self.gain_db:
+            arr = apply_gain_db(arr, self.gain_db)
         self._history.append(arr)
         self._in24 += int(arr.size)
         dev = upmix(self._resampler.process(arr), granted.channels)
