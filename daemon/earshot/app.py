@@ -36,6 +36,7 @@ from earshot.config import Config
 from earshot.control import ControlServer, default_socket_path
 from earshot.engage import Phase
 from earshot.errors import EX_CONFIG, ConfigError
+from earshot.feed import EventFeed
 from earshot.gpio import GpioInputs
 from earshot.hooks import Hooks
 from earshot.metrics import MetricsExporter
@@ -128,6 +129,8 @@ class Daemon(OperatorSide):
         self.timers: TimerService | None = None
         self.volume: Volume | None = None
         self._ducked = False
+        self.feed = EventFeed()
+        """What ``earshot follow`` streams: every hook event."""
         self._unduck_handle: asyncio.TimerHandle | None = None
         self._stop_event: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -207,7 +210,7 @@ class Daemon(OperatorSide):
         self.conversation = conv
         self._credential_mtime = credential_mtime(cfg.realtime.auth, self.environ)
         control: ControlServer | None = ControlServer(
-            default_socket_path(cfg.control, self.environ), cfg.control.group, self
+            default_socket_path(cfg.control, self.environ), cfg.control.group, self, feed=self.feed
         )
         metrics = MetricsExporter(cfg.metrics, self.stats, clock=loop.time, refresh=self._refresh_devices)
         try:
@@ -405,6 +408,7 @@ class Daemon(OperatorSide):
     def _fire_hook(self, event: str, data: dict[str, Any]) -> None:
         if self.hooks is not None:
             self.hooks.fire(event, data)
+        self.feed.publish(event, data)  # `earshot follow`
 
     def _run_tool(self, call_id: str, name: str, arguments: str) -> None:
         async def call() -> None:

@@ -174,6 +174,8 @@ class OperatorSide:
             return {"muted": conv.muted}
         if cmd == "status":
             return self.status()
+        if cmd == "follow":
+            raise DaemonError("follow streams: use `earshot follow`")  # served by the control server itself
         if cmd == "volume":
             if self.volume is None:
                 raise DaemonError("starting up")

@@ -9,7 +9,7 @@
     earshot doctor [--config FILE] [--json]                try each native part in a child; record what works
     earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
     earshot engage | cancel | mute | unmute | stop | timers | volume [N|up|down|mute|unmute]
-    earshot status [--json]                                         talk to the running daemon
+    earshot status [--json] | follow [--json]                       talk to the running daemon
     earshot enroll ...                                     record wake-word templates
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 (EX_CONFIG) configuration error. The
@@ -126,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         "timers": "list the timers and alarms set on the device",
         "volume": "show or set the speaker volume: 0-100, +N, -N, up, down, mute, unmute (kept across restarts)",
     }
+    p = sub.add_parser("follow", help="print the daemon's events as they happen (phases, turns, transcripts, timers)")
+    p.add_argument("--socket", type=Path, default=None, help="control socket (default: from the config)")
+    p.add_argument("--config", type=Path, default=None, help=f"config naming the socket (default {DEFAULT_CONFIG})")
+    p.add_argument("--json", action="store_true", help="one JSON object a line, as the daemon sends them")
+    p.set_defaults(handler=_cmd_follow, command="follow")
+
     for name in _CONTROL_COMMANDS:
         p = sub.add_parser(name, help=helps[name])
         p.add_argument("--socket", type=Path, default=None, help="control socket (default: from the config)")
@@ -398,6 +404,46 @@ def _cmd_control(args: argparse.Namespace) -> int:
     elif answer.get("message"):
         _out(answer["message"])
     return EX_OK if ok else EX_RUNTIME
+
+
+def _cmd_follow(args: argparse.Namespace) -> int:
+    _configure_cli_logging(args)
+    try:
+        path = _control_socket(args)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
+    follow = _load("earshot.control", "follow")
+    try:
+        for event in follow(path):
+            _out(json.dumps(event, sort_keys=True) if args.json else _event_line(event))
+    except DaemonError as exc:
+        _err(f"earshot follow: {exc}")
+        return EX_RUNTIME
+    except KeyboardInterrupt:
+        return EX_OK
+    return EX_OK
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    """One event for people: the time, the event, and what matters of its data."""
+    import time
+
+    stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("t", 0))))
+    name = str(event.get("event", "?"))
+    raw = event.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if name == "transcript":
+        mark = "" if data.get("final") else " …"
+        detail = f"{data.get('role')}: {data.get('text')}{mark}"
+    elif "label" in data or "id" in data:
+        detail = " ".join(str(data[k]) for k in ("id", "label", "reason") if data.get(k))
+    elif "reason" in data:
+        detail = str(data["reason"])
+    else:
+        detail = ""
+    lost = f"  ({event['dropped']} events lost)" if event.get("dropped") else ""
+    return f"{stamp}  {name}{'  ' + detail if detail else ''}{lost}"
 
 
 # ------------------------------------------------------------------------------------- helpers

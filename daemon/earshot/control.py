@@ -1,5 +1,7 @@
 """The control socket: ``earshot engage | cancel | status | mute | unmute | stop | timers | volume``.
 
+``earshot follow`` streams the daemon's events over it (:mod:`earshot.feed`).
+
 Protocol: a Unix stream socket; each request is one line of JSON, ``{"cmd": "status"}`` (optionally
 ``"args": {...}``), answered by one line of JSON: the handler's result with ``"ok": true``, or
 ``{"ok": false, "error": "..."}``. A client may send several requests on one connection.
@@ -24,13 +26,14 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 from earshot.config import ControlConfig
 from earshot.errors import DaemonError
+from earshot.feed import EventFeed
 
 __all__ = [
     "COMMANDS",
@@ -44,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume")
+COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume", "follow")
 """Commands the daemon accepts on the control socket."""
 
 MAX_REQUEST_BYTES = 4096
@@ -120,10 +123,12 @@ class ControlServer:
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         idle_timeout_s: float = _IDLE_TIMEOUT_S,
+        feed: EventFeed | None = None,
     ) -> None:
         self.path = path
         self.group = group
         self._handler = handler
+        self._feed = feed
         self._max_request_bytes = max_request_bytes
         self._idle_timeout_s = idle_timeout_s
         self._server: asyncio.Server | None = None
@@ -205,6 +210,9 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                if _is_follow(line):
+                    await self._follow(reader, writer)
+                    return
                 await _send(writer, await self._answer(line))
         except (ConnectionError, OSError) as exc:
             logger.debug("control client went away: %s", exc)
@@ -215,6 +223,30 @@ class ControlServer:
             with contextlib.suppress(ConnectionError, OSError, TimeoutError):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
+
+    async def _follow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``follow``: the events as they happen, one JSON line each, until the client goes away."""
+        if self._feed is None:
+            await _send(writer, {"ok": False, "error": "this daemon has no event stream"})
+            return
+        try:
+            follower = self._feed.follow()
+        except DaemonError as exc:
+            await _send(writer, {"ok": False, "error": str(exc)})
+            return
+        gone = asyncio.ensure_future(reader.read(1))  # the client closing (or writing anything) ends it
+        try:
+            await _send(writer, {"ok": True, "following": True})
+            while True:
+                event = asyncio.ensure_future(follower.next())
+                await asyncio.wait({event, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not event.done():
+                    event.cancel()
+                    return
+                await _send(writer, event.result())
+        finally:
+            follower.close()
+            gone.cancel()
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
@@ -240,6 +272,14 @@ class ControlServer:
             logger.exception("control command %r failed", cmd)
             return {"ok": False, "error": f"internal error while handling {cmd!r} (see the journal)"}
         return response
+
+
+def _is_follow(line: bytes) -> bool:
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(message, dict) and message.get("cmd") == "follow"
 
 
 async def _send(writer: asyncio.StreamWriter, response: Mapping[str, Any]) -> None:
@@ -371,6 +411,42 @@ def request(
     if response.get("ok") is not True:
         raise DaemonError(str(response.get("error") or "earshot refused the command"))
     return response
+
+
+def follow(socket_path: Path, *, timeout_s: float = 3.0) -> Iterator[dict[str, Any]]:
+    """``earshot follow``: yield the daemon's events as they happen, until it goes away (blocking).
+
+    Raises:
+        DaemonError: as :func:`request` (not running, refused, no answer).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    lines = sock.makefile("rb")
+    try:
+        try:
+            sock.connect(str(socket_path))
+            sock.sendall(b'{"cmd": "follow"}\n')
+            first = json.loads(lines.readline(1 << 20))
+        except FileNotFoundError as exc:
+            raise DaemonError(f"earshot is not running (no control socket at {socket_path})") from exc
+        except ConnectionRefusedError as exc:
+            raise DaemonError(f"earshot is not running (nothing listens on {socket_path})") from exc
+        except (OSError, ValueError) as exc:
+            raise DaemonError(f"cannot follow earshot at {socket_path}: {exc}") from exc
+        if not isinstance(first, dict) or first.get("ok") is not True:
+            error = first.get("error") if isinstance(first, dict) else None
+            raise DaemonError(str(error or "earshot refused to be followed"))
+        sock.settimeout(None)
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
+    finally:
+        lines.close()
+        sock.close()
 
 
 def _read_line(sock: socket.socket, limit: int = 1 << 20) -> bytes:

@@ -48,6 +48,7 @@ EVENTS = (
     "timer_done",
     "duck",
     "unduck",
+    "transcript",
 )
 """Event names a hook can be configured for."""
 

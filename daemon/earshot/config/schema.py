@@ -394,6 +394,9 @@ class HooksConfig:
     timer_set: tuple[str, ...] = _f((), "when a timer or alarm is set")
     timer_ringing: tuple[str, ...] = _f((), "when a timer or alarm starts ringing")
     timer_done: tuple[str, ...] = _f((), "when a timer ends: stopped, cancelled, unanswered or missed")
+    transcript: tuple[str, ...] = _f(
+        (), "a transcript (role, item_id, text, final; needs realtime.transcription.model for the user's)"
+    )
     duck: tuple[str, ...] = _f((), "before the device sounds (a music player lowers itself)")
     unduck: tuple[str, ...] = _f((), "once the device has been quiet for unduck_after_s")
     unduck_after_s: float = _f(1.0, "quiet time before unduck (a cue then a reply: one duck)", min=0.0, max=30.0)
@@ -430,6 +433,7 @@ class LoggingConfig:
     """Logging."""
 
     level: Literal["debug", "info", "warning", "error"] = _f("info", "log level")
+    transcripts: bool = _f(False, "what the user and the assistant said, in the journal (off: privacy)")
     journald: Literal["auto", "on", "off"] = _f("auto", "auto: journald when $JOURNAL_STREAM is set")
     format: Literal["text", "json"] = _f(
         "text",

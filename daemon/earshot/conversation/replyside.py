@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from earshot.conversation.front import AudioFront
     from earshot.engage import Engagement
 
-__all__ = ["ReplySide"]
+__all__ = ["PARTIAL_TRANSCRIPT_EVERY_S", "ReplySide"]
+
+PARTIAL_TRANSCRIPT_EVERY_S = 1.0
+"""A partial transcript of an item goes out at most this often (its final one always does)."""
 
 logger = logging.getLogger("earshot.conversation.core")
 
@@ -42,6 +45,7 @@ class ReplySide:
         self._session_ready_at: float | None = None
         self._resting_until: float | None = None
         self.resting_reason: str | None = None
+        self._partial_at: dict[str, float] = {}  # item -> when its last partial transcript went out
 
     if TYPE_CHECKING:  # what the core itself provides
         config: Config
@@ -97,9 +101,30 @@ class ReplySide:
         elif isinstance(ev, rs.ServerError):
             self._emit(fx.ErrorSeen(ev.code or "server_error", ev.message))
             self._emit(fx.Hook("error", {"code": ev.code, "message": ev.message}))
-        elif isinstance(ev, rs.Transcript) and ev.final:
-            logger.debug("transcript (%s): %d characters", ev.role, len(ev.text))
+        elif isinstance(ev, rs.Transcript):
+            self._on_transcript(ev, now)
         self._run_engagement(now)
+
+    def _on_transcript(self, ev: rs.Transcript, now: float) -> None:
+        """The user's input transcription or the assistant's transcript: the ``transcript`` hook and event.
+
+        Partial ones at most every :data:`PARTIAL_TRANSCRIPT_EVERY_S` per item (hooks are processes);
+        the final one always. Their text reaches the journal only with ``logging.transcripts``.
+        """
+        if not ev.final:
+            last = self._partial_at.get(ev.item_id)
+            if last is not None and now - last < PARTIAL_TRANSCRIPT_EVERY_S:
+                return
+            if len(self._partial_at) >= 64:
+                self._partial_at.clear()
+        self._partial_at[ev.item_id] = now
+        if ev.final:
+            self._partial_at.pop(ev.item_id, None)
+            if self.config.logging.transcripts:
+                logger.info("%s said: %s", ev.role, ev.text, extra={"event": "transcript", "data": {"role": ev.role}})
+            else:
+                logger.debug("transcript (%s): %d characters", ev.role, len(ev.text))
+        self._emit(fx.Hook("transcript", {"role": ev.role, "item_id": ev.item_id, "text": ev.text, "final": ev.final}))
 
     def _on_session_ready(self, now: float) -> None:
         self._mark(now, "session_ready", "session ready")

@@ -117,6 +117,36 @@ class ClientInputs:
         self.pending_audio_ms += audio_ms
         logger.info("session %d: user turn committed (%d ms of audio)", self.record.index, audio_ms)
         self._add_item(item, previous)
+        self._transcribe(item_id, audio_ms)
+
+    def _transcribe(self, item_id: str, audio_ms: int) -> None:
+        """With ``audio.input.transcription`` set: the input transcription, in two deltas then completed.
+
+        The emulator hears no words: the transcript names the turn's length (what a test can check).
+        """
+        config = self.session["audio"]["input"].get("transcription")
+        if not isinstance(config, dict) or not config.get("model"):
+            return
+        text = f"user audio of {audio_ms} milliseconds"
+        half = len(text) // 2
+        for piece in (text[:half], text[half:]):
+            self.emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": piece,
+                }
+            )
+        self.emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": text,
+                "usage": {"type": "duration", "seconds": audio_ms / 1000},
+            }
+        )
 
     def _add_item(self, item: dict[str, Any], previous: str | None) -> None:
         self.record.items[item["id"]] = item

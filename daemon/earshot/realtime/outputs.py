@@ -95,7 +95,7 @@ class TurnCommitted:
 
 @dataclass(frozen=True, slots=True)
 class Transcript:
-    """A transcript piece (``final``: the whole text of the item)."""
+    """An item's transcript so far (bounded; ``final``: the whole text of the item)."""
 
     role: Literal["user", "assistant"]
     item_id: str

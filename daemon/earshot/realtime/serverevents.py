@@ -200,7 +200,7 @@ class ServerEvents:
         entry.response_id = entry.response_id or event.response_id
         self._log.set_text(entry, event.text, event.final)
         if event.response_id not in self._cancelled:
-            self._events.append(Transcript("assistant", event.item_id, event.text, event.final))
+            self._events.append(Transcript("assistant", event.item_id, entry.text, event.final))
 
     def _on_input_transcription(self, event: ev.InputTranscriptionEvent) -> None:
         if event.failed:
@@ -208,7 +208,7 @@ class ServerEvents:
             return
         entry = self._log.entry(event.item_id, "user")
         self._log.set_text(entry, event.text, event.final)
-        self._events.append(Transcript("user", event.item_id, event.text, event.final))
+        self._events.append(Transcript("user", event.item_id, entry.text, event.final))
 
     def _on_response_created(self, event: ev.ResponseCreatedEvent) -> None:
         self._active_response = event.response_id
