@@ -46,7 +46,8 @@ from earshot.realtime.auth import connection_secret, credential_mtime, headers_f
 from earshot.realtime.connection import ConnectFn, Link
 from earshot.realtime.session import build_session_config
 from earshot.recordings import Recorder
-from earshot.stats import Stats, engagement_summary
+from earshot.stats import Stats
+from earshot.summary import engagement_summary
 from earshot.systemd import Health, Notifier, run_watchdog
 from earshot.timerservice import TIMERS_FILE, TimerService
 from earshot.volume import Volume
@@ -161,6 +162,7 @@ class Daemon(OperatorSide):
         except OSError as exc:
             logger.warning("state directory %s unusable (%s): counters and enrolment are not kept", sdir, exc)
         self.stats = Stats(state_dir=sdir, now=loop.time(), now_wall=time.time())
+        self.stats.prices = cfg.realtime.prices
         self.hooks = Hooks(cfg.hooks, stats=self.stats, env=self.environ)
         self.recorder = Recorder(cfg.recordings, sdir, stats=self.stats)
         # What crashed in `earshot doctor` on this machine is not loaded again (a segfault is uncatchable).

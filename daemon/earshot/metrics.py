@@ -106,6 +106,11 @@ def render(stats: Stats, now: float, now_wall: float) -> str:
     for role in ("input", "output"):
         if role in stats.devices:
             sample("device_missing_seconds", stats.device_missing_s(role, now) or 0.0, {"role": role})
+    family("tokens_total", "counter", "Realtime API tokens billed (response.done usage), by kind.")
+    for kind, n in stats.tokens.total.as_dict().items():
+        sample("tokens_total", n, {"kind": kind})
+    family("cost_usd_estimate_total", "counter", "Estimated Realtime API cost in US dollars (realtime.prices).")
+    sample("cost_usd_estimate_total", round(stats.tokens.total.cost_usd(stats.prices), 6))
     family("timers", "gauge", "Timers and alarms set here, by state (pending, ringing).")
     sample("timers", stats.timers_pending, {"state": "pending"})
     sample("timers", stats.timers_ringing, {"state": "ringing"})

@@ -308,6 +308,10 @@ class Conversation:
                 stats.engagement_started(now, time.time(), trigger=trigger)
             case fx.EngagementEnded(reason=reason):
                 stats.engagement_ended(now, reason=reason)
+            case fx.Usage(tokens=tokens):
+                stats.tokens.add(tokens)
+            case fx.RateLimitsSeen(limits=limits):
+                stats.tokens.rate_limits = limits
 
     def _interrupt(self, now: float, *, local: bool, reaction_ms: float | None) -> None:
         """Stop the speaker and tell the server how much of the reply was heard: the ledger's count."""

@@ -3,7 +3,7 @@
 :class:`Stats` is pure: every method that depends on time takes ``now`` (monotonic seconds) and,
 where a calendar day matters, ``now_wall`` (Unix seconds). The app updates it as things happen;
 ``earshot status`` (:mod:`earshot.control`), the Prometheus exposition (:mod:`earshot.metrics`) and
-the journal summary (:func:`engagement_summary`) read it.
+the journal summary (:func:`earshot.summary.engagement_summary`) read it.
 
 Connected time is counted per *local* calendar day in a :class:`~earshot.usage.UsageLedger`,
 persisted to ``<state_dir>/usage.json`` by :mod:`earshot.usage` so that ``gate.daily_cap_minutes``
@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from earshot.config import PricesConfig
 from earshot.logs import redact
+from earshot.tokens import TokenLedger
 from earshot.usage import USAGE_FILE, load_ledger, save_ledger
 
 __all__ = [
@@ -38,7 +40,6 @@ __all__ = [
     "EngagementRecord",
     "Histogram",
     "Stats",
-    "engagement_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ class EngagementRecord:
     errors: int = 0
     wake_to_ready_ms: float | None = None
     reply_start_ms: list[float] = field(default_factory=list)
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_usd: float = 0.0
     bargein_ms: list[float] = field(default_factory=list)
 
     def duration_s(self, now: float) -> float:
@@ -170,6 +173,9 @@ class Stats:
         self.hook_failures = 0
         self.recordings = 0
         self.timers_rung = 0
+        self.tokens = TokenLedger()
+        """Tokens billed and the cost estimate (``response.done``'s usage), and the rate limits."""
+        self.prices: Any = PricesConfig()
         self.timers_pending = 0
         self.timers_ringing = 0
         self.errors: dict[str, int] = {}
@@ -209,6 +215,7 @@ class Stats:
             engagement_id=f"{stamp}-{self._engagement_seq}", trigger=trigger, started_at=now, started_wall=now_wall
         )
         self.engagements += 1
+        self.tokens.engagement_started()
         return self.engagement
 
     def engagement_ended(self, now: float, *, reason: str) -> EngagementRecord | None:
@@ -218,6 +225,8 @@ class Stats:
             return None
         record.ended_at = now
         record.end_reason = reason
+        record.tokens = self.tokens.engagement.as_dict()
+        record.cost_usd = round(self.tokens.engagement.cost_usd(self.prices), 4)
         self.engagement = None
         self.last_engagement = record
         return record
@@ -432,6 +441,7 @@ class Stats:
                 "recordings": self.recordings,
                 "timers_rung": self.timers_rung,
             },
+            "usage": self.tokens.snapshot(self.prices),
             "errors": dict(sorted(self.errors.items())),
             "last_error": None
             if self.last_error is None
@@ -454,56 +464,6 @@ class Stats:
                 "bargein": self.bargein_ms.snapshot(),
             },
         }
-
-
-def engagement_summary(record: EngagementRecord, now: float) -> tuple[str, dict[str, str]]:
-    """One INFO line summarising an engagement, and journald fields for ``extra=``.
-
-    Returns:
-        ``(message, fields)``: the message is complete on its own (use it as the log format with
-        no arguments); the fields are upper-case journal field names with string values, e.g.
-        ``journalctl -u earshot EARSHOT_EVENT=engagement EARSHOT_BARGEINS=1``.
-    """
-    duration = record.duration_s(now)
-    reply = record.reply_start_ms
-    reply_avg = sum(reply) / len(reply) if reply else None
-    barge_avg = sum(record.bargein_ms) / len(record.bargein_ms) if record.bargein_ms else None
-    parts = [
-        f"engagement {record.engagement_id} ({record.trigger}) ended: {record.end_reason or 'ended'}",
-        f"{duration:.1f} s",
-        f"{record.turns} turn{'s' if record.turns != 1 else ''}",
-        f"{record.bargeins} barge-in{'s' if record.bargeins != 1 else ''}",
-        f"{record.reconnects} reconnect{'s' if record.reconnects != 1 else ''}",
-    ]
-    if record.errors:
-        parts.append(f"{record.errors} error{'s' if record.errors != 1 else ''}")
-    latencies = []
-    if record.wake_to_ready_ms is not None:
-        latencies.append(f"ready {record.wake_to_ready_ms:.0f} ms")
-    if reply_avg is not None:
-        latencies.append(f"reply start {reply_avg:.0f} ms avg" + (f" (max {max(reply):.0f})" if len(reply) > 1 else ""))
-    if barge_avg is not None:
-        latencies.append(f"barge-in {barge_avg:.0f} ms avg")
-    message = ", ".join(parts) + (f"; {', '.join(latencies)}" if latencies else "")
-
-    def ms(value: float | None) -> str:
-        return "" if value is None else f"{value:.0f}"
-
-    fields = {
-        "EARSHOT_EVENT": "engagement",
-        "EARSHOT_ENGAGEMENT_ID": record.engagement_id,
-        "EARSHOT_TRIGGER": record.trigger,
-        "EARSHOT_END_REASON": record.end_reason or "",
-        "EARSHOT_DURATION_S": f"{duration:.1f}",
-        "EARSHOT_TURNS": str(record.turns),
-        "EARSHOT_BARGEINS": str(record.bargeins),
-        "EARSHOT_RECONNECTS": str(record.reconnects),
-        "EARSHOT_ERRORS": str(record.errors),
-        "EARSHOT_WAKE_TO_READY_MS": ms(record.wake_to_ready_ms),
-        "EARSHOT_REPLY_START_MS": ms(reply_avg),
-        "EARSHOT_BARGEIN_MS": ms(barge_avg),
-    }
-    return message, {k: v for k, v in fields.items() if v != ""}
 
 
 def _iso(wall: float) -> str:

@@ -82,6 +82,8 @@ PURE = [
     "earshot.realtime.timertools",
     "earshot.usage",
     "earshot.volume",
+    "earshot.tokens",
+    "earshot.summary",
 ]
 """Modules that decide or compute: no event loop, threads, processes, sockets or devices, not even
 through a module one of their types lives in."""

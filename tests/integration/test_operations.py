@@ -39,6 +39,13 @@ async def test_hooks_metrics_and_recordings_follow_an_exchange(tmp_path: Path) -
         },
         "metrics": {"textfile": str(metrics), "interval_s": 1.0},
         "recordings": {"enabled": True, "max_mb": 5.0},
+        # The session's controls for a fleet (issue 19): the emulator takes them, the SDK types check them.
+        "realtime": {
+            "reasoning_effort": "low",
+            "truncation_retention_ratio": 0.6,
+            "prompt": {"id": "pmpt_fleet", "variables": {"site": "lobby"}},
+            "parallel_tool_calls": False,
+        },
     }
     async with Emulator(EmulatorOptions(strict=True)) as emu:
         run = await run_daemon(tmp_path, pcm, url=emu.url, config=config, environ={"HOOK_OUT": str(hook_out)})
@@ -63,6 +70,16 @@ async def test_hooks_metrics_and_recordings_follow_an_exchange(tmp_path: Path) -
     assert families["earshot_turns"].samples[0].value >= 1
     ready = {s.name: s.value for s in families["earshot_wake_to_ready_seconds"].samples}
     assert ready["earshot_wake_to_ready_seconds_count"] == 1
+    tokens = {s.labels["kind"]: s.value for s in families["earshot_tokens"].samples}
+    assert tokens["audio_out"] > 0  # the reply's usage, from response.done
+    assert families["earshot_cost_usd_estimate"].samples[0].value > 0
+    assert run.daemon.stats is not None
+    assert run.daemon.stats.last_engagement is not None
+    assert run.daemon.stats.last_engagement.tokens["audio_out"] == tokens["audio_out"]
+    assert {limit["name"] for limit in run.daemon.stats.tokens.rate_limits} == {"requests", "tokens"}
+    update = next(e for e in emu.sessions[0].client_events if e.get("type") == "session.update")["session"]
+    assert update["reasoning"] == {"effort": "low"}
+    assert update["prompt"] == {"id": "pmpt_fleet", "variables": {"site": "lobby"}}
     timers = {s.labels["state"]: s.value for s in families["earshot_timers"].samples}
     assert timers == {"pending": 0, "ringing": 0}
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from earshot.stats import Histogram, Stats, engagement_summary
+from earshot.stats import Histogram, Stats
+from earshot.summary import engagement_summary
+from earshot.tokens import TokenUsage
 
 
 def wall(day: int, hour: int, minute: int = 0, second: float = 0.0) -> float:
@@ -97,13 +99,21 @@ def test_engagement_summary_line_and_fields() -> None:
     s.turn()
     s.reply_started(850.0)
     s.reconnect()
+    s.tokens.add(TokenUsage(text_in=900, audio_in=400, cached_in=500, text_out=20, audio_out=300))
+    s.tokens.add(TokenUsage(audio_in=100, audio_out=200))
     ended = s.engagement_ended(42.5, reason="follow_up_over")
     assert ended is record
     message, fields = engagement_summary(record, 50.0)
+    # 400 uncached text at $4, 500 cached at $0.40, 500 audio in at $32, 20 text out at $16, 500 audio out at $64
+    cost = (400 * 4 + 500 * 0.4 + 500 * 32 + 20 * 16 + 500 * 64) / 1e6
     assert message == (
         f"engagement {record.engagement_id} (wakeword) ended: follow_up_over, 32.5 s, 2 turns, 1 barge-in,"
-        " 1 reconnect; ready 412 ms, reply start 750 ms avg (max 850), barge-in 230 ms avg"
+        f" 1 reconnect, 1920 tokens (~${cost:.3f}); ready 412 ms, reply start 750 ms avg (max 850), barge-in 230 ms avg"
     )
+    assert fields["EARSHOT_TOKENS_IN"] == "1400"
+    assert fields["EARSHOT_TOKENS_OUT"] == "520"
+    assert fields["EARSHOT_COST_USD"] == f"{cost:.4f}"
+    assert s.snapshot(50.0, wall(7, 18))["usage"]["tokens"]["audio_out"] == 500
     assert fields["EARSHOT_EVENT"] == "engagement"
     assert fields["EARSHOT_TURNS"] == "2"
     assert fields["EARSHOT_BARGEINS"] == "1"

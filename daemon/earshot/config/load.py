@@ -257,6 +257,12 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
             problems.add("realtime.auth.token_url", "must be an https:// URL")
         elif tu.scheme == "http" and not _is_loopback(tu.hostname):
             problems.add("realtime.auth.token_url", "plain http:// is allowed only to a loopback address")
+    variables: dict[str, Any] = dict(cfg.realtime.prompt.variables or {})  # YAML may hold anything there
+    for key, value in variables.items():
+        if not isinstance(value, str):
+            problems.add(f"realtime.prompt.variables.{key}", "must be a string")
+    if variables and not cfg.realtime.prompt.id:
+        problems.add("realtime.prompt.variables", "need realtime.prompt.id")
     bi = cfg.bargein
     if bi.gated_erle_db > bi.full_duplex_erle_db:
         problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")
@@ -282,7 +288,9 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-BUILTIN_FUNCTION_NAMES = frozenset({"get_datetime", "get_volume", "set_volume"})
+BUILTIN_FUNCTION_NAMES = frozenset(
+    {"get_datetime", "get_volume", "set_volume", "set_timer", "set_alarm", "list_timers", "cancel_timer"}
+)
 """Function names of the built-in tools (``realtime/tools.py``); a config tool may not take one."""
 MAX_PATTERN_CHARS = 256
 _GROUP_PREFIX = re.compile(r"\(\?(?:P<\w+>|[:=!]|<[=!])")

@@ -319,6 +319,26 @@ class ToolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptConfig:
+    """A stored prompt (``prompt``: id, version, variables) the session uses with its instructions."""
+
+    id: str | None = _f(None, "stored prompt id (pmpt_...); null = none")
+    version: str | None = _f(None, "prompt version; null = its current one")
+    variables: dict[str, str] | None = _f(None, "values of the prompt's variables")
+
+
+@dataclass(frozen=True, slots=True)
+class PricesConfig:
+    """Prices for the cost estimate, in US dollars per million tokens (the invoice is the truth)."""
+
+    text_in: float = _f(4.0, "text input", min=0.0, max=1000.0)
+    cached_in: float = _f(0.4, "cached input", min=0.0, max=1000.0)
+    audio_in: float = _f(32.0, "audio input", min=0.0, max=1000.0)
+    text_out: float = _f(16.0, "text output", min=0.0, max=1000.0)
+    audio_out: float = _f(64.0, "audio output", min=0.0, max=1000.0)
+
+
+@dataclass(frozen=True, slots=True)
 class RealtimeConfig:
     """The OpenAI Realtime API session (GA interface)."""
 
@@ -337,6 +357,19 @@ class RealtimeConfig:
     turn_detection: TurnDetectionConfig = _section(TurnDetectionConfig, "turn detection")
     transcription: TranscriptionConfig = _section(TranscriptionConfig, "input transcription")
     max_output_tokens: int | None = _f(None, "per response; null = no limit", min=1, max=4096)
+    reasoning_effort: Literal["minimal", "low", "medium", "high", "xhigh"] | None = _f(
+        None, "reasoning effort of reasoning models; null = the model's default"
+    )
+    truncation_retention_ratio: float | None = _f(
+        None,
+        "when a long conversation overflows, keep this share of it (caps what it costs); null = the server's auto",
+        min=0.0,
+        max=1.0,
+    )
+    prompt: PromptConfig = _section(PromptConfig, "stored prompt")
+    tool_choice: Literal["auto", "none", "required"] = _f("auto", "whether the model may, must or must not call tools")
+    parallel_tool_calls: bool | None = _f(None, "let the model call several tools at once; null = its default")
+    prices: PricesConfig = _section(PricesConfig, "prices for the cost estimate")
     append_ms: int = _f(40, "audio per input_audio_buffer.append message", min=20, max=100)
     idle_close_s: float = _f(
         20.0, "keep the session this long after the follow-up window, then close", min=0.0, max=3000.0

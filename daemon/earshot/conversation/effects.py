@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from earshot.engage import Phase
+from earshot.tokens import TokenUsage
 
 __all__ = [
     "CancelTools",
@@ -36,6 +37,7 @@ __all__ = [
     "PhaseChanged",
     "PlayCue",
     "PlayReply",
+    "RateLimitsSeen",
     "Record",
     "ReplayTurn",
     "RotateLink",
@@ -43,6 +45,7 @@ __all__ = [
     "SendAudio",
     "StopPlayback",
     "StopRing",
+    "Usage",
 ]
 
 
@@ -160,6 +163,20 @@ class CaptureLatency(Effect):
 @dataclass(frozen=True, slots=True)
 class CancelTools(Effect):
     """The engagement is over: tool calls still running have no listener; cancel them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage(Effect):
+    """A response's tokens, for the counters and the cost estimate."""
+
+    tokens: TokenUsage
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitsSeen(Effect):
+    """The server's rate limits as it last stated them (status)."""
+
+    limits: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)

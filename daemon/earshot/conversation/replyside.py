@@ -103,6 +103,8 @@ class ReplySide:
             self._emit(fx.Hook("error", {"code": ev.code, "message": ev.message}))
         elif isinstance(ev, rs.Transcript):
             self._on_transcript(ev, now)
+        elif isinstance(ev, rs.RateLimits):
+            self._emit(fx.RateLimitsSeen(ev.limits))
         self._run_engagement(now)
 
     def _on_transcript(self, ev: rs.Transcript, now: float) -> None:
@@ -147,6 +149,8 @@ class ReplySide:
 
     def _on_response_done(self, ev: rs.ResponseDone, now: float, playback_active: bool) -> None:
         self._response_done = True
+        if ev.usage is not None:
+            self._emit(fx.Usage(ev.usage))
         self._mark(now, "response_done", f"response done ({ev.status})", status=ev.status)
         if ev.status == "cancelled" and self.phase is not Phase.SPEAKING:
             # The server interrupted a reply nobody has heard yet (the user went on talking).

@@ -38,6 +38,7 @@ from earshot.realtime.eventnames import (
     INPUT_TRANSCRIPTION_COMPLETED,
     INPUT_TRANSCRIPTION_DELTA,
     INPUT_TRANSCRIPTION_FAILED,
+    RATE_LIMITS_UPDATED,
     RESPONSE_CREATED,
     RESPONSE_DONE,
     RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE,
@@ -55,6 +56,7 @@ from earshot.realtime.eventnames import (
     SPEECH_STOPPED,
     AudioFormat,
 )
+from earshot.tokens import TokenUsage, parse_rate_limits, parse_usage
 
 # ------------------------------------------------------------------------------- server events
 
@@ -160,6 +162,7 @@ class ResponseDoneEvent:
     reason: str | None
     error_code: str | None
     error_message: str | None
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,13 @@ class FunctionCallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitsEvent:
+    """``rate_limits.updated``: the limits as the server last stated them (bounded, checked)."""
+
+    limits: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownServerEvent:
     """A well-formed event this daemon does not act on (logged at DEBUG by the caller)."""
 
@@ -239,6 +249,7 @@ ServerEvent = (
     | AudioDoneEvent
     | TranscriptEvent
     | FunctionCallEvent
+    | RateLimitsEvent
     | UnknownServerEvent
 )
 
@@ -393,7 +404,11 @@ def _parse_response(d: Mapping[str, Any], etype: str, _fmt: AudioFormat) -> Serv
         if isinstance(err, dict):
             code = _opt_str(err, "code")
             message = _opt_str(err, "message")
-    return ResponseDoneEvent(response_id, status, reason, code, message)
+    return ResponseDoneEvent(response_id, status, reason, code, message, parse_usage(response.get("usage")))
+
+
+def _parse_rate_limits(d: Mapping[str, Any], _etype: str, _fmt: AudioFormat) -> ServerEvent:
+    return RateLimitsEvent(parse_rate_limits(d.get("rate_limits")))
 
 
 def _parse_output_item(d: Mapping[str, Any], etype: str, _fmt: AudioFormat) -> ServerEvent:
@@ -463,4 +478,5 @@ _PARSERS = {
     RESPONSE_OUTPUT_TEXT_DELTA: _parse_transcript,
     RESPONSE_OUTPUT_TEXT_DONE: _parse_transcript,
     RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE: _parse_function_call,
+    RATE_LIMITS_UPDATED: _parse_rate_limits,
 }

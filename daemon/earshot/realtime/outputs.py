@@ -7,14 +7,17 @@ core takes these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.tokens import TokenUsage
+
 __all__ = [
     "AudioDone",
     "PlayAudio",
+    "RateLimits",
     "ResponseDone",
     "ResponseStarted",
     "ServerError",
@@ -68,6 +71,14 @@ class ResponseDone:
     response_id: str
     status: str
     reason: str | None
+    usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """``rate_limits.updated``: what the server last said of the limits (for status)."""
+
+    limits: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,4 +160,5 @@ SessionEvent = (
     | ToolCall
     | ServerError
     | SessionExpired
+    | RateLimits
 )

@@ -19,6 +19,7 @@ from earshot.realtime import events as ev
 from earshot.realtime.outputs import (
     AudioDone,
     PlayAudio,
+    RateLimits,
     ResponseDone,
     ResponseStarted,
     ServerError,
@@ -155,6 +156,8 @@ class ServerEvents:
                 return
             self._pending_calls.add(event.call_id)
             self._events.append(ToolCall(event.call_id, event.name, event.arguments))
+        elif isinstance(event, ev.RateLimitsEvent):
+            self._events.append(RateLimits(event.limits))
         elif isinstance(event, ev.UnknownServerEvent):
             logger.debug("< %s (not used)", event.type)
         # ItemEvent, ItemTruncatedEvent, ClearedEvent: nothing to do
@@ -229,7 +232,7 @@ class ServerEvents:
             self._uplink.response_settled()
             self._log.settle(event.response_id)
         reason = event.reason or event.error_code
-        self._events.append(ResponseDone(event.response_id, event.status, reason))
+        self._events.append(ResponseDone(event.response_id, event.status, reason, event.usage))
         if event.status == "failed" and event.error_code == ev.CODE_RATE_LIMIT:
             if self._rate_limit_attempt < len(RATE_LIMIT_RETRIES_S):
                 self._rate_limit_retry_at = now + RATE_LIMIT_RETRIES_S[self._rate_limit_attempt]

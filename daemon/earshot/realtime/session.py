@@ -36,6 +36,7 @@ from earshot.realtime import events as ev
 from earshot.realtime.outputs import (
     AudioDone,
     PlayAudio,
+    RateLimits,
     ResponseDone,
     ResponseStarted,
     ServerError,
@@ -60,6 +61,7 @@ __all__ = [
     "AudioDone",
     "HistoryItem",
     "PlayAudio",
+    "RateLimits",
     "RealtimeSession",
     "ResponseDone",
     "ResponseStarted",

@@ -63,7 +63,20 @@ def build_session_config(config: RealtimeConfig, tools: Sequence[ToolSpec] = ())
             "output": {"format": dict(audio_format), "voice": config.voice, "speed": config.speed},
         },
         "tools": [t.to_session_tool() for t in tools],
-        "tool_choice": "auto" if tools else "none",
+        "tool_choice": config.tool_choice if tools else "none",
         "max_output_tokens": config.max_output_tokens if config.max_output_tokens is not None else "inf",
     }
+    if config.reasoning_effort is not None:
+        session["reasoning"] = {"effort": config.reasoning_effort}
+    if config.truncation_retention_ratio is not None:
+        session["truncation"] = {"type": "retention_ratio", "retention_ratio": config.truncation_retention_ratio}
+    if config.prompt.id:
+        prompt: dict[str, Any] = {"id": config.prompt.id}
+        if config.prompt.version:
+            prompt["version"] = config.prompt.version
+        if config.prompt.variables:
+            prompt["variables"] = dict(config.prompt.variables)
+        session["prompt"] = prompt
+    if config.parallel_tool_calls is not None and tools:
+        session["parallel_tool_calls"] = config.parallel_tool_calls
     return session
