@@ -360,13 +360,20 @@ def _control_socket(args: argparse.Namespace) -> Path:
     return default_socket_path()
 
 
-def _cmd_control(args: argparse.Namespace) -> int:
+def _socket_or_exit(args: argparse.Namespace) -> Path | int:
+    """The control socket the command talks to, or the exit status of a bad config naming it."""
     _configure_cli_logging(args)
     try:
-        path = _control_socket(args)
+        return _control_socket(args)
     except ConfigError as exc:
         _print_config_error(exc)
         return EX_CONFIG
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    path = _socket_or_exit(args)
+    if isinstance(path, int):
+        return path
     try:
         request = _load("earshot.control", "request")
     except ImportError as exc:
@@ -407,12 +414,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
 
 
 def _cmd_follow(args: argparse.Namespace) -> int:
-    _configure_cli_logging(args)
-    try:
-        path = _control_socket(args)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        return EX_CONFIG
+    path = _socket_or_exit(args)
+    if isinstance(path, int):
+        return path
     follow = _load("earshot.control", "follow")
     try:
         for event in follow(path):

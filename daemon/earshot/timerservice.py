@@ -25,7 +25,6 @@ missed), each with the timer as :meth:`~earshot.timers.Timer.describe` gives it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from typing import Any
 
 from earshot.config import TimersConfig
 from earshot.timers import Timer, TimerBook
-from earshot.usage import atomic_write
+from earshot.usage import read_json_state, write_json_state
 
 __all__ = ["RING_EVERY_S", "TIMERS_FILE", "TimerService"]
 
@@ -239,25 +238,8 @@ class TimerService:
             self._on_quiet()
 
     def _load(self) -> TimerBook:
-        now = self._wall()
-        if self._path is None:
-            return TimerBook()
-        try:
-            with self._path.open("rb") as f:
-                raw = f.read(_FILE_MAX_BYTES + 1)
-            if len(raw) > _FILE_MAX_BYTES:
-                raise ValueError(f"over {_FILE_MAX_BYTES} bytes")
-            return TimerBook.from_json(json.loads(raw), now)
-        except FileNotFoundError:
-            return TimerBook()
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable timers file %s: %s", self._path, exc)
-            return TimerBook()
+        data = read_json_state(self._path, "timers", max_bytes=_FILE_MAX_BYTES)
+        return TimerBook() if data is None else TimerBook.from_json(data, self._wall())
 
     def _save(self) -> None:
-        if self._path is None:
-            return
-        try:
-            atomic_write(self._path, json.dumps(self.book.to_json()), mode=0o600)
-        except OSError as exc:
-            logger.warning("cannot save timers to %s: %s", self._path, exc)
+        write_json_state(self._path, self.book.to_json(), "timers")

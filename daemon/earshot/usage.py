@@ -17,8 +17,17 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["USAGE_FILE", "UsageLedger", "atomic_write", "load_ledger", "save_ledger"]
+__all__ = [
+    "USAGE_FILE",
+    "UsageLedger",
+    "atomic_write",
+    "load_ledger",
+    "read_json_state",
+    "save_ledger",
+    "write_json_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +125,39 @@ def save_ledger(path: Path | None, ledger: UsageLedger) -> bool:
         logger.warning("cannot save connected-time usage to %s: %s", path, exc)
         return False
     ledger.dirty = False
+    return True
+
+
+def read_json_state(path: Path | None, what: str, *, max_bytes: int) -> Any:
+    """The JSON kept in ``path`` (timers, the volume); None when there is none, or it is unreadable.
+
+    Reads at most ``max_bytes`` (a larger file is refused: a hostile one must not fill the memory);
+    what is wrong is logged at WARNING naming ``what``, never raised.
+    """
+    if path is None:
+        return None
+    try:
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise ValueError(f"over {max_bytes} bytes")
+        return json.loads(raw)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable %s file %s: %s", what, path, exc)
+        return None
+
+
+def write_json_state(path: Path | None, data: Any, what: str) -> bool:
+    """Keep ``data`` as JSON in ``path`` (atomically, mode 0600); whether it was written (failures logged)."""
+    if path is None:
+        return False
+    try:
+        atomic_write(path, json.dumps(data), mode=0o600)
+    except OSError as exc:
+        logger.warning("cannot save the %s to %s: %s", what, path, exc)
+        return False
     return True
 
 

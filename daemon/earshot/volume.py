@@ -15,7 +15,6 @@ writes ``<state_dir>/volume.json`` (atomically; a full disk is logged, never rai
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from earshot.errors import DaemonError
-from earshot.usage import atomic_write
+from earshot.usage import read_json_state, write_json_state
 
 __all__ = ["STEP_PERCENT", "VOLUME_FILE", "Volume", "VolumeState", "gain_db", "parse_command"]
 
@@ -150,20 +149,8 @@ class Volume:
             self._sink.gain_db = self._base_db + gain_db(state)
 
     def _load(self) -> VolumeState:
-        if self._path is None:
-            return VolumeState()
-        try:
-            return VolumeState.from_json(json.loads(self._path.read_text(encoding="utf-8")[:4096]))
-        except FileNotFoundError:
-            return VolumeState()
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable volume file %s: %s", self._path, exc)
-            return VolumeState()
+        data = read_json_state(self._path, "volume", max_bytes=4096)
+        return VolumeState() if data is None else VolumeState.from_json(data)
 
     def _save(self) -> None:
-        if self._path is None:
-            return
-        try:
-            atomic_write(self._path, json.dumps(self.state.to_json()), mode=0o600)
-        except OSError as exc:
-            logger.warning("cannot save the volume to %s: %s", self._path, exc)
+        write_json_state(self._path, self.state.to_json(), "volume")

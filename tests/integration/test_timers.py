@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from earshot.app import Daemon
 from earshot.audio.earcons import earcon
 from earshot.emulator import Emulator, EmulatorOptions, FunctionCall, Reply, Script, Turn
 from tests.integration.replies import RATE_HZ, check_events, locate
+from tests.support.cli import earshot_cli
 from tests.support.daemon import run_daemon
 from tests.support.speech import concat, read_wav, silence, synth
 
@@ -109,7 +109,7 @@ async def test_a_timer_set_before_a_restart_rings_after_it_with_the_network_down
             loop = asyncio.get_running_loop()
             said["rang_at"] = str(loop.time())
             for command in ("timers", "stop", "timers"):
-                said[command + str(len(said))] = await _cli(command, second / "control.sock")
+                said[command + str(len(said))] = await earshot_cli(second / "control.sock", command)
             said["stopped_at"] = str(loop.time())
 
     run2 = await run_daemon(
@@ -129,19 +129,3 @@ async def test_a_timer_set_before_a_restart_rings_after_it_with_the_network_down
     assert run2.daemon.stats.timers_rung == 1
     assert run2.daemon.stats.engagements == 0
     assert json.loads((state / "timers.json").read_text())["timers"] == []
-
-
-async def _cli(command: str, socket: Path) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "earshot",
-        command,
-        "--socket",
-        str(socket),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out
-    return out.decode()

@@ -3,9 +3,7 @@ and what the speaker plays is the reply at that gain, sample for sample."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 from earshot.app import Daemon
@@ -13,6 +11,7 @@ from earshot.audio.dsp import apply_gain_db
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
 from earshot.volume import VolumeState, gain_db
 from tests.integration.replies import RATE_HZ, check_events, locate, reply_pcm
+from tests.support.cli import earshot_cli
 from tests.support.daemon import run_daemon
 from tests.support.speech import concat, read_wav, silence, synth
 
@@ -28,8 +27,8 @@ async def test_a_kept_volume_and_a_change_from_the_command_line_set_what_the_spe
 
     async def operator(daemon: Daemon) -> None:
         socket = tmp_path / "control.sock"
-        said.append(await _cli(socket, "volume"))  # what the last run left
-        said.append(await _cli(socket, "volume", "up"))
+        said.append(await earshot_cli(socket, "volume"))  # what the last run left
+        said.append(await earshot_cli(socket, "volume", "up"))
 
     async with Emulator(EmulatorOptions(strict=True, script=DefaultScript(replies=[REPLY]))) as emu:
         run = await run_daemon(tmp_path, concat(silence(1.5), question, silence(6.0)), url=emu.url, during=operator)
@@ -45,20 +44,3 @@ async def test_a_kept_volume_and_a_change_from_the_command_line_set_what_the_spe
     assert locate(run.output, reply, after=RATE_HZ) is None
     assert run.daemon.stats is not None
     assert run.daemon.stats.bargeins == 0  # the canceller heard the quieter speaker as what sounds
-
-
-async def _cli(socket: Path, *words: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "earshot",
-        *words[:1],
-        "--socket",
-        str(socket),
-        *words[1:],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out
-    return out.decode()

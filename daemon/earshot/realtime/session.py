@@ -33,22 +33,9 @@ from numpy.typing import NDArray
 from earshot.config import RealtimeConfig
 from earshot.errors import RealtimeError, RemoteProtocolError
 from earshot.realtime import events as ev
-from earshot.realtime.outputs import (
-    AudioDone,
-    PlayAudio,
-    RateLimits,
-    ResponseDone,
-    ResponseStarted,
-    ServerError,
-    SessionEvent,
-    SessionExpired,
-    SessionReady,
-    SpeechStarted,
-    SpeechStopped,
-    ToolCall,
-    Transcript,
-    TurnCommitted,
-)
+from earshot.realtime import outputs
+from earshot.realtime.outputs import *  # noqa: F403 - the session's outputs, re-exported (callers use session.X)
+from earshot.realtime.outputs import ServerError, SessionEvent
 from earshot.realtime.policy import HistoryItem
 from earshot.realtime.serverevents import ItemAudio, ServerEvents
 from earshot.realtime.sessionconfig import build_session_config
@@ -56,26 +43,8 @@ from earshot.realtime.toolspec import ToolSpec
 from earshot.realtime.transcript import TranscriptLog
 from earshot.realtime.uplinkaudio import MAX_REPLAY_S, UplinkAudio
 
-__all__ = [
-    "MAX_REPLAY_S",
-    "AudioDone",
-    "HistoryItem",
-    "PlayAudio",
-    "RateLimits",
-    "RealtimeSession",
-    "ResponseDone",
-    "ResponseStarted",
-    "ServerError",
-    "SessionEvent",
-    "SessionExpired",
-    "SessionReady",
-    "SpeechStarted",
-    "SpeechStopped",
-    "ToolCall",
-    "Transcript",
-    "TurnCommitted",
-    "build_session_config",
-]
+__all__ = ["MAX_REPLAY_S", "HistoryItem", "RealtimeSession", "build_session_config"]
+__all__ += outputs.__all__
 
 logger = logging.getLogger(__name__)
 COMMIT_MIN_MS = 100
