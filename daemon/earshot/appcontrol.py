@@ -156,7 +156,7 @@ class OperatorSide:
     # ------------------------------------------------------------------ control socket
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Serve one control-socket command: engage, cancel, status, mute, unmute, stop, timers, volume."""
+        """Serve one control-socket command: engage, cancel, status, mute, unmute, stop, timers, volume, say."""
         conv = self.conversation
         if conv is None:
             raise DaemonError("starting up")
@@ -174,6 +174,15 @@ class OperatorSide:
             return {"muted": conv.muted}
         if cmd == "status":
             return self.status()
+        if cmd == "say":
+            text, listen, interrupt = args.get("text"), args.get("listen", False), args.get("interrupt", False)
+            if not isinstance(text, str) or not isinstance(listen, bool) or not isinstance(interrupt, bool):
+                raise DaemonError('say: give {"text": "...", "listen": false, "interrupt": false}')
+            try:
+                place = conv.announce(text, now, listen=listen, interrupt=interrupt)
+            except ValueError as exc:
+                raise DaemonError(f"say: {exc}") from None
+            return {"queued": place, "phase": conv.phase.value}
         if cmd == "follow":
             raise DaemonError("follow streams: use `earshot follow`")  # served by the control server itself
         if cmd == "volume":

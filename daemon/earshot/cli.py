@@ -9,6 +9,7 @@
     earshot doctor [--config FILE] [--json]                try each native part in a child; record what works
     earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
     earshot engage | cancel | mute | unmute | stop | timers | volume [N|up|down|mute|unmute]
+    earshot say TEXT [--listen] [--interrupt]
     earshot status [--json] | follow [--json]                       talk to the running daemon
     earshot enroll ...                                     record wake-word templates
 
@@ -41,7 +42,7 @@ EX_RUNTIME = 1
 EX_USAGE = 2
 
 DEFAULT_CONFIG = Path("/etc/earshot/earshot.yaml")
-_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume")
+_CONTROL_COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume", "say")
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
         "stop": "stop what sounds: a ringing timer, else the reply in progress",
         "timers": "list the timers and alarms set on the device",
         "volume": "show or set the speaker volume: 0-100, +N, -N, up, down, mute, unmute (kept across restarts)",
+        "say": "say TEXT on the device now, without a wake word (queued behind an exchange in progress)",
     }
     p = sub.add_parser("follow", help="print the daemon's events as they happen (phases, turns, transcripts, timers)")
     p.add_argument("--socket", type=Path, default=None, help="control socket (default: from the config)")
@@ -140,6 +142,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print the raw JSON answer")
         if name == "volume":
             p.add_argument("value", nargs="?", default=None, help="0-100, +N, -N, up, down, mute or unmute")
+        if name == "say":
+            p.add_argument("text", nargs="+", help="what to say")
+            p.add_argument("--listen", action="store_true", help="then listen for an answer (a follow-up window)")
+            p.add_argument("--interrupt", action="store_true", help="cut an exchange in progress instead of waiting")
         p.set_defaults(handler=_cmd_control, command=name)
     return parser
 
@@ -380,7 +386,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
         _err(f"earshot {args.command}: the control client is not available: {exc}")
         return EX_RUNTIME
     try:
-        extra = {"set": args.value} if getattr(args, "value", None) is not None else None
+        extra: dict[str, Any] | None = {"set": args.value} if getattr(args, "value", None) is not None else None
+        if args.command == "say":
+            extra = {"text": " ".join(args.text), "listen": args.listen, "interrupt": args.interrupt}
         answer: dict[str, Any] = request(path, args.command, args=extra)
     except (DaemonError, OSError, TimeoutError) as exc:
         # control.request says in words what went wrong (not running, refused, timed out).
@@ -406,6 +414,9 @@ def _cmd_control(args: argparse.Namespace) -> int:
             _out("no timers")
     elif args.command == "volume":
         _out(f"volume {answer.get('volume')}%{' (muted)' if answer.get('muted') else ''} ({answer.get('control')})")
+    elif args.command == "say":
+        place = answer.get("queued")
+        _out("saying it now" if place == 0 else f"queued: {place} before it")
     elif args.command == "stop":
         _out(f"stopped {len(answer.get('stopped') or [])} ringing timer(s); phase {answer.get('phase')}")
     elif answer.get("message"):

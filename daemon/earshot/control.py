@@ -47,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume", "follow")
+COMMANDS = ("engage", "cancel", "status", "mute", "unmute", "stop", "timers", "volume", "say", "follow")
 """Commands the daemon accepts on the control socket."""
 
 MAX_REQUEST_BYTES = 4096

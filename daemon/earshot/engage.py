@@ -215,6 +215,19 @@ class Engagement:
             self.connecting = True
             self._emit(OpenSession())
 
+    def announce(self, now: float) -> bool:
+        """An announcement (``earshot say``): no turn of the user's, its reply awaited (THINKING). False if busy."""
+        if self._move(Input.ANNOUNCE, now, "announcement") is None:
+            return False
+        self.engaged_at = now
+        self.turns = 0
+        self.barge_ins = 0
+        self._close_deadline = None
+        if not self.connected and not self.connecting:
+            self.connecting = True
+            self._emit(OpenSession())
+        return True
+
     def session_ready(self, now: float) -> None:
         """``session.updated`` arrived: the session is configured."""
         self.connected = True

@@ -38,6 +38,7 @@ class Input(enum.Enum):
     CONNECTION_LOST = "connection_lost"
     OFFLINE = "offline"
     FAILED = "failed"
+    ANNOUNCE = "announce"
 
 
 P, In = Phase, Input
@@ -46,7 +47,8 @@ _IGNORE = None
 
 # (phase, input) -> next phase, or _IGNORE. Anything absent is a bug and raises.
 TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
-    # IDLE: only engagement moves it; late events of a closed engagement are ignored.
+    # IDLE: only engagement moves it; late events of a closed engagement are ignored. An announcement
+    # (`earshot say`) goes straight to waiting for its reply: there is no turn of the user's.
     (P.IDLE, In.ENGAGE): P.CONNECTING,
     (P.IDLE, In.SESSION_READY): _IGNORE,
     (P.IDLE, In.SPEECH_STARTED): _IGNORE,
@@ -60,6 +62,7 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
     (P.IDLE, In.CONNECTION_LOST): _IGNORE,
     (P.IDLE, In.OFFLINE): _IGNORE,
     (P.IDLE, In.FAILED): P.IDLE,
+    (P.IDLE, In.ANNOUNCE): P.THINKING,
     # CONNECTING: waiting for session.updated; the uplink is buffering.
     (P.CONNECTING, In.ENGAGE): _IGNORE,
     (P.CONNECTING, In.SESSION_READY): P.LISTENING,
@@ -74,6 +77,7 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
     (P.CONNECTING, In.CONNECTION_LOST): P.CONNECTING,
     (P.CONNECTING, In.OFFLINE): P.IDLE,
     (P.CONNECTING, In.FAILED): P.IDLE,
+    (P.CONNECTING, In.ANNOUNCE): _IGNORE,
     # LISTENING: the user's turn is being streamed.
     (P.LISTENING, In.ENGAGE): _IGNORE,
     (P.LISTENING, In.SESSION_READY): P.LISTENING,
@@ -88,6 +92,7 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
     (P.LISTENING, In.CONNECTION_LOST): P.LISTENING,
     (P.LISTENING, In.OFFLINE): P.IDLE,
     (P.LISTENING, In.FAILED): P.IDLE,
+    (P.LISTENING, In.ANNOUNCE): _IGNORE,
     # THINKING: the turn is committed; waiting for the reply's first sample to play.
     (P.THINKING, In.ENGAGE): _IGNORE,
     (P.THINKING, In.SESSION_READY): P.THINKING,
@@ -102,6 +107,7 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
     (P.THINKING, In.CONNECTION_LOST): P.THINKING,
     (P.THINKING, In.OFFLINE): P.IDLE,
     (P.THINKING, In.FAILED): P.IDLE,
+    (P.THINKING, In.ANNOUNCE): _IGNORE,
     # SPEAKING: the reply is playing; the uplink is paused until a barge-in.
     (P.SPEAKING, In.ENGAGE): _IGNORE,
     (P.SPEAKING, In.SESSION_READY): P.SPEAKING,
@@ -116,6 +122,7 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
     (P.SPEAKING, In.CONNECTION_LOST): P.SPEAKING,
     (P.SPEAKING, In.OFFLINE): P.IDLE,
     (P.SPEAKING, In.FAILED): P.IDLE,
+    (P.SPEAKING, In.ANNOUNCE): _IGNORE,
     # FOLLOW_UP: listening locally without the wake word; speech resumes the conversation.
     (P.FOLLOW_UP, In.ENGAGE): P.LISTENING,
     (P.FOLLOW_UP, In.SESSION_READY): P.FOLLOW_UP,
@@ -130,4 +137,5 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase | None] = {
     (P.FOLLOW_UP, In.CONNECTION_LOST): P.FOLLOW_UP,
     (P.FOLLOW_UP, In.OFFLINE): P.IDLE,
     (P.FOLLOW_UP, In.FAILED): P.IDLE,
+    (P.FOLLOW_UP, In.ANNOUNCE): _IGNORE,
 }

@@ -203,6 +203,12 @@ class Conversation:
         self.core.play_earcon(kind)
         self._carry_out(now)
 
+    def announce(self, text: str, now: float, *, listen: bool = False, interrupt: bool = False) -> int:
+        """``earshot say``: queue ``text`` to be said (see :meth:`ConversationCore.announce`)."""
+        place = self.core.announce(text, now, listen=listen, interrupt=interrupt)
+        self._carry_out(now)
+        return place
+
     def ring_timer(self, level_dbfs: float, now: float = 0.0) -> None:
         """One ring of a timer (:class:`~earshot.timerservice.TimerService`)."""
         self.core.ring_timer(level_dbfs)
@@ -242,6 +248,8 @@ class Conversation:
                 self.link.flush_audio(now)
             case fx.ReplayTurn(replay=replay):
                 self.link.replay_turn(replay)
+            case fx.Announce(text=text):
+                self.link.announce(text, now)
             case fx.CommitAudio():
                 self.link.commit_turn(now)
             case fx.OpenLink():

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from earshot.audio.resample import resample
 from earshot.conversation import effects as fx
+from earshot.conversation.core import MAX_ANNOUNCEMENTS
 from earshot.engage import Phase
 from earshot.gate import gate as gt
 from earshot.realtime import session as rs
@@ -287,3 +288,44 @@ def test_the_button_or_the_wake_word_answer_a_ring_instead_of_engaging() -> None
     dev.core.ring_ended()
     assert dev.command("engage", source="button") is True
     assert dev.core.phase is Phase.CONNECTING
+
+
+# ------------------------------------------------------------------------------ announcements
+
+
+def _announced(dev: Device) -> list[str]:
+    return [e.text for e in dev.effects if isinstance(e, fx.Announce)]
+
+
+def test_an_announcement_waits_for_the_engagement_then_is_said_without_a_turn() -> None:
+    dev = Device(config())
+    drive(dev, Phase.LISTENING)
+    assert dev.core.announce("the laundry   is done", dev.now) == 1  # one engagement before it
+    dev._carry_out()
+    assert _announced(dev) == []
+    dev.command("cancel")
+    assert _announced(dev) == ["the laundry is done"]  # the session is still open: asked at once
+    assert dev.core.phase is Phase.THINKING
+    uplink_before = len(dev.sent.audio)
+    dev.reply(reply24k(1.0))
+    for _ in range(300):
+        dev.step()
+        if dev.core.phase is Phase.IDLE:
+            break
+    assert dev.core.phase is Phase.IDLE  # said, and over: no follow-up window without listen
+    assert len(dev.sent.audio) == uplink_before  # nothing of the microphone went up
+
+
+def test_an_interrupting_announcement_cuts_the_reply_and_the_queue_is_bounded() -> None:
+    dev = Device(config())
+    drive(dev, Phase.SPEAKING)
+    dev.core.announce("fire alarm", dev.now, interrupt=True)
+    dev._carry_out()
+    assert dev.sent.interrupts  # the reply in progress was stopped (and truncated)
+    assert _announced(dev) == ["fire alarm"]
+    with pytest.raises(ValueError, match="nothing to say"):
+        dev.core.announce(" \n ", dev.now)
+    for i in range(MAX_ANNOUNCEMENTS):
+        dev.core.announce(f"note {i}", dev.now)
+    with pytest.raises(ValueError, match="waiting"):
+        dev.core.announce("one too many", dev.now)

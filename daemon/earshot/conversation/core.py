@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,19 @@ from earshot.gate.bargein import DuplexMode
 __all__ = ["CAPTURE_RATE_HZ", "HOOK_FOR_PHASE", "PHASE_STATUS", "PLAYBACK_RATE_HZ", "ConversationCore"]
 
 logger = logging.getLogger(__name__)
+
+MAX_ANNOUNCEMENTS = 8
+"""Announcements waiting at most (``earshot say``)."""
+MAX_ANNOUNCEMENT_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """Something to say without a wake word; ``listen``: open the follow-up window after it."""
+
+    text: str
+    listen: bool = False
+
 
 PLAYBACK_RATE_HZ = 24000
 _TIMELINE = 400
@@ -122,6 +136,8 @@ class ConversationCore(ReplySide):
         self.ringing = False
         """A timer rings (the timer service says): the wake word, the button or speech over it stop it."""
         self._answering_ring = False  # the speech that stopped a ring: it asks nothing (until it ends)
+        self._announcements: deque[Announcement] = deque()
+        self._announcing: Announcement | None = None
         ReplySide.__init__(self)  # the response in flight, the session's readiness, a pause after a fatal error
         self._bargein_onset: int | None = None
         self.connection: str = "disconnected"
@@ -282,6 +298,8 @@ class ConversationCore(ReplySide):
             self._answering_ring = True
         if self._answering_ring:
             return
+        if self._announcing is not None and self.phase is Phase.THINKING:
+            return  # the announcement comes first; with --listen the user answers it after
         if self.phase is Phase.IDLE and self.config.gate.mode == "vad":
             self.engage(now, position, source="speech")
         elif self.phase in (Phase.LISTENING, Phase.FOLLOW_UP, Phase.THINKING):
@@ -343,6 +361,40 @@ class ConversationCore(ReplySide):
     def play_earcon(self, kind: str) -> None:
         """Play a cue now (``offline`` when the speaker returns after audio was lost to it)."""
         self._play_earcon(kind)
+
+    def announce(self, text: str, now: float, *, listen: bool = False, interrupt: bool = False) -> int:
+        """Queue ``text`` to be said without a wake word (``earshot say``); its place in the queue (0: now).
+
+        It waits for an engagement in progress to end, unless ``interrupt``; ``listen`` opens the
+        follow-up window after it, so that it can be a question. Raises ValueError (said to the
+        user) for an empty text or a full queue.
+        """
+        clean = " ".join(str(text).split())[:MAX_ANNOUNCEMENT_CHARS]
+        if not clean:
+            raise ValueError("nothing to say")
+        if len(self._announcements) >= MAX_ANNOUNCEMENTS:
+            raise ValueError(f"already {MAX_ANNOUNCEMENTS} announcements waiting")
+        self._announcements.append(Announcement(clean, listen))
+        place = len(self._announcements) - (1 if self.phase is Phase.IDLE else 0)
+        if interrupt and self.phase is not Phase.IDLE:
+            self.cancel(now, "interrupted by an announcement")
+        self._next_announcement(now)
+        return max(0, place)
+
+    def _next_announcement(self, now: float) -> None:
+        if self._announcing is not None or not self._announcements or self.phase is not Phase.IDLE:
+            return
+        announcement = self._announcements.popleft()
+        if not self.engagement.announce(now):
+            self._announcements.appendleft(announcement)
+            return
+        self._announcing = announcement
+        self._ready_reported = False
+        self._emit(fx.EngagementStarted("announcement"))
+        self._mark(now, "announcing", f"announcement ({len(announcement.text)} characters)")
+        self._run_engagement(now)
+        if self.engagement.connected:
+            self._emit(fx.Announce(announcement.text))
 
     def ring_timer(self, level_dbfs: float) -> None:
         """One ring of a timer (played whatever ``gate.earcons`` says: a timer is not a cue)."""
@@ -458,6 +510,9 @@ class ConversationCore(ReplySide):
                     self._emit(fx.CaptureLatency(low=new is not Phase.IDLE))
                 if new is Phase.IDLE and self._tools:
                     self._emit(fx.CancelTools())  # no tool runs outside an engagement: its answer has no listener
+                if new is Phase.IDLE:
+                    self._announcing = None
+                    self._next_announcement(now)  # the next one waiting, once this engagement is over
             case eg.EndEngagement(reason=reason):
                 self._mark(now, "engagement_ended", f"engagement ended ({reason})", reason=reason)
                 if self.bargein is not None:

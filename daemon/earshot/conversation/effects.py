@@ -17,6 +17,7 @@ from earshot.engage import Phase
 from earshot.tokens import TokenUsage
 
 __all__ = [
+    "Announce",
     "CancelTools",
     "CaptureLatency",
     "CloseLink",
@@ -163,6 +164,13 @@ class CaptureLatency(Effect):
 @dataclass(frozen=True, slots=True)
 class CancelTools(Effect):
     """The engagement is over: tool calls still running have no listener; cancel them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Announce(Effect):
+    """Have the session say ``text`` out of band (an announcement)."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

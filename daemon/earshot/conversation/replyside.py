@@ -22,6 +22,7 @@ from earshot.realtime.policy import Verdict
 
 if TYPE_CHECKING:
     from earshot.config import Config
+    from earshot.conversation.core import Announcement
     from earshot.conversation.front import AudioFront
     from earshot.engage import Engagement
 
@@ -55,6 +56,7 @@ class ReplySide:
         wire_rate_hz: int
         _tools: bool
         _position: int
+        _announcing: Announcement | None
 
         @property
         def phase(self) -> Phase:
@@ -137,6 +139,8 @@ class ReplySide:
             self._ready_reported = True
             self._emit(fx.Measured("session_ready", 1000.0 * (now - started)))
         self.engagement.session_ready(now)
+        if self._announcing is not None and self.phase is Phase.THINKING:
+            self._emit(fx.Announce(self._announcing.text))  # (again, after a reconnect)
 
     def _on_play_audio(self, ev: rs.PlayAudio, now: float) -> None:
         if self.phase is Phase.IDLE:
@@ -224,6 +228,8 @@ class ReplySide:
             if self.bargein is not None:
                 self.bargein.stop()
             self.engagement.reply_played(now)
+            if self._announcing is not None and not self._announcing.listen and self.engagement.turns == 0:
+                self.engagement.cancel(now, "announcement said")  # no follow-up window without --listen
         self._run_engagement(now)
 
     def _reply_started(self, now: float) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import earshot.emulator.voice as voice
-from earshot.emulator.options import FunctionCall, ResponseRecord, Turn
+from earshot.emulator.options import FunctionCall, Reply, ResponseRecord, Turn
 from earshot.emulator.wire import new_id
 
 if TYPE_CHECKING:
@@ -83,11 +83,21 @@ def response_object(
     }
 
 
+def _quoted(instructions: Any) -> str | None:
+    if not isinstance(instructions, str) or "«" not in instructions or not instructions.endswith("»"):
+        return None
+    return instructions[instructions.index("«") + 1 : -1]
+
+
 def stream_response(
     session: ServerSession, response: Response, turn: Turn, params: dict[str, Any], out_of_band: bool
 ) -> Generator[Step, NDArray[np.int16] | None, None]:
-    """The whole response to ``turn``: created, each output item streamed, done (cancelled or completed)."""
-    reply = session.opts.script(turn)
+    """The whole response to ``turn``: created, each output item streamed, done (cancelled or completed).
+
+    An out-of-band response whose instructions quote a text in « » (an announcement) says that text.
+    """
+    quoted = _quoted(params.get("instructions")) if out_of_band else None
+    reply = Reply(text=quoted) if quoted is not None else session.opts.script(turn)
     response.record.function_call = reply.function_call
     modalities = params.get("output_modalities") or session.session["output_modalities"]
     text_only = modalities == ["text"]

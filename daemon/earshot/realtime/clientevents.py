@@ -28,6 +28,7 @@ from earshot.realtime.eventnames import (
 )
 
 __all__ = [
+    "ANNOUNCE_INSTRUCTIONS",
     "audio_append",
     "audio_clear",
     "audio_commit",
@@ -37,6 +38,7 @@ __all__ = [
     "item_create",
     "item_truncate",
     "message_item",
+    "response_announce",
     "response_cancel",
     "response_create",
     "session_update",
@@ -125,6 +127,25 @@ def item_truncate(item_id: str, content_index: int, audio_end_ms: int, event_id:
 def response_create(event_id: str | None = None) -> dict[str, Any]:
     """``response.create`` with the session defaults."""
     return _with_id({"type": RESPONSE_CREATE}, event_id)
+
+
+ANNOUNCE_INSTRUCTIONS = "Say this to the user, word for word, and nothing else: "
+"""How an announcement asks the model to speak its text (the text follows, in « »)."""
+
+
+def response_announce(text: str, event_id: str | None = None) -> dict[str, Any]:
+    """``response.create`` out of band (``conversation: "none"``, no input): the model says ``text``.
+
+    The announcement never enters the conversation: the next turn's context is as it was.
+    """
+    response = {
+        "conversation": "none",
+        "input": [],
+        "instructions": f"{ANNOUNCE_INSTRUCTIONS}«{text}»",
+        "output_modalities": ["audio"],
+        "metadata": {"earshot": "announcement"},
+    }
+    return _with_id({"type": RESPONSE_CREATE, "response": response}, event_id)
 
 
 def response_cancel(response_id: str | None = None, event_id: str | None = None) -> dict[str, Any]:

@@ -261,6 +261,12 @@ class Link:
             self._session.commit_turn(now)
             self._pump()
 
+    def announce(self, text: str, now: float) -> None:
+        """Say ``text`` out of band (see :meth:`RealtimeSession.announce`); dropped without a session."""
+        if self._session is not None:
+            self._session.announce(text, now)
+            self._pump()
+
     def interrupt(self, *, heard_samples: Mapping[str, int], local: bool, now: float) -> None:
         """Barge-in (see :meth:`RealtimeSession.interrupt`)."""
         if self._session is not None:

@@ -95,6 +95,7 @@ class ServerEvents:
         _rate_limit_attempt: int
         _items: OrderedDict[str, ItemAudio]
         _log: TranscriptLog
+        _announcements: list[str]
 
         def _fail(self, error: RealtimeError) -> None: ...
         def _next_id(self, kind: str) -> str: ...
@@ -182,6 +183,9 @@ class ServerEvents:
         if self._create_wanted:
             self._create_wanted = False
             self._request_response()
+        pending, self._announcements = self._announcements, []
+        for text in pending:
+            self._send(ev.response_announce(text, self._next_id("announce")))
 
     def _on_audio(self, event: ev.AudioDeltaEvent) -> None:
         entry = self._log.get(event.item_id)

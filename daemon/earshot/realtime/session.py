@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 COMMIT_MIN_MS = 100
 """The server refuses to commit less than this (``input_audio_buffer_commit_empty``, PROTOCOL.md §4.3)."""
 _MAX_SENT_IDS = 256
+_MAX_PENDING_ANNOUNCEMENTS = 8
 
 
 class RealtimeSession(ServerEvents):
@@ -126,6 +127,7 @@ class RealtimeSession(ServerEvents):
 
         # history
         self._log = TranscriptLog(history, config.history)
+        self._announcements: list[str] = []  # asked for before the session was ready
 
     # ---------------------------------------------------------------------------------- properties
 
@@ -283,6 +285,16 @@ class RealtimeSession(ServerEvents):
         self._send(ev.audio_commit(self._next_id("commit")))
         self._mark_committed()
         self._request_response()
+
+    def announce(self, text: str, now: float) -> None:
+        """Have ``text`` said now, out of band: it never enters the conversation (``earshot say``)."""
+        if self._closed:
+            return
+        if not self._ready:
+            if len(self._announcements) < _MAX_PENDING_ANNOUNCEMENTS:
+                self._announcements.append(text)
+            return
+        self._send(ev.response_announce(text, self._next_id("announce")))
 
     def interrupt(
         self, *, heard_samples: Mapping[str, int], local: bool, now: float, heard_rate_hz: int = 24000
