@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from earshot.audio.resample import resample
 from earshot.conversation import effects as fx
-from earshot.conversation.core import MAX_ANNOUNCEMENTS
+from earshot.conversation.appliance import MAX_ANNOUNCEMENTS
 from earshot.engage import Phase
 from earshot.gate import gate as gt
 from earshot.realtime import session as rs

@@ -38,6 +38,7 @@ PURE = [
     "earshot.conversation.core",
     "earshot.conversation.front",
     "earshot.conversation.replyside",
+    "earshot.conversation.appliance",
     "earshot.conversation.effects",
     "earshot.engage",
     "earshot.engagetable",

@@ -13,11 +13,11 @@ each with ``now`` (monotonic seconds) and, for what the caller owns, its state a
 (``playback_active``). It returns :mod:`~earshot.conversation.effects` through :meth:`effects`,
 which :class:`~earshot.pipeline.Conversation` carries out and nothing else.
 
-The link's and the playback's events are handled in :mod:`.replyside` (a part of this class, in a
-module of its own for length). The phase table itself is :class:`~earshot.engage.Engagement`, which
-only this core drives; the rule that the server never hears the device is
-:class:`~earshot.uplink.UplinkGuard`, which only this core feeds. Pure: no asyncio, threads,
-processes or sockets; tested without an event loop.
+The link's and the playback's events are handled in :mod:`.replyside`, a timer's ring and the
+announcements in :mod:`.appliance` (parts of this class, in modules of their own for length). The
+phase table itself is :class:`~earshot.engage.Engagement`, which only this core drives; the rule that
+the server never hears the device is :class:`~earshot.uplink.UplinkGuard`, which only this core
+feeds. Pure: no asyncio, threads, processes or sockets; tested without an event loop.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CAPTURE_RATE_HZ, Captur
 from earshot.audio.earcons import earcon
 from earshot.config import Config
 from earshot.conversation import effects as fx
+from earshot.conversation.appliance import ApplianceSide
 from earshot.conversation.front import AudioFront
 from earshot.conversation.replyside import ReplySide
 from earshot.engage import Engagement, EngagementSettings, Phase
@@ -45,18 +45,6 @@ from earshot.gate.bargein import DuplexMode
 __all__ = ["CAPTURE_RATE_HZ", "HOOK_FOR_PHASE", "PHASE_STATUS", "PLAYBACK_RATE_HZ", "ConversationCore"]
 
 logger = logging.getLogger(__name__)
-
-MAX_ANNOUNCEMENTS = 8
-"""Announcements waiting at most (``earshot say``)."""
-MAX_ANNOUNCEMENT_CHARS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Announcement:
-    """Something to say without a wake word; ``listen``: open the follow-up window after it."""
-
-    text: str
-    listen: bool = False
 
 
 PLAYBACK_RATE_HZ = 24000
@@ -80,7 +68,7 @@ HOOK_FOR_PHASE = {
 }
 
 
-class ConversationCore(ReplySide):
+class ConversationCore(ReplySide, ApplianceSide):
     """Decides the conversation. See the module docstring.
 
     Args:
@@ -133,11 +121,7 @@ class ConversationCore(ReplySide):
         self.wire_rate_hz = self.front.wire_rate_hz
         self._position = 0
         self.muted = False
-        self.ringing = False
-        """A timer rings (the timer service says): the wake word, the button or speech over it stop it."""
-        self._answering_ring = False  # the speech that stopped a ring: it asks nothing (until it ends)
-        self._announcements: deque[Announcement] = deque()
-        self._announcing: Announcement | None = None
+        ApplianceSide.__init__(self)  # a timer's ring, the announcements
         ReplySide.__init__(self)  # the response in flight, the session's readiness, a pause after a fatal error
         self._bargein_onset: int | None = None
         self.connection: str = "disconnected"
@@ -361,54 +345,6 @@ class ConversationCore(ReplySide):
     def play_earcon(self, kind: str) -> None:
         """Play a cue now (``offline`` when the speaker returns after audio was lost to it)."""
         self._play_earcon(kind)
-
-    def announce(self, text: str, now: float, *, listen: bool = False, interrupt: bool = False) -> int:
-        """Queue ``text`` to be said without a wake word (``earshot say``); its place in the queue (0: now).
-
-        It waits for an engagement in progress to end, unless ``interrupt``; ``listen`` opens the
-        follow-up window after it, so that it can be a question. Raises ValueError (said to the
-        user) for an empty text or a full queue.
-        """
-        clean = " ".join(str(text).split())[:MAX_ANNOUNCEMENT_CHARS]
-        if not clean:
-            raise ValueError("nothing to say")
-        if len(self._announcements) >= MAX_ANNOUNCEMENTS:
-            raise ValueError(f"already {MAX_ANNOUNCEMENTS} announcements waiting")
-        self._announcements.append(Announcement(clean, listen))
-        place = len(self._announcements) - (1 if self.phase is Phase.IDLE else 0)
-        if interrupt and self.phase is not Phase.IDLE:
-            self.cancel(now, "interrupted by an announcement")
-        self._next_announcement(now)
-        return max(0, place)
-
-    def _next_announcement(self, now: float) -> None:
-        if self._announcing is not None or not self._announcements or self.phase is not Phase.IDLE:
-            return
-        announcement = self._announcements.popleft()
-        if not self.engagement.announce(now):
-            self._announcements.appendleft(announcement)
-            return
-        self._announcing = announcement
-        self._ready_reported = False
-        self._emit(fx.EngagementStarted("announcement"))
-        self._mark(now, "announcing", f"announcement ({len(announcement.text)} characters)")
-        self._run_engagement(now)
-        if self.engagement.connected:
-            self._emit(fx.Announce(announcement.text))
-
-    def ring_timer(self, level_dbfs: float) -> None:
-        """One ring of a timer (played whatever ``gate.earcons`` says: a timer is not a cue)."""
-        self.ringing = True
-        self._emit(fx.PlayCue("earcon:timer", earcon("timer", level_dbfs=level_dbfs)))
-
-    def ring_ended(self) -> None:
-        """No timer rings any more (stopped, cancelled or unanswered)."""
-        self.ringing = False
-
-    def _stop_ring(self, now: float, by: str) -> None:
-        self.ringing = False
-        self._mark(now, "ring_stopped", f"timer ring stopped by {by}", by=by)
-        self._emit(fx.StopRing(by))
 
     # ------------------------------------------------------------------ the turn
 

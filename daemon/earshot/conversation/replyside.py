@@ -22,7 +22,7 @@ from earshot.realtime.policy import Verdict
 
 if TYPE_CHECKING:
     from earshot.config import Config
-    from earshot.conversation.core import Announcement
+    from earshot.conversation.appliance import Announcement
     from earshot.conversation.front import AudioFront
     from earshot.engage import Engagement
 

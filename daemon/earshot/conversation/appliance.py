@@ -1,0 +1,116 @@
+"""What the appliance does on its own: a timer's ring, and announcements (issue 19).
+
+:class:`ApplianceSide` is part of :class:`~earshot.conversation.core.ConversationCore` (one state
+machine, in a module of its own for length):
+
+- the ring: :meth:`~ApplianceSide.ring_timer` plays one ring cue (whatever ``gate.earcons`` says) and
+  sets :attr:`~ApplianceSide.ringing`; while IDLE and ringing, the core turns the wake word, the
+  button and the user's speech into ``StopRing`` instead of an engagement;
+- announcements (``earshot say``): a bounded queue, said one at a time when the phase is IDLE,
+  through the engagement table's ``ANNOUNCE`` (the reply awaited with no turn of the user's) and an
+  out-of-band response (:class:`~earshot.conversation.effects.Announce`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from earshot.audio.earcons import earcon
+from earshot.conversation import effects as fx
+from earshot.engage import Phase
+
+if TYPE_CHECKING:
+    from earshot.engage import Engagement
+
+__all__ = ["MAX_ANNOUNCEMENTS", "MAX_ANNOUNCEMENT_CHARS", "Announcement", "ApplianceSide"]
+
+logger = logging.getLogger("earshot.conversation.core")
+
+MAX_ANNOUNCEMENTS = 8
+"""Announcements waiting at most (``earshot say``)."""
+MAX_ANNOUNCEMENT_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """Something to say without a wake word; ``listen``: open the follow-up window after it."""
+
+    text: str
+    listen: bool = False
+
+
+class ApplianceSide:
+    """The ring and the announcements (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.ringing = False
+        """A timer rings (the timer service says): the wake word, the button or speech over it stop it."""
+        self._answering_ring = False  # the speech that stopped a ring: it asks nothing (until it ends)
+        self._announcements: deque[Announcement] = deque()
+        self._announcing: Announcement | None = None
+
+    if TYPE_CHECKING:  # what the core itself provides
+        engagement: Engagement
+        _ready_reported: bool
+
+        @property
+        def phase(self) -> Phase:
+            """The engagement's phase."""
+
+        def cancel(self, now: float, reason: str = "cancelled") -> None:
+            """End the engagement now."""
+
+        def _emit(self, effect: fx.Effect) -> None: ...
+        def _mark(self, now: float, event: str, what: str, **data: str | int | float) -> None: ...
+        def _run_engagement(self, now: float) -> None: ...
+
+    def announce(self, text: str, now: float, *, listen: bool = False, interrupt: bool = False) -> int:
+        """Queue ``text`` to be said without a wake word (``earshot say``); its place in the queue (0: now).
+
+        It waits for an engagement in progress to end, unless ``interrupt``; ``listen`` opens the
+        follow-up window after it, so that it can be a question. Raises ValueError (said to the
+        user) for an empty text or a full queue.
+        """
+        clean = " ".join(str(text).split())[:MAX_ANNOUNCEMENT_CHARS]
+        if not clean:
+            raise ValueError("nothing to say")
+        if len(self._announcements) >= MAX_ANNOUNCEMENTS:
+            raise ValueError(f"already {MAX_ANNOUNCEMENTS} announcements waiting")
+        self._announcements.append(Announcement(clean, listen))
+        place = len(self._announcements) - (1 if self.phase is Phase.IDLE else 0)
+        if interrupt and self.phase is not Phase.IDLE:
+            self.cancel(now, "interrupted by an announcement")
+        self._next_announcement(now)
+        return max(0, place)
+
+    def _next_announcement(self, now: float) -> None:
+        if self._announcing is not None or not self._announcements or self.phase is not Phase.IDLE:
+            return
+        announcement = self._announcements.popleft()
+        if not self.engagement.announce(now):
+            self._announcements.appendleft(announcement)
+            return
+        self._announcing = announcement
+        self._ready_reported = False
+        self._emit(fx.EngagementStarted("announcement"))
+        self._mark(now, "announcing", f"announcement ({len(announcement.text)} characters)")
+        self._run_engagement(now)
+        if self.engagement.connected:
+            self._emit(fx.Announce(announcement.text))
+
+    def ring_timer(self, level_dbfs: float) -> None:
+        """One ring of a timer (played whatever ``gate.earcons`` says: a timer is not a cue)."""
+        self.ringing = True
+        self._emit(fx.PlayCue("earcon:timer", earcon("timer", level_dbfs=level_dbfs)))
+
+    def ring_ended(self) -> None:
+        """No timer rings any more (stopped, cancelled or unanswered)."""
+        self.ringing = False
+
+    def _stop_ring(self, now: float, by: str) -> None:
+        self.ringing = False
+        self._mark(now, "ring_stopped", f"timer ring stopped by {by}", by=by)
+        self._emit(fx.StopRing(by))
