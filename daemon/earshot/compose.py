@@ -40,6 +40,7 @@ from earshot.gate.vad import Vad
 from earshot.gate.wakeword import build_wakeword
 from earshot.pipeline import Conversation
 from earshot.realtime.connection import ConnectFn, Link
+from earshot.realtime.mcp import session_tools
 from earshot.realtime.timertools import TimerControl
 from earshot.realtime.tools import AmixerMixer, ToolRunner
 from earshot.volume import VOLUME_FILE, Volume
@@ -135,7 +136,8 @@ def build(
     volume = _volume(config, sink, state_dir)
     mixer = volume if "volume" in config.realtime.builtin_tools else None
     tools = ToolRunner(config.realtime, mixer=mixer, env=dict(environ), remote=remote, timers=timers)
-    link = Link(config.realtime, headers=app.headers, tools=tools.specs(), connect=connect)
+    mcp = functools.partial(session_tools, config.realtime, environ) if config.realtime.mcp_servers else None
+    link = Link(config.realtime, headers=app.headers, tools=tools.specs(), connect=connect, mcp_tools=mcp)
     gate, echo, bargein, guard = _build_gate(config, state_dir, refused or {})
     conversation = Conversation(
         config,

@@ -9,7 +9,8 @@ import pytest
 
 from earshot.config import PricesConfig, parse_config
 from earshot.emulator.schema import validate_client_event
-from earshot.realtime.sessionconfig import build_session_config
+from earshot.errors import ConfigError
+from earshot.realtime.sessionconfig import build_session_config, mcp_tool
 from earshot.realtime.toolspec import ToolSpec
 from earshot.tokens import TokenLedger, TokenUsage, parse_rate_limits, parse_usage
 
@@ -87,3 +88,36 @@ realtime:
     assert validate_client_event({"type": "session.update", "session": session}) == []
     plain = build_session_config(parse_config("realtime: {}").realtime, [])
     assert not {"reasoning", "truncation", "prompt", "parallel_tool_calls"} & set(plain)
+
+
+@pytest.mark.parametrize(
+    ("server", "key"),
+    [
+        ("{server_label: 'home lab', server_url: 'https://x.example'}", "server_label"),
+        ("{server_label: home, server_url: 'http://x.example'}", "server_url"),
+        ("{server_label: home, server_url: 'https://x.example', approve: [a]}", "approve"),
+    ],
+)
+def test_an_mcp_server_that_is_not_one_names_its_key(server: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"realtime\.mcp_servers\[0\]\.{key}"):
+        parse_config(f"realtime:\n  mcp_servers: [{server}]\n")
+
+
+def test_an_mcp_server_goes_out_as_the_sdk_types_say() -> None:
+    config = parse_config(
+        "realtime:\n  mcp_servers: [{server_label: home, server_url: 'https://x.example/mcp', allowed_tools: [a]}]\n"
+    )
+    entry = mcp_tool(config.realtime.mcp_servers[0], "tok")
+    session = build_session_config(config.realtime, [], mcp=[entry])
+    assert session["tools"] == [
+        {
+            "type": "mcp",
+            "server_label": "home",
+            "server_url": "https://x.example/mcp",
+            "require_approval": "never",
+            "allowed_tools": ["a"],
+            "authorization": "tok",
+        }
+    ]
+    assert session["tool_choice"] == "auto"
+    assert validate_client_event({"type": "session.update", "session": session}) == []

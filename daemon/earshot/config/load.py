@@ -263,6 +263,19 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
             problems.add(f"realtime.prompt.variables.{key}", "must be a string")
     if variables and not cfg.realtime.prompt.id:
         problems.add("realtime.prompt.variables", "need realtime.prompt.id")
+    labels: set[str] = set()
+    for i, server in enumerate(cfg.realtime.mcp_servers):
+        p = f"realtime.mcp_servers[{i}]"
+        if not _TOOL_NAME.fullmatch(server.server_label):
+            problems.add(f"{p}.server_label", "must be 1-64 ASCII letters, digits, _ or -")
+        elif server.server_label in labels:
+            problems.add(f"{p}.server_label", f"duplicate server label {server.server_label!r}")
+        labels.add(server.server_label)
+        mu = urllib.parse.urlsplit(server.server_url)
+        if mu.scheme != "https" or not mu.hostname:
+            problems.add(f"{p}.server_url", "must be an https:// URL (the Realtime service connects to it)")
+        if server.approve and server.require_approval != "always":
+            problems.add(f"{p}.approve", "only means something with require_approval: always")
     bi = cfg.bargein
     if bi.gated_erle_db > bi.full_duplex_erle_db:
         problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")

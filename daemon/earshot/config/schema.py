@@ -319,6 +319,18 @@ class ToolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class McpServerConfig:
+    """A remote MCP server whose tools the model may call (the Realtime service calls it, not this device)."""
+
+    server_label: str = _f("", "its name for the model ([a-zA-Z0-9_-]{1,64})")
+    server_url: str = _f("", "https:// URL of the MCP server")
+    allowed_tools: tuple[str, ...] = _f((), "only these of its tools; empty = all of them")
+    require_approval: Literal["never", "always"] = _f("never", "always: each call waits for this device's answer")
+    approve: tuple[str, ...] = _f((), "with require_approval always: the tools approved here (the rest refused)")
+    authorization_file: Path | None = _f(None, "file holding its OAuth access token (never put it in this YAML)")
+
+
+@dataclass(frozen=True, slots=True)
 class PromptConfig:
     """A stored prompt (``prompt``: id, version, variables) the session uses with its instructions."""
 
@@ -370,6 +382,7 @@ class RealtimeConfig:
     tool_choice: Literal["auto", "none", "required"] = _f("auto", "whether the model may, must or must not call tools")
     parallel_tool_calls: bool | None = _f(None, "let the model call several tools at once; null = its default")
     prices: PricesConfig = _section(PricesConfig, "prices for the cost estimate")
+    mcp_servers: tuple[McpServerConfig, ...] = _f((), "remote MCP servers as tools (see McpServerConfig)")
     append_ms: int = _f(40, "audio per input_audio_buffer.append message", min=20, max=100)
     idle_close_s: float = _f(
         20.0, "keep the session this long after the follow-up window, then close", min=0.0, max=3000.0

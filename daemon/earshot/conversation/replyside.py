@@ -107,6 +107,10 @@ class ReplySide:
             self._on_transcript(ev, now)
         elif isinstance(ev, rs.RateLimits):
             self._emit(fx.RateLimitsSeen(ev.limits))
+        elif isinstance(ev, rs.McpActivity) and self.phase is not Phase.IDLE:
+            # Like a tool call: this response ends without audio, the answer comes in the next one.
+            self._mark(now, "mcp", f"MCP {ev.server_label}.{ev.name}: {ev.kind}", kind=ev.kind)
+            self._reply_pending = True
         self._run_engagement(now)
 
     def _on_transcript(self, ev: rs.Transcript, now: float) -> None:

@@ -19,7 +19,7 @@ from earshot.emulator.wire import MIN_COMMIT_MS, ServerError, new_id, strip_audi
 
 if TYPE_CHECKING:
     from earshot.emulator.inputbuffer import InputBuffer
-    from earshot.emulator.options import SessionRecord
+    from earshot.emulator.options import FunctionCall, SessionRecord
     from earshot.emulator.replies import Response
 
 __all__ = ["ClientInputs"]
@@ -40,6 +40,8 @@ class ClientInputs:
         pending_texts: list[str]
         pending_audio_ms: int
         pending_outputs: list[tuple[str, str]]
+        mcp_requests: dict[str, FunctionCall]
+        mcp_decided: list[tuple[FunctionCall, bool]]
 
         def emit(self, event: dict[str, Any]) -> None:
             """Send a server event."""
@@ -210,6 +212,11 @@ class ClientInputs:
             self.calls[str(item.get("call_id"))] = str(item.get("name"))
         elif kind == "function_call_output":
             self.pending_outputs.append((self.calls[str(item["call_id"])], str(item.get("output", ""))))
+        elif kind == "mcp_approval_response":
+            request = self.mcp_requests.pop(str(item.get("approval_request_id")), None)
+            if request is None:
+                raise ServerError("No MCP approval request with that id.", code="invalid_value", param="item")
+            self.mcp_decided.append((request, bool(item.get("approve"))))
         item = strip_audio(item)
         if previous == "root":
             self.record.items = {item["id"]: item, **self.record.items}

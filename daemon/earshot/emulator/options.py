@@ -75,10 +75,11 @@ class Faults:
 
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
-    """A function call the scripted model makes."""
+    """A function call the scripted model makes; with ``server_label``, a tool of that remote MCP server."""
 
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    server_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from earshot.emulator.options import (
     FATAL_CODES,
     Cancel,
     EmulatorOptions,
+    FunctionCall,
     ResponseRecord,
     SessionRecord,
     Turn,
@@ -107,6 +108,8 @@ class ServerSession(ClientInputs):
         self.pending_texts: list[str] = []
         self.pending_audio_ms = 0
         self.pending_outputs: list[tuple[str, str]] = []
+        self.mcp_requests: dict[str, FunctionCall] = {}  # approval request item id → the MCP call it asks for
+        self.mcp_decided: list[tuple[FunctionCall, bool]] = []  # answered requests, for the next response
         self.voice_locked = False
 
     # --- the shell's side ------------------------------------------------------------------------------------
@@ -379,6 +382,11 @@ class ServerSession(ClientInputs):
         self.session = merged
         self.input.configure()  # the VAD is rebuilt from the new config on the next append
         self.emit({"type": "session.updated", "session": self.session})
+        for tool in self.session.get("tools") or []:
+            if isinstance(tool, dict) and tool.get("type") == "mcp":
+                item_id = new_id("item")  # the service lists the server's tools
+                self.emit({"type": "mcp_list_tools.in_progress", "item_id": item_id})
+                self.emit({"type": "mcp_list_tools.completed", "item_id": item_id})
 
     # --- responses -------------------------------------------------------------------------------------------
 

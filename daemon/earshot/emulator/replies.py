@@ -114,12 +114,17 @@ def stream_response(
     )
     output: list[dict[str, Any]] = []
     rid = response.id
+    if not out_of_band:
+        said = _mcp(session, response, reply, output)
+        if said is not None:
+            reply = Reply(text=said)
     if reply.text:
         output.append(
             (yield from _stream_message(session, response, reply.text, text_only, out_fmt, len(output), out_of_band))
         )
-    if reply.function_call is not None and response.cancel_reason is None:
-        output.append(_stream_call(session, response, reply.function_call, len(output), out_of_band))
+    call = reply.function_call
+    if call is not None and call.server_label is None and response.cancel_reason is None:
+        output.append(_stream_call(session, response, call, len(output), out_of_band))
     if response.cancel_reason is not None:
         status, reason = "cancelled", response.cancel_reason
     else:
@@ -251,6 +256,60 @@ def _stream_message(
         if item_id in session.record.items:
             session.record.items[item_id] = item
         session.emit({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
+    return item
+
+
+def _mcp(session: ServerSession, response: Response, reply: Reply, output: list[dict[str, Any]]) -> str | None:
+    """A remote MCP tool's turn: an approval request, or the call and what to say of it; None if none."""
+    if session.mcp_decided:
+        call, approved = session.mcp_decided.pop(0)
+        if not approved:
+            return f"The {call.name} call was refused."
+    elif reply.function_call is not None and reply.function_call.server_label is not None:
+        call = reply.function_call
+        server = next(
+            (
+                t
+                for t in session.session.get("tools") or []
+                if t.get("type") == "mcp" and t.get("server_label") == call.server_label
+            ),
+            None,
+        )
+        if server is None:
+            return f"There is no MCP server called {call.server_label}."
+        if server.get("require_approval") == "always":
+            request = _mcp_item(session, response, output, "mcp_approval_request", call)
+            session.mcp_requests[request["id"]] = call
+            return ""
+    else:
+        return None
+    item = _mcp_item(session, response, output, "mcp_call", call)
+    return f"The {call.name} tool said {item['output']}."
+
+
+def _mcp_item(
+    session: ServerSession, response: Response, output: list[dict[str, Any]], kind: str, call: FunctionCall
+) -> dict[str, Any]:
+    """One MCP output item streamed as the service does (a call runs: the server answers at once)."""
+    rid, index = response.id, len(output)
+    arguments = json.dumps(dict(call.arguments))
+    item: dict[str, Any] = {
+        "id": new_id("item"),
+        "type": kind,
+        "server_label": call.server_label,
+        "name": call.name,
+        "arguments": "" if kind == "mcp_call" else arguments,
+    }
+    session.emit({"type": "response.output_item.added", "response_id": rid, "output_index": index, "item": item})
+    if kind == "mcp_call":
+        ids = {"response_id": rid, "item_id": item["id"], "output_index": index}
+        session.emit({"type": "response.mcp_call_arguments.delta", **ids, "delta": arguments})
+        session.emit({"type": "response.mcp_call_arguments.done", **ids, "arguments": arguments})
+        session.emit({"type": "response.mcp_call.in_progress", "item_id": item["id"], "output_index": index})
+        session.emit({"type": "response.mcp_call.completed", "item_id": item["id"], "output_index": index})
+        item = {**item, "arguments": arguments, "output": f"{call.name} done"}
+    session.emit({"type": "response.output_item.done", "response_id": rid, "output_index": index, "item": item})
+    output.append(item)
     return item
 
 

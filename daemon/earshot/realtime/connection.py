@@ -32,6 +32,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import websockets
@@ -75,6 +76,8 @@ messages from the socket until the app catches up (TCP holds the rest; nothing i
 
 
 HeadersFn = Callable[[], Awaitable[Mapping[str, str]]]
+McpToolsFn = Callable[[], Awaitable[Sequence[Mapping[str, Any]]]]
+"""The remote MCP servers' tool entries for a new session (:func:`earshot.realtime.mcp.session_tools`)."""
 ConnectFn = Callable[[str, Mapping[str, str], RealtimeConfig], Awaitable[ClientConnection]]
 """Opens one WebSocket: ``(url, headers, config)``; :func:`open_websocket` unless a test or tool injects one."""
 
@@ -118,9 +121,11 @@ class Link:
         tools: Sequence[ToolSpec] = (),
         rng: random.Random | None = None,
         connect: ConnectFn | None = None,
+        mcp_tools: McpToolsFn | None = None,
     ) -> None:
         self._config = config
         self._headers = headers
+        self._mcp_tools = mcp_tools
         self._connect = connect or open_websocket
         self._events = EventQueue(MAX_QUEUED_EVENT_BYTES)
         self._tools = tuple(tools)
@@ -346,9 +351,11 @@ class Link:
                     await self._changed.wait()
 
     async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> tuple[BaseException | None, bool]:
+        mcp = await self._mcp_tools() if self._mcp_tools is not None else ()
         session = RealtimeSession(
             self._config,
             tools=self._tools,
+            mcp_tools=mcp,
             history=self._history,
             replay_audio=self._replay,
             replay_offline_samples=self._replay_offline,

@@ -218,6 +218,21 @@ class FunctionCallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class McpEvent:
+    """A remote MCP server at work (the service talks to it; this device only hears of it).
+
+    ``kind``: ``list_tools_in_progress|completed|failed``, ``call_in_progress|completed|failed``,
+    ``call_done`` (the call item, ``name`` its tool) or ``approval_request`` (whether
+    ``server_label``'s ``name`` may run).
+    """
+
+    kind: str
+    item_id: str
+    server_label: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitsEvent:
     """``rate_limits.updated``: the limits as the server last stated them (bounded, checked)."""
 
@@ -250,6 +265,7 @@ ServerEvent = (
     | TranscriptEvent
     | FunctionCallEvent
     | RateLimitsEvent
+    | McpEvent
     | UnknownServerEvent
 )
 
@@ -411,8 +427,33 @@ def _parse_rate_limits(d: Mapping[str, Any], _etype: str, _fmt: AudioFormat) -> 
     return RateLimitsEvent(parse_rate_limits(d.get("rate_limits")))
 
 
+_MCP_KINDS = {
+    "mcp_list_tools.in_progress": "list_tools_in_progress",
+    "mcp_list_tools.completed": "list_tools_completed",
+    "mcp_list_tools.failed": "list_tools_failed",
+    "response.mcp_call.in_progress": "call_in_progress",
+    "response.mcp_call.completed": "call_completed",
+    "response.mcp_call.failed": "call_failed",
+}
+
+
+def _parse_mcp(d: Mapping[str, Any], etype: str, _fmt: AudioFormat) -> ServerEvent:
+    return McpEvent(_MCP_KINDS[etype], _str(d, "item_id", etype))
+
+
 def _parse_output_item(d: Mapping[str, Any], etype: str, _fmt: AudioFormat) -> ServerEvent:
     item = _obj(d, "item", etype)
+    kind = item.get("type")
+    if etype == RESPONSE_OUTPUT_ITEM_DONE and kind in ("mcp_approval_request", "mcp_call"):
+        name = (_opt_str(item, "name") or "")[:64]
+        if kind == "mcp_call" and item.get("error"):
+            name += " (error)"
+        return McpEvent(
+            "approval_request" if kind == "mcp_approval_request" else "call_done",
+            _str(item, "id", etype),
+            (_opt_str(item, "server_label") or "")[:64],
+            name,
+        )
     return OutputItemEvent(
         etype == RESPONSE_OUTPUT_ITEM_DONE,
         _str(d, "response_id", etype),
@@ -479,4 +520,5 @@ _PARSERS = {
     RESPONSE_OUTPUT_TEXT_DONE: _parse_transcript,
     RESPONSE_FUNCTION_CALL_ARGUMENTS_DONE: _parse_function_call,
     RATE_LIMITS_UPDATED: _parse_rate_limits,
+    **dict.fromkeys(_MCP_KINDS, _parse_mcp),
 }

@@ -16,6 +16,7 @@ from earshot.tokens import TokenUsage
 
 __all__ = [
     "AudioDone",
+    "McpActivity",
     "PlayAudio",
     "RateLimits",
     "ResponseDone",
@@ -72,6 +73,15 @@ class ResponseDone:
     status: str
     reason: str | None
     usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class McpActivity:
+    """A remote MCP tool is being asked for or run: the spoken answer comes in a later response."""
+
+    kind: str
+    server_label: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,4 +171,5 @@ SessionEvent = (
     | ServerError
     | SessionExpired
     | RateLimits
+    | McpActivity
 )

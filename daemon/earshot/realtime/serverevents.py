@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from earshot.errors import RealtimeError, RealtimeServerError
 from earshot.realtime import events as ev
 from earshot.realtime.outputs import (
     AudioDone,
+    McpActivity,
     PlayAudio,
     RateLimits,
     ResponseDone,
@@ -72,6 +74,8 @@ class ServerEvents:
     if TYPE_CHECKING:  # what the session itself provides
         _config: RealtimeConfig
         _tools: tuple[ToolSpec, ...]
+        _mcp_tools: tuple[Mapping[str, Any], ...]
+        _approve: dict[str, frozenset[str]]
         _vad: bool
         input_rate_hz: int
         output_rate_hz: int
@@ -104,6 +108,10 @@ class ServerEvents:
         def _mark_committed(self) -> None: ...
         def _stream_pending(self) -> None: ...
 
+        @property
+        def busy(self) -> bool:
+            """A response is active or our create is in flight."""
+
     # ---------------------------------------------------------------------------------- dispatch
 
     def _dispatch(self, event: ev.ServerEvent, now: float) -> None:
@@ -115,7 +123,8 @@ class ServerEvents:
             if not self._created:
                 self._created = True
                 self.session_id, self.expires_at = event.session_id, event.expires_at
-                self._send(ev.session_update(build_session_config(self._config, self._tools), self._next_id("update")))
+                config = build_session_config(self._config, self._tools, mcp=self._mcp_tools)
+                self._send(ev.session_update(config, self._next_id("update")))
         elif isinstance(event, ev.SessionUpdatedEvent):
             if self._created and not self._ready:
                 self._become_ready()
@@ -157,6 +166,8 @@ class ServerEvents:
                 return
             self._pending_calls.add(event.call_id)
             self._events.append(ToolCall(event.call_id, event.name, event.arguments))
+        elif isinstance(event, ev.McpEvent):
+            self._on_mcp(event)
         elif isinstance(event, ev.RateLimitsEvent):
             self._events.append(RateLimits(event.limits))
         elif isinstance(event, ev.UnknownServerEvent):
@@ -186,6 +197,33 @@ class ServerEvents:
         pending, self._announcements = self._announcements, []
         for text in pending:
             self._send(ev.response_announce(text, self._next_id("announce")))
+
+    def _on_mcp(self, event: ev.McpEvent) -> None:
+        """A remote MCP server's listing, call or approval request (the service talks to the server)."""
+        if event.kind == "approval_request":
+            approved = event.name in self._approve.get(event.server_label, frozenset())
+            logger.info(
+                "mcp %s.%s: %s", event.server_label[:64], event.name[:64], "approved" if approved else "refused"
+            )
+            item = {
+                "type": "mcp_approval_response",
+                "id": self._next_id("approval"),
+                "approval_request_id": event.item_id,
+                "approve": approved,
+            }
+            self._send(ev.item_create(item, event_id=self._next_id("approval")))
+            self._events.append(McpActivity(event.kind, event.server_label, event.name))
+            self._create_wanted = True  # the response goes on once the current one is done
+            if not self.busy:
+                self._create_wanted = False
+                self._request_response()
+        elif event.kind.endswith("failed"):
+            logger.warning("mcp %s failed: %s", event.kind, event.name[:120] or event.item_id)
+            self._events.append(ServerError("mcp_" + event.kind, event.name[:300], None, False))
+        else:
+            logger.info("mcp %s %s", event.kind, event.name[:64])
+            if event.kind == "call_in_progress":
+                self._events.append(McpActivity(event.kind, event.server_label, event.name))
 
     def _on_audio(self, event: ev.AudioDeltaEvent) -> None:
         entry = self._log.get(event.item_id)

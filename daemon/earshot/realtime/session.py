@@ -78,9 +78,14 @@ class RealtimeSession(ServerEvents):
         history: Sequence[HistoryItem] = (),
         replay_audio: NDArray[np.int16] | None = None,
         replay_offline_samples: int = 0,
+        mcp_tools: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self._config = config
         self._tools = tuple(tools)
+        self._mcp_tools = tuple(mcp_tools)
+        self._approve: dict[str, frozenset[str]] = {
+            s.server_label: frozenset(s.approve) for s in config.mcp_servers if s.require_approval == "always"
+        }
         self._format: ev.AudioFormat = config.format
         self.input_rate_hz = ev.WIRE_RATE_HZ[config.format]
         self.output_rate_hz = ev.WIRE_RATE_HZ[config.format]

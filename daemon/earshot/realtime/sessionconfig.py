@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from earshot.config import RealtimeConfig
+from earshot.config import McpServerConfig, RealtimeConfig
 from earshot.realtime.toolspec import ToolSpec
 
-__all__ = ["build_session_config"]
+__all__ = ["build_session_config", "mcp_tool"]
 
 
-def build_session_config(config: RealtimeConfig, tools: Sequence[ToolSpec] = ()) -> dict[str, Any]:
-    """The GA ``session`` object for ``session.update`` (PROTOCOL.md §2.1), every VAD field explicit."""
+def mcp_tool(server: McpServerConfig, authorization: str | None) -> dict[str, Any]:
+    """The session's ``tools`` entry for a remote MCP server (``authorization`` read from its file)."""
+    tool: dict[str, Any] = {
+        "type": "mcp",
+        "server_label": server.server_label,
+        "server_url": server.server_url,
+        "require_approval": server.require_approval,
+    }
+    if server.allowed_tools:
+        tool["allowed_tools"] = list(server.allowed_tools)
+    if authorization:
+        tool["authorization"] = authorization
+    return tool
+
+
+def build_session_config(
+    config: RealtimeConfig, tools: Sequence[ToolSpec] = (), *, mcp: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The GA ``session`` object for ``session.update`` (PROTOCOL.md §2.1), every VAD field explicit.
+
+    ``mcp``: the remote MCP servers' tool entries (:func:`mcp_tool`), after the function tools.
+    """
     audio_format: dict[str, Any]
     if config.format == "pcm16":
         audio_format = {"type": "audio/pcm", "rate": 24000}
@@ -77,6 +97,9 @@ def build_session_config(config: RealtimeConfig, tools: Sequence[ToolSpec] = ())
         if config.prompt.variables:
             prompt["variables"] = dict(config.prompt.variables)
         session["prompt"] = prompt
-    if config.parallel_tool_calls is not None and tools:
+    if mcp:
+        session["tools"] = [*session["tools"], *(dict(tool) for tool in mcp)]
+        session["tool_choice"] = config.tool_choice
+    if config.parallel_tool_calls is not None and session["tools"]:
         session["parallel_tool_calls"] = config.parallel_tool_calls
     return session
