@@ -47,6 +47,7 @@ __all__ = [
     "fingerprint",
     "headers_for",
     "mint_client_secret",
+    "read_secret_file",
     "resolve_key",
 ]
 
@@ -147,6 +148,20 @@ def _check_value(value: str) -> str | None:
     if not value.isascii():
         return "holds non-ASCII characters"
     return None
+
+
+def read_secret_file(path: Path) -> Secret:
+    """A credential file holding one token (an MCP server's): stripped and checked as a key is.
+
+    Raises:
+        OSError: it cannot be read.
+        ValueError: it is not one usable token (the text never quotes the content).
+    """
+    value = _read_key_file(path).strip()
+    problem = _check_value(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return Secret(value, source=str(path))
 
 
 def _read_key_file(path: Path) -> str:

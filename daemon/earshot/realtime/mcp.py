@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from earshot.config import McpServerConfig, RealtimeConfig
-from earshot.realtime.auth import Secret
+from earshot.realtime.auth import Secret, read_secret_file
 from earshot.realtime.sessionconfig import mcp_tool
 
 __all__ = ["session_tools"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_TOKEN_BYTES = 16 * 1024
 
 
 def _token_path(server: McpServerConfig, env: Mapping[str, str]) -> Path | None:
@@ -36,17 +34,6 @@ def _token_path(server: McpServerConfig, env: Mapping[str, str]) -> Path | None:
     return path
 
 
-def _read_token(path: Path) -> Secret:
-    with path.open("rb") as f:
-        data = f.read(_MAX_TOKEN_BYTES + 1)
-    if len(data) > _MAX_TOKEN_BYTES:
-        raise ValueError("is too large to be a token file")
-    value = data.decode("utf-8", "strict").strip()
-    if not value or any(c.isspace() for c in value):
-        raise ValueError("must hold one token and nothing else")
-    return Secret(value, source=str(path))
-
-
 async def session_tools(config: RealtimeConfig, env: Mapping[str, str]) -> list[dict[str, Any]]:
     """The ``mcp`` tool entries for a new session (tokens read now, off the loop)."""
     tools: list[dict[str, Any]] = []
@@ -55,10 +42,10 @@ async def session_tools(config: RealtimeConfig, env: Mapping[str, str]) -> list[
         token: Secret | None = None
         if path is not None:
             try:
-                token = await asyncio.to_thread(_read_token, path)
-            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                token = await asyncio.to_thread(read_secret_file, path)
+            except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-                logger.warning("MCP server %s left out: its token file %s %s", server.server_label, path, reason)
+                logger.warning("MCP server %s left out: its token file %s: %s", server.server_label, path, reason)
                 continue
         tools.append(mcp_tool(server, token.reveal() if token is not None else None))
     return tools
