@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from earshot.audio.backend import DeviceState, DeviceStatus
 from earshot.config import Config, load_config
 from earshot.engage import Phase
-from earshot.errors import ConfigError, DaemonError
+from earshot.errors import ConfigError, DaemonError, ToolError
 from earshot.hooks import Hooks
 from earshot.pipeline import PHASE_STATUS
 from earshot.realtime.auth import credential_mtime
@@ -193,7 +193,10 @@ class OperatorSide:
                 return self.volume.report()
             if not isinstance(wanted, str | int) or isinstance(wanted, bool):
                 raise DaemonError("volume: give 0-100, up, down, mute or unmute")
-            return await self.volume.command(str(wanted))
+            try:
+                return await self.volume.command(str(wanted))
+            except ToolError as exc:  # the ALSA mixer failed: said, not an internal error
+                raise DaemonError(f"volume: {exc}") from None
         if cmd == "timers":
             return {"timers": self.timers.snapshot() if self.timers is not None else []}
         if cmd == "stop":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from earshot.errors import DaemonError
+from earshot.errors import DaemonError, ToolError
 from earshot.usage import read_json_state, write_json_state
 
 __all__ = ["STEP_PERCENT", "VOLUME_FILE", "Volume", "VolumeState", "gain_db", "parse_command"]
@@ -115,11 +115,18 @@ class Volume:
         return "software" if self._mixer is None else "mixer"
 
     async def restore(self) -> None:
-        """Apply the kept state (at start)."""
-        await self._apply(self.state)
+        """Apply the kept state (at start); a mixer that fails is logged, the sound goes on."""
+        try:
+            await self._apply(self.state)
+        except ToolError as exc:
+            logger.warning("volume not restored: %s", exc)
 
     async def command(self, command: str) -> dict[str, Any]:
-        """Carry out ``earshot volume COMMAND``; the new state (``volume``, ``muted``, ``control``)."""
+        """Carry out ``earshot volume COMMAND``; the new state (``volume``, ``muted``, ``control``).
+
+        Raises:
+            DaemonError: not a volume command. ToolError: the mixer failed (nothing changed).
+        """
         new = parse_command(self.state, command)
         await self._apply(new)
         self.state = new

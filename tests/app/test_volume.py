@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from earshot.errors import DaemonError
+from earshot.errors import DaemonError, ToolError
 from earshot.volume import Volume, VolumeState, gain_db, parse_command
 
 
@@ -96,3 +96,17 @@ def test_the_mixer_control_moves_the_mixer_and_mutes_it_at_zero(tmp_path: Path) 
     asyncio.run(volume.command("unmute"))
     assert mixer.set == [70, 0, 70]
     assert volume.report()["control"] == "mixer"
+
+
+class _BrokenMixer(_Mixer):
+    async def set_percent(self, percent: int) -> int:
+        raise ToolError("mixer 'Master' on 'default': Unable to find simple control")
+
+
+def test_a_failing_mixer_changes_nothing_and_does_not_stop_the_start(tmp_path: Path) -> None:
+    volume = Volume(None, base_db=0.0, mixer=_BrokenMixer(), path=tmp_path / "volume.json")
+    asyncio.run(volume.restore())  # logged, not raised: the daemon starts anyway
+    with pytest.raises(ToolError):
+        asyncio.run(volume.command("30"))
+    assert volume.state == VolumeState()
+    assert not (tmp_path / "volume.json").exists()
