@@ -200,11 +200,12 @@ class OperatorSide:
         if cmd == "timers":
             return {"timers": self.timers.snapshot() if self.timers is not None else []}
         if cmd == "stop":
-            # What sounds stops: a ringing timer, else the engagement (its reply) in progress.
-            stopped = self.timers.stop_ringing("earshot stop") if self.timers is not None else []
+            # What sounds stops: a ringing timer (through the core, as the wake word would), else the
+            # engagement (its reply) in progress.
+            timers = self.timers.snapshot() if self.timers is not None else []
+            stopped = [t for t in timers if t["state"] == "ringing"]
             if stopped:
-                conv.ring_ended()
-                conv.stop_sound(now)
+                conv.stop_ring(now, "earshot stop")
             elif conv.phase is not Phase.IDLE:
                 conv.cancel(now, "stopped by earshot stop")
             return {"stopped": stopped, "phase": conv.phase.value}

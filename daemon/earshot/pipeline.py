@@ -214,10 +214,10 @@ class Conversation:
         self.core.ring_timer(level_dbfs)
         self._carry_out(now)
 
-    def stop_sound(self, now: float = 0.0) -> None:
-        """Silence the speaker now (a ring answered from outside: ``earshot stop``)."""
-        if self.core.phase is Phase.IDLE:
-            self.playback.stop()
+    def stop_ring(self, now: float, by: str) -> None:
+        """Answer a ringing timer from outside (``earshot stop``)."""
+        self.core.stop_ring(now, by)
+        self._carry_out(now)
 
     def ring_ended(self) -> None:
         """No timer rings any more."""
@@ -285,7 +285,8 @@ class Conversation:
                 if self._cancel_tools is not None:
                     self._cancel_tools()
             case fx.StopRing(by=by):
-                self.playback.stop()  # the ring cue playing now, at once
+                if self.core.phase is Phase.IDLE:
+                    self.playback.stop()  # the ring cue playing now, at once (a ring only sounds while idle)
                 if self._stop_ring is not None:
                     self._stop_ring(by)
             case fx.Record(kind=kind, pcm=pcm, info=info):

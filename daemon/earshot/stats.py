@@ -30,7 +30,7 @@ from typing import Any
 
 from earshot.config import PricesConfig
 from earshot.logs import redact
-from earshot.tokens import TokenLedger
+from earshot.tokens import TokenLedger, TokenUsage
 from earshot.usage import USAGE_FILE, load_ledger, save_ledger
 
 __all__ = [
@@ -134,7 +134,7 @@ class EngagementRecord:
     errors: int = 0
     wake_to_ready_ms: float | None = None
     reply_start_ms: list[float] = field(default_factory=list)
-    tokens: dict[str, int] = field(default_factory=dict)
+    tokens: TokenUsage = field(default_factory=TokenUsage)
     cost_usd: float = 0.0
     bargein_ms: list[float] = field(default_factory=list)
 
@@ -225,7 +225,7 @@ class Stats:
             return None
         record.ended_at = now
         record.end_reason = reason
-        record.tokens = self.tokens.engagement.as_dict()
+        record.tokens = self.tokens.engagement
         record.cost_usd = round(self.tokens.engagement.cost_usd(self.prices), 4)
         self.engagement = None
         self.last_engagement = record

@@ -35,9 +35,9 @@ def engagement_summary(record: EngagementRecord, now: float) -> tuple[str, dict[
         latencies.append(f"reply start {reply_avg:.0f} ms avg" + (f" (max {max(reply):.0f})" if len(reply) > 1 else ""))
     if barge_avg is not None:
         latencies.append(f"barge-in {barge_avg:.0f} ms avg")
-    if any(record.tokens.values()):
-        spent = sum(record.tokens.values()) - record.tokens.get("cached_in", 0)
-        parts.append(f"{spent} tokens (~${record.cost_usd:.3f})")
+    tokens = record.tokens
+    if tokens.billed_in or tokens.billed_out:
+        parts.append(f"{tokens.billed_in + tokens.billed_out} tokens (~${record.cost_usd:.3f})")
     message = ", ".join(parts) + (f"; {', '.join(latencies)}" if latencies else "")
 
     def ms(value: float | None) -> str:
@@ -56,8 +56,8 @@ def engagement_summary(record: EngagementRecord, now: float) -> tuple[str, dict[
         "EARSHOT_WAKE_TO_READY_MS": ms(record.wake_to_ready_ms),
         "EARSHOT_REPLY_START_MS": ms(reply_avg),
         "EARSHOT_BARGEIN_MS": ms(barge_avg),
-        "EARSHOT_TOKENS_IN": str(sum(v for k, v in record.tokens.items() if k.endswith("_in") and k != "cached_in")),
-        "EARSHOT_TOKENS_OUT": str(sum(v for k, v in record.tokens.items() if k.endswith("_out"))),
+        "EARSHOT_TOKENS_IN": str(tokens.billed_in),
+        "EARSHOT_TOKENS_OUT": str(tokens.billed_out),
         "EARSHOT_COST_USD": f"{record.cost_usd:.4f}",
     }
     return message, {k: v for k, v in fields.items() if v != ""}

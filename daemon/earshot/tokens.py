@@ -34,6 +34,16 @@ class TokenUsage:
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
+    @property
+    def billed_in(self) -> int:
+        """Input tokens (text and audio; the cached ones are among them)."""
+        return self.text_in + self.audio_in
+
+    @property
+    def billed_out(self) -> int:
+        """Output tokens (text and audio)."""
+        return self.text_out + self.audio_out
+
     def as_dict(self) -> dict[str, int]:
         """The counts by :data:`KINDS`."""
         return {kind: getattr(self, kind) for kind in KINDS}

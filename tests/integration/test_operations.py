@@ -75,7 +75,7 @@ async def test_hooks_metrics_and_recordings_follow_an_exchange(tmp_path: Path) -
     assert families["earshot_cost_usd_estimate"].samples[0].value > 0
     assert run.daemon.stats is not None
     assert run.daemon.stats.last_engagement is not None
-    assert run.daemon.stats.last_engagement.tokens["audio_out"] == tokens["audio_out"]
+    assert run.daemon.stats.last_engagement.tokens.audio_out == tokens["audio_out"]
     assert {limit["name"] for limit in run.daemon.stats.tokens.rate_limits} == {"requests", "tokens"}
     update = next(e for e in emu.sessions[0].client_events if e.get("type") == "session.update")["session"]
     assert update["reasoning"] == {"effort": "low"}

@@ -110,6 +110,10 @@ class ApplianceSide:
         """No timer rings any more (stopped, cancelled or unanswered)."""
         self.ringing = False
 
+    def stop_ring(self, now: float, by: str) -> None:
+        """A ring answered from outside (``earshot stop``): the same way as the wake word or the button."""
+        self._stop_ring(now, by)
+
     def _stop_ring(self, now: float, by: str) -> None:
         self.ringing = False
         self._mark(now, "ring_stopped", f"timer ring stopped by {by}", by=by)

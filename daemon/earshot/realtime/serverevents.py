@@ -108,10 +108,6 @@ class ServerEvents:
         def _mark_committed(self) -> None: ...
         def _stream_pending(self) -> None: ...
 
-        @property
-        def busy(self) -> bool:
-            """A response is active or our create is in flight."""
-
     # ---------------------------------------------------------------------------------- dispatch
 
     def _dispatch(self, event: ev.ServerEvent, now: float) -> None:
@@ -213,13 +209,11 @@ class ServerEvents:
             }
             self._send(ev.item_create(item, event_id=self._next_id("approval")))
             self._events.append(McpActivity(event.kind, event.server_label, event.name))
-            self._create_wanted = True  # the response goes on once the current one is done
-            if not self.busy:
-                self._create_wanted = False
-                self._request_response()
+            self._request_response()  # the response goes on (queued while the current one runs)
         elif event.kind.endswith("failed"):
-            logger.warning("mcp %s failed: %s", event.kind, event.name[:120] or event.item_id)
-            self._events.append(ServerError("mcp_" + event.kind, event.name[:300], None, False))
+            what = event.name[:120] or event.item_id[:64]
+            logger.warning("mcp %s: %s", event.kind, what)
+            self._events.append(ServerError("mcp_" + event.kind, what, None, False))
         else:
             logger.info("mcp %s %s", event.kind, event.name[:64])
             if event.kind == "call_in_progress":
