@@ -37,7 +37,7 @@ from earshot.errors import AudioDeviceError
 from earshot.gate.bargein import BargeInDetector, WakeGuard
 from earshot.gate.gate import Gate
 from earshot.gate.vad import Vad
-from earshot.gate.wakeword import build_wakeword
+from earshot.gate.wakeword import build_stop_word, build_wakeword
 from earshot.pipeline import Conversation
 from earshot.realtime.connection import ConnectFn, Link
 from earshot.realtime.mcp import session_tools
@@ -172,8 +172,9 @@ def _build_gate(config: Config, state_dir: Path, refused: Mapping[str, str]) -> 
     engine = None
     if config.gate.mode == "wakeword" and "wakeword" not in refused:
         engine = build_wakeword(config.gate.wakeword, state_dir)
+    stop = build_stop_word(config.gate.stop_word, state_dir) if "wakeword" not in refused else None
     vad = Vad(config.gate.vad, silero=None) if "vad" in refused else None
-    gate = Gate(config.gate, wakeword=engine, vad=vad)
+    gate = Gate(config.gate, wakeword=engine, vad=vad, stop_word=stop)
     echo = None
     if config.bargein.echo_cancel and "canceller" not in refused:
         try:
@@ -184,8 +185,9 @@ def _build_gate(config: Config, state_dir: Path, refused: Mapping[str, str]) -> 
     guard = WakeGuard() if echo is not None else None
     silero = gate.vad.silero
     logger.info(
-        "wake word: %s; VAD: webrtcvad%s; echo canceller: %s",
-        engine.name if engine is not None else "none",
+        "wake word: %s; stop word: %s; VAD: webrtcvad%s; echo canceller: %s",
+        ", ".join(getattr(engine, "names", [engine.name])) if engine is not None else "none",
+        stop.name if stop is not None else "none",
         f" + Silero ({type(silero).__name__})" if silero is not None else " only",
         echo.library if echo is not None else "none",
     )

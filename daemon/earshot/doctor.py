@@ -204,12 +204,17 @@ def run_probe(name: str, config: Config, state_dir: Path) -> dict[str, Any]:
     silence = np.zeros(160, dtype=np.int16)
     try:
         if name == "wakeword":
-            from earshot.gate.wakeword import build_wakeword
+            from earshot.gate.wakeword import build_stop_word, build_wakeword
 
             engine = build_wakeword(config.gate.wakeword, state_dir)
+            stop = build_stop_word(config.gate.stop_word, state_dir)
             for _ in range(100):
                 engine.process(silence)
-            return {"status": "ok", "detail": f"loaded, 1 s of silence in {ms()}"}
+                if stop is not None:
+                    stop.process(silence)
+            words = ", ".join(getattr(engine, "names", [engine.name]))
+            stopping = stop.name if stop is not None else "none (earshot enroll --stop)"
+            return {"status": "ok", "detail": f"{words}; stop word: {stopping}; 1 s of silence in {ms()}"}
         if name == "vad":
             import webrtcvad
 

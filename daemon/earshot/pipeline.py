@@ -250,6 +250,10 @@ class Conversation:
                 self.link.replay_turn(replay)
             case fx.Announce(text=text):
                 self.link.announce(text, now)
+            case fx.UseProfile(profile=profile):
+                self.link.use_profile(profile)
+            case fx.DiscardTurn():
+                self.link.discard_turn()
             case fx.CommitAudio():
                 self.link.commit_turn(now)
             case fx.OpenLink():

@@ -66,14 +66,17 @@ class Device:
         cfg: the configuration.
         canceller: run the echo canceller (as the default config does).
         room: the echo path from the speaker to the microphone.
+        stop_word: the stop phrase's engine, or None.
     """
 
-    def __init__(self, cfg: Config, *, canceller: bool = True, room: EchoPath | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, canceller: bool = True, room: EchoPath | None = None, stop_word: Any = None
+    ) -> None:
         self.config = cfg
         echo = EchoCanceller(filter_ms=cfg.bargein.echo_filter_ms) if canceller else None
         self.core = ConversationCore(
             cfg,
-            gate=Gate(cfg.gate, wakeword=None),
+            gate=Gate(cfg.gate, wakeword=None, stop_word=stop_word),
             echo=echo,
             bargein=BargeInDetector(cfg.bargein),
             wake_guard=WakeGuard() if echo is not None else None,

@@ -120,7 +120,10 @@ def test_a_plain_install_of_the_wheel_runs_the_default_config(dists: tuple[Path,
         env=_offline_env(),
     )
     assert str(venv) in where.stdout
-    assert "wake word: microwakeword:hey_jarvis; VAD: webrtcvad + Silero (NumpySilero); echo canceller: pyaec" in log
+    assert (
+        "wake word: microwakeword:hey_jarvis; stop word: none; VAD: webrtcvad + Silero (NumpySilero); "
+        "echo canceller: pyaec"
+    ) in log
     assert (sessions, responses) == (1, 1), log[-3000:]
     reply, rate = read_wav(tmp_path / "out.wav")
     assert rate == 24000

@@ -69,3 +69,30 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
     """Too few takes or an unreadable file exit 78."""
     assert main(["--takes", "2", "--from-wav", *takes(tmp_path), "--dir", str(tmp_path / "w")]) == 78
     assert main(["--from-wav", str(tmp_path / "missing.wav"), "--dir", str(tmp_path / "w")]) == 78
+
+
+def test_enrol_the_stop_phrase_into_the_state_dir_where_auto_finds_it(
+    tmp_path: Path, monkeypatch: object, capsys: object
+) -> None:
+    """``--stop`` stores the takes in <state_dir>/stopword (from the config), where gate.stop_word's
+    auto finds them on a device without pocketsphinx."""
+    from earshot.config import StopWordConfig
+    from earshot.gate import wakeword
+    from earshot.gate.wakeword import build_stop_word
+
+    state = tmp_path / "state"
+    config = tmp_path / "earshot.yaml"
+    config.write_text(f"state_dir: {state}\n")
+    stops = [
+        wav(tmp_path, f"s{i}.wav", say("stop", "rms", *fx))
+        for i, fx in enumerate([(), ("tempo", "0.95", "pitch", "50"), ("tempo", "1.05", "pitch", "-50")])
+    ]
+    assert main(["--stop", "--config", str(config), "--from-wav", *stops]) == 0
+    assert len(sorted((state / "stopword").glob("*.wav"))) == 3
+    assert not (state / "wakeword").exists()
+    monkeypatch.setattr(wakeword, "_importable", lambda module: False)  # type: ignore[attr-defined]
+    engine = build_stop_word(StopWordConfig(), state)
+    assert engine is not None
+    assert engine.name == "template:stopword"
+    x = concat(silence(0.5), say("stop", "rms", "tempo", "0.9"), silence(1))
+    assert any(engine.process(x[i : i + 160]) is not None for i in range(0, len(x), 160))

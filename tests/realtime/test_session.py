@@ -726,3 +726,48 @@ def test_rate_limited_response_is_retried_after_a_delay() -> None:
     assert d.sent() == []
     d.session.tick(deadline)
     assert [m["type"] for m in d.sent()] == ["response.create"]
+
+
+# ------------------------------------------------------------------------- the stop phrase, profiles
+
+
+def test_discarding_the_turn_clears_the_input_and_cancels_an_answer_to_it() -> None:
+    """The stop phrase said over a reply: the turn it opened is forgotten, its partial batch never sent."""
+    d = ready_driver()
+    d.session.append_audio(ramp(2400 + 480), d.now)  # 100 ms + 20 ms: two 40 ms batches... and a partial
+    sent = [m["type"] for m in d.sent()]
+    appended = sent.count("input_audio_buffer.append")
+    assert appended >= 1
+    d.session.discard_turn()
+    assert [m["type"] for m in d.sent()] == ["input_audio_buffer.clear"]
+    d.session.flush_audio(d.now)
+    assert d.sent() == []  # the partial batch went with the turn
+    # The server had already committed part of it and started an answer: that answer is cancelled.
+    speak(d, 2400, response_id="resp_2", item_id="item_b")
+    d.session.discard_turn()
+    clear, cancel = d.sent()
+    assert clear["type"] == "input_audio_buffer.clear"
+    assert cancel == {"type": "response.cancel", "event_id": cancel["event_id"], "response_id": "resp_2"}
+    d.feed(s.audio_delta("resp_2", "item_b", ramp(480)))
+    assert d.events() == []
+
+
+def test_a_profile_replaces_instructions_and_voice_and_offers_only_its_tools() -> None:
+    from earshot.config import ProfileConfig
+    from earshot.realtime.sessionconfig import build_session_config, with_profile
+
+    tools = [ToolSpec("get_datetime", "the time"), ToolSpec("set_volume", "volume")]
+    mcp = [{"type": "mcp", "server_label": "home", "server_url": "https://mcp.example/", "require_approval": "never"}]
+    same = with_profile(BASE, tools, mcp, None)
+    assert same == (BASE, tuple(tools), tuple(mcp))
+    kids = ProfileConfig(name="kids", instructions="Speak simply.", voice="alloy", tools=("get_datetime", "home"))
+    config, offered, servers = with_profile(BASE, tools, mcp, kids)
+    session = build_session_config(config, offered, mcp=servers)
+    check_client_event({"type": "session.update", "session": session})
+    assert session["instructions"] == "Speak simply."
+    assert session["audio"]["output"]["voice"] == "alloy"
+    assert [t.get("name", t.get("server_label")) for t in session["tools"]] == ["get_datetime", "home"]
+    quiet = ProfileConfig(name="quiet", tools=())
+    config, offered, servers = with_profile(BASE, tools, mcp, quiet)
+    assert config.instructions == BASE.instructions
+    assert (offered, servers) == ((), ())

@@ -28,6 +28,7 @@ import yaml
 from earshot.config.schema import (
     Config,
 )
+from earshot.config.words import check_words
 from earshot.errors import ConfigError
 
 __all__ = [
@@ -276,6 +277,7 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
             problems.add(f"{p}.server_url", "must be an https:// URL (the Realtime service connects to it)")
         if server.approve and server.require_approval != "always":
             problems.add(f"{p}.approve", "only means something with require_approval: always")
+    check_words(cfg, problems.add)
     bi = cfg.bargein
     if bi.gated_erle_db > bi.full_duplex_erle_db:
         problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")

@@ -15,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from earshot.config.fields import _f, _section
+from earshot.config.words import ProfileConfig, StopWordConfig, WakewordConfig, WakewordEntryConfig
 
 __all__ = [
     "AudioConfig",
@@ -35,29 +38,21 @@ __all__ = [
     "LoggingConfig",
     "MetricsConfig",
     "OutputConfig",
+    "ProfileConfig",
     "RealtimeConfig",
     "ReconnectConfig",
     "RecordingsConfig",
     "SileroConfig",
+    "StopWordConfig",
     "ToolConfig",
     "TranscriptionConfig",
     "TurnDetectionConfig",
     "VadConfig",
     "WakewordConfig",
+    "WakewordEntryConfig",
     "default_config",
     "iter_keys",
 ]
-
-
-def _f(default: Any, doc: str, **meta: Any) -> Any:
-    """A dataclass field with a default and schema metadata (``doc``, ``min``, ``max``)."""
-    if isinstance(default, (list, dict)):
-        raise TypeError("use tuples for sequence defaults")
-    return field(default=default, metadata={"doc": doc, **meta})
-
-
-def _section(cls: type[Any], doc: str) -> Any:
-    return field(default_factory=cls, metadata={"doc": doc})
 
 
 # ---------------------------------------------------------------------------------------- audio
@@ -172,27 +167,6 @@ class VadConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class WakewordConfig:
-    """Wake-word detection."""
-
-    engine: Literal["microwakeword", "template", "openwakeword", "pocketsphinx"] = _f(
-        "microwakeword",
-        "wake-word engine (microwakeword: the light default; template: your own enrolled voice, see earshot enroll)",
-    )
-    model: str = _f(
-        "hey_jarvis",
-        "microwakeword: bundled model (hey_jarvis, okay_nabu, hey_mycroft, alexa) or a model .json; "
-        "openwakeword: bundled model name or path to a .tflite/.onnx model",
-    )
-    keyphrase: str = _f("hey jarvis", "pocketsphinx: the phrase, in words of its dictionary")
-    threshold: float | None = _f(None, "detection threshold; null uses the engine's default", min=0.0, max=1e6)
-    trigger_level: int = _f(1, "consecutive frames above threshold needed to fire", min=1, max=50)
-    refractory_s: float = _f(2.0, "ignore further detections for this long after one", min=0.0, max=60.0)
-    templates_dir: Path | None = _f(None, "template: enrolled takes; null = <state_dir>/wakeword")
-    ring_s: float = _f(2.0, "audio kept so the engine sees the phrase from its start", min=0.5, max=5.0)
-
-
-@dataclass(frozen=True, slots=True)
 class EarconsConfig:
     """Short generated sounds: wake acknowledged, end of listening, error/offline."""
 
@@ -219,6 +193,7 @@ class GateConfig:
     )
     vad: VadConfig = _section(VadConfig, "voice activity detection")
     wakeword: WakewordConfig = _section(WakewordConfig, "wake-word engine")
+    stop_word: StopWordConfig = _section(StopWordConfig, "the stop phrase, heard over the device's own sound")
     preroll_ms: int = _f(300, "audio kept from before the engagement point", min=0, max=3000)
     follow_up_s: float = _f(6.0, "listen without the wake word after a reply", min=0.0, max=120.0)
     no_speech_timeout_s: float = _f(8.0, "end an engagement when nobody speaks for this long", min=1.0, max=120.0)
@@ -409,6 +384,9 @@ class RealtimeConfig:
         "built-in tools offered to the model (timers: set_timer, set_alarm, list_timers, cancel_timer)",
     )
     tools: tuple[ToolConfig, ...] = _f((), "local tools (see ToolConfig)")
+    profiles: tuple[ProfileConfig, ...] = _f(
+        (), "named profiles a wake word can pick (gate.wakeword.profile / also[].profile; see ProfileConfig)"
+    )
     max_tool_processes: int = _f(
         4, "tool processes running at once; further calls wait, within their own timeout", min=1, max=64
     )

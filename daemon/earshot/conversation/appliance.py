@@ -8,7 +8,12 @@ machine, in a module of its own for length):
   button and the user's speech into ``StopRing`` instead of an engagement;
 - announcements (``earshot say``): a bounded queue, said one at a time when the phase is IDLE,
   through the engagement table's ``ANNOUNCE`` (the reply awaited with no turn of the user's) and an
-  out-of-band response (:class:`~earshot.conversation.effects.Announce`).
+  out-of-band response (:class:`~earshot.conversation.effects.Announce`);
+- the stop phrase (``gate.stop_word``), listened for over a reply and a ring: it ends the reply (the
+  engagement's cancel truncates it at what was heard) or the ring. Said over a reply, it usually set
+  off a barge-in first: that turn is then the phrase itself, and it is discarded, not answered;
+- the wake word's profile: several wake words can each name a ``realtime.profiles`` entry; a session
+  of another profile is closed before the engagement opens its own.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from earshot import engage as eg
 from earshot.audio.earcons import earcon
+from earshot.config import profile_named
 from earshot.conversation import effects as fx
 from earshot.engage import Phase
+from earshot.gate import gate as gt
 
 if TYPE_CHECKING:
+    from earshot.config import Config
     from earshot.engage import Engagement
 
 __all__ = ["MAX_ANNOUNCEMENTS", "MAX_ANNOUNCEMENT_CHARS", "Announcement", "ApplianceSide"]
@@ -32,6 +41,8 @@ logger = logging.getLogger("earshot.conversation.core")
 MAX_ANNOUNCEMENTS = 8
 """Announcements waiting at most (``earshot say``)."""
 MAX_ANNOUNCEMENT_CHARS = 1000
+STOP_AFTER_BARGEIN_SAMPLES = 16000 * 6 // 10
+"""A stop phrase whose speech began within 0.6 s of a barge-in's onset is what set the barge-in off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +62,14 @@ class ApplianceSide:
         self._answering_ring = False  # the speech that stopped a ring: it asks nothing (until it ends)
         self._announcements: deque[Announcement] = deque()
         self._announcing: Announcement | None = None
+        self._barged_at: int | None = None  # the onset of this engagement's last barge-in
+        self.profile: str | None = None
+        """The ``realtime.profiles`` entry the link's sessions use (None: ``realtime``'s own)."""
 
     if TYPE_CHECKING:  # what the core itself provides
+        config: Config
         engagement: Engagement
+        wake_guard: Any | None
         _ready_reported: bool
 
         @property
@@ -66,6 +82,8 @@ class ApplianceSide:
         def _emit(self, effect: fx.Effect) -> None: ...
         def _mark(self, now: float, event: str, what: str, **data: str | int | float) -> None: ...
         def _run_engagement(self, now: float) -> None: ...
+        def _follow(self, action: eg.Action, now: float) -> None: ...
+        def _update_gate_suppression(self) -> None: ...
 
     def announce(self, text: str, now: float, *, listen: bool = False, interrupt: bool = False) -> int:
         """Queue ``text`` to be said without a wake word (``earshot say``); its place in the queue (0: now).
@@ -104,11 +122,13 @@ class ApplianceSide:
     def ring_timer(self, level_dbfs: float) -> None:
         """One ring of a timer (played whatever ``gate.earcons`` says: a timer is not a cue)."""
         self.ringing = True
+        self._update_gate_suppression()
         self._emit(fx.PlayCue("earcon:timer", earcon("timer", level_dbfs=level_dbfs)))
 
     def ring_ended(self) -> None:
         """No timer rings any more (stopped, cancelled or unanswered)."""
         self.ringing = False
+        self._update_gate_suppression()
 
     def stop_ring(self, now: float, by: str) -> None:
         """A ring answered from outside (``earshot stop``): the same way as the wake word or the button."""
@@ -116,5 +136,51 @@ class ApplianceSide:
 
     def _stop_ring(self, now: float, by: str) -> None:
         self.ringing = False
+        self._update_gate_suppression()
         self._mark(now, "ring_stopped", f"timer ring stopped by {by}", by=by)
         self._emit(fx.StopRing(by))
+
+    # ------------------------------------------------------------------ the stop phrase
+
+    def _on_stop_word(self, ev: gt.StopWord, now: float) -> None:
+        """The stop phrase: end the ring, or the reply (truncated at what was heard) and its engagement."""
+        if self.wake_guard is not None and not self.wake_guard.accept(ev.position, ev.start_position):
+            logger.info("stop word ignored: the device heard its own voice (%s)", self.wake_guard.last_reason)
+            return
+        if self.ringing and self.phase is Phase.IDLE:
+            self._stop_ring(now, "stop word")
+            return
+        barged = self._barged_at
+        after_bargein = (
+            self.phase in (Phase.LISTENING, Phase.THINKING)
+            and barged is not None
+            and abs(ev.start_position - barged) <= STOP_AFTER_BARGEIN_SAMPLES
+        )
+        if self.phase is not Phase.SPEAKING and not after_bargein:
+            return  # the reply is over: "stop" is then just a word of the user's turn
+        self._mark(now, "stop_word", f"stop word ({ev.engine}, score {ev.score:.2f}): the reply ends", engine=ev.engine)
+        self.cancel(now, "stop word")
+        if after_bargein:
+            # The barge-in's turn is the phrase itself: the server forgets it (and any answer to it).
+            self._emit(fx.DiscardTurn())
+
+    # ------------------------------------------------------------------ profiles
+
+    def _wake_profile(self, word: int) -> str | None:
+        """The profile wake word ``word`` names (0: ``gate.wakeword``'s own, ``i + 1``: ``also[i]``)."""
+        ww = self.config.gate.wakeword
+        if word <= 0 or word > len(ww.also):
+            return ww.profile
+        return ww.also[word - 1].profile
+
+    def _choose_profile(self, now: float, name: str | None) -> None:
+        """The engagement starting now uses profile ``name``: a session of another one is closed first."""
+        if name == self.profile:
+            return
+        if self.phase is Phase.FOLLOW_UP:
+            self.cancel(now, "another wake word")  # another person: a new engagement, not a follow-up
+        if self.engagement.connected or self.engagement.connecting:
+            self._follow(eg.CloseSession("another profile's wake word"), now)
+        self.profile = name
+        self._mark(now, "profile", f"profile {name or '(default)'}", profile=name or "")
+        self._emit(fx.UseProfile(profile_named(self.config, name)))

@@ -254,6 +254,8 @@ class ConversationCore(ReplySide, ApplianceSide):
                 self._run_engagement(now)
         elif isinstance(ev, gt.Wake):
             self._on_wake(ev, now)
+        elif isinstance(ev, gt.StopWord):
+            self._on_stop_word(ev, now)
         elif self.phase is Phase.LISTENING and self.engagement.settings.local_turn_detection:
             self._end_of_turn(now)  # a gt.EndOfTurn: local turn detection ends the turn
 
@@ -273,7 +275,7 @@ class ConversationCore(ReplySide, ApplianceSide):
             if self._recording:
                 info = {"engine": ev.engine, "score": float(ev.score)}
                 self._emit(fx.Record("wake", self.ring.since(ev.start_position), info))
-            self.engage(now, ev.start_position, source=f"wake word ({ev.engine})")
+            self.engage(now, ev.start_position, source=f"wake word ({ev.engine})", profile=self._wake_profile(ev.word))
 
     def _speech_started(self, position: int, now: float) -> None:
         """Speech of the user's (local VAD, or released by the uplink guard) at ``position``."""
@@ -292,13 +294,19 @@ class ConversationCore(ReplySide, ApplianceSide):
 
     # ------------------------------------------------------------------ commands
 
-    def engage(self, now: float, position: int | None = None, *, source: str) -> bool:
-        """Engage (wake word, button, ``earshot engage``, speech in vad mode). False when it cannot."""
+    def engage(self, now: float, position: int | None = None, *, source: str, profile: str | None = None) -> bool:
+        """Engage (wake word, button, ``earshot engage``, speech in vad mode). False when it cannot.
+
+        ``profile``: the ``realtime.profiles`` entry the wake word picks (None: ``realtime``'s own). A
+        follow-up keeps the engagement's profile unless a wake word names another.
+        """
         if self.muted:
             return False
         if self.ringing and self.phase is Phase.IDLE and position is None:
             self._stop_ring(now, source)  # the button (or `earshot engage`) answers the ring
             return False
+        if self.phase is Phase.IDLE or source.startswith("wake word"):
+            self._choose_profile(now, profile)
         if self.phase is Phase.IDLE:
             if self._resting_until is not None and now < self._resting_until:
                 logger.info("not connecting: %s", self.resting_reason)
@@ -350,6 +358,7 @@ class ConversationCore(ReplySide, ApplianceSide):
 
     def _barge_in(self, now: float, onset: int, *, local: bool) -> None:
         self._bargein_onset = onset
+        self._barged_at = onset
         self.uplink_guard.user_speech(onset)
         self.uplink_guard.released()  # the barge-in itself starts the user's turn
         who = "local" if local else "server"
@@ -450,6 +459,7 @@ class ConversationCore(ReplySide, ApplianceSide):
                     self._announcing = None
                     self._next_announcement(now)  # the next one waiting, once this engagement is over
             case eg.EndEngagement(reason=reason):
+                self._barged_at = None
                 self._mark(now, "engagement_ended", f"engagement ended ({reason})", reason=reason)
                 if self.bargein is not None:
                     self.bargein.stop()
@@ -463,6 +473,7 @@ class ConversationCore(ReplySide, ApplianceSide):
         reaction_ms = None
         if self._bargein_onset is not None:
             reaction_ms = 1000.0 * (self._position - self._bargein_onset) / CAPTURE_RATE_HZ
+            self._bargein_onset = None  # a later cancel of another reply is no barge-in of this onset
         self._emit(fx.Interrupt(local=local, reaction_ms=reaction_ms))
         self._response_done = True
         self._reply_pending = False
@@ -476,7 +487,9 @@ class ConversationCore(ReplySide, ApplianceSide):
 
     def _update_gate_suppression(self) -> None:
         # Wakes matter in IDLE and FOLLOW_UP, and over playback unless the duplex is FULL (then the
-        # barge-in detector decides alone and the wake-word engine would only burn CPU).
+        # barge-in detector decides alone and the wake-word engine would only burn CPU). The stop
+        # phrase matters over the device's own sound that it stops: a reply, a ring.
+        self.gate.set_stop_listening(self.phase is Phase.SPEAKING or self.ringing)
         if self.phase is Phase.SPEAKING:
             full = self.bargein is not None and self.bargein.duplex.mode is DuplexMode.FULL
             self.gate.set_suppressed(full)

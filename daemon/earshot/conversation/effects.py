@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.config import ProfileConfig
 from earshot.engage import Phase
 from earshot.tokens import TokenUsage
 
@@ -24,6 +25,7 @@ __all__ = [
     "CommitAudio",
     "ConnectionState",
     "Counted",
+    "DiscardTurn",
     "DuplexChanged",
     "Effect",
     "EngagementEnded",
@@ -47,6 +49,7 @@ __all__ = [
     "StopPlayback",
     "StopRing",
     "Usage",
+    "UseProfile",
 ]
 
 
@@ -73,6 +76,21 @@ class CloseLink(Effect):
 @dataclass(frozen=True, slots=True)
 class RotateLink(Effect):
     """Replace the session now, keeping the conversation (before the server's 60-minute cap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UseProfile(Effect):
+    """Sessions from now on use this profile's instructions, voice and tools (None: ``realtime``'s own).
+
+    The core closes a session of another profile first: one person's conversation is not another's.
+    """
+
+    profile: ProfileConfig | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardTurn(Effect):
+    """Forget the user's turn sent so far (the stop phrase, said over a reply, is not a question)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""``earshot enroll``: record the user's own takes of the wake phrase for the ``template`` engine.
+"""``earshot enroll``: record the user's own takes of the wake phrase (or, ``--stop``, the stop phrase).
 
 Takes come from the microphone (``arecord`` on the configured ALSA device, one take per prompt) or
 from WAV files (``--from-wav``). Each is resampled to 16 kHz mono, trimmed to its speech with the
@@ -164,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=3.0, help="length of each microphone take")
     p.add_argument("--max-distance", type=float, default=AGREEMENT_MAX_DISTANCE, help="agreement bound")
     p.add_argument("--dir", type=Path, help="where to store the takes (default: gate.wakeword.templates_dir)")
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="enrol the stop phrase (say 'stop'; default dir: gate.stop_word.templates_dir or <state_dir>/stopword)",
+    )
     return p
 
 
@@ -172,7 +177,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config) if args.config else default_config()
-        directory = args.dir or config.gate.wakeword.templates_dir or resolve_state_dir(config) / "wakeword"
+        if args.stop:
+            directory = args.dir or config.gate.stop_word.templates_dir or resolve_state_dir(config) / "stopword"
+        else:
+            directory = args.dir or config.gate.wakeword.templates_dir or resolve_state_dir(config) / "wakeword"
         if args.takes < MIN_TEMPLATES:
             raise ConfigError(f"--takes: at least {MIN_TEMPLATES}")
         if args.from_wav:
@@ -203,7 +211,8 @@ def _record(device: str, args: argparse.Namespace) -> list[Verdict]:
     attempts = 0
     while attempts < 3 * args.takes:
         attempts += 1
-        _say(f"take {len(takes) + 1} of {args.takes}: say the wake phrase after the beep…")
+        phrase = "'stop'" if args.stop else "the wake phrase"
+        _say(f"take {len(takes) + 1} of {args.takes}: say {phrase} after the beep…")
         sys.stdout.write("\a")
         pcm = trim_silence(record_take(device, args.seconds))
         takes.append(Take(f"take {attempts}", pcm))

@@ -84,9 +84,53 @@ class Wake:
     score: float
     engine: str
     start_position: int
+    word: int = 0
+    """Which wake word: 0 for ``gate.wakeword``'s own, ``i + 1`` for ``gate.wakeword.also[i]``."""
 
 
-GateEvent = SpeechStarted | SpeechEnded | EndOfTurn | Wake
+@dataclass(frozen=True, slots=True)
+class StopWord:
+    """The stop phrase was heard (only listened for while :meth:`Gate.set_stop_listening` says so).
+
+    Attributes mean what :class:`Wake`'s do.
+    """
+
+    position: int
+    score: float
+    engine: str
+    start_position: int
+
+
+GateEvent = SpeechStarted | SpeechEnded | EndOfTurn | Wake | StopWord
+
+STOP_RUN_MAX_MS = 1500
+"""The stop engine hears only the first 1.5 s of a stretch of speech: the stop phrase is said on its
+own ("stop", "stop it"), not inside a sentence ("please don't stop the music"); a question spoken
+over a reply, or the canceller's residual of a long reply, does not keep it running."""
+
+
+class _Listener:
+    """One engine's run around speech: started at a speech start (fed the ring's lead-in), until the tail."""
+
+    def __init__(self, engine: WakeWordEngine, *, max_run_samples: int | None = None) -> None:
+        self.engine = engine
+        self.active = False
+        self.until: int | None = None
+        self.quiet_until = -1
+        self.calls = 0
+        self.max_run_samples = max_run_samples
+        self.started_at = 0
+
+    def lead_in_ms(self) -> int:
+        return max(LEAD_IN_MS, int(getattr(self.engine, "lead_in_ms", LEAD_IN_MS)))
+
+    def stop(self) -> None:
+        peak = getattr(self.engine, "peak", None)
+        if isinstance(peak, float):
+            logger.debug("%s stopped after speech: peak score %.3f", self.engine.name, peak)
+        self.active = False
+        self.until = None
+        self.engine.reset()
 
 
 class Gate:
@@ -98,21 +142,55 @@ class Gate:
         vad: a ready VAD (tests); by default built from ``config.vad`` with the Silero stage it asks for.
     """
 
-    def __init__(self, config: GateConfig, *, wakeword: WakeWordEngine | None, vad: Vad | None = None) -> None:
+    def __init__(
+        self,
+        config: GateConfig,
+        *,
+        wakeword: WakeWordEngine | None,
+        vad: Vad | None = None,
+        stop_word: WakeWordEngine | None = None,
+    ) -> None:
         self._config = config
         self._engine = wakeword if config.mode == "wakeword" else None
+        self._wake = _Listener(self._engine) if self._engine is not None else None
+        self._stop = (
+            _Listener(stop_word, max_run_samples=RATE_HZ * STOP_RUN_MAX_MS // 1000) if stop_word is not None else None
+        )
         self.vad = vad if vad is not None else Vad(config.vad, silero=build_silero(config.vad.silero))
         self._ring_samples = round(config.wakeword.ring_s * RATE_HZ)
         self._refractory_samples = round(config.wakeword.refractory_s * RATE_HZ)
         self._suppressed = False
-        self.engine_calls = 0
-        """Chunks given to the wake-word engine (statistics; zero in a silent room)."""
+        self._stop_listening = False
         self.reset()
 
     @property
     def engine(self) -> WakeWordEngine | None:
         """The wake-word engine in use (``None`` unless ``mode: wakeword``)."""
         return self._engine
+
+    @property
+    def stop_engine(self) -> WakeWordEngine | None:
+        """The stop phrase's engine, or None (``gate.stop_word``)."""
+        return self._stop.engine if self._stop is not None else None
+
+    @property
+    def engine_calls(self) -> int:
+        """Chunks given to the wake-word engine (statistics; zero in a silent room)."""
+        return self._wake.calls if self._wake is not None else 0
+
+    @property
+    def stop_engine_calls(self) -> int:
+        """Chunks given to the stop phrase's engine (statistics)."""
+        return self._stop.calls if self._stop is not None else 0
+
+    @property
+    def stop_listening(self) -> bool:
+        """Whether a stretch of speech starting now would start the stop phrase's engine."""
+        return self._stop_listening
+
+    def set_stop_listening(self, listening: bool) -> None:
+        """Listen for the stop phrase (over a reply, a ring); a run under way finishes its stretch of speech."""
+        self._stop_listening = listening and self._stop is not None
 
     @property
     def suppressed(self) -> bool:
@@ -124,8 +202,8 @@ class Gate:
 
         The VAD keeps running and its events are still reported.
         """
-        if suppressed and not self._suppressed and self._engine_active:
-            self._stop_engine()
+        if suppressed and not self._suppressed and self._wake is not None and self._wake.active:
+            self._wake.stop()
         self._suppressed = suppressed
 
     def reset(self) -> None:
@@ -133,12 +211,13 @@ class Gate:
         self.vad.reset()
         self._ring: deque[tuple[int, NDArray[np.int16]]] = deque()
         self._ring_len = 0
-        self._engine_active = False
-        self._engine_until: int | None = None
         self._speech_start: int | None = None
-        self._quiet_until = -1
-        if self._engine is not None:
-            self._engine.reset()
+        for listener in (self._wake, self._stop):
+            if listener is not None:
+                listener.active = False
+                listener.until = None
+                listener.quiet_until = -1
+                listener.engine.reset()
 
     def process(self, chunk: ChunkLike) -> list[GateEvent]:
         """Consume one capture chunk; return what it completed, in order."""
@@ -146,31 +225,46 @@ class Gate:
         position = int(chunk.position)
         end = position + len(pcm)
         events: list[GateEvent] = []
-        running = self._engine is not None and not self._suppressed
-        if running:
+        wake, stop = self._wake, self._stop
+        may = [
+            listener
+            for listener, on in ((wake, not self._suppressed), (stop, self._stop_listening))
+            if listener is not None and on
+        ]
+        if may or (stop is not None and stop.active):
             self._remember(pcm, position)
-        fed = False
+        fed: list[_Listener] = []
+        active = [x for x in (wake, stop) if x is not None and x.active]
         for ev in self.vad.process(pcm, position):
             if isinstance(ev, VadStart):
                 events.append(SpeechStarted(ev.position))
                 self._speech_start = ev.position
-                if self._engine_active:
-                    # Speech again within the tail: the engine is still listening to this stream.
-                    self._engine_until = None
-                elif running:
-                    # The ring already holds this chunk, so starting the engine feeds it too.
-                    self._start_engine(ev.position, events, end)
-                    fed = True
+                for listener in (wake, stop):
+                    if listener is None:
+                        continue
+                    if listener.active:
+                        # Speech again within the tail: the engine is still listening to this stream.
+                        listener.until = None
+                    elif listener in may:
+                        # The ring already holds this chunk, so starting the engine feeds it too.
+                        self._start(listener, ev.position, events, end)
+                        fed.append(listener)
+                        active.append(listener)
             elif isinstance(ev, VadEnd):
                 events.append(SpeechEnded(ev.position))
-                if self._engine_active:
-                    self._engine_until = ev.position + RATE_HZ * WAKE_TAIL_MS // 1000
+                for listener in active:
+                    if listener.active:
+                        listener.until = ev.position + RATE_HZ * WAKE_TAIL_MS // 1000
             elif isinstance(ev, VadEndOfTurn):
                 events.append(EndOfTurn(ev.position))
-        if self._engine_active and not fed:
-            self._feed(pcm, end, events)
-        if self._engine_active and self._engine_until is not None and end >= self._engine_until:
-            self._stop_engine()
+        for listener in (wake, stop):
+            if listener is None or not listener.active:
+                continue
+            if listener not in fed:
+                self._feed(listener, pcm, end, events)
+            too_long = listener.max_run_samples is not None and end - listener.started_at >= listener.max_run_samples
+            if (listener.until is not None and end >= listener.until) or too_long:
+                listener.stop()
         return events
 
     # ------------------------------------------------------------------------------ internals
@@ -181,38 +275,34 @@ class Gate:
         while self._ring and self._ring_len - len(self._ring[0][1]) >= self._ring_samples:
             self._ring_len -= len(self._ring.popleft()[1])
 
-    def _start_engine(self, speech_start: int, events: list[GateEvent], end: int) -> None:
-        assert self._engine is not None
-        self._engine.reset()
-        self._engine_active = True
-        self._engine_until = None
-        lead_in_ms = max(LEAD_IN_MS, getattr(self._engine, "lead_in_ms", LEAD_IN_MS))
-        first = speech_start - RATE_HZ * lead_in_ms // 1000
+    def _start(self, listener: _Listener, speech_start: int, events: list[GateEvent], end: int) -> None:
+        listener.engine.reset()
+        listener.active = True
+        listener.until = None
+        listener.started_at = speech_start
+        first = speech_start - RATE_HZ * listener.lead_in_ms() // 1000
         past = [pcm if pos >= first else pcm[first - pos :] for pos, pcm in self._ring if pos + len(pcm) > first]
         if past:
-            self._feed(np.concatenate(past), end, events)
+            self._feed(listener, np.concatenate(past), end, events)
 
-    def _stop_engine(self) -> None:
-        assert self._engine is not None
-        peak = getattr(self._engine, "peak", None)
-        if isinstance(peak, float):
-            logger.debug("wake-word engine stopped after speech: peak score %.3f", peak)
-        self._engine_active = False
-        self._engine_until = None
-        self._engine.reset()
-
-    def _feed(self, pcm: NDArray[np.int16], end: int, events: list[GateEvent]) -> None:
-        assert self._engine is not None
-        self.engine_calls += 1
-        score = self._engine.process(pcm)
+    def _feed(self, listener: _Listener, pcm: NDArray[np.int16], end: int, events: list[GateEvent]) -> None:
+        engine = listener.engine
+        listener.calls += 1
+        score = engine.process(pcm)
         if score is None:
             return
-        if end < self._quiet_until:
-            logger.debug("wake ignored in the refractory period (score %.2f)", score)
+        stop = listener is self._stop
+        what = "stop word" if stop else "wake word"
+        if end < listener.quiet_until:
+            logger.debug("%s ignored in the refractory period (score %.2f)", what, score)
             return
-        self._quiet_until = end + self._refractory_samples
+        listener.quiet_until = end + self._refractory_samples
         start = self._speech_start if self._speech_start is not None else end
-        logger.info("wake word heard (%s, score %.2f)", self._engine.name, score)
-        events.append(Wake(position=end, score=score, engine=self._engine.name, start_position=start))
+        logger.info("%s heard (%s, score %.2f)", what, engine.name, score)
+        if stop:
+            events.append(StopWord(position=end, score=score, engine=engine.name, start_position=start))
+        else:
+            word = int(getattr(engine, "word", 0))
+            events.append(Wake(position=end, score=score, engine=engine.name, start_position=start, word=word))
         # Start afresh so the same phrase cannot fire twice.
-        self._engine.reset()
+        engine.reset()

@@ -39,13 +39,14 @@ import websockets
 from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection
 
-from earshot.config import RealtimeConfig
+from earshot.config import ProfileConfig, RealtimeConfig
 from earshot.errors import ConfigError, ConnectionLost, RealtimeError
 from earshot.realtime import events as ev
 from earshot.realtime.linkevents import LinkDown, LinkEvent, OfflineOverflow
 from earshot.realtime.linkqueues import EventQueue, SendQueue
 from earshot.realtime.policy import Reconnector, Verdict
 from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionReady
+from earshot.realtime.sessionconfig import with_profile
 from earshot.realtime.stall import SocketWatch
 from earshot.realtime.toolspec import ToolSpec
 from earshot.realtime.websocket import CLOSE_TIMEOUT_S, MAX_MESSAGE_BYTES, lost, open_websocket, realtime_url
@@ -129,6 +130,7 @@ class Link:
         self._connect = connect or open_websocket
         self._events = EventQueue(MAX_QUEUED_EVENT_BYTES)
         self._tools = tuple(tools)
+        self._profile: ProfileConfig | None = None
         self._reconnector = Reconnector(
             initial_s=config.reconnect.initial_s,
             max_s=config.reconnect.max_s,
@@ -272,6 +274,19 @@ class Link:
             self._session.announce(text, now)
             self._pump()
 
+    def discard_turn(self) -> None:
+        """Forget the user's turn sent or kept so far (see :meth:`RealtimeSession.discard_turn`)."""
+        self._offline.clear()
+        self._offline_samples = 0
+        self._replay, self._replay_offline = None, 0
+        if self._session is not None:
+            self._session.discard_turn()
+            self._pump()
+
+    def use_profile(self, profile: ProfileConfig | None) -> None:
+        """Sessions from the next connection on use ``profile`` (instructions, voice, tools); None: the config's."""
+        self._profile = profile
+
     def interrupt(self, *, heard_samples: Mapping[str, int], local: bool, now: float) -> None:
         """Barge-in (see :meth:`RealtimeSession.interrupt`)."""
         if self._session is not None:
@@ -352,9 +367,10 @@ class Link:
 
     async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> tuple[BaseException | None, bool]:
         mcp = await self._mcp_tools() if self._mcp_tools is not None else ()
+        config, tools, mcp = with_profile(self._config, self._tools, mcp, self._profile)
         session = RealtimeSession(
-            self._config,
-            tools=self._tools,
+            config,
+            tools=tools,
             mcp_tools=mcp,
             history=self._history,
             replay_audio=self._replay,

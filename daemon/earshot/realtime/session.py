@@ -354,6 +354,27 @@ class RealtimeSession(ServerEvents):
             if self._ready:
                 self._send(ev.audio_clear(self._next_id("clear")))
 
+    def discard_turn(self) -> None:
+        """Forget the user's turn so far: the stop phrase said over a reply is not a question.
+
+        The partial batch is dropped and the input buffer cleared; a response the server started on
+        what it already committed is cancelled (its late deltas dropped), and none is asked for.
+        """
+        if self._closed:
+            return
+        self._uplink.clear_uncommitted()
+        if self._ready:
+            self._send(ev.audio_clear(self._next_id("clear")))
+        if self._active_response is not None:
+            if self._active_response not in self._cancelled:
+                self._cancelled.append(self._active_response)
+                if self._ready:
+                    self._send(ev.response_cancel(self._active_response, self._next_id("cancel")))
+        elif self._create_in_flight is not None:
+            self._cancel_on_created = True
+        self._create_wanted = False
+        self._rate_limit_retry_at = None
+
     def tool_result(self, call_id: str, output: str, now: float) -> None:
         """The output of a tool call: sent as a ``function_call_output`` item; a response follows.
 

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from earshot.config import McpServerConfig, RealtimeConfig
+from earshot.config import McpServerConfig, ProfileConfig, RealtimeConfig
 from earshot.realtime.toolspec import ToolSpec
 
-__all__ = ["build_session_config", "mcp_tool"]
+__all__ = ["build_session_config", "mcp_tool", "with_profile"]
+
+
+def with_profile(
+    config: RealtimeConfig,
+    tools: Sequence[ToolSpec],
+    mcp: Sequence[Mapping[str, Any]],
+    profile: ProfileConfig | None,
+) -> tuple[RealtimeConfig, tuple[ToolSpec, ...], tuple[Mapping[str, Any], ...]]:
+    """The session's config, function tools and MCP entries under ``profile`` (a wake word's; None: as is).
+
+    A profile replaces the instructions and the voice it gives, and offers only the tools it names
+    (function names or MCP server labels).
+    """
+    if profile is None:
+        return config, tuple(tools), tuple(mcp)
+    changes: dict[str, Any] = {}
+    if profile.instructions is not None:
+        changes["instructions"] = profile.instructions
+    if profile.voice is not None:
+        changes["voice"] = profile.voice
+    if profile.tools is not None:
+        allowed = set(profile.tools)
+        tools = [t for t in tools if t.name in allowed]
+        mcp = [m for m in mcp if m.get("server_label") in allowed]
+    return dataclasses.replace(config, **changes), tuple(tools), tuple(mcp)
 
 
 def mcp_tool(server: McpServerConfig, authorization: str | None) -> dict[str, Any]:
