@@ -9,6 +9,8 @@ into the microphone like a loudspeaker beside it. Lifecycle lines of both proces
 they happen, then a summary.
 
 ``--real`` talks to the real API instead (``$OPENAI_API_KEY``; the answer is the model's own).
+``--features`` shows the appliance's features instead (:mod:`demofeatures`): an announcement, a timer
+set by voice that rings with the network down, and the stop phrase.
 """
 
 from __future__ import annotations
@@ -337,6 +339,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=1.0, help="file clock pace (1: real time; the tests use 3)")
     parser.add_argument("--quick", action="store_true", help="same as --speed 3")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print every log line of both processes")
+    parser.add_argument(
+        "--features",
+        action="store_true",
+        help="the appliance's features instead: an announcement, a timer set by voice ringing offline, the stop phrase",
+    )
     return parser.parse_args(argv)
 
 
@@ -423,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.real and not os.environ.get("OPENAI_API_KEY"):
         print("demo: --real needs $OPENAI_API_KEY", file=sys.stderr)
         return 2
+    if args.features:
+        import demofeatures
+
+        return demofeatures.main(args)
     speed = 3.0 if args.quick else args.speed
     workdir: Path = args.out or REPO / ".cache" / "demo"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -104,3 +105,38 @@ def test_real_without_a_key_refuses_before_any_network(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "OPENAI_API_KEY" in proc.stderr
     assert not (tmp_path / "earshot.yaml").exists()
+
+
+@pytest.mark.timeout(150)
+def test_quick_features_demo_says_an_announcement_and_rings_a_voice_timer_offline(tmp_path: Path) -> None:
+    """scripts/demo --features: the announcement is spoken; the timer set by voice rings after the
+    network went down, and speech over it stops it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PYTHONASYNCIODEBUG")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), "--features", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=140,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    rows = timeline(out)
+    said = at(rows, r"^announcement \(\d+ characters\)$")
+    assert said < at(rows, r"^reply started$")
+    first(rows, "demo", r"^earshot say: saying it now \(exit 0\)")
+    first(rows, "daemon", r"^tool call set_timer$")
+    first(rows, "daemon", r"^timer t1 set: due ")
+    order = [what for _, who, what in rows if who in ("demo", "daemon")]
+    down = next(i for i, what in enumerate(order) if what.startswith("network down"))
+    ringing = next(i for i, what in enumerate(order) if re.match(r"timer t1 ringing \(tea\)", what))
+    stopped = next(i for i, what in enumerate(order) if what.startswith("timer ring stopped by "))
+    assert down < ringing < stopped
+    spoken = [float(m.group(1)) for m in re.finditer(r"^\s+(\d+\.\d+)-\s*\d+\.\d+ s", out, re.M)]
+    assert len(spoken) == 2
+    assert at(rows, r"^timer ring stopped by ") >= spoken[1]
+    assert "all milestones seen" in out
+    record = json.loads((tmp_path / "state" / "timers.json").read_text())
+    assert record["timers"] == []

@@ -5,16 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 from collections.abc import Sequence
 
-from earshot.emulator.options import WAKE_WORD_REPLY, DefaultScript, EmulatorOptions, Faults
+from earshot.emulator.options import WAKE_WORD_REPLY, DefaultScript, EmulatorOptions, Faults, FunctionCall
 from earshot.emulator.server import Emulator
 
 logger = logging.getLogger(__name__)
 
 _FAULT_TYPES = {f.name: f.type for f in dataclasses.fields(Faults)}
+
+
+def parse_call(text: str) -> tuple[int, FunctionCall]:
+    """``TURN:NAME:JSON`` (``1:set_timer:{"seconds": 10}``): the model calls NAME on that user turn."""
+    turn, sep, rest = text.partition(":")
+    name, sep2, arguments = rest.partition(":")
+    if not sep or not sep2 or not turn.isdigit() or int(turn) < 1 or not name:
+        raise argparse.ArgumentTypeError(f"expected TURN:NAME:JSON, got {text!r}")
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"the arguments of {name} are not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"the arguments of {name} must be a JSON object")
+    return int(turn), FunctionCall(name, parsed)
 
 
 def parse_fault(text: str) -> tuple[str, object]:
@@ -56,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per output_audio.delta (default 100)")
     parser.add_argument("--voice", default="auto", choices=["auto", "flite", "espeak-ng", "tone"])
     parser.add_argument("--reply", action="append", default=[], help="scripted reply text for turn 1, 2, … (repeat)")
+    parser.add_argument(
+        "--call",
+        action="append",
+        default=[],
+        type=parse_call,
+        metavar="TURN:NAME:JSON",
+        help="the model calls function NAME with JSON arguments on user turn TURN (repeat)",
+    )
     parser.add_argument("--wake-word-reply", action="store_true", help="reply with a sentence that says 'Jarvis'")
     parser.add_argument("--strict", action="store_true", help="validate every event sent against the SDK types")
     parser.add_argument("--fault", action="append", default=[], type=parse_fault, help="KEY=VALUE fault knob (repeat)")
@@ -109,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reply_rate=args.reply_rate,
         chunk_ms=args.chunk_ms,
         voice_engine=args.voice,
-        script=DefaultScript(replies),
+        script=DefaultScript(replies, calls=dict(args.call)),
         faults=faults,
     )
     try:
