@@ -29,6 +29,7 @@ from earshot.config import profile_named
 from earshot.conversation import effects as fx
 from earshot.engage import Phase
 from earshot.gate import gate as gt
+from earshot.gate.bargein import DuplexMode
 
 if TYPE_CHECKING:
     from earshot.config import Config
@@ -41,8 +42,9 @@ logger = logging.getLogger("earshot.conversation.core")
 MAX_ANNOUNCEMENTS = 8
 """Announcements waiting at most (``earshot say``)."""
 MAX_ANNOUNCEMENT_CHARS = 1000
-STOP_AFTER_BARGEIN_SAMPLES = 16000 * 6 // 10
-"""A stop phrase whose speech began within 0.6 s of a barge-in's onset is what set the barge-in off."""
+STOP_AFTER_BARGEIN_SAMPLES = 16000 * 16 // 10
+"""A stop phrase heard within 1.6 s of a barge-in's onset is what set the barge-in off (the stop engine
+hears at most 1.5 s from a little before where the user was heard: ``gate.STOP_RUN_MAX_MS``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ class ApplianceSide:
     if TYPE_CHECKING:  # what the core itself provides
         config: Config
         engagement: Engagement
+        gate: gt.Gate
+        bargein: Any | None
+        over_sound: Any | None
         wake_guard: Any | None
         _ready_reported: bool
 
@@ -83,7 +88,6 @@ class ApplianceSide:
         def _mark(self, now: float, event: str, what: str, **data: str | int | float) -> None: ...
         def _run_engagement(self, now: float) -> None: ...
         def _follow(self, action: eg.Action, now: float) -> None: ...
-        def _update_gate_suppression(self) -> None: ...
 
     def announce(self, text: str, now: float, *, listen: bool = False, interrupt: bool = False) -> int:
         """Queue ``text`` to be said without a wake word (``earshot say``); its place in the queue (0: now).
@@ -140,7 +144,33 @@ class ApplianceSide:
         self._mark(now, "ring_stopped", f"timer ring stopped by {by}", by=by)
         self._emit(fx.StopRing(by))
 
-    # ------------------------------------------------------------------ the stop phrase
+    # ------------------------------------------------------------------ what the gate listens for
+
+    def _update_gate_suppression(self) -> None:
+        # Wakes matter in IDLE and FOLLOW_UP, and over playback unless the duplex is FULL (then the
+        # barge-in detector decides alone and the wake-word engine would only burn CPU).
+        self.gate.set_stop_listening(self._stop_phrase_matters())
+        if self.phase is Phase.SPEAKING:
+            full = self.bargein is not None and self.bargein.duplex.mode is DuplexMode.FULL
+            self.gate.set_suppressed(full)
+        else:
+            self.gate.set_suppressed(self.phase not in (Phase.IDLE, Phase.FOLLOW_UP))
+
+    def _stop_phrase_matters(self) -> bool:
+        """The stop phrase would stop something: a reply, a ring, or the turn a barge-in just opened."""
+        after_bargein = self._barged_at is not None and self.phase in (Phase.LISTENING, Phase.THINKING)
+        return self.phase is Phase.SPEAKING or self.ringing or after_bargein
+
+    def _hear_user_for_stop(self, position: int, *, over_sound: bool) -> None:
+        """Tell the gate when the user is heard over the device's sound: its stop engine runs only then."""
+        if not self.gate.stop_listening:
+            return
+        if (
+            over_sound
+            or (self.phase is Phase.SPEAKING and bool(getattr(self.bargein, "user_speaking", False)))
+            or bool(getattr(self.over_sound, "user_speaking", False))
+        ):
+            self.gate.stop_user_heard(position)
 
     def _on_stop_word(self, ev: gt.StopWord, now: float) -> None:
         """The stop phrase: end the ring, or the reply (truncated at what was heard) and its engagement."""
@@ -154,11 +184,13 @@ class ApplianceSide:
         after_bargein = (
             self.phase in (Phase.LISTENING, Phase.THINKING)
             and barged is not None
-            and abs(ev.start_position - barged) <= STOP_AFTER_BARGEIN_SAMPLES
+            and 0 <= ev.position - barged <= STOP_AFTER_BARGEIN_SAMPLES
         )
         if self.phase is not Phase.SPEAKING and not after_bargein:
             return  # the reply is over: "stop" is then just a word of the user's turn
-        self._mark(now, "stop_word", f"stop word ({ev.engine}, score {ev.score:.2f}): the reply ends", engine=ev.engine)
+        self._mark(
+            now, "stop_word", f"stop word ({ev.engine}, score {ev.score:.2f}): the engagement ends", engine=ev.engine
+        )
         self.cancel(now, "stop word")
         if after_bargein:
             # The barge-in's turn is the phrase itself: the server forgets it (and any answer to it).

@@ -40,7 +40,6 @@ from earshot.conversation.front import AudioFront
 from earshot.conversation.replyside import ReplySide
 from earshot.engage import Engagement, EngagementSettings, Phase
 from earshot.gate import gate as gt
-from earshot.gate.bargein import DuplexMode
 
 __all__ = ["CAPTURE_RATE_HZ", "HOOK_FOR_PHASE", "PHASE_STATUS", "PLAYBACK_RATE_HZ", "ConversationCore"]
 
@@ -212,6 +211,7 @@ class ConversationCore(ReplySide, ApplianceSide):
                 self._answering_ring = True
         for onset in guarded.released:
             self._speech_started(onset, now)
+        self._hear_user_for_stop(position, over_sound=guarded.over_sound is not None)
         for ev in self.gate.process(CaptureChunk(cleaned, position)):
             self._on_gate_event(ev, now)
         bargein = self.bargein
@@ -297,8 +297,7 @@ class ConversationCore(ReplySide, ApplianceSide):
     def engage(self, now: float, position: int | None = None, *, source: str, profile: str | None = None) -> bool:
         """Engage (wake word, button, ``earshot engage``, speech in vad mode). False when it cannot.
 
-        ``profile``: the ``realtime.profiles`` entry the wake word picks (None: ``realtime``'s own). A
-        follow-up keeps the engagement's profile unless a wake word names another.
+        ``profile``: the wake word's ``realtime.profiles`` entry (see ``ApplianceSide._choose_profile``).
         """
         if self.muted:
             return False
@@ -359,6 +358,7 @@ class ConversationCore(ReplySide, ApplianceSide):
     def _barge_in(self, now: float, onset: int, *, local: bool) -> None:
         self._bargein_onset = onset
         self._barged_at = onset
+        self.gate.stop_user_heard(onset)  # still SPEAKING: the interruption may be the stop phrase
         self.uplink_guard.user_speech(onset)
         self.uplink_guard.released()  # the barge-in itself starts the user's turn
         who = "local" if local else "server"
@@ -484,17 +484,6 @@ class ConversationCore(ReplySide, ApplianceSide):
     def played_until_interrupt(self, now: float, heard_ms: int) -> None:
         """The executor stopped the speaker for an ``Interrupt``: this much of the reply was heard."""
         self._mark(now, "truncate", f"playback stopped; truncate at {heard_ms} ms heard", heard_ms=heard_ms)
-
-    def _update_gate_suppression(self) -> None:
-        # Wakes matter in IDLE and FOLLOW_UP, and over playback unless the duplex is FULL (then the
-        # barge-in detector decides alone and the wake-word engine would only burn CPU). The stop
-        # phrase matters over the device's own sound that it stops: a reply, a ring.
-        self.gate.set_stop_listening(self.phase is Phase.SPEAKING or self.ringing)
-        if self.phase is Phase.SPEAKING:
-            full = self.bargein is not None and self.bargein.duplex.mode is DuplexMode.FULL
-            self.gate.set_suppressed(full)
-        else:
-            self.gate.set_suppressed(self.phase not in (Phase.IDLE, Phase.FOLLOW_UP))
 
     def _play_earcon(self, kind: str) -> None:
         cues = self.config.gate.earcons

@@ -103,6 +103,9 @@ class StopWord:
 
 GateEvent = SpeechStarted | SpeechEnded | EndOfTurn | Wake | StopWord
 
+STOP_HEARD_BACK_MS = 400
+"""The stop engine starts this long before the user was first heard over the device's sound (the
+detectors confirm a voice some 50-150 ms into it), or at the stretch's start if later."""
 STOP_RUN_MAX_MS = 1500
 """The stop engine hears only the first 1.5 s of a stretch of speech: the stop phrase is said on its
 own ("stop", "stop it"), not inside a sentence ("please don't stop the music"); a question spoken
@@ -120,6 +123,8 @@ class _Listener:
         self.calls = 0
         self.max_run_samples = max_run_samples
         self.started_at = 0
+        self.stretch = -1
+        """The speech start of the stretch of the last run (one run per stretch)."""
 
     def lead_in_ms(self) -> int:
         return max(LEAD_IN_MS, int(getattr(self.engine, "lead_in_ms", LEAD_IN_MS)))
@@ -161,6 +166,7 @@ class Gate:
         self._refractory_samples = round(config.wakeword.refractory_s * RATE_HZ)
         self._suppressed = False
         self._stop_listening = False
+        self._stop_user: int | None = None  # where the user was first heard over the device's sound
         self.reset()
 
     @property
@@ -189,8 +195,21 @@ class Gate:
         return self._stop_listening
 
     def set_stop_listening(self, listening: bool) -> None:
-        """Listen for the stop phrase (over a reply, a ring); a run under way finishes its stretch of speech."""
+        """Listen for the stop phrase (over a reply, a ring); a run under way finishes its stretch of speech.
+
+        Listening only keeps the audio: the engine starts on a stretch of speech once the caller says
+        the user is heard in it (:meth:`stop_user_heard`), from the stretch's start. Over the device's
+        own sound the VAD also starts on the canceller's residual; the stop phrase's engine (costly on
+        a Pi core) runs only for the user's speech.
+        """
         self._stop_listening = listening and self._stop is not None
+        if not self._stop_listening:
+            self._stop_user = None
+
+    def stop_user_heard(self, position: int) -> None:
+        """The user is heard over the device's sound at ``position`` (the barge-in or over-sound detector says so)."""
+        if self._stop_listening and self._stop_user is None:
+            self._stop_user = position
 
     @property
     def suppressed(self) -> bool:
@@ -212,11 +231,13 @@ class Gate:
         self._ring: deque[tuple[int, NDArray[np.int16]]] = deque()
         self._ring_len = 0
         self._speech_start: int | None = None
+        self._stop_user = None
         for listener in (self._wake, self._stop):
             if listener is not None:
                 listener.active = False
                 listener.until = None
                 listener.quiet_until = -1
+                listener.stretch = -1
                 listener.engine.reset()
 
     def process(self, chunk: ChunkLike) -> list[GateEvent]:
@@ -226,13 +247,12 @@ class Gate:
         end = position + len(pcm)
         events: list[GateEvent] = []
         wake, stop = self._wake, self._stop
-        may = [
-            listener
-            for listener, on in ((wake, not self._suppressed), (stop, self._stop_listening))
-            if listener is not None and on
-        ]
-        if may or (stop is not None and stop.active):
+        may = [listener for listener, on in ((wake, not self._suppressed),) if listener is not None and on]
+        stop_on = stop is not None and self._stop_listening
+        if may or stop_on or (stop is not None and stop.active):
             self._remember(pcm, position)
+        if stop is not None and stop_on and self._stop_user is not None:
+            may.append(stop)
         fed: list[_Listener] = []
         active = [x for x in (wake, stop) if x is not None and x.active]
         for ev in self.vad.process(pcm, position):
@@ -248,15 +268,25 @@ class Gate:
                     elif listener in may:
                         # The ring already holds this chunk, so starting the engine feeds it too.
                         self._start(listener, ev.position, events, end)
+                        listener.stretch = ev.position
                         fed.append(listener)
                         active.append(listener)
             elif isinstance(ev, VadEnd):
                 events.append(SpeechEnded(ev.position))
+                self._stop_user = None
                 for listener in active:
                     if listener.active:
                         listener.until = ev.position + RATE_HZ * WAKE_TAIL_MS // 1000
             elif isinstance(ev, VadEndOfTurn):
                 events.append(EndOfTurn(ev.position))
+        start = self.vad.speech_start
+        if stop is not None and stop in may and not stop.active and start is not None and start > stop.stretch:
+            # The user was heard in a stretch already under way (it may have begun on the canceller's
+            # residual): the engine hears it from a little before the user was first heard.
+            heard = self._stop_user if self._stop_user is not None else start
+            self._start(stop, max(start, heard - RATE_HZ * STOP_HEARD_BACK_MS // 1000), events, end)
+            stop.stretch = start
+            fed.append(stop)
         for listener in (wake, stop):
             if listener is None or not listener.active:
                 continue
