@@ -21,12 +21,12 @@ WAKEWORD = "gate:\n  mode: wakeword\n"
 
 
 def device(yaml: str = WAKEWORD, *, canceller: bool = True) -> Device:
-    """The rig's device, its gate listening for "stop" as the default does when pocketsphinx is there.
+    """The rig's device, its gate listening for "stop" with pocketsphinx (``engine: pocketsphinx``).
 
     ``canceller=False``: no canceller, so no wake guard either, which would (rightly) refuse a stop
     word given to the core with no voice in the room.
     """
-    stop = build_stop_word(StopWordConfig(), Path("/nonexistent"))
+    stop = build_stop_word(StopWordConfig(engine="pocketsphinx"), Path("/nonexistent"))
     return Device(parse_config(yaml), stop_word=stop, canceller=canceller)
 
 

@@ -11,7 +11,6 @@ from numpy.typing import NDArray
 from earshot.config import StopWordConfig, default_config, parse_config
 from earshot.errors import ConfigError
 from earshot.gate import gate as gt
-from earshot.gate import wakeword
 from earshot.gate.wakeword import (
     STOP_TEMPLATE_THRESHOLD,
     MicroWakeWordEngine,
@@ -145,15 +144,9 @@ realtime:
 # ------------------------------------------------------------------------------ the stop phrase
 
 
-def test_auto_picks_pocketsphinx_else_the_enrolled_takes_else_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = build_stop_word(StopWordConfig(), tmp_path)
-    assert engine is not None
-    assert engine.name == "pocketsphinx"
-    assert build_stop_word(StopWordConfig(engine="off"), tmp_path) is None
-    # A plain install (no earshot[pocketsphinx]): the user's enrolled takes, if any.
-    monkeypatch.setattr(wakeword, "_importable", lambda module: False)
+def test_auto_takes_the_enrolled_takes_and_never_pocketsphinx(tmp_path: Path) -> None:
+    """pocketsphinx is installed here, yet auto does not take it (too slow for a Pi 3 core): without
+    takes there is no stop phrase; with them, the template engine at its stop threshold."""
     assert build_stop_word(StopWordConfig(), tmp_path) is None
     enrol_stop(tmp_path)
     engine = build_stop_word(StopWordConfig(), tmp_path)
@@ -161,6 +154,9 @@ def test_auto_picks_pocketsphinx_else_the_enrolled_takes_else_nothing(
     assert engine.name == "template:stopword"
     assert getattr(engine, "threshold", None) == STOP_TEMPLATE_THRESHOLD
     assert build_stop_word(StopWordConfig(engine="off"), tmp_path) is None
+    explicit = build_stop_word(StopWordConfig(engine="pocketsphinx"), tmp_path)
+    assert explicit is not None
+    assert explicit.name == "pocketsphinx"
 
 
 def test_an_explicit_stop_engine_without_takes_says_how_to_enrol(tmp_path: Path) -> None:

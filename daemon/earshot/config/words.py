@@ -75,8 +75,9 @@ class StopWordConfig:
 
     engine: Literal["auto", "off", "template", "pocketsphinx", "microwakeword", "openwakeword"] = _f(
         "auto",
-        "auto: your enrolled takes (earshot enroll --stop) when there are some, else none; "
-        "pocketsphinx: the keyphrase (extra earshot[pocketsphinx]); microwakeword/openwakeword: the model file",
+        "auto: your enrolled takes (earshot enroll --stop) when there are some, else none; pocketsphinx: the "
+        "keyphrase, any voice (extra earshot[pocketsphinx]; a Pi 4/5: too slow for a Pi 3 core); "
+        "microwakeword/openwakeword: the model file",
     )
     keyphrase: str = _f("stop", "pocketsphinx: the phrase")
     model: str | None = _f(None, "microwakeword/openwakeword: a stop model (e.g. microWakeWord's stop.json)")

@@ -246,13 +246,13 @@ def build_stop_word(config: StopWordConfig, state_dir: Path) -> WakeWordEngine |
     if engine == "off":
         return None
     if engine == "auto":
-        if _importable("pocketsphinx"):
-            engine = "pocketsphinx"
-        elif len(load_templates(directory)) >= MIN_TEMPLATES:
-            engine = "template"
-        else:
-            logger.info("stop word: none (install earshot[pocketsphinx], or enrol one with `earshot enroll --stop`)")
+        # Not pocketsphinx, even when installed: ~3 % of a core here while it hears speech, 12 times
+        # that on a Pi Zero 2 W / Pi 3 core, where its first call blocked the loop ~0.3 s and the
+        # barge-in took 1 s (the pi tier at c5dd979). It is a choice for a Pi 4 or 5.
+        if len(load_templates(directory)) < MIN_TEMPLATES:
+            logger.info("stop word: none (enrol one with `earshot enroll --stop`, or set gate.stop_word.engine)")
             return None
+        engine = "template"
     threshold = config.threshold
     if threshold is None and engine == "template":
         threshold = STOP_TEMPLATE_THRESHOLD
@@ -269,12 +269,6 @@ def build_stop_word(config: StopWordConfig, state_dir: Path) -> WakeWordEngine |
     )
     logger.info("stop word: %s", built.name)
     return built
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def _build_entry(config: WakewordConfig, entry: WakewordEntryConfig, key: str) -> WakeWordEngine:
