@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from earshot.config import StopWordConfig, default_config, parse_config
 from earshot.errors import ConfigError
 from earshot.gate import gate as gt
+from earshot.gate import wakeword
 from earshot.gate.wakeword import (
     STOP_TEMPLATE_THRESHOLD,
     MicroWakeWordEngine,
@@ -224,3 +225,39 @@ def test_a_stop_run_under_way_finishes_its_word_and_never_outlasts_its_cap(tmp_p
     gate.reset()
     late = concat(silence(0.5), say("please go on and then do not stop the music", "rms"), silence(1.0))
     assert not [e for e in feed(gate, late, 900_000, user=True) if isinstance(e, gt.StopWord)]
+
+
+class _Sizes:
+    """The real engine, with the size of every piece of audio it is given recorded."""
+
+    def __init__(self, engine: wakeword.WakeWordEngine) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.sizes: list[int] = []
+
+    def process(self, pcm16k: NDArray[np.int16]) -> float | None:
+        self.sizes.append(len(pcm16k))
+        return self.engine.process(pcm16k)
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+
+def test_the_stop_engine_catches_up_on_its_lead_in_a_pace_at_a_time() -> None:
+    """pocketsphinx costs 20 ms here (12x on a Pi 3 core) for a 0.7 s lead-in in one call: the gate gives
+    it at most STOP_PACE_MS a chunk, and it still hears the word, in order, nothing skipped."""
+    engine = build_stop_word(StopWordConfig(engine="pocketsphinx"), Path("/nonexistent"))
+    assert engine is not None
+    sizes = _Sizes(engine)
+    cfg = parse_config("gate:\n  mode: vad\n")
+    gate = gt.Gate(cfg.gate, wakeword=None, stop_word=sizes)
+    gate.set_stop_listening(True)
+    word = say("stop", "rms", "tempo", "0.9")
+    pcm = concat(silence(1.0), word, silence(1.2))
+    heard = [e for e in feed(gate, pcm, user=True) if isinstance(e, gt.StopWord)]
+    assert len(heard) == 1
+    pace = 16000 * gt.STOP_PACE_MS // 1000
+    assert max(sizes.sizes) <= pace
+    assert sizes.sizes[0] == pace  # the lead-in did not go in one call
+    # Everything from the lead-in's start to the run's end, once each: 300 ms before the speech start on.
+    assert sum(sizes.sizes) >= len(word) + 16000 * gt.LEAD_IN_MS // 1000

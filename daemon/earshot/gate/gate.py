@@ -106,6 +106,10 @@ GateEvent = SpeechStarted | SpeechEnded | EndOfTurn | Wake | StopWord
 STOP_HEARD_BACK_MS = 400
 """The stop engine starts this long before the user was first heard over the device's sound (the
 detectors confirm a voice some 50-150 ms into it), or at the stretch's start if later."""
+STOP_PACE_MS = 100
+"""The stop engine is given at most this much audio per capture chunk: its lead-in (up to 0.7 s, 20 ms
+of pocketsphinx here, 12 times that on a Pi 3 core) is caught up at ten times real time instead of
+blocking the loop in one call."""
 STOP_RUN_MAX_MS = 1500
 """The stop engine hears only the first 1.5 s of a stretch of speech: the stop phrase is said on its
 own ("stop", "stop it"), not inside a sentence ("please don't stop the music"); a question spoken
@@ -115,8 +119,16 @@ over a reply, or the canceller's residual of a long reply, does not keep it runn
 class _Listener:
     """One engine's run around speech: started at a speech start (fed the ring's lead-in), until the tail."""
 
-    def __init__(self, engine: WakeWordEngine, *, max_run_samples: int | None = None) -> None:
+    def __init__(
+        self, engine: WakeWordEngine, *, max_run_samples: int | None = None, pace_samples: int | None = None
+    ) -> None:
         self.engine = engine
+        self.pace_samples = pace_samples
+        """Audio given to the engine per capture chunk at most (None: all at once): a costly engine
+        catches up on its lead-in over a few chunks instead of blocking the loop in one call."""
+        self.pending: deque[NDArray[np.int16]] = deque()
+        self.fed_end = 0
+        """Capture position just after the last sample the engine was given."""
         self.active = False
         self.until: int | None = None
         self.quiet_until = -1
@@ -135,6 +147,7 @@ class _Listener:
             logger.debug("%s stopped after speech: peak score %.3f", self.engine.name, peak)
         self.active = False
         self.until = None
+        self.pending.clear()
         self.engine.reset()
 
 
@@ -159,7 +172,13 @@ class Gate:
         self._engine = wakeword if config.mode == "wakeword" else None
         self._wake = _Listener(self._engine) if self._engine is not None else None
         self._stop = (
-            _Listener(stop_word, max_run_samples=RATE_HZ * STOP_RUN_MAX_MS // 1000) if stop_word is not None else None
+            _Listener(
+                stop_word,
+                max_run_samples=RATE_HZ * STOP_RUN_MAX_MS // 1000,
+                pace_samples=RATE_HZ * STOP_PACE_MS // 1000,
+            )
+            if stop_word is not None
+            else None
         )
         self.vad = vad if vad is not None else Vad(config.vad, silero=build_silero(config.vad.silero))
         self._ring_samples = round(config.wakeword.ring_s * RATE_HZ)
@@ -292,8 +311,9 @@ class Gate:
                 continue
             if listener not in fed:
                 self._feed(listener, pcm, end, events)
-            too_long = listener.max_run_samples is not None and end - listener.started_at >= listener.max_run_samples
-            if (listener.until is not None and end >= listener.until) or too_long:
+            heard = listener.fed_end if listener.pace_samples is not None else end
+            too_long = listener.max_run_samples is not None and heard - listener.started_at >= listener.max_run_samples
+            if (listener.until is not None and heard >= listener.until) or too_long:
                 listener.stop()
         return events
 
@@ -312,10 +332,29 @@ class Gate:
         listener.started_at = speech_start
         first = speech_start - RATE_HZ * listener.lead_in_ms() // 1000
         past = [pcm if pos >= first else pcm[first - pos :] for pos, pcm in self._ring if pos + len(pcm) > first]
+        listener.pending.clear()
         if past:
-            self._feed(listener, np.concatenate(past), end, events)
+            lead = np.concatenate(past)
+            listener.fed_end = end - len(lead)
+            self._feed(listener, lead, end, events)
 
     def _feed(self, listener: _Listener, pcm: NDArray[np.int16], end: int, events: list[GateEvent]) -> None:
+        pace = listener.pace_samples
+        if pace is not None:
+            # Queue it, and give the engine the oldest audio, at most a pace's worth.
+            listener.pending.append(pcm)
+            take: list[NDArray[np.int16]] = []
+            size = 0
+            while listener.pending and size < pace:
+                head = listener.pending.popleft()
+                if size + len(head) > pace:
+                    listener.pending.appendleft(head[pace - size :])
+                    head = head[: pace - size]
+                take.append(head)
+                size += len(head)
+            pcm = np.concatenate(take) if len(take) > 1 else take[0]
+            listener.fed_end += size
+            end = listener.fed_end
         engine = listener.engine
         listener.calls += 1
         score = engine.process(pcm)
