@@ -246,9 +246,9 @@ def build_stop_word(config: StopWordConfig, state_dir: Path) -> WakeWordEngine |
     if engine == "off":
         return None
     if engine == "auto":
-        # Not pocketsphinx, even when installed: ~3 % of a core here while it hears speech, 12 times
-        # that on a Pi Zero 2 W / Pi 3 core, where its first call blocked the loop ~0.3 s and the
-        # barge-in took 1 s (the pi tier at c5dd979). It is a choice for a Pi 4 or 5.
+        # Not pocketsphinx, even when installed: 300 us per 10 ms chunk here while it hears speech, 12
+        # times that on a Pi Zero 2 W / Pi 3 core (about a third of it), and 8.8 MB more RSS in the
+        # pi tier (70.6 MB against 61.8). It is a choice for a Pi 4 or 5.
         if len(load_templates(directory)) < MIN_TEMPLATES:
             logger.info("stop word: none (enrol one with `earshot enroll --stop`, or set gate.stop_word.engine)")
             return None
