@@ -107,6 +107,12 @@ def test_a_word_that_cannot_be_built_is_named_by_its_key(tmp_path: Path) -> None
             "duplicate profile name",
         ),
         ("realtime:\n  profiles:\n    - name: 'a b'\n", "realtime.profiles[0].name", "must be 1-64"),
+        (
+            "realtime:\n  builtin_tools: [datetime]\n  profiles:\n"
+            "    - name: kids\n      tools: [get_datetime, set_timer]\n",
+            "realtime.profiles[0].tools",
+            "'set_timer' is no tool the config offers",
+        ),
         ("gate:\n  stop_word:\n    engine: microwakeword\n", "gate.stop_word.model", "no stop model is bundled"),
     ],
 )

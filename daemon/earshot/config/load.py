@@ -28,7 +28,7 @@ import yaml
 from earshot.config.schema import (
     Config,
 )
-from earshot.config.words import check_words
+from earshot.config.words import BUILTIN_FUNCTION_NAMES, BUILTIN_FUNCTIONS, check_words
 from earshot.errors import ConfigError
 
 __all__ = [
@@ -277,7 +277,7 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
             problems.add(f"{p}.server_url", "must be an https:// URL (the Realtime service connects to it)")
         if server.approve and server.require_approval != "always":
             problems.add(f"{p}.approve", "only means something with require_approval: always")
-    check_words(cfg, problems.add)
+    check_words(cfg, problems.add, builtin_functions=BUILTIN_FUNCTIONS)
     bi = cfg.bargein
     if bi.gated_erle_db > bi.full_duplex_erle_db:
         problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")
@@ -303,10 +303,6 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-BUILTIN_FUNCTION_NAMES = frozenset(
-    {"get_datetime", "get_volume", "set_volume", "set_timer", "set_alarm", "list_timers", "cancel_timer"}
-)
-"""Function names of the built-in tools (``realtime/tools.py``); a config tool may not take one."""
 MAX_PATTERN_CHARS = 256
 _GROUP_PREFIX = re.compile(r"\(\?(?:P<\w+>|[:=!]|<[=!])")
 # A group holding a quantifier that is itself quantified: (a+)+, (a|aa)*, (\w+\s?)* backtrack

@@ -9,7 +9,7 @@ The wake words (several at once, each with a profile) and the stop phrase. Cross
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from earshot.config.schema import Config
 
 __all__ = [
+    "BUILTIN_FUNCTIONS",
+    "BUILTIN_FUNCTION_NAMES",
     "ProfileConfig",
     "StopWordConfig",
     "WakewordConfig",
@@ -28,6 +30,18 @@ __all__ = [
     "profile_named",
 ]
 
+BUILTIN_FUNCTIONS = {
+    "get_datetime": "datetime",
+    "get_volume": "volume",
+    "set_volume": "volume",
+    "set_timer": "timers",
+    "set_alarm": "timers",
+    "list_timers": "timers",
+    "cancel_timer": "timers",
+}
+"""The built-in tools' function names (``realtime/tools.py``), each with its ``realtime.builtin_tools`` group."""
+BUILTIN_FUNCTION_NAMES = frozenset(BUILTIN_FUNCTIONS)
+"""Function names of the built-in tools; a config tool may not take one."""
 MAX_WAKE_WORDS = 8
 """Wake words listened for at once (each engine runs around every stretch of speech)."""
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -105,16 +119,25 @@ def profile_named(config: Config, name: str | None) -> ProfileConfig | None:
     return next((p for p in config.realtime.profiles if p.name == name), None)
 
 
-def check_words(cfg: Config, add: Callable[[str, str], None]) -> None:
-    """The cross-field rules of the wake words, the stop phrase and the profiles (``add(path, problem)``)."""
+def check_words(cfg: Config, add: Callable[[str, str], None], *, builtin_functions: Mapping[str, str]) -> None:
+    """The cross-field rules of the wake words, the stop phrase and the profiles (``add(path, problem)``).
+
+    ``builtin_functions``: the built-in tools' function names, each with its ``realtime.builtin_tools`` group.
+    """
     names: set[str] = set()
-    for i, profile in enumerate(cfg.realtime.profiles):
+    rt = cfg.realtime
+    offered = {name for name, group in builtin_functions.items() if group in rt.builtin_tools}
+    offered |= {tool.name for tool in rt.tools} | {server.server_label for server in rt.mcp_servers}
+    for i, profile in enumerate(rt.profiles):
         p = f"realtime.profiles[{i}].name"
         if not _PROFILE_NAME.fullmatch(profile.name):
             add(p, "must be 1-64 ASCII letters, digits, _ or -")
         elif profile.name in names:
             add(p, f"duplicate profile name {profile.name!r}")
         names.add(profile.name)
+        for tool in profile.tools or ():
+            if tool not in offered:
+                add(f"realtime.profiles[{i}].tools", f"{tool!r} is no tool the config offers")
     ww = cfg.gate.wakeword
     if ww.profile is not None and ww.profile not in names:
         add("gate.wakeword.profile", f"no realtime.profiles entry is named {ww.profile!r}")
