@@ -174,6 +174,15 @@ def build_input(workdir: Path, *, reply_wait_s: float, tail_s: float) -> tuple[N
 # --------------------------------------------------------------------------------------------- config
 
 
+def show_input(label: str, workdir: Path, pcm: NDArray[np.int16], segments: list[Segment]) -> None:
+    """Write the microphone WAV and print what is spoken in it, when."""
+    write_wav(workdir / "microphone.wav", pcm, RATE_HZ)
+    print(f"{label}: microphone input, {pcm.size / RATE_HZ:.1f} s ({workdir / 'microphone.wav'}):")
+    for s in segments:
+        print(f"  {s.start_s:6.2f}-{s.end_s:6.2f} s  ({s.voice}) {s.text!r}")
+    print()
+
+
 def daemon_config(workdir: Path, url: str, *, speed: float) -> dict[str, Any]:
     """The daemon's YAML config: file backend with the echo feed, openWakeWord gate, the given endpoint."""
     return {
@@ -443,11 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_s = 6.0 if args.real else 3.5 + 1.0 * speed
         tail_s = 6.0 + (FOLLOW_UP_S + IDLE_CLOSE_S + 3.0) * speed
         pcm, segments = build_input(Path(tmp), reply_wait_s=wait_s, tail_s=tail_s)
-    write_wav(workdir / "microphone.wav", pcm, RATE_HZ)
-    print(f"demo: microphone input, {pcm.size / RATE_HZ:.1f} s ({workdir / 'microphone.wav'}):")
-    for s in segments:
-        print(f"  {s.start_s:6.2f}-{s.end_s:6.2f} s  ({s.voice}) {s.text!r}")
-    print()
+    show_input("demo", workdir, pcm, segments)
     printer = Printer(time.monotonic(), args.verbose)
     printer.header()
     code = asyncio.run(run_processes(args, workdir, speed, printer))

@@ -27,7 +27,7 @@ import yaml
 from benchlib.proc import earshot_argv, start_daemon, stop_daemon
 from numpy.typing import NDArray
 
-from demo import RATE_HZ, REPO, Printer, Segment, copy_lines, synth, write_wav
+from demo import RATE_HZ, REPO, Printer, Segment, _json_line, copy_lines, show_input, synth
 
 TIMER_S = 20
 ANNOUNCEMENT = "Good evening. Dinner is at seven."
@@ -59,15 +59,9 @@ class FeaturePrinter(Printer):
 
     def daemon_line(self, line: str) -> None:
         super().daemon_line(line)
-        doc = _message(line)
+        doc = _json_line(line)
         if doc is not None and doc.get("logger") == "earshot.timerservice":
             self.add("daemon", str(doc.get("message")))
-
-
-def _message(line: str) -> dict[str, Any] | None:
-    from demo import _json_line
-
-    return _json_line(line)
 
 
 def build_input(workdir: Path, speed: float) -> tuple[NDArray[np.int16], list[Segment]]:
@@ -167,7 +161,7 @@ async def _network_down(printer: FeaturePrinter, emulator: asyncio.subprocess.Pr
     printer.add("demo", "network down: the emulator is stopped; nothing listens on its port any more")
 
 
-async def run(args: argparse.Namespace, workdir: Path, speed: float, printer: FeaturePrinter) -> int:
+async def run(workdir: Path, speed: float, printer: FeaturePrinter) -> int:
     """The emulator, the daemon, the announcement and the network going down; the daemon's exit status."""
     printer.add("demo", "starting the Realtime emulator: earshot emulate --call '1:set_timer:…'")
     emulator, url, reader = await _emulator(printer, workdir / "emulator.log")
@@ -241,12 +235,8 @@ def main(args: argparse.Namespace) -> int:
     shutil.rmtree(workdir / "state", ignore_errors=True)  # no timer of an earlier run
     with tempfile.TemporaryDirectory() as tmp:
         pcm, segments = build_input(Path(tmp), speed)
-    write_wav(workdir / "microphone.wav", pcm, RATE_HZ)
-    print(f"demo --features: microphone input, {pcm.size / RATE_HZ:.1f} s ({workdir / 'microphone.wav'}):")
-    for s in segments:
-        print(f"  {s.start_s:6.2f}-{s.end_s:6.2f} s  ({s.voice}) {s.text!r}")
-    print()
+    show_input("demo --features", workdir, pcm, segments)
     printer = FeaturePrinter(time.monotonic(), args.verbose)
     printer.header()
-    code = asyncio.run(run(args, workdir, speed, printer))
+    code = asyncio.run(run(workdir, speed, printer))
     return 0 if not summary(printer, code) else 1

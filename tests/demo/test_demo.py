@@ -41,21 +41,28 @@ def at(rows: list[tuple[float | None, str, str]], pattern: str) -> float:
     return audio
 
 
-@pytest.mark.timeout(110)
-def test_quick_demo_shows_wake_ready_reply_bargein_and_truncate(tmp_path: Path) -> None:
-    """The quick demo exits 0 and its timeline shows the whole exchange, the barge-in and a matching truncate."""
-    # No key (the emulator needs none), and no asyncio debug mode in the children: its slow-callback
-    # bookkeeping stretches the wall-clock timers the x3 file clock is measured against.
+def run_demo(tmp_path: Path, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """scripts/demo.py with ``args``, its output in ``tmp_path``.
+
+    No key (the emulator needs none), and no asyncio debug mode in the children: its slow-callback
+    bookkeeping stretches the wall-clock timers the x3 file clock is measured against.
+    """
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PYTHONASYNCIODEBUG")}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py"), "--quick", "--out", str(tmp_path)],
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "demo.py"), *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=timeout_s,
         cwd=tmp_path,
         env=env,
         check=False,
     )
+
+
+@pytest.mark.timeout(110)
+def test_quick_demo_shows_wake_ready_reply_bargein_and_truncate(tmp_path: Path) -> None:
+    """The quick demo exits 0 and its timeline shows the whole exchange, the barge-in and a matching truncate."""
+    proc = run_demo(tmp_path, "--quick", timeout_s=100)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     rows = timeline(out)
@@ -111,16 +118,7 @@ def test_real_without_a_key_refuses_before_any_network(tmp_path: Path) -> None:
 def test_quick_features_demo_says_an_announcement_and_rings_a_voice_timer_offline(tmp_path: Path) -> None:
     """scripts/demo --features: the announcement is spoken; the timer set by voice rings after the
     network went down, and speech over it stops it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PYTHONASYNCIODEBUG")}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py"), "--features", "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=140,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
+    proc = run_demo(tmp_path, "--features", "--quick", timeout_s=140)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     rows = timeline(out)

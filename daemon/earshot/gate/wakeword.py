@@ -74,7 +74,7 @@ STOP_TEMPLATE_THRESHOLD = 0.11
 """template engine, stop phrase: a single syllable matches more of other speech than a wake phrase does.
 Measured on flite takes (4 voices, each enrolled with three takes of "stop"): 24/24 other takes of
 "stop" heard at 0.10–0.16, while 7 other sentences per voice fired 5/28 times at the wake word's 0.16,
-2/28 at 0.14 and 0/28 at 0.12 (36 real human prompts: 0 at every one)."""
+2/28 at 0.14 and 0/28 at 0.12 (9 real human prompts against each enrolment: none fired at any)."""
 
 
 STOP_POCKETSPHINX_THRESHOLD = 1e-10
