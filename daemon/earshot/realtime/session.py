@@ -339,16 +339,7 @@ class RealtimeSession(ServerEvents):
             if entry is not None:
                 entry.heard_ms = end_ms
         td = self._config.turn_detection
-        server_cancels = self._vad and td.interrupt_response and not local
-        if self._active_response is not None:
-            if self._active_response not in self._cancelled:
-                self._cancelled.append(self._active_response)
-                if not server_cancels and self._ready:
-                    self._send(ev.response_cancel(self._active_response, self._next_id("cancel")))
-        elif self._create_in_flight is not None:
-            self._cancel_on_created = True  # a cancel before response.created is a no-op (PROTOCOL.md §4.4)
-        self._create_wanted = False
-        self._rate_limit_retry_at = None
+        self._cancel_response(send=not (self._vad and td.interrupt_response and not local))
         if not self._vad:
             self._uplink.clear_uncommitted()
             if self._ready:
@@ -365,13 +356,20 @@ class RealtimeSession(ServerEvents):
         self._uplink.clear_uncommitted()
         if self._ready:
             self._send(ev.audio_clear(self._next_id("clear")))
+        self._cancel_response(send=True)
+
+    def _cancel_response(self, *, send: bool) -> None:
+        """The response in flight is unwanted: its late deltas are dropped, and none is asked for.
+
+        ``send``: say ``response.cancel`` (not when the server cancels it by itself).
+        """
         if self._active_response is not None:
             if self._active_response not in self._cancelled:
                 self._cancelled.append(self._active_response)
-                if self._ready:
+                if send and self._ready:
                     self._send(ev.response_cancel(self._active_response, self._next_id("cancel")))
         elif self._create_in_flight is not None:
-            self._cancel_on_created = True
+            self._cancel_on_created = True  # a cancel before response.created is a no-op (PROTOCOL.md §4.4)
         self._create_wanted = False
         self._rate_limit_retry_at = None
 
