@@ -252,6 +252,12 @@ class OperatorSide:
                 snap["duplex_reason"] = conv.bargein.duplex.reason
             if conv.resting_reason:
                 snap["resting"] = conv.resting_reason
+            gate, engine = conv.core.gate, conv.core.gate.engine
+            snap["listening"] = {
+                "wake_words": list(getattr(engine, "names", [engine.name])) if engine is not None else [],
+                "stop_word": gate.stop_engine.name if gate.stop_engine is not None else None,
+                "profile": conv.core.profile,
+            }
         if self.timers is not None:
             snap["timers"] = self.timers.snapshot()
         if self.volume is not None:

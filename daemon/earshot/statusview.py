@@ -35,6 +35,12 @@ def format_status(status: Mapping[str, Any]) -> str:
         )
     if "duplex" in status:
         add("duplex", status["duplex"])
+    listening = status.get("listening")
+    if isinstance(listening, Mapping):
+        words = ", ".join(str(w) for w in listening.get("wake_words") or ()) or "none"
+        add("wake words", words + f"; stop word: {listening.get('stop_word') or 'none'}")
+        if listening.get("profile"):
+            add("profile", listening["profile"])
     devices = status.get("devices")
     if isinstance(devices, Mapping):
         for role, dev in sorted(devices.items()):

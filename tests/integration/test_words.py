@@ -9,11 +9,14 @@ speaker's timeline.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from earshot.app import Daemon
+from earshot.control import request
 from earshot.emulator import DefaultScript, Emulator, EmulatorOptions
 from tests.integration.replies import RATE_HZ, check_events, locate, reply_pcm
 from tests.support.daemon import DEFAULT_GATE, merge, run_daemon
@@ -89,9 +92,20 @@ async def test_each_wake_word_engages_with_its_own_profile(tmp_path: Path) -> No
             },
         },
     )
+    answers: dict[str, Any] = {}
     async with Emulator(EmulatorOptions(strict=True, script=DefaultScript(replies=["It is noon.", "Noon."]))) as emu:
-        run = await run_daemon(tmp_path, pcm, url=emu.url, config=config)
+
+        async def operator(daemon: Daemon) -> None:
+            # Once the kids' question is answered, status names their profile.
+            await emu.wait_for(lambda: bool(emu.sessions) and bool(emu.sessions[0].responses), within_s=30)
+            answers["kids"] = await asyncio.to_thread(request, tmp_path / "control.sock", "status")
+
+        run = await run_daemon(tmp_path, pcm, url=emu.url, config=config, during=operator)
         check_events(emu)
+    listening = answers["kids"]["listening"]
+    assert listening["profile"] == "kids"
+    assert listening["wake_words"] == ["microwakeword:hey_jarvis", "microwakeword:okay_nabu"]
+    assert listening["stop_word"] is None
     assert run.exit_code == 0
     assert [what for what in run.marks("engaged by")] == [
         "engaged by wake word (microwakeword:okay_nabu)",

@@ -260,3 +260,8 @@ def test_format_status_shows_the_essentials() -> None:
     assert "1.5 min connected" in text
     assert "wake to ready 420 ms" in text
     assert format_status({}).startswith("phase:")
+    listening = {"wake_words": ["microwakeword:hey_jarvis", "microwakeword:okay_nabu"], "stop_word": None}
+    text = format_status({"listening": {**listening, "profile": "kids"}})
+    assert "wake words:     microwakeword:hey_jarvis, microwakeword:okay_nabu; stop word: none" in text
+    assert "profile:        kids" in text
+    assert "profile" not in format_status({"listening": listening})
