@@ -183,16 +183,21 @@ def show_input(label: str, workdir: Path, pcm: NDArray[np.int16], segments: list
     print()
 
 
+def file_audio(workdir: Path, speed: float) -> dict[str, Any]:
+    """The config's ``audio``: the file backend on the WAVs in ``workdir``, a speaker 20 dB into the mic."""
+    return {
+        "backend": "file",
+        "input": {"file": str(workdir / "microphone.wav")},
+        "output": {"file": str(workdir / "speaker.wav")},
+        "echo": {"delay_ms": 20.0, "gain_db": -20.0},
+        "file_speed": speed,
+    }
+
+
 def daemon_config(workdir: Path, url: str, *, speed: float) -> dict[str, Any]:
     """The daemon's YAML config: file backend with the echo feed, openWakeWord gate, the given endpoint."""
     return {
-        "audio": {
-            "backend": "file",
-            "input": {"file": str(workdir / "microphone.wav")},
-            "output": {"file": str(workdir / "speaker.wav")},
-            "echo": {"delay_ms": 20.0, "gain_db": -20.0},
-            "file_speed": speed,
-        },
+        "audio": file_audio(workdir, speed),
         "gate": {
             "mode": "wakeword",  # the default engine: microWakeWord "hey jarvis"
             "follow_up_s": FOLLOW_UP_S,

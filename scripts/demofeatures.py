@@ -27,7 +27,7 @@ import yaml
 from benchlib.proc import earshot_argv, start_daemon, stop_daemon
 from numpy.typing import NDArray
 
-from demo import RATE_HZ, REPO, Printer, Segment, _json_line, copy_lines, show_input, synth
+from demo import RATE_HZ, REPO, Printer, Segment, _json_line, copy_lines, file_audio, show_input, synth
 
 TIMER_S = 20
 ANNOUNCEMENT = "Good evening. Dinner is at seven."
@@ -90,13 +90,7 @@ def build_input(workdir: Path, speed: float) -> tuple[NDArray[np.int16], list[Se
 def daemon_config(workdir: Path, url: str, speed: float) -> dict[str, Any]:
     """File backend in a room with echo, the gate as installed (wake word, earcons on), a fresh state dir."""
     return {
-        "audio": {
-            "backend": "file",
-            "input": {"file": str(workdir / "microphone.wav")},
-            "output": {"file": str(workdir / "speaker.wav")},
-            "echo": {"delay_ms": 20.0, "gain_db": -20.0},
-            "file_speed": speed,
-        },
+        "audio": file_audio(workdir, speed),
         "gate": {"follow_up_s": FOLLOW_UP_S},
         "realtime": {"url": url, "idle_close_s": IDLE_CLOSE_S},
         "state_dir": str(workdir / "state"),
