@@ -28,7 +28,7 @@ import yaml
 from earshot.config.schema import (
     Config,
 )
-from earshot.config.words import BUILTIN_FUNCTION_NAMES, BUILTIN_FUNCTIONS, check_words
+from earshot.config.words import BUILTIN_FUNCTION_NAMES, BUILTIN_FUNCTIONS, NAME, check_name, check_words
 from earshot.errors import ConfigError
 
 __all__ = [
@@ -267,11 +267,7 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
     labels: set[str] = set()
     for i, server in enumerate(cfg.realtime.mcp_servers):
         p = f"realtime.mcp_servers[{i}]"
-        if not _TOOL_NAME.fullmatch(server.server_label):
-            problems.add(f"{p}.server_label", "must be 1-64 ASCII letters, digits, _ or -")
-        elif server.server_label in labels:
-            problems.add(f"{p}.server_label", f"duplicate server label {server.server_label!r}")
-        labels.add(server.server_label)
+        check_name(problems.add, f"{p}.server_label", server.server_label, labels, "server label")
         mu = urllib.parse.urlsplit(server.server_url)
         if mu.scheme != "https" or not mu.hostname:
             problems.add(f"{p}.server_url", "must be an https:// URL (the Realtime service connects to it)")
@@ -284,7 +280,7 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
     names: set[str] = set()
     for i, tool in enumerate(cfg.realtime.tools):
         p = f"realtime.tools[{i}]"
-        if not _TOOL_NAME.fullmatch(tool.name):
+        if not NAME.fullmatch(tool.name):
             problems.add(f"{p}.name", "must be 1-64 ASCII letters, digits, _ or -")
         elif tool.name in BUILTIN_FUNCTION_NAMES:
             problems.add(f"{p}.name", f"{tool.name!r} is the name of a built-in tool")
@@ -302,7 +298,6 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
             problems.add(f"{p}.parameters", "must be a JSON schema with type: object")
 
 
-_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_PATTERN_CHARS = 256
 _GROUP_PREFIX = re.compile(r"\(\?(?:P<\w+>|[:=!]|<[=!])")
 # A group holding a quantifier that is itself quantified: (a+)+, (a|aa)*, (\w+\s?)* backtrack

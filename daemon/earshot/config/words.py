@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_FUNCTIONS",
     "BUILTIN_FUNCTION_NAMES",
+    "NAME",
     "ProfileConfig",
     "StopWordConfig",
     "WakewordConfig",
     "WakewordEntryConfig",
+    "check_name",
     "check_words",
     "profile_named",
 ]
@@ -44,7 +46,17 @@ BUILTIN_FUNCTION_NAMES = frozenset(BUILTIN_FUNCTIONS)
 """Function names of the built-in tools; a config tool may not take one."""
 MAX_WAKE_WORDS = 8
 """Wake words listened for at once (each engine runs around every stretch of speech)."""
-_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a tool's, an MCP server's or a profile's name may be."""
+
+
+def check_name(add: Callable[[str, str], None], path: str, name: str, seen: set[str], what: str) -> None:
+    """``name`` must match :data:`NAME` and be new among ``seen`` (which it joins); a problem is added if not."""
+    if not NAME.fullmatch(name):
+        add(path, "must be 1-64 ASCII letters, digits, _ or -")
+    elif name in seen:
+        add(path, f"duplicate {what} {name!r}")
+    seen.add(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +141,7 @@ def check_words(cfg: Config, add: Callable[[str, str], None], *, builtin_functio
     offered = {name for name, group in builtin_functions.items() if group in rt.builtin_tools}
     offered |= {tool.name for tool in rt.tools} | {server.server_label for server in rt.mcp_servers}
     for i, profile in enumerate(rt.profiles):
-        p = f"realtime.profiles[{i}].name"
-        if not _PROFILE_NAME.fullmatch(profile.name):
-            add(p, "must be 1-64 ASCII letters, digits, _ or -")
-        elif profile.name in names:
-            add(p, f"duplicate profile name {profile.name!r}")
-        names.add(profile.name)
+        check_name(add, f"realtime.profiles[{i}].name", profile.name, names, "profile name")
         for tool in profile.tools or ():
             if tool not in offered:
                 add(f"realtime.profiles[{i}].tools", f"{tool!r} is no tool the config offers")
