@@ -8,6 +8,7 @@
     earshot version
     earshot doctor [--config FILE] [--json]                try each native part in a child; record what works
     earshot emulate [--host H] [--port N] ...              the local Realtime API emulator
+    earshot token-service run|enrol|revoke|list ...        the fleet's token service
     earshot engage | cancel | mute | unmute | stop | timers | volume [N|up|down|mute|unmute]
     earshot say TEXT [--listen] [--interrupt]
     earshot status [--json] | follow [--json]                       talk to the running daemon
@@ -113,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("emulate", help="run the local Realtime API emulator (arguments go to it)", add_help=False)
     p.set_defaults(handler=_cmd_emulate, passthrough=True)
+
+    p = sub.add_parser(
+        "token-service", help="the fleet's token service: run, enrol, revoke, list (arguments go to it)", add_help=False
+    )
+    p.set_defaults(handler=_cmd_token_service, passthrough=True)
 
     p = sub.add_parser("enroll", help="record wake-word templates (arguments go to the enroller)", add_help=False)
     p.set_defaults(handler=_cmd_enroll, passthrough=True)
@@ -283,6 +289,15 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
         _err(f"earshot emulate: the emulator is not available: {exc}")
         return EX_RUNTIME
     return _as_status(emulator_main(list(args.argv)))
+
+
+def _cmd_token_service(args: argparse.Namespace) -> int:
+    try:
+        service_main = _load("earshot.tokenservice.cli", "main")
+    except ImportError as exc:
+        _err(f"earshot token-service: not available: {exc}")
+        return EX_RUNTIME
+    return _as_status(service_main(list(args.argv)))
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:

@@ -37,9 +37,13 @@ __all__ = [
     "MAX_CONFIG_DEPTH",
     "MAX_CONFIG_NODES",
     "MAX_PATTERN_CHARS",
+    "Problems",
     "check_realtime_url",
+    "is_loopback",
     "load_config",
+    "load_document",
     "parse_config",
+    "parse_document",
     "pattern_problem",
 ]
 
@@ -51,7 +55,7 @@ _SECRET_HINT = (
 )
 
 
-class _Problems:
+class Problems:
     """Every problem found, each line naming its key path and, when known, its YAML line."""
 
     def __init__(self, lines: Mapping[str, int]) -> None:
@@ -59,6 +63,7 @@ class _Problems:
         self._entries: list[tuple[float, str]] = []
 
     def add(self, path: str, message: str, *, line: int | None = None) -> None:
+        """One problem at ``path`` (its line found from the path unless given)."""
         line = line or self._line(path)
         self._entries.append((line or math.inf, f"{path}: {message}" + (f" (line {line})" if line else "")))
 
@@ -83,7 +88,7 @@ def _type_name(tp: Any) -> str:
     )
 
 
-def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: _Problems) -> Any:
+def _convert(tp: Any, value: Any, path: str, meta: Mapping[str, Any], problems: Problems) -> Any:
     """Convert ``value`` to ``tp``; on a problem record it and return ``_INVALID``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -189,7 +194,7 @@ class _Invalid:
 _INVALID: Any = _Invalid()
 
 
-def _build(cls: type[Any], data: Mapping[Any, Any], path: str, problems: _Problems) -> Any:
+def _build(cls: type[Any], data: Mapping[Any, Any], path: str, problems: Problems) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -240,7 +245,7 @@ def _line_map(node: yaml.Node, path: str, out: dict[str, int], duplicates: list[
             _line_map(item, sub, out, duplicates)
 
 
-def _check_semantics(cfg: Config, problems: _Problems) -> None:
+def _check_semantics(cfg: Config, problems: Problems) -> None:
     """Cross-field rules that a single field's type cannot express."""
     audio = cfg.audio
     if audio.backend == "file" and audio.input.file is None:
@@ -256,7 +261,7 @@ def _check_semantics(cfg: Config, problems: _Problems) -> None:
         tu = urllib.parse.urlsplit(cfg.realtime.auth.token_url)
         if tu.scheme not in ("https", "http") or not tu.hostname:
             problems.add("realtime.auth.token_url", "must be an https:// URL")
-        elif tu.scheme == "http" and not _is_loopback(tu.hostname):
+        elif tu.scheme == "http" and not is_loopback(tu.hostname):
             problems.add("realtime.auth.token_url", "plain http:// is allowed only to a loopback address")
     variables: dict[str, Any] = dict(cfg.realtime.prompt.variables or {})  # YAML may hold anything there
     for key, value in variables.items():
@@ -341,7 +346,8 @@ def _patterns(schema: object, path: str) -> Iterator[tuple[str, object]]:
             yield from _patterns(item, f"{path}[{i}]")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address."""
     if host == "localhost":
         return True
     try:
@@ -359,7 +365,7 @@ def check_realtime_url(url: str) -> str | None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("wss", "ws") or not parts.hostname:
         return f"must be a wss:// URL, got {url!r}"
-    if parts.scheme == "ws" and not _is_loopback(parts.hostname):
+    if parts.scheme == "ws" and not is_loopback(parts.hostname):
         return "plain ws:// is allowed only to a loopback address (use wss://)"
     return None
 
@@ -440,6 +446,28 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     Raises:
         ConfigError: with every problem found, each naming its key path and line.
     """
+    cfg = parse_document(text, Config, _check_semantics, source=source)
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+_Root = typing.TypeVar("_Root")
+
+
+def parse_document(
+    text: str,
+    root: type[_Root],
+    check: typing.Callable[[_Root, Problems], None] | None = None,
+    *,
+    source: str = "<config>",
+) -> _Root:
+    """Parse and validate YAML text into the dataclass ``root`` (the daemon's or another tool's).
+
+    ``check`` adds the problems the types cannot express (``problems.add(key_path, message)``).
+
+    Raises:
+        ConfigError: with every problem found, each naming its key path and line.
+    """
     try:
         _check_shape(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -464,20 +492,31 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     lines: dict[str, int] = {}
     duplicates: list[tuple[str, int]] = []
     _line_map(node, "", lines, duplicates)
-    problems = _Problems(lines)
+    problems = Problems(lines)
     for dup_path, dup_line in duplicates:
         problems.add(dup_path, "duplicate key (the last one would win)", line=dup_line)
-    cfg = _build(Config, data, "", problems)
-    if cfg is not _INVALID:
-        _check_semantics(cfg, problems)
+    doc = _build(root, data, "", problems)
+    if doc is not _INVALID and check is not None:
+        check(doc, problems)
     if problems.items:
         raise ConfigError(problems.items)
-    assert isinstance(cfg, Config)
-    return cfg
+    assert isinstance(doc, root)
+    return doc
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or invalid (every problem listed).
+    """
+    return load_document(path, Config, _check_semantics)
+
+
+def load_document(
+    path: str | Path, root: type[_Root], check: typing.Callable[[_Root, Problems], None] | None = None
+) -> _Root:
+    """Read and validate the YAML file at ``path`` into ``root``; relative paths are the file's.
 
     Raises:
         ConfigError: the file is missing, unreadable, not YAML, or invalid (every problem listed).
@@ -493,8 +532,8 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    cfg = parse_config(text, source=str(p))
-    return _resolve_relative(cfg, p.absolute().parent)
+    doc = parse_document(text, root, check, source=str(p))
+    return _resolve_relative(doc, p.absolute().parent)
 
 
 _D = typing.TypeVar("_D")

@@ -261,6 +261,11 @@ class AuthConfig:
     token_url: str | None = _f(None, "mint an ephemeral client secret per connection by POSTing here")
     token_ttl_s: int = _f(120, "lifetime asked for an ephemeral secret", min=10, max=7200)
     token_timeout_s: float = _f(10.0, "timeout of the token request", min=1.0, max=120.0)
+    ca_file: Path | None = _f(None, "CA that signs the token service's certificate (PEM); null = the system's")
+    client_cert_file: Path | None = _f(
+        None, "this device's client certificate (PEM) for the token service; its common name is the device id"
+    )
+    client_key_file: Path | None = _f(None, "the client certificate's private key (PEM); null = in client_cert_file")
 
 
 @dataclass(frozen=True, slots=True)

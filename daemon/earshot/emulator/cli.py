@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port; default 8765)")
     parser.add_argument("--api-key", help="the only accepted bearer key (default: any non-empty key)")
+    parser.add_argument(
+        "--secrets-port",
+        type=int,
+        default=None,
+        help="also serve POST /v1/realtime/client_secrets on this port (0: any free port; default: off)",
+    )
     parser.add_argument("--expires-s", type=float, default=3600.0, help="session lifetime before session_expired")
     parser.add_argument("--reply-rate", type=float, default=4.0, help="reply audio speed vs real time (default 4)")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per output_audio.delta (default 100)")
@@ -95,6 +101,8 @@ async def _serve(options: EmulatorOptions) -> None:
     try:
         async with Emulator(options) as emulator:
             print(emulator.url, flush=True)  # noqa: T201 - the one line a script waits for
+            if options.secrets_port is not None:
+                print(emulator.secrets_url, flush=True)  # noqa: T201 - and the token endpoint's
             await stop.wait()
             logger.info(
                 "stopping on signal; %d sessions, %d violations", len(emulator.sessions), len(emulator.violations)
@@ -127,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = EmulatorOptions(
         host=args.host,
         port=args.port,
+        secrets_port=args.secrets_port,
         api_key=args.api_key,
         strict=args.strict,
         session_expires_s=args.expires_s,

@@ -165,10 +165,12 @@ class EmulatorOptions:
         ping_interval_s: server pings (None: off).
         ping_timeout_s: pong deadline for server pings.
         faults: the fault knobs.
+        secrets_port: serve ``POST /v1/realtime/client_secrets`` on this port (0 picks one; None: off).
     """
 
     host: str = "127.0.0.1"
     port: int = 0
+    secrets_port: int | None = None
     api_key: str | None = None
     strict: bool = False
     session_expires_s: float = 3600.0
@@ -245,6 +247,7 @@ class SessionRecord:
         cancels: every ``response.cancel``.
         responses: every response.
         close_code: the close code once the connection has closed (1006: dropped).
+        pinned: the session of the ephemeral secret the connection used (None: an API key).
     """
 
     index: int
@@ -259,6 +262,7 @@ class SessionRecord:
     cancels: list[Cancel] = field(default_factory=list)
     responses: list[ResponseRecord] = field(default_factory=list)
     close_code: int | None = None
+    pinned: dict[str, Any] | None = None
     _audio_runs: list[tuple[int, list[NDArray[np.int16]]]] = field(default_factory=list, repr=False)
 
     def add_audio(self, pcm: NDArray[np.int16], rate_hz: int) -> None:

@@ -93,6 +93,9 @@ class ServerSession(ClientInputs):
         self._add_violation = add_violation
         self._take_budget = take_budget
         self.session = default_session(record.model, int(now_wall + options.session_expires_s))
+        if record.pinned is not None:  # an ephemeral secret's session applies from the start
+            keep = {k: v for k, v in record.pinned.items() if k not in ("id", "object", "expires_at")}
+            self.session = merge_session(self.session, keep)
         self.now = 0.0
         self._out: list[Out] = []
         self._voice: list[VoiceRequest] = []

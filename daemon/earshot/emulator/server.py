@@ -30,7 +30,10 @@ from websockets.http11 import Request, Response
 from earshot.emulator import schema, tts, voice
 from earshot.emulator.options import FATAL_CODES, EmulatorOptions, SessionRecord, Violation
 from earshot.emulator.protocol import ServerSession, VoiceRequest
+from earshot.emulator.secrets import PATH as SECRETS_PATH
+from earshot.emulator.secrets import ClientSecrets
 from earshot.emulator.wire import HUGE_MESSAGE_BYTES, PATH, Out, default_session
+from earshot.httpserve import HttpServer
 
 __all__ = ["HUGE_MESSAGE_BYTES", "PATH", "Emulator", "default_session"]
 
@@ -220,6 +223,9 @@ class Emulator:
         self._attempts = 0
         self._released = asyncio.Event()
         self._changed = asyncio.Event()
+        self.secrets = ClientSecrets(self.options.api_key)
+        """``POST /v1/realtime/client_secrets`` (served when ``options.secrets_port`` is set)."""
+        self._secrets_server: HttpServer | None = None
 
     @property
     def port(self) -> int:
@@ -233,6 +239,13 @@ class Emulator:
     def url(self) -> str:
         """``ws://HOST:PORT/v1/realtime`` (add ``?model=…``)."""
         return f"ws://{self.options.host}:{self.port}{PATH}"
+
+    @property
+    def secrets_url(self) -> str:
+        """``http://HOST:PORT/v1/realtime/client_secrets`` (with ``options.secrets_port`` set)."""
+        if self._secrets_server is None:
+            raise RuntimeError("the client_secrets endpoint is not running (options.secrets_port)")
+        return self._secrets_server.url + SECRETS_PATH
 
     @property
     def handshakes(self) -> int:
@@ -337,7 +350,10 @@ class Emulator:
         if scheme.lower() != "bearer" or not key.strip():
             return ws.respond(HTTPStatus.UNAUTHORIZED, "Missing bearer authentication in header\n")
         key = key.strip()
-        if self.options.api_key is not None and key != self.options.api_key and not key.startswith("sk-bad"):
+        if key.startswith("ek_"):
+            if self.secrets.lookup(key) is None:
+                return ws.respond(HTTPStatus.UNAUTHORIZED, "Invalid or expired ephemeral key\n")
+        elif self.options.api_key is not None and key != self.options.api_key and not key.startswith("sk-bad"):
             return ws.respond(HTTPStatus.UNAUTHORIZED, "Incorrect API key provided\n")
         query = urllib.parse.parse_qs(url.query)
         if not query.get("model", [""])[0] and not query.get("call_id"):
@@ -351,9 +367,12 @@ class Emulator:
         model = urllib.parse.parse_qs(url.query).get("model", ["gpt-realtime"])[0]
         headers = {k: v for k, v in request.headers.raw_items() if k.lower() != "authorization"}
         record = SessionRecord(index=len(self.sessions), path=request.path, model=model, headers=headers)
+        key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        minted = self.secrets.lookup(key) if key.startswith("ek_") else None
+        if minted is not None:
+            record.pinned = minted.session
         self.sessions.append(record)
         beta = any(k.lower() == "openai-beta" for k in headers)
-        key = request.headers.get("Authorization", "").partition(" ")[2].strip()
         logger.info("session %d opened (model %s)", record.index, model)
         conn = _Connection(self, ws, record, beta=beta, key=key)
         self._connections[record.index] = conn
@@ -379,6 +398,12 @@ class Emulator:
             close_timeout=1.0,
         )
         logger.info("Realtime emulator listening on %s", self.url)
+        if self.options.secrets_port is not None:
+            self._secrets_server = HttpServer(
+                self.secrets.handle, host=self.options.host, port=self.options.secrets_port, name="client_secrets"
+            )
+            await self._secrets_server.start()
+            logger.info("client secrets at %s", self.secrets_url)
         return self
 
     async def __aexit__(
@@ -388,6 +413,9 @@ class Emulator:
         for conn in self._live():
             if conn.silent:
                 conn.ws.transport.abort()
+        if self._secrets_server is not None:
+            await self._secrets_server.aclose()
+            self._secrets_server = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -24,10 +24,10 @@ import asyncio
 import hashlib
 import hmac
 import http.client
-import ipaddress
 import json
 import logging
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from earshot.config import AuthConfig
+from earshot.config.load import is_loopback
 from earshot.errors import AuthenticationError, ConfigError, RealtimeError
 
 __all__ = [
@@ -47,8 +48,10 @@ __all__ = [
     "fingerprint",
     "headers_for",
     "mint_client_secret",
+    "post",
     "read_secret_file",
     "resolve_key",
+    "token_tls",
 ]
 
 logger = logging.getLogger(__name__)
@@ -251,15 +254,6 @@ def credential_mtime(auth: AuthConfig, env: Mapping[str, str]) -> float | None:
 # -------------------------------------------------------------------------------- client secrets
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _redacted_url(url: str) -> str:
     """``url`` without userinfo, query or fragment (safe to log)."""
     parts = urllib.parse.urlsplit(url)
@@ -315,9 +309,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> tuple[int, bytes]:
-    """Blocking POST; returns (status, body). HTTP errors are returned, not raised."""
+def post(
+    url: str, body: bytes, headers: dict[str, str], timeout_s: float, tls: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """Blocking POST, no redirects; returns (status, body). HTTP errors are returned, not raised.
+
+    ``tls`` verifies the server (and may carry a client certificate); None = the system's CAs.
+    The body read is bounded (64 KiB and a byte).
+    """
     handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+    if tls is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=tls))
     if urllib.parse.urlsplit(url).scheme == "http":
         handlers.append(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
     opener = urllib.request.build_opener(*handlers)
@@ -358,6 +360,7 @@ async def mint_client_secret(
     session: Mapping[str, Any],
     ttl_s: int,
     timeout_s: float,
+    tls: ssl.SSLContext | None = None,
 ) -> Secret:
     """Mint an ephemeral client secret (``ek_…``) for one connection (PROTOCOL.md §1.4).
 
@@ -375,6 +378,7 @@ async def mint_client_secret(
         session: the GA session object applied to sessions created with the secret.
         ttl_s: lifetime asked for the secret (10..7200 s).
         timeout_s: total deadline of the request.
+        tls: the TLS context (a private CA, a client certificate); None = the system's CAs.
 
     Raises:
         AuthenticationError: the endpoint answered 401 or 403.
@@ -389,7 +393,7 @@ async def mint_client_secret(
         raise ConfigError("realtime.auth.token_url: invalid port") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError("realtime.auth.token_url: must be an https:// URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError("realtime.auth.token_url: plain http:// is allowed only to a loopback address")
     where = _redacted_url(token_url)
     body = json.dumps(
@@ -407,7 +411,7 @@ async def mint_client_secret(
     )
     try:
         async with asyncio.timeout(timeout_s):
-            status, data = await asyncio.to_thread(_post, token_url, body, headers, timeout_s)
+            status, data = await asyncio.to_thread(post, token_url, body, headers, timeout_s, tls)
     except TimeoutError:
         raise RealtimeError(f"token request to {where} timed out after {timeout_s:g} s") from None
     except urllib.error.URLError as exc:
@@ -448,5 +452,26 @@ async def connection_secret(auth: AuthConfig, env: Mapping[str, str], session: M
     try:
         key: Secret | None = resolve_key(auth, env)
     except AuthenticationError:
-        key = None
-    return await mint_client_secret(auth.token_url, key, session, auth.token_ttl_s, auth.token_timeout_s)
+        if auth.client_cert_file is None:
+            raise
+        key = None  # the client certificate authenticates the device
+    tls = token_tls(auth) if urllib.parse.urlsplit(auth.token_url).scheme == "https" else None
+    return await mint_client_secret(auth.token_url, key, session, auth.token_ttl_s, auth.token_timeout_s, tls)
+
+
+def token_tls(auth: AuthConfig) -> ssl.SSLContext | None:
+    """The TLS context for the token URL: ``auth.ca_file`` and the client certificate, if any.
+
+    Raises:
+        AuthenticationError: a configured certificate, key or CA file cannot be loaded.
+    """
+    if auth.ca_file is None and auth.client_cert_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
+        if auth.client_cert_file is not None:
+            key_file = auth.client_key_file or auth.client_cert_file
+            context.load_cert_chain(str(auth.client_cert_file), str(key_file))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise AuthenticationError(f"realtime.auth: cannot load the token service's TLS files: {exc}") from None
+    return context
