@@ -343,7 +343,7 @@ class Daemon(OperatorSide):
 
     async def _headers(self) -> dict[str, str]:
         assert self.link is not None
-        session = build_session_config(self.config.realtime, self.tools.specs())
+        session = self.link.asked_session or build_session_config(self.config.realtime, self.tools.specs())
         secret = await connection_secret(self.config.realtime.auth, self.environ, session)
         return headers_for(secret)
 

@@ -20,7 +20,9 @@ def test_a_device_is_known_by_its_token_and_the_file_keeps_only_its_hash() -> No
     token = new_token()
     registry = Registry.of([Device("kitchen-1", token_sha256=hash_token(token))])
     device, why = registry.authenticate(token, None)
-    assert device is not None and device.id == "kitchen-1" and why == ""
+    assert device is not None
+    assert device.id == "kitchen-1"
+    assert why == ""
     assert token not in registry.to_json()
     assert hash_token(token) in registry.to_json()
     assert parse_registry(registry.to_json().encode()) == registry
@@ -29,9 +31,12 @@ def test_a_device_is_known_by_its_token_and_the_file_keeps_only_its_hash() -> No
 def test_unknown_tokens_and_missing_credentials_are_refused_without_quoting_them() -> None:
     registry = Registry.of([Device("a", token_sha256=hash_token("edt_a"))])
     device, why = registry.authenticate("edt_guess", None)
-    assert device is None and "edt_guess" not in why and "unknown" in why
+    assert device is None
+    assert "edt_guess" not in why
+    assert "unknown" in why
     device, why = registry.authenticate(None, None)
-    assert device is None and "no credentials" in why
+    assert device is None
+    assert "no credentials" in why
 
 
 def test_a_certificate_names_its_device_only_if_the_device_may_use_one() -> None:
@@ -46,7 +51,7 @@ def test_a_certificate_names_its_device_only_if_the_device_may_use_one() -> None
 def test_a_revoked_device_is_refused_and_its_token_forgotten() -> None:
     registry = Registry.of([Device("a", token_sha256=hash_token("edt_a"), certificate=True)])
     revoked = registry.revoked("a")
-    device, why = revoked.authenticate("edt_a", None)
+    device, _why = revoked.authenticate("edt_a", None)
     assert device is None
     assert revoked.authenticate(None, "a") == (None, "device 'a' is revoked")
     assert revoked.devices["a"].token_sha256 is None
@@ -152,11 +157,13 @@ def test_the_session_is_pinned_model_instructions_and_tools() -> None:
     # No tool allowed: none offered, and no tool_choice naming one.
     out, _ = pin_request(body, Pin("m", None, (), 120))
     assert out is not None
-    assert out["session"]["tools"] == [] and "tool_choice" not in out["session"]
+    assert out["session"]["tools"] == []
+    assert "tool_choice" not in out["session"]
     assert out["session"]["instructions"] == "Obey me."
     # null = whatever the device offers.
     out, _ = pin_request(body, Pin("m", None, None, 120))
-    assert out is not None and len(out["session"]["tools"]) == 4
+    assert out is not None
+    assert len(out["session"]["tools"]) == 4
 
 
 @pytest.mark.parametrize(
@@ -165,4 +172,5 @@ def test_the_session_is_pinned_model_instructions_and_tools() -> None:
 )
 def test_requests_that_are_not_a_realtime_session_are_refused(body: object) -> None:
     out, why = pin_request(body, Pin("m"))
-    assert out is None and why
+    assert out is None
+    assert why

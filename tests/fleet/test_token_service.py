@@ -129,7 +129,7 @@ async def test_unknown_revoked_and_malformed_requests_are_refused_with_their_sta
         # Revoked while the service runs: refused on the very next request.
         registry = Registry.of([Device("a", token_sha256=hash_token(token))]).revoked("a")
         write_registry(tmp_path / "devices.json", registry)
-        status, answer = await ask(service.url, token)
+        status, _answer = await ask(service.url, token)
         assert status == 401  # its token is forgotten with the revocation
         assert service.outcomes["minted"] == 1
         metrics = service.metrics()
@@ -230,14 +230,22 @@ def test_enrol_list_and_revoke_from_the_command_line(tmp_path: Path) -> None:
     token = done.stdout.strip()
     assert token.startswith("edt_")
     devices = (tmp_path / "devices.json").read_text()
-    assert token not in devices and hash_token(token) in devices
+    assert token not in devices
+    assert hash_token(token) in devices
     assert (tmp_path / "devices.json").stat().st_mode & 0o777 == 0o600
     done = run_cli("--config", str(path), "enrol", "hall", "--certificate", "--no-token", "--token-file", "x")
     assert done.returncode == 0, done.stderr
     listed = json.loads(run_cli("--config", str(path), "list", "--json").stdout)
     assert listed == [
         {"device": "hall", "token": False, "certificate": True, "revoked": False},
-        {"device": "kitchen-1", "token": True, "certificate": False, "revoked": False, "room": "kitchen", "site": "home"},
+        {
+            "device": "kitchen-1",
+            "token": True,
+            "certificate": False,
+            "revoked": False,
+            "room": "kitchen",
+            "site": "home",
+        },
     ]
     assert run_cli("--config", str(path), "revoke", "kitchen-1").returncode == 0
     assert run_cli("--config", str(path), "revoke", "nobody").returncode == 1

@@ -79,3 +79,17 @@ def test_generator_is_in_step() -> None:
         [sys.executable, str(ROOT / "scripts" / "config-doc"), "-"], capture_output=True, text=True, check=True
     )
     assert out.stdout == DOC.read_text(), "run scripts/config-doc to regenerate config/earshot.yaml"
+
+
+def test_the_token_service_file_is_generated_documented_and_loads_as_the_defaults() -> None:
+    from earshot.tokenservice.config import TokenServiceConfig, load_service_config
+
+    path = ROOT / "config" / "token-service.yaml"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "config-doc"), "--token-service", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == path.read_text(), "run scripts/config-doc --token-service"
+    assert load_service_config(path) == TokenServiceConfig()

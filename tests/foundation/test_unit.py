@@ -148,3 +148,41 @@ def test_tools_run_as_another_user_without_the_credential() -> None:
     assert "InaccessiblePaths=-/etc/earshot/openai-api-key -/run/credentials\n" in service
     assert "KillMode=control-group\n" in service
     assert "ExecStart=/opt/earshot/venv/bin/earshot tool-exec --config /etc/earshot/earshot.yaml\n" in service
+
+
+TOKEN_UNIT = ROOT / "systemd" / "earshot-token-service.service"
+
+
+def test_the_token_service_unit_verifies_clean_and_is_hardened(tmp_path: Path) -> None:
+    text = TOKEN_UNIT.read_text()
+    command = "/opt/earshot/venv/bin/earshot token-service run --config /etc/earshot/token-service.yaml"
+    assert f"ExecStart={command}\n" in text
+    exe = shutil.which("true")
+    assert exe is not None
+    unit = tmp_path / "earshot-token-service.service"
+    unit.write_text(text.replace("ExecStart=/opt/earshot/venv/bin/earshot ", f"ExecStart={exe} "))
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert done.stderr.strip() == "", done.stderr
+    assert exposure(unit) <= 1.5
+    # The key is a credential of this service only; no audio device; state kept for the devices file.
+    assert "LoadCredential=openai-api-key:/etc/earshot/token-service/openai-api-key\n" in text
+    assert "/dev/snd" not in text
+    assert "DeviceAllow" not in text
+    assert "DynamicUser=yes\n" in text
+    assert "StateDirectory=earshot-token-service\n" in text
+    assert "Type=notify\n" in text
+    assert "RestartPreventExitStatus=78\n" in text
+
+
+def test_the_token_service_command_line_of_the_unit_parses(tmp_path: Path) -> None:
+    """The unit's arguments are the CLI's: a missing config file is a config error (78), not usage (2)."""
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "earshot", "token-service", "run", "--config", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    assert "no such file" in done.stderr

@@ -409,3 +409,24 @@ async def test_the_key_never_reaches_logs_or_errors_across_the_flow(
     for key in (*ALL_KEYS, minted.reveal()):
         for text in texts + logged + [caplog.text]:
             assert key not in text
+
+
+async def test_the_mint_request_leaves_null_fields_out(token_server: TokenServer) -> None:
+    """client_secrets takes no explicit nulls (the SDK's ClientSecretCreateParams); session.update may."""
+    token_server.replies.append(_ok("ek_nulls"))
+    session = {**SESSION, "audio": {"input": {"transcription": None, "format": {"type": "audio/pcm", "rate": 24000}}}}
+    await mint_client_secret(token_server.url, None, session, 60, 5.0)
+    sent = json.loads(token_server.requests[0]["body"])["session"]
+    assert sent["audio"]["input"] == {"format": {"type": "audio/pcm", "rate": 24000}}
+    assert "null" not in token_server.requests[0]["body"].decode()
+
+
+def test_unloadable_token_service_certificates_are_an_authentication_error(tmp_path: Path) -> None:
+    from earshot.realtime.auth import token_tls
+
+    assert token_tls(AuthConfig(token_url="https://x")) is None
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    with pytest.raises(AuthenticationError, match=r"realtime\.auth: cannot load the token service's TLS files"):
+        token_tls(AuthConfig(token_url="https://x", client_cert_file=tmp_path / "cert.pem"))
+    with pytest.raises(AuthenticationError):
+        token_tls(AuthConfig(token_url="https://x", ca_file=tmp_path / "missing.pem"))

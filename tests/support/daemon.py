@@ -68,13 +68,14 @@ async def run_daemon(
     *,
     url: str,
     config: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
+    environ: dict[str, str | None] | None = None,
     timeout_s: float = 90.0,
     notifier: Notifier | None = None,
     during: Callable[[Daemon], Awaitable[None]] | None = None,
 ) -> DaemonRun:
     """Run the daemon on ``input_pcm`` (16 kHz mono) against the Realtime server at ``url``.
 
+    ``environ`` adds to the daemon's environment; a None value removes the variable.
     ``during``, if given, runs beside the daemon (with it) while it runs: a test's operator.
     """
     in_wav = write_wav(tmp_path / "in.wav", input_pcm, 16000)
@@ -94,7 +95,11 @@ async def run_daemon(
     daemon = Daemon(
         load_config(path),
         config_path=path,
-        environ={"OPENAI_API_KEY": "sk-test-key", "HOME": str(tmp_path), **(environ or {})},
+        environ={
+            k: v
+            for k, v in {"OPENAI_API_KEY": "sk-test-key", "HOME": str(tmp_path), **(environ or {})}.items()
+            if v is not None  # None: not set at all
+        },
         notifier=notifier or Notifier({}),
     )
     async with asyncio.timeout(timeout_s):

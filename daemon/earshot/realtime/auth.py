@@ -354,6 +354,18 @@ def _parse_secret(data: bytes, source: str) -> Secret:
     return Secret(value.strip(), source=source, expires_at=expires_at)
 
 
+def _without_nulls(value: Any) -> Any:
+    """``value`` without null fields (a create request leaves a field out for its default).
+
+    ``session.update`` may send an explicit null to clear a field; ``client_secrets`` takes none.
+    """
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 async def mint_client_secret(
     token_url: str,
     key: Secret | None,
@@ -397,7 +409,7 @@ async def mint_client_secret(
         raise ConfigError("realtime.auth.token_url: plain http:// is allowed only to a loopback address")
     where = _redacted_url(token_url)
     body = json.dumps(
-        {"expires_after": {"anchor": "created_at", "seconds": int(ttl_s)}, "session": dict(session)},
+        {"expires_after": {"anchor": "created_at", "seconds": int(ttl_s)}, "session": _without_nulls(session)},
         separators=(",", ":"),
     ).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -452,9 +464,7 @@ async def connection_secret(auth: AuthConfig, env: Mapping[str, str], session: M
     try:
         key: Secret | None = resolve_key(auth, env)
     except AuthenticationError:
-        if auth.client_cert_file is None:
-            raise
-        key = None  # the client certificate authenticates the device
+        key = None  # a client certificate, or the network, authenticates the device
     tls = token_tls(auth) if urllib.parse.urlsplit(auth.token_url).scheme == "https" else None
     return await mint_client_secret(auth.token_url, key, session, auth.token_ttl_s, auth.token_timeout_s, tls)
 

@@ -46,7 +46,7 @@ from earshot.realtime.linkevents import LinkDown, LinkEvent, OfflineOverflow
 from earshot.realtime.linkqueues import EventQueue, SendQueue
 from earshot.realtime.policy import Reconnector, Verdict
 from earshot.realtime.session import MAX_REPLAY_S, HistoryItem, RealtimeSession, SessionReady
-from earshot.realtime.sessionconfig import with_profile
+from earshot.realtime.sessionconfig import build_session_config, with_profile
 from earshot.realtime.stall import SocketWatch
 from earshot.realtime.toolspec import ToolSpec
 from earshot.realtime.websocket import CLOSE_TIMEOUT_S, MAX_MESSAGE_BYTES, lost, open_websocket, realtime_url
@@ -131,6 +131,8 @@ class Link:
         self._events = EventQueue(MAX_QUEUED_EVENT_BYTES)
         self._tools = tuple(tools)
         self._profile: ProfileConfig | None = None
+        self.asked_session: dict[str, Any] | None = None
+        """The session the next connection asks for (its profile's): what a token URL mints it with."""
         self._reconnector = Reconnector(
             initial_s=config.reconnect.initial_s,
             max_s=config.reconnect.max_s,
@@ -368,6 +370,7 @@ class Link:
     async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> tuple[BaseException | None, bool]:
         mcp = await self._mcp_tools() if self._mcp_tools is not None else ()
         config, tools, mcp = with_profile(self._config, self._tools, mcp, self._profile)
+        self.asked_session = build_session_config(config, tools, mcp=mcp)
         session = RealtimeSession(
             config,
             tools=tools,

@@ -34,7 +34,7 @@ from earshot.realtime.outputs import (
     Transcript,
     TurnCommitted,
 )
-from earshot.realtime.sessionconfig import build_session_config
+from earshot.realtime.sessionconfig import build_session_config, minted_update
 
 if TYPE_CHECKING:
     from earshot.config import RealtimeConfig
@@ -120,6 +120,8 @@ class ServerEvents:
                 self._created = True
                 self.session_id, self.expires_at = event.session_id, event.expires_at
                 config = build_session_config(self._config, self._tools, mcp=self._mcp_tools)
+                if self._config.auth.token_url is not None:
+                    config = minted_update(config)
                 self._send(ev.session_update(config, self._next_id("update")))
         elif isinstance(event, ev.SessionUpdatedEvent):
             if self._created and not self._ready:

@@ -9,7 +9,22 @@ from typing import Any
 from earshot.config import McpServerConfig, ProfileConfig, RealtimeConfig
 from earshot.realtime.toolspec import ToolSpec
 
-__all__ = ["build_session_config", "mcp_tool", "with_profile"]
+__all__ = ["MINTED_KEYS", "build_session_config", "mcp_tool", "minted_update", "with_profile"]
+
+MINTED_KEYS = ("model", "instructions", "tools", "tool_choice")
+"""What a session opened with a minted secret already has: a token service may have pinned them."""
+
+
+def minted_update(session: Mapping[str, Any]) -> dict[str, Any]:
+    """``session`` for the ``session.update`` of a session opened with an ephemeral secret.
+
+    The secret was minted with the same session (:func:`build_session_config` of the same
+    profile), and a token service may have replaced the model, the instructions and the tools
+    with the fleet's (PROTOCOL.md §1.4: a client connection could override them). The update
+    leaves them as the secret made them and sets only what is the device's own: audio, turn
+    detection, voice.
+    """
+    return {k: v for k, v in session.items() if k not in MINTED_KEYS}
 
 
 def with_profile(

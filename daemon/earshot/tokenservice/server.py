@@ -257,5 +257,12 @@ class TokenService:
 
 
 def write_registry(path: Path, registry: Registry) -> None:
-    """Replace the devices file atomically (mode 0600: it lists every device)."""
+    """Replace the devices file atomically (mode 0600: it lists every device).
+
+    The file is given to the owner of its directory, so that the service (its own user, under
+    systemd's ``DynamicUser=``) can read what root enrolled.
+    """
     atomic_write(path, registry.to_json(), mode=0o600)
+    owner = path.parent.stat()
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        os.chown(path, owner.st_uid, owner.st_gid)
