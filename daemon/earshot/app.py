@@ -32,7 +32,7 @@ from earshot.audio.ledger import PlaybackFinished
 from earshot.audio.playback import Playback
 from earshot.capturefeed import CaptureFeed
 from earshot.compose import build
-from earshot.config import Config
+from earshot.config import Config, device_labels
 from earshot.control import ControlServer, default_socket_path
 from earshot.engage import Phase
 from earshot.errors import EX_CONFIG, ConfigError
@@ -214,7 +214,9 @@ class Daemon(OperatorSide):
         control: ControlServer | None = ControlServer(
             default_socket_path(cfg.control, self.environ), cfg.control.group, self, feed=self.feed
         )
-        metrics = MetricsExporter(cfg.metrics, self.stats, clock=loop.time, refresh=self._refresh_devices)
+        metrics = MetricsExporter(
+            cfg.metrics, self.stats, clock=loop.time, refresh=self._refresh_devices, device=device_labels(cfg.device)
+        )
         try:
             await control.start()  # type: ignore[union-attr]
         except OSError as exc:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +37,7 @@ _COUNTERS = (
     ("engagements", "Engagements started (wake word, button, control socket, vad)."),
     ("turns", "User turns committed."),
     ("bargeins", "Replies interrupted by the user."),
+    ("false_bargeins", "Barge-ins the user said nothing after (the engagement ended with no turn since)."),
     ("truncates", "conversation.item.truncate events sent."),
     ("reconnects", "Realtime connections lost and re-opened."),
     ("xruns", "Playback underruns."),
@@ -54,15 +55,18 @@ _HISTOGRAMS = (
 )
 
 
-def render(stats: Stats, now: float, now_wall: float) -> str:
+def render(stats: Stats, now: float, now_wall: float, device: Mapping[str, str] | None = None) -> str:
     """The metrics in the Prometheus text exposition format.
 
     Args:
         stats: the daemon's stats.
         now: monotonic seconds (session age).
         now_wall: Unix seconds (today's usage, the update timestamp).
+        device: labels on every sample (``device``, ``room``, ``site`` from the ``device`` section),
+            so a fleet's series stay apart however they are collected (scrape, textfile, federation).
     """
     out: list[str] = []
+    const = dict(device or {})
 
     def family(name: str, kind: str, doc: str) -> None:
         out.append(f"# HELP earshot_{name} {doc}")
@@ -70,8 +74,9 @@ def render(stats: Stats, now: float, now_wall: float) -> str:
 
     def sample(name: str, value: float, labels: dict[str, str] | None = None) -> None:
         label_text = ""
-        if labels:
-            label_text = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+        every = {**const, **(labels or {})}
+        if every:
+            label_text = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in every.items()) + "}"
         out.append(f"earshot_{name}{label_text} {_number(value)}")
 
     for attr, doc in _COUNTERS:
@@ -241,6 +246,7 @@ class MetricsExporter:
         clock: monotonic clock; wall: Unix clock (parameters for tests).
         port: overrides ``config.port`` (0: any free port, for tests).
         refresh: called before each render (the app refreshes the devices' status into ``stats``).
+        device: the labels on every sample (:func:`earshot.config.device_labels`).
     """
 
     def __init__(
@@ -252,8 +258,10 @@ class MetricsExporter:
         wall: Callable[[], float] = time.time,
         port: int | None = None,
         refresh: Callable[[], None] | None = None,
+        device: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
+        self._device = dict(device or {})
         self._stats = stats
         self._refresh = refresh
         self._clock = clock
@@ -269,7 +277,7 @@ class MetricsExporter:
         """The current exposition text."""
         if self._refresh is not None:
             self._refresh()
-        return render(self._stats, self._clock(), self._wall())
+        return render(self._stats, self._clock(), self._wall(), self._device)
 
     async def write_once(self) -> None:
         """Render and write the textfile now (from a thread). Never raises ``OSError``.

@@ -144,6 +144,10 @@ class EngagementRecord:
         return max(0.0, end - self.started_at)
 
 
+FALSE_BARGEIN_ENDS = frozenset({"nobody spoke", "follow-up window over"})
+"""Engagement ends that, with no turn since a barge-in, make it a false one (not a cancel or a stop word)."""
+
+
 class Stats:
     """Counters, gauges and histograms of the running daemon.
 
@@ -165,6 +169,10 @@ class Stats:
         self.engagements = 0
         self.turns = 0
         self.bargeins = 0
+        self.false_bargeins = 0
+        """Barge-ins the user said nothing after: the engagement ended with no turn since (a noise or echo
+        taken for the user)."""
+        self._bargein_unanswered = False
         self.truncates = 0
         self.reconnects = 0
         self.xruns = 0
@@ -225,6 +233,9 @@ class Stats:
             return None
         record.ended_at = now
         record.end_reason = reason
+        if self._bargein_unanswered and reason in FALSE_BARGEIN_ENDS:
+            self.false_bargeins += 1
+        self._bargein_unanswered = False
         record.tokens = self.tokens.engagement
         record.cost_usd = round(self.tokens.engagement.cost_usd(self.prices), 4)
         self.engagement = None
@@ -238,6 +249,7 @@ class Stats:
     def turn(self) -> None:
         """Count a committed user turn."""
         self.turns += 1
+        self._bargein_unanswered = False
         if self.engagement is not None:
             self.engagement.turns += 1
 
@@ -256,6 +268,7 @@ class Stats:
     def bargein(self, reaction_ms: float | None) -> None:
         """Count a barge-in; ``reaction_ms`` is speech onset to the reply stopping, when known."""
         self.bargeins += 1
+        self._bargein_unanswered = True
         if reaction_ms is not None:
             self.bargein_ms.observe(reaction_ms)
         if self.engagement is not None:
@@ -432,6 +445,7 @@ class Stats:
                 "engagements": self.engagements,
                 "turns": self.turns,
                 "bargeins": self.bargeins,
+                "false_bargeins": self.false_bargeins,
                 "truncates": self.truncates,
                 "reconnects": self.reconnects,
                 "xruns": self.xruns,

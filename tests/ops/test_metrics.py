@@ -107,6 +107,19 @@ def test_render_parses_back_consistently() -> None:
     assert ready[3.0] == 3  # + 2600 ms
 
 
+def test_every_sample_carries_the_devices_labels() -> None:
+    device = {"device": "kitchen-1", "room": 'the "big" kitchen', "site": "home"}
+    fams = families(render(busy_stats(), 61.2, WALL0 + 61.2, device))
+    samples = [s for f in fams.values() for s in f.samples]  # type: ignore[attr-defined]
+    assert samples
+    for s in samples:
+        assert {k: s.labels[k] for k in device} == device, s
+    assert value(fams, "earshot_phase", "earshot_phase", phase="speaking", **device) == 1
+    # Without the section's labels the series are as before: no empty labels.
+    plain = families(render(busy_stats(), 61.2, WALL0 + 61.2))
+    assert all("device" not in s.labels for f in plain.values() for s in f.samples)  # type: ignore[attr-defined]
+
+
 def test_textfile_written_atomically_0644(tmp_path: Path) -> None:
     path = tmp_path / "collector" / "earshot.prom"
     old_umask = os.umask(0o077)  # the mode must not depend on the daemon's umask

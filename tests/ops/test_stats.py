@@ -165,3 +165,25 @@ def test_the_usage_ledger_keeps_five_weeks_and_refuses_what_is_not_a_ledger() ->
     old_file = {"connected_seconds": {f"2026-10-{d:02d}": 1.0 for d in range(1, 32)} | dict(kept)}
     loaded = json.loads(UsageLedger.from_json(json.dumps(old_file)).to_json())["connected_seconds"]
     assert loaded == pytest.approx(kept)  # a longer file is cut to the newest days on load too
+
+
+def test_a_barge_in_the_user_said_nothing_after_is_counted_false() -> None:
+    stats = Stats(state_dir=None, now=0.0, now_wall=1_700_000_000.0)
+    # Interrupted, then a turn: a true barge-in.
+    stats.engagement_started(1.0, 1_700_000_001.0, trigger="wakeword")
+    stats.bargein(80.0)
+    stats.turn()
+    stats.engagement_ended(5.0, reason="follow-up window over")
+    assert stats.false_bargeins == 0
+    # Interrupted by a noise: nobody spoke, the engagement ended.
+    stats.engagement_started(6.0, 1_700_000_006.0, trigger="wakeword")
+    stats.turn()
+    stats.bargein(90.0)
+    stats.engagement_ended(12.0, reason="nobody spoke")
+    assert stats.false_bargeins == 1
+    # Cancelled (a button, a stop word) after the barge-in: the user meant it.
+    stats.engagement_started(13.0, 1_700_000_013.0, trigger="wakeword")
+    stats.bargein(70.0)
+    stats.engagement_ended(14.0, reason="stop word")
+    assert stats.false_bargeins == 1
+    assert stats.snapshot(15.0, 1_700_000_015.0)["counters"]["false_bargeins"] == 1

@@ -20,6 +20,7 @@ Secrets never live in YAML: the API key comes from ``$CREDENTIALS_DIRECTORY/open
 
 from __future__ import annotations
 
+from earshot.config.fleet import DeviceConfig, MqttConfig, device_id, device_labels
 from earshot.config.load import (
     BUILTIN_FUNCTION_NAMES,
     MAX_CONFIG_BYTES,
@@ -79,6 +80,7 @@ __all__ = [
     "BargeInConfig",
     "Config",
     "ControlConfig",
+    "DeviceConfig",
     "EarconsConfig",
     "EchoFeedConfig",
     "GateConfig",
@@ -89,6 +91,7 @@ __all__ = [
     "LoggingConfig",
     "McpServerConfig",
     "MetricsConfig",
+    "MqttConfig",
     "OutputConfig",
     "PricesConfig",
     "ProfileConfig",
@@ -107,6 +110,8 @@ __all__ = [
     "WakewordEntryConfig",
     "check_realtime_url",
     "default_config",
+    "device_id",
+    "device_labels",
     "iter_keys",
     "load_config",
     "parse_config",

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
+from earshot.config.fleet import check_fleet
 from earshot.config.schema import (
     Config,
 )
@@ -279,6 +280,7 @@ def _check_semantics(cfg: Config, problems: Problems) -> None:
         if server.approve and server.require_approval != "always":
             problems.add(f"{p}.approve", "only means something with require_approval: always")
     check_words(cfg, problems.add, builtin_functions=BUILTIN_FUNCTIONS)
+    check_fleet(cfg.device, cfg.mqtt, problems.add)
     bi = cfg.bargein
     if bi.gated_erle_db > bi.full_duplex_erle_db:
         problems.add("bargein.gated_erle_db", "must not exceed bargein.full_duplex_erle_db")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from earshot.config.fields import _f, _section
+from earshot.config.fleet import DeviceConfig, MqttConfig
 from earshot.config.words import ProfileConfig, StopWordConfig, WakewordConfig, WakewordEntryConfig
 
 __all__ = [
@@ -482,6 +483,8 @@ class Config:
     control: ControlConfig = _section(ControlConfig, "control socket")
     hooks: HooksConfig = _section(HooksConfig, "event hooks")
     metrics: MetricsConfig = _section(MetricsConfig, "metrics")
+    device: DeviceConfig = _section(DeviceConfig, "this device in a fleet")
+    mqtt: MqttConfig = _section(MqttConfig, "MQTT broker and Home Assistant")
     recordings: RecordingsConfig = _section(RecordingsConfig, "debug recordings")
     timers: TimersConfig = _section(TimersConfig, "timers and alarms")
     logging: LoggingConfig = _section(LoggingConfig, "logging")
