@@ -26,24 +26,26 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from earshot import children, doctor
+from earshot import __version__, children, doctor
 from earshot.appcontrol import OperatorSide
 from earshot.audio.ledger import PlaybackFinished
 from earshot.audio.playback import Playback
 from earshot.capturefeed import CaptureFeed
 from earshot.compose import build
 from earshot.config import Config, device_labels
-from earshot.control import ControlServer, default_socket_path
+from earshot.control import ControlServer, answer, default_socket_path
 from earshot.engage import Phase
 from earshot.errors import EX_CONFIG, ConfigError
 from earshot.feed import EventFeed
 from earshot.gpio import GpioInputs
 from earshot.hooks import Hooks
 from earshot.metrics import MetricsExporter
+from earshot.mqttlink import MqttBridge
 from earshot.pipeline import HOOK_FOR_PHASE, Conversation
 from earshot.process import bound_malloc
 from earshot.realtime.auth import connection_secret, credential_mtime, headers_for
-from earshot.realtime.connection import ConnectFn, Link
+from earshot.realtime.connection import ConnectFn, Link, LinkDown
+from earshot.realtime.outputs import ResponseDone, SessionReady
 from earshot.realtime.session import build_session_config
 from earshot.recordings import Recorder
 from earshot.stats import Stats
@@ -129,6 +131,8 @@ class Daemon(OperatorSide):
         self.link: Link | None = None
         self.timers: TimerService | None = None
         self.volume: Volume | None = None
+        self.mqtt: MqttBridge | None = None
+        """State and commands over the fleet's MQTT broker (``mqtt.url``), or None."""
         self._ducked = False
         self.feed = EventFeed()
         """What ``earshot follow`` streams: every hook event."""
@@ -223,6 +227,14 @@ class Daemon(OperatorSide):
             logger.warning("control socket unavailable (%s): earshot engage/status will not reach this daemon", exc)
             control = None
         await metrics.start()
+        if cfg.mqtt.url is not None:
+            self.mqtt = MqttBridge(
+                cfg,
+                status=self.status,
+                answer=functools.partial(answer, self),
+                environ=self.environ,
+                version=__version__,
+            )
         self.notifier.ready(self._status_text())
         logger.info(
             "earshot started: gate %s, audio %s, %s",
@@ -246,6 +258,8 @@ class Daemon(OperatorSide):
                 gpio = GpioInputs(cfg.gate.gpio, on_action=self._on_gpio, is_engaged=lambda: conv.engagement.engaged)
                 if gpio.enabled:
                     tg.create_task(gpio.run(), name="gpio")
+                if self.mqtt is not None:
+                    tg.create_task(self.mqtt.run(), name="mqtt")
         except* _Stop:
             pass
         finally:
@@ -354,6 +368,8 @@ class Daemon(OperatorSide):
         loop = asyncio.get_running_loop()
         async for ev in link.events():
             conv.on_link_event(ev, loop.time())
+            if self.mqtt is not None and isinstance(ev, SessionReady | LinkDown | ResponseDone):
+                self.mqtt.poke()  # the connection state and today's usage
 
     def _on_playback_event(self, ev: Any) -> None:
         if self.conversation is not None:
@@ -413,12 +429,18 @@ class Daemon(OperatorSide):
         if self.hooks is not None:
             self.hooks.fire(event, data)
         self.feed.publish(event, data)  # `earshot follow`
+        if self.mqtt is not None:
+            self.mqtt.poke()
+            if event == "transcript":
+                self.mqtt.transcript(data)
 
     def _run_tool(self, call_id: str, name: str, arguments: str) -> None:
         async def call() -> None:
             output = await self.tools.run(name, arguments)
             if self.link is not None:
                 self.link.tool_result(call_id, output, asyncio.get_running_loop().time())
+            if self.mqtt is not None:
+                self.mqtt.poke()  # a tool may have changed the volume
 
         self._spawn(call(), f"tool {name}", self._tool_calls)
 

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "ControlHandler",
     "ControlServer",
+    "answer",
     "default_socket_path",
     "format_status",
     "request",
@@ -253,25 +254,34 @@ class ControlServer:
             message = json.loads(line)
         except (UnicodeDecodeError, ValueError):
             return {"ok": False, "error": "request is not valid JSON"}
-        if not isinstance(message, dict):
-            return {"ok": False, "error": 'request must be a JSON object like {"cmd": "status"}'}
-        cmd = message.get("cmd")
-        args = message.get("args", {})
-        if not isinstance(cmd, str) or cmd not in COMMANDS:
-            return {"ok": False, "error": f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}"}
-        if not isinstance(args, dict):
-            return {"ok": False, "error": "args must be a JSON object"}
-        logger.debug("control: %s", cmd)
-        try:
-            result = await self._handler.handle(cmd, args)
-            response = {**result, "ok": True}
-            json.dumps(response)
-        except DaemonError as exc:
-            return {"ok": False, "error": str(exc) or type(exc).__name__}
-        except Exception:  # a handler bug must not end the control server; logged with its traceback
-            logger.exception("control command %r failed", cmd)
-            return {"ok": False, "error": f"internal error while handling {cmd!r} (see the journal)"}
-        return response
+        return await answer(self._handler, message)
+
+
+async def answer(handler: ControlHandler, message: Any) -> dict[str, Any]:
+    """The answer to one request ``{"cmd": ..., "args": {...}}``: checked, handled, never raising.
+
+    The control socket's and MQTT's (``base/cmd``) requests go through here, so both take the
+    same commands with the same checks.
+    """
+    if not isinstance(message, dict):
+        return {"ok": False, "error": 'request must be a JSON object like {"cmd": "status"}'}
+    cmd = message.get("cmd")
+    args = message.get("args", {})
+    if not isinstance(cmd, str) or cmd not in COMMANDS:
+        return {"ok": False, "error": f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}"}
+    if not isinstance(args, dict):
+        return {"ok": False, "error": "args must be a JSON object"}
+    logger.debug("control: %s", cmd)
+    try:
+        result = await handler.handle(cmd, args)
+        response = {**result, "ok": True}
+        json.dumps(response)
+    except DaemonError as exc:
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    except Exception:  # a handler bug must not end the control server; logged with its traceback
+        logger.exception("control command %r failed", cmd)
+        return {"ok": False, "error": f"internal error while handling {cmd!r} (see the journal)"}
+    return response
 
 
 def _is_follow(line: bytes) -> bool:

@@ -1,0 +1,289 @@
+"""The daemon's MQTT edge: its state to the broker, the broker's commands to the daemon.
+
+One task (:meth:`MqttBridge.run`) for the daemon's life. It connects to ``mqtt.url`` with a last
+will (``offline`` on the availability topic), publishes ``online``, Home Assistant discovery and
+the state, and takes commands. What it says and takes is :mod:`earshot.mqttstate`; commands go
+through the control socket's own checks (:func:`earshot.control.answer`).
+
+Whatever the broker does never reaches the audio or the watchdog:
+
+- the daemon only calls :meth:`~MqttBridge.poke` (something changed) and
+  :meth:`~MqttBridge.transcript`, which never block; the state is rendered at most every
+  :data:`COALESCE_S` and published only when it changed;
+- what waits for the broker is the byte-bounded :class:`~earshot.mqttstate.Outbox` (the newest
+  state replaces the one waiting); incoming messages are bounded by aiomqtt's queue, and a
+  payload over ``mqtt.max_payload_bytes`` is dropped;
+- a broker that is down, refuses, or stops answering (publish or connect over
+  :data:`TIMEOUT_S`) is retried with full-jitter backoff up to ``mqtt.reconnect_max_s``.
+
+The broker password comes from ``$CREDENTIALS_DIRECTORY/mqtt-password`` or ``mqtt.password_file``;
+it is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from earshot.config import Config, device_id
+from earshot.mqttstate import Outbox, Topics, discovery_messages, parse_command, state_document
+
+__all__ = ["COALESCE_S", "TIMEOUT_S", "MqttBridge"]
+
+logger = logging.getLogger(__name__)
+
+COALESCE_S = 0.25
+"""A burst of changes (a phase, a hook, a phase) is one state message."""
+TIMEOUT_S = 10.0
+"""A connect or publish the broker has not answered by then counts as a lost broker."""
+CREDENTIAL_NAME = "mqtt-password"
+MAX_INCOMING = 64
+
+
+class MqttBridge:
+    """State out, commands in, over one MQTT broker (see the module docstring).
+
+    Args:
+        config: the daemon's config (``mqtt`` and ``device``).
+        status: the control socket's ``status`` (the state is made from it).
+        answer: answers a control request (``{"cmd", "args"}``) as the control socket does.
+        environ: the process environment (``$CREDENTIALS_DIRECTORY``).
+        version: earshot's version (Home Assistant's device page).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        status: Callable[[], Mapping[str, Any]],
+        answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+        environ: Mapping[str, str],
+        version: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.mqtt = config.mqtt
+        self.device = config.device
+        self.device_id = device_id(config.device)
+        self.topics = Topics.of(self.mqtt.prefix, self.device_id, self.mqtt.discovery_prefix)
+        self.outbox = Outbox(self.mqtt.queue_max_bytes)
+        self._status = status
+        self._answer = answer
+        self._environ = environ
+        self._version = version
+        self._rng = rng or random.Random()
+        self._changed = asyncio.Event()
+        self._last_state: bytes | None = None
+        self._results = 0
+        self._last_problem: str | None = None
+        self.connected = False
+        self.connects = 0
+        self.published = 0
+        self.commands = 0
+        self.refused = 0
+        """Messages dropped: oversize, malformed, not a command."""
+
+    # ------------------------------------------------------------------ what the daemon calls
+
+    def poke(self) -> None:
+        """Something the state shows may have changed (a phase, a hook event, mute, volume)."""
+        self._changed.set()
+
+    def transcript(self, data: Mapping[str, Any]) -> None:
+        """A transcript (published, retained, only with ``mqtt.transcripts``)."""
+        if not self.mqtt.transcripts:
+            return
+        doc = {k: data.get(k) for k in ("role", "item_id", "text", "final")}
+        self.outbox.put(self.topics.transcript, json.dumps(doc, separators=(",", ":")), retain=True)
+        self._changed.set()
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; until cancelled. Publishes ``offline`` on the way out."""
+        import aiomqtt
+
+        attempt = 0
+        while True:
+            try:
+                client = self._client(aiomqtt)
+                async with asyncio.timeout(TIMEOUT_S):
+                    await client.__aenter__()
+            except (aiomqtt.MqttError, TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
+                self._problem(f"cannot connect to {self._where()}: {_why(exc)}")
+            else:
+                attempt = 0
+                try:
+                    await self._serve(client)
+                except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+                    self._problem(f"lost {self._where()}: {_why(exc)}")
+                finally:
+                    self.connected = False
+                    await self._close(client)
+            cap = min(self.mqtt.reconnect_max_s, self.mqtt.reconnect_initial_s * 2**attempt)
+            attempt = min(attempt + 1, 30)
+            await asyncio.sleep(self._rng.uniform(0.0, cap))
+
+    def _client(self, aiomqtt: Any) -> Any:
+        url = urllib.parse.urlsplit(self.mqtt.url or "")
+        tls = self._tls() if url.scheme == "mqtts" else None
+        username = self.mqtt.username
+        password = self._password()
+        if password is not None and username is None:
+            username = self.device_id
+        return aiomqtt.Client(
+            url.hostname or "localhost",
+            url.port or (8883 if tls is not None else 1883),
+            username=username,
+            password=password,
+            identifier=f"earshot-{self.device_id}",
+            will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
+            keepalive=self.mqtt.keepalive_s,
+            timeout=TIMEOUT_S,
+            tls_context=tls,
+            max_queued_incoming_messages=MAX_INCOMING,
+            max_queued_outgoing_messages=256,
+            logger=logging.getLogger("earshot.mqtt.client"),
+        )
+
+    async def _close(self, client: Any) -> None:
+        with contextlib.suppress(Exception):  # best effort: the broker may be gone already
+            async with asyncio.timeout(2.0):
+                if _still_connected(client):
+                    await client.publish(self.topics.availability, b"offline", qos=1, retain=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await client.__aexit__(None, None, None)
+
+    async def _serve(self, client: Any) -> None:
+        self.connects += 1
+        self.connected = True
+        self._last_problem = None
+        logger.info("MQTT: connected to %s as %s", self._where(), self.topics.base)
+        async with asyncio.timeout(TIMEOUT_S):
+            await client.publish(self.topics.availability, b"online", qos=1, retain=True)
+            for topic in self.topics.subscriptions:
+                await client.subscribe(topic, qos=1)
+        if self.mqtt.discovery:
+            name = self.device.name or f"earshot {self.device_id}"
+            for topic, payload in discovery_messages(
+                self.topics, name=name, room=self.device.room, version=self._version, transcripts=self.mqtt.transcripts
+            ):
+                self.outbox.put(topic, payload, retain=True)
+        self._last_state = None  # a broker that lost its retained state gets it again
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._publisher(client), name="mqtt-out")
+            tasks.create_task(self._commands(client), name="mqtt-in")
+
+    async def _publisher(self, client: Any) -> None:
+        self._changed.set()
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(COALESCE_S)
+            self._changed.clear()
+            self._render_state()
+            while (item := self.outbox.peek()) is not None:
+                key, topic, payload, retain = item
+                async with asyncio.timeout(TIMEOUT_S):
+                    await client.publish(topic, payload, qos=1, retain=retain)
+                self.outbox.done(key, payload)
+                self.published += 1
+
+    def _render_state(self) -> None:
+        try:
+            doc = state_document(self._status())
+        except Exception:  # the status of a daemon starting or stopping; the next poke renders again
+            logger.debug("MQTT: no state yet", exc_info=True)
+            return
+        payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, default=str).encode()
+        if payload != self._last_state:
+            self.outbox.put(self.topics.state, payload, retain=True)
+            self._last_state = payload
+
+    async def _commands(self, client: Any) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload or "").encode()
+            topic = str(message.topic)
+            if len(payload) > self.mqtt.max_payload_bytes:
+                self.refused += 1
+                logger.warning("MQTT: dropped %d bytes on %s (over mqtt.max_payload_bytes)", len(payload), topic)
+                continue
+            request, why = parse_command(self.topics, topic, bytes(payload))
+            if request is None:
+                self.refused += 1
+                logger.info("MQTT: ignored a message on %s: %s", topic, why)
+                if topic == f"{self.topics.base}/cmd":
+                    self._result({"ok": False, "error": why}, None)
+                continue
+            self.commands += 1
+            response = await self._answer({"cmd": request.get("cmd"), "args": request.get("args", {})})
+            if topic == f"{self.topics.base}/cmd":
+                self._result(response, request.get("id"))
+            self.poke()
+
+    def _result(self, response: dict[str, Any], request_id: Any) -> None:
+        if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+            response = {**response, "id": request_id}
+        self._results += 1
+        payload = json.dumps(response, separators=(",", ":"), default=str)
+        self.outbox.put(self.topics.result, payload, retain=False, key=f"result {self._results}")
+        self._changed.set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _where(self) -> str:
+        url = urllib.parse.urlsplit(self.mqtt.url or "")
+        return f"{url.scheme}://{url.hostname}:{url.port or ''}".rstrip(":")
+
+    def _problem(self, text: str) -> None:
+        if text != self._last_problem:  # once per distinct problem, not once per retry
+            logger.warning("MQTT: %s; retrying", text)
+            self._last_problem = text
+
+    def _password(self) -> str | None:
+        candidates: list[Path] = []
+        creds = self._environ.get("CREDENTIALS_DIRECTORY")
+        if creds:
+            candidates.append(Path(creds) / CREDENTIAL_NAME)
+        if self.mqtt.password_file is not None:
+            candidates.append(self.mqtt.password_file)
+        for path in candidates:
+            try:
+                with path.open("rb") as f:
+                    data = f.read(4097)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._problem(f"cannot read the broker password {path}: {exc.strerror}")
+                continue
+            text = data[:4096].decode("utf-8", "replace").strip("\r\n")
+            if text:
+                return text
+        return None
+
+    def _tls(self) -> ssl.SSLContext:
+        mqtt = self.mqtt
+        context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
+        if mqtt.client_cert_file is not None:
+            context.load_cert_chain(str(mqtt.client_cert_file), str(mqtt.client_key_file or mqtt.client_cert_file))
+        return context
+
+
+def _still_connected(client: Any) -> bool:
+    """The session is still up (``offline`` can be said before leaving)."""
+    inner = getattr(client, "_client", None)
+    return bool(inner is not None and inner.is_connected())
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 200 else text[:200] + "…"
