@@ -40,8 +40,8 @@ def mosquitto(where: Path, users: dict[str, str]) -> Iterator[Broker]:
     where.mkdir(parents=True, exist_ok=True)
     passwd = where / "passwd"
     passwd.touch(mode=0o600)
-    for name, password in users.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), name, password], check=True, capture_output=True)
+    passwd.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
+    subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)  # hash them all
     (where / "acl").write_text(ACL)
     port = _free_port()
     log = where / "mosquitto.log"

@@ -17,6 +17,11 @@ PURE = [
     "earshot.config",
     "earshot.config.schema",
     "earshot.config.load",
+    "earshot.config.fleet",
+    # a fleet: what goes over MQTT, who may mint a secret and how often
+    "earshot.mqttstate",
+    "earshot.tokenservice.registry",
+    "earshot.tokenservice.policy",
     "earshot.errors",
     "earshot.logs",
     "earshot.process",

@@ -8,7 +8,7 @@ Cross-field rules: :func:`check_fleet`.
 from __future__ import annotations
 
 import re
-import socket
+import os
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,7 +64,7 @@ def device_id(device: DeviceConfig) -> str:
     """The configured id, else the host name (made safe)."""
     if device.id is not None:
         return device.id
-    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-.") or "earshot"
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", os.uname().nodename).strip("-.") or "earshot"
     return host[:64]
 
 

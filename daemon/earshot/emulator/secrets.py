@@ -9,6 +9,7 @@ session (its model, instructions and tools), as the real service applies it.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -103,6 +104,17 @@ class ClientSecrets:
             del self._live[next(iter(self._live))]
 
 
+@functools.cache
+def _params_adapter() -> Any:
+    """The SDK's ``ClientSecretCreateParams`` as a pydantic adapter (built once: it takes milliseconds)."""
+    try:
+        from openai.types.realtime.client_secret_create_params import ClientSecretCreateParams
+        from pydantic import TypeAdapter
+    except ImportError:  # pragma: no cover - the SDK is a development dependency
+        return None
+    return TypeAdapter(ClientSecretCreateParams)
+
+
 def _check_params(body: Any) -> list[str]:
     if not isinstance(body, dict):
         return ["the body must be a JSON object"]
@@ -113,13 +125,13 @@ def _check_params(body: Any) -> list[str]:
             return ["expires_after.seconds: must be an integer 10..7200"]
         if expires.get("anchor", "created_at") != "created_at":
             return ["expires_after.anchor: must be 'created_at'"]
-    try:
-        from openai.types.realtime.client_secret_create_params import ClientSecretCreateParams
-        from pydantic import TypeAdapter, ValidationError
-    except ImportError:  # pragma: no cover - the SDK is a development dependency
+    adapter = _params_adapter()
+    if adapter is None:  # pragma: no cover - the SDK is a development dependency
         return []
+    from pydantic import ValidationError
+
     try:
-        TypeAdapter(ClientSecretCreateParams).validate_python(body)
+        adapter.validate_python(body)
     except ValidationError as exc:
         return [f"client_secrets request: {e['loc']}: {e['msg']}" for e in exc.errors()[:5]]
     return []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -174,6 +175,8 @@ async def _serve(cfg: TokenServiceConfig) -> None:
     from earshot.systemd import Notifier
 
     loop = asyncio.get_running_loop()
+    # Upstream requests run in threads: as many as may be in flight, not the default few.
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(cfg.upstream.max_in_flight + 4))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
