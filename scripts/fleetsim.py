@@ -62,6 +62,8 @@ from earshot.tokenservice.server import write_registry  # noqa: E402
 
 QUESTION = "hey jarvis, what time is it"
 IN_FLIGHT = 32
+IDLE_AFTER_S = 40.0
+"""A question's answer (~5 s), the follow-up window (6 s) and the session kept open (realtime.idle_close_s, 20 s)."""
 
 
 @dataclass
@@ -262,14 +264,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait_for(observing.wait(), 30)
             question, _ = read_wav(synth(QUESTION))
             daemons: list[tuple[str, asyncio.subprocess.Process, Path, int]] = []
-            half = args.duration / 2
+            spread = min(60.0, args.duration / 2 - 8.0)  # the questions come in the first minute
             asked_by = 0.0
             for i, device in enumerate(real_ids):
                 where = work / "devices" / device
                 where.mkdir(parents=True, exist_ok=True)
-                at = 3.0 + (i * (half - 8.0) / max(1, args.devices))
+                at = 3.0 + (i * spread / max(1, args.devices))
                 asked_by = max(asked_by, at + len(question) / 16000)
-                pcm = concat(room_noise(at, seed=i + 1), question, room_noise(args.duration - at, seed=i + 101))
+                # The room goes on past the run's end: every daemon is running when it is measured and stopped.
+                rest = args.duration + 30.0 - at
+                pcm = concat(room_noise(at, seed=i + 1), question, room_noise(rest, seed=i + 101))
                 write_wav(where / "in.wav", pcm, 16000)
                 (where / "device-token").write_text(tokens[device] + "\n")
                 (where / "mqtt-password").write_text(users[device] + "\n")
@@ -352,7 +356,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             environs = read_environs([proc.pid for _, proc, _, _ in daemons])
             # Let the run play out: every question asked and answered, then the devices idle.
             end = started + args.duration
-            idle_from = started + asked_by + 20.0  # the last question's answer and follow-up are over
+            # Idle from when the last question's answer, follow-up window and kept-open session are over.
+            idle_from = started + asked_by + IDLE_AFTER_S
             await asyncio.sleep(max(0.0, idle_from - time.monotonic()))
             # Token latency at the size of the tail, the fleet idle (the daemons minted their own as they engaged).
             latencies = await mint_all(token_url, [tokens[d] for d in sim_ids]) if sim_ids else []
@@ -414,15 +419,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--devices", type=int, default=20, help="real daemons (default 20)")
     parser.add_argument("--simulated", type=int, default=1000, help="simulated devices without audio (default 1000)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds of the run (default 180, --quick 50)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of the run (default 240, --quick 80)")
     parser.add_argument("--quick", action="store_true", help="a short run (for the tests)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", type=Path, help="keep the run's files in this directory")
     args = parser.parse_args()
     if args.duration is None:
-        args.duration = 50.0 if args.quick else 180.0
-    if args.duration < 40.0:
-        parser.error("--duration must be at least 40 s (a question, its answer, then an idle window)")
+        args.duration = 80.0 if args.quick else 240.0
+    if args.duration < 80.0:
+        parser.error("--duration must be at least 80 s (the questions, their answers, then an idle window)")
     result = asyncio.run(run(args))
     text = json.dumps(result, indent=2)
     print(text)

@@ -107,22 +107,28 @@ class MqttBridge:
     # ------------------------------------------------------------------ the task
 
     async def run(self) -> None:
-        """Connect, serve, reconnect; until cancelled. Publishes ``offline`` on the way out."""
-        import aiomqtt
+        """Connect, serve, reconnect; until cancelled. Publishes ``offline`` on the way out.
 
+        Nothing the broker does ends it (or the daemon): every failure is logged once and retried.
+        """
+        try:
+            import aiomqtt
+        except ImportError:
+            logger.error("MQTT: mqtt.url is set but aiomqtt is not installed (pip install 'earshot[fleet]')")
+            return
         attempt = 0
         while True:
             try:
                 client = self._client(aiomqtt)
                 async with asyncio.timeout(TIMEOUT_S):
                     await client.__aenter__()
-            except (aiomqtt.MqttError, TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
+            except Exception as exc:  # refused, unreachable, bad TLS files, a broker that never answers
                 self._problem(f"cannot connect to {self._where()}: {_why(exc)}")
             else:
                 attempt = 0
                 try:
                     await self._serve(client)
-                except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+                except Exception as exc:  # lost, or misbehaving (a group of the serving tasks' errors)
                     self._problem(f"lost {self._where()}: {_why(exc)}")
                 finally:
                     self.connected = False
@@ -285,5 +291,7 @@ def _still_connected(client: Any) -> bool:
 
 
 def _why(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
     text = str(exc) or type(exc).__name__
     return text if len(text) < 200 else text[:200] + "…"

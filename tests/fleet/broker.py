@@ -35,15 +35,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def mosquitto(where: Path, users: dict[str, str]) -> Iterator[Broker]:
-    """Run mosquitto with ``users`` (name -> password) until the block ends."""
+def mosquitto(where: Path, users: dict[str, str], port: int | None = None) -> Iterator[Broker]:
+    """Run mosquitto with ``users`` (name -> password) until the block ends (on ``port``, or a free one)."""
     where.mkdir(parents=True, exist_ok=True)
     passwd = where / "passwd"
     passwd.touch(mode=0o600)
     passwd.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
     subprocess.run(["mosquitto_passwd", "-U", str(passwd)], check=True, capture_output=True)  # hash them all
     (where / "acl").write_text(ACL)
-    port = _free_port()
+    port = port or _free_port()
     log = where / "mosquitto.log"
     conf = where / "mosquitto.conf"
     conf.write_text(

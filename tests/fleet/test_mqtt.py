@@ -250,3 +250,37 @@ async def test_the_last_will_says_offline_when_the_device_dies(tmp_path: Path) -
             proc.kill()
             await proc.wait()
             await ha.wait(lambda: ha.retained.get("earshot/kitchen-1/availability") == b"offline", within_s=30.0)
+
+
+async def test_a_broker_that_goes_away_mid_session_is_found_again(tmp_path: Path) -> None:
+    """The broker dies while the device is connected and comes back empty: the device says it all again."""
+    seen: dict[str, Any] = {}
+    stack = contextlib.ExitStack()
+    first = stack.enter_context(mosquitto(tmp_path / "broker-1", USERS))
+
+    async def operator(daemon: Daemon) -> None:
+        async with home_assistant(first) as ha:
+            await ha.wait(lambda: ha.retained.get("earshot/kitchen-1/availability") == b"online")
+            await ha.wait(lambda: (s := ha.state()) and s["phase"] == "idle")
+        await asyncio.to_thread(stack.close)  # the broker dies under the connected device (the stack is reused)
+        again = await asyncio.to_thread(stack.enter_context, mosquitto(tmp_path / "broker-2", USERS, port=first.port))
+        async with home_assistant(again) as ha:
+            # A new broker with nothing retained: availability, discovery and the state come again.
+            await ha.wait(lambda: ha.retained.get("earshot/kitchen-1/availability") == b"online", within_s=30.0)
+            await ha.wait(lambda: ha.state() is not None)
+            await ha.wait(lambda: sum(t.startswith("homeassistant/") for t in ha.retained) == 12)
+            await ha.client.publish("earshot/kitchen-1/set/mute", b"ON", qos=1)
+            await ha.wait(lambda: (s := ha.state()) and s["muted"])
+        assert daemon.mqtt is not None
+        seen["connects"] = daemon.mqtt.connects
+        daemon.stop("the test is done")
+
+    config = device_config(tmp_path, first.url)
+    config["mqtt"]["reconnect_max_s"] = 1.0
+    try:
+        async with Emulator(EmulatorOptions(strict=True)) as emu:
+            run = await run_daemon(tmp_path, silence(60.0), url=emu.url, config=config, during=operator)
+    finally:
+        stack.close()
+    assert run.exit_code == 0
+    assert seen["connects"] == 2

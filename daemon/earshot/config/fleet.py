@@ -7,8 +7,8 @@ Cross-field rules: :func:`check_fleet`.
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
