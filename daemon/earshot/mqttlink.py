@@ -122,13 +122,13 @@ class MqttBridge:
                 client = self._client(aiomqtt)
                 async with asyncio.timeout(TIMEOUT_S):
                     await client.__aenter__()
-            except Exception as exc:  # refused, unreachable, bad TLS files, a broker that never answers
+            except Exception as exc:  # noqa: BLE001 - refused, unreachable, bad TLS files, a broker that never answers
                 self._problem(f"cannot connect to {self._where()}: {_why(exc)}")
             else:
                 attempt = 0
                 try:
                     await self._serve(client)
-                except Exception as exc:  # lost, or misbehaving (a group of the serving tasks' errors)
+                except Exception as exc:  # noqa: BLE001 - lost, or misbehaving (the serving tasks' errors, grouped)
                     self._problem(f"lost {self._where()}: {_why(exc)}")
                 finally:
                     self.connected = False
