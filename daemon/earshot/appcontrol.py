@@ -24,6 +24,7 @@ from earshot.pipeline import PHASE_STATUS
 from earshot.realtime.auth import credential_mtime
 
 if TYPE_CHECKING:
+    from earshot.mqttlink import MqttBridge
     from earshot.pipeline import Conversation
     from earshot.realtime.connection import Link
     from earshot.stats import Stats
@@ -50,6 +51,7 @@ class OperatorSide:
         link: Link | None
         timers: TimerService | None
         volume: Volume | None
+        mqtt: MqttBridge | None
         disabled: dict[str, str]
         _source: Any
         _sink: Any
@@ -264,4 +266,6 @@ class OperatorSide:
             snap["volume"] = self.volume.report()
         if self.disabled:
             snap["disabled"] = dict(self.disabled)
+        if self.mqtt is not None:
+            snap["mqtt"] = self.mqtt.report()
         return snap

@@ -104,6 +104,20 @@ class MqttBridge:
         self.outbox.put(self.topics.transcript, json.dumps(doc, separators=(",", ":")), retain=True)
         self._changed.set()
 
+    def report(self) -> dict[str, Any]:
+        """For status: the broker, whether connected, and what went through."""
+        return {
+            "broker": self._where(),
+            "topic": self.topics.base,
+            "connected": self.connected,
+            "connects": self.connects,
+            "published": self.published,
+            "commands": self.commands,
+            "refused": self.refused,
+            "queued_bytes": self.outbox.size,
+            "dropped": self.outbox.dropped,
+        }
+
     # ------------------------------------------------------------------ the task
 
     async def run(self) -> None:

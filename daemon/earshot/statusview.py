@@ -48,6 +48,13 @@ def format_status(status: Mapping[str, Any]) -> str:
                 name = dev.get("device") or dev.get("name") or "?"
                 extra = ", ".join(f"{k} {dev[k]}" for k in ("xruns", "overruns") if dev.get(k))
                 add(str(role), f"{name} [{dev.get('state', '?')}]" + (f" ({extra})" if extra else ""))
+    mqtt = status.get("mqtt")
+    if isinstance(mqtt, Mapping):
+        state = "connected" if mqtt.get("connected") else "not connected"
+        add(
+            "mqtt",
+            f"{mqtt.get('broker', '?')} as {mqtt.get('topic', '?')}: {state} ({mqtt.get('connects', 0)} connects)",
+        )
     disabled = status.get("disabled")
     if isinstance(disabled, Mapping):
         for part, why in sorted(disabled.items()):

@@ -19,6 +19,7 @@ import aiomqtt
 import pytest
 
 from earshot.app import Daemon
+from earshot.control import format_status, request
 from earshot.emulator import Emulator, EmulatorOptions
 from tests.fleet.broker import Broker, mosquitto
 from tests.fleet.ha_schema import problems
@@ -130,6 +131,7 @@ async def test_home_assistant_sees_the_device_and_drives_it(tmp_path: Path) -> N
             seen["muted_by_hall"] = (ha.state() or {}).get("muted")
             assert daemon.mqtt is not None
             seen["bridge"] = (daemon.mqtt.connects, daemon.mqtt.commands, daemon.mqtt.refused)
+            seen["status"] = await asyncio.to_thread(request, tmp_path / "control.sock", "status")
             daemon.stop("the test is done")
             await ha.wait(lambda: ha.retained.get("earshot/kitchen-1/availability") == b"offline")
             seen["states"] = [json.loads(p) for t, p, _ in ha.messages if t == "earshot/kitchen-1/state"]
@@ -158,6 +160,11 @@ async def test_home_assistant_sees_the_device_and_drives_it(tmp_path: Path) -> N
     assert connects == 1
     assert commands == 6  # mute, unmute, volume, the two JSON requests, say
     assert refused == 2  # the bad JSON and the oversize say
+    mqtt = seen["status"]["mqtt"]
+    assert mqtt["connected"] is True
+    assert mqtt["topic"] == "earshot/kitchen-1"
+    assert mqtt["commands"] == 6
+    assert "mqtt:" in format_status(seen["status"])
     # State messages only on change: no two in a row are the same.
     states = seen["states"]
     assert all(a != b for a, b in itertools.pairwise(states))
@@ -284,3 +291,39 @@ async def test_a_broker_that_goes_away_mid_session_is_found_again(tmp_path: Path
         stack.close()
     assert run.exit_code == 0
     assert seen["connects"] == 2
+
+
+async def test_a_flood_of_commands_stays_bounded_and_the_device_answers_after_it(tmp_path: Path) -> None:
+    """500 commands at once (QoS 0, as fast as the broker takes them): what the device takes is bounded,
+    it keeps up with what it takes, and a request after the flood is answered."""
+    seen: dict[str, Any] = {}
+
+    async def operator(daemon: Daemon) -> None:
+        async with home_assistant(broker) as ha:
+            await ha.wait(lambda: (s := ha.state()) and s["phase"] == "idle")
+            for _ in range(500):
+                await ha.client.publish("earshot/kitchen-1/cmd", b'{"cmd": "status"}', qos=0)
+            # What the device could not take was dropped (aiomqtt's queue is bounded): ask until it answers.
+            for attempt in range(12):
+                request_ = json.dumps({"cmd": "timers", "id": f"after {attempt}"}).encode()
+                await ha.client.publish("earshot/kitchen-1/cmd", request_, qos=1)
+                with contextlib.suppress(TimeoutError):
+                    await ha.wait(lambda: any(str(r.get("id")).startswith("after") for r in ha.results()), 5.0)
+                    break
+            seen["answered_after"] = attempt
+            assert daemon.mqtt is not None
+            seen["report"] = daemon.mqtt.report()
+            seen["results"] = len(ha.results())
+            daemon.stop("the test is done")
+
+    with mosquitto(tmp_path / "broker", USERS) as broker:
+        async with Emulator(EmulatorOptions(strict=True)) as emu:
+            run = await run_daemon(
+                tmp_path, silence(90.0), url=emu.url, config=device_config(tmp_path, broker.url), during=operator
+            )
+    assert run.exit_code == 0
+    report = seen["report"]
+    assert report["queued_bytes"] <= 65536
+    assert report["commands"] <= 501
+    assert report["connects"] == 1  # the flood did not cost the connection
+    assert seen["answered_after"] < 12
