@@ -294,7 +294,22 @@ def probe(name: str, subj: str, config_path: Path, state_dir: Path, *, timeout_s
 
 def host_checks(config: Config, environ: Mapping[str, str], state_dir: Path, now_wall: float) -> list[Finding]:
     """The key's presence, the clock and the state directory, without loading anything native."""
-    return [_key_check(config, environ), _clock_check(now_wall), _state_check(state_dir)]
+    checks = [_key_check(config, environ), _clock_check(now_wall), _state_check(state_dir)]
+    if config.mqtt.url is not None:
+        checks.append(_mqtt_check(config))
+    return checks
+
+
+def _mqtt_check(config: Config) -> Finding:
+    """The MQTT client is installed (the broker itself is the bridge's to reach, and retry)."""
+    import importlib.util
+
+    from earshot.config import device_id
+
+    where = f"{config.mqtt.url} as {config.mqtt.prefix}/{device_id(config.device)}"
+    if importlib.util.find_spec("aiomqtt") is None:
+        return Finding("mqtt", where, "missing", "aiomqtt is not installed: pip install 'earshot[fleet]'")
+    return Finding("mqtt", where, "ok", "aiomqtt installed")
 
 
 def _key_check(config: Config, environ: Mapping[str, str]) -> Finding:

@@ -1,4 +1,4 @@
-"""The emulator's client_secrets: what OpenAI answers, checked against the SDK, and the ek_ it mints opening sessions."""
+"""The emulator's client_secrets: OpenAI's answer, checked against the SDK; the ek_ it mints opens sessions."""
 
 from __future__ import annotations
 

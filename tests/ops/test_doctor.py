@@ -251,3 +251,22 @@ async def test_status_says_what_is_disabled_and_the_rest_still_runs(tmp_path: Pa
     assert "wakeword OFF:   microwakeword hey_jarvis crashed" in format_status(status)
     assert not run.marks("engaged by")
     assert sessions == 0
+
+
+def test_with_a_broker_configured_the_doctor_says_whether_the_mqtt_client_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from earshot.config import parse_config
+
+    plain = parse_config("realtime: {model: gpt-realtime}\n")
+    assert [f.name for f in doctor.host_checks(plain, {}, tmp_path, 1_800_000_000.0)] == ["key", "clock", "state"]
+    cfg = parse_config("device: {id: hall}\nmqtt: {url: 'mqtt://broker.lan'}\n")
+    found = doctor.host_checks(cfg, {}, tmp_path, 1_800_000_000.0)[-1]
+    assert (found.name, found.subject, found.status) == ("mqtt", "mqtt://broker.lan as earshot/hall", "ok")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiomqtt" else real(name, *a))
+    found = doctor.host_checks(cfg, {}, tmp_path, 1_800_000_000.0)[-1]
+    assert found.status == "missing"
+    assert "earshot[fleet]" in found.detail
