@@ -155,6 +155,8 @@ class HttpServer:
                 await self._serve(reader, writer)
         except (ConnectionError, _ssl.SSLError, TimeoutError):
             pass
+        except Exception:  # a bug here must cost one connection, never the server
+            logger.exception("%s: a connection failed", self._name)
         finally:
             self._open -= 1
             self._tasks.discard(task)
@@ -163,6 +165,10 @@ class HttpServer:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _send_alone(self, writer: asyncio.StreamWriter, response: HttpResponse) -> None:
+        """Answer without reading the request (over the connection limit).
+
+        h11 sends a response only after a request: it is given a minimal one to get there.
+        """
         conn = h11.Connection(h11.SERVER)
         conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.next_event()

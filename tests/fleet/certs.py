@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command (Debian's openssl)")
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import shutil
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,6 +27,10 @@ from tests.fleet.ha_schema import problems
 from tests.integration.replies import check_events, client_types
 from tests.support.daemon import DEFAULT_GATE, run_daemon
 from tests.support.speech import concat, read_wav, silence, synth
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mosquitto") is None, reason="mosquitto (a Debian package; scripts/setup installs it on x86-64)"
+)
 
 USERS = {"ha": "ha-password", "kitchen-1": "kitchen-password", "hall-2": "hall-password"}
 

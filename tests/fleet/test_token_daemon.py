@@ -18,7 +18,7 @@ from earshot.emulator import Emulator, EmulatorOptions
 from earshot.tokenservice.config import load_service_config
 from earshot.tokenservice.registry import Device, hash_token, new_token
 from earshot.tokenservice.server import PATH, TokenService
-from tests.fleet.certs import make_ca, make_cert
+from tests.fleet.certs import make_ca, make_cert, needs_openssl
 from tests.fleet.test_token_service import REAL_KEY, enrol, write_config
 from tests.integration.replies import check_events
 from tests.support.daemon import DEFAULT_GATE, run_daemon
@@ -79,6 +79,7 @@ async def test_a_device_with_only_its_token_is_answered_with_the_fleets_session(
     assert token not in "\n".join(r.getMessage() for r in caplog.records)
 
 
+@needs_openssl
 async def test_a_device_with_only_a_client_certificate_is_answered(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     ca = make_ca(pki)

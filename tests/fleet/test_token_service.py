@@ -25,7 +25,7 @@ from earshot.realtime.auth import post
 from earshot.tokenservice.config import load_service_config
 from earshot.tokenservice.registry import Device, Registry, hash_token, new_token
 from earshot.tokenservice.server import PATH, TokenService, write_registry
-from tests.fleet.certs import make_ca, make_cert
+from tests.fleet.certs import make_ca, make_cert, needs_openssl
 
 REAL_KEY = "sk-fleet-real-key-0123456789"
 BODY = {
@@ -137,6 +137,7 @@ async def test_unknown_revoked_and_malformed_requests_are_refused_with_their_sta
     assert len(emulator.secrets.minted) == 1
 
 
+@needs_openssl
 async def test_a_revoked_certificate_device_is_told_it_is_revoked(tmp_path: Path, emulator: Emulator) -> None:
     ca = make_ca(tmp_path / "pki")
     server_cert, server_key = make_cert(tmp_path / "pki", "server", "127.0.0.1", server=True)
