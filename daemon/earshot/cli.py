@@ -282,32 +282,27 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulate(args: argparse.Namespace) -> int:
-    _configure_cli_logging(args)
-    try:
-        emulator_main = _load("earshot.emulator", "main")
-    except ImportError as exc:
-        _err(f"earshot emulate: the emulator is not available: {exc}")
-        return EX_RUNTIME
-    return _as_status(emulator_main(list(args.argv)))
+    return _delegate(args, "earshot.emulator", "emulate")
 
 
 def _cmd_token_service(args: argparse.Namespace) -> int:
-    try:
-        service_main = _load("earshot.tokenservice.cli", "main")
-    except ImportError as exc:
-        _err(f"earshot token-service: not available: {exc}")
-        return EX_RUNTIME
-    return _as_status(service_main(list(args.argv)))
+    return _delegate(args, "earshot.tokenservice.cli", "token-service", own_logging=True)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
-    _configure_cli_logging(args)
+    return _delegate(args, "earshot.gate.enroll", "enroll")
+
+
+def _delegate(args: argparse.Namespace, module: str, command: str, *, own_logging: bool = False) -> int:
+    """Run ``module.main`` with the arguments after the command's name (its own parser and help)."""
+    if not own_logging:
+        _configure_cli_logging(args)
     try:
-        enroll_main = _load("earshot.gate.enroll", "main")
+        delegate_main = _load(module, "main")
     except ImportError as exc:
-        _err(f"earshot enroll: enrolment is not available: {exc}")
+        _err(f"earshot {command}: not available here: {exc}")
         return EX_RUNTIME
-    return _as_status(enroll_main(list(args.argv)))
+    return _as_status(delegate_main(list(args.argv)))
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:

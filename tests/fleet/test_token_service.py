@@ -13,6 +13,7 @@ import logging
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,26 @@ def test_a_config_error_names_the_key_and_line_and_exits_78(tmp_path: Path) -> N
     assert "limits.burst: must be 1..10000, got 0 (line 4)" in done.stderr
     assert "listen.host: plain HTTP only on a loopback address" in done.stderr
     assert "upstream.url: plain http:// is allowed only to a loopback address (line 6)" in done.stderr
+
+
+async def test_an_upstream_that_does_not_speak_http_is_502_and_not_counted(tmp_path: Path) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    token = new_token()
+    enrol(tmp_path, Device("a", token_sha256=hash_token(token)))
+    path = write_config(tmp_path, f"http://127.0.0.1:{port}/v1/realtime/client_secrets", limits={"daily": 1})
+    try:
+        async with TokenService(load_service_config(path), env={}) as service:
+            assert (await ask(service.url, token))[0] == 502
+            assert (await ask(service.url, token))[0] == 502  # the first did not use the daily secret
+            assert service.outcomes["upstream_error"] == 2
+            assert service.limiter.today("a", time.time()) == 0
+    finally:
+        server.close()
+        await server.wait_closed()

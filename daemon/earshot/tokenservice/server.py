@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -209,7 +210,7 @@ class TokenService:
         try:
             async with asyncio.timeout(timeout + 1.0):
                 status, answer = await asyncio.to_thread(post, self.cfg.upstream.url, data, headers, timeout)
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:  # no answer, or not HTTP
             logger.warning("upstream %s: %s", self.cfg.upstream.url, type(exc).__name__)
             return HttpResponse.error(502, "the upstream did not answer")
         if status == 200:
