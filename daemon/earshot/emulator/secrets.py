@@ -105,14 +105,31 @@ class ClientSecrets:
 
 
 @functools.cache
-def _params_adapter() -> Any:
-    """The SDK's ``ClientSecretCreateParams`` as a pydantic adapter (built once: it takes milliseconds)."""
+def _validators() -> tuple[Callable[[Any], object], Callable[[Any], object]] | None:
+    """The SDK's checks of ``ClientSecretCreateParams`` and ``ClientSecretCreateResponse``; None without the SDK.
+
+    Built once: a pydantic adapter takes milliseconds to build.
+    """
     try:
         from openai.types.realtime.client_secret_create_params import ClientSecretCreateParams
+        from openai.types.realtime.client_secret_create_response import ClientSecretCreateResponse
         from pydantic import TypeAdapter
     except ImportError:  # pragma: no cover - the SDK is a development dependency
         return None
-    return TypeAdapter(ClientSecretCreateParams)
+    return TypeAdapter(ClientSecretCreateParams).validate_python, ClientSecretCreateResponse.model_validate
+
+
+def _sdk_problems(which: int, value: Any, what: str) -> list[str]:
+    validators = _validators()
+    if validators is None:  # pragma: no cover - the SDK is a development dependency
+        return []
+    from pydantic import ValidationError
+
+    try:
+        validators[which](value)
+    except ValidationError as exc:
+        return [f"client_secrets {what}: {e['loc']}: {e['msg']}" for e in exc.errors()[:5]]
+    return []
 
 
 def _check_params(body: Any) -> list[str]:
@@ -125,26 +142,8 @@ def _check_params(body: Any) -> list[str]:
             return ["expires_after.seconds: must be an integer 10..7200"]
         if expires.get("anchor", "created_at") != "created_at":
             return ["expires_after.anchor: must be 'created_at'"]
-    adapter = _params_adapter()
-    if adapter is None:  # pragma: no cover - the SDK is a development dependency
-        return []
-    from pydantic import ValidationError
-
-    try:
-        adapter.validate_python(body)
-    except ValidationError as exc:
-        return [f"client_secrets request: {e['loc']}: {e['msg']}" for e in exc.errors()[:5]]
-    return []
+    return _sdk_problems(0, body, "request")
 
 
 def _check_response(answer: dict[str, Any]) -> list[str]:
-    try:
-        from openai.types.realtime.client_secret_create_response import ClientSecretCreateResponse
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover - the SDK is a development dependency
-        return []
-    try:
-        ClientSecretCreateResponse.model_validate(answer)
-    except ValidationError as exc:
-        return [f"client_secrets response: {e['loc']}: {e['msg']}" for e in exc.errors()[:5]]
-    return []
+    return _sdk_problems(1, answer, "response")
