@@ -35,6 +35,7 @@ from typing import Any
 
 from earshot.config import Config, device_id
 from earshot.mqttstate import Outbox, Topics, discovery_messages, parse_command, state_document
+from earshot.realtime.auth import client_tls, read_secret_file
 
 __all__ = ["COALESCE_S", "TIMEOUT_S", "MqttBridge"]
 
@@ -194,7 +195,7 @@ class MqttBridge:
         if self.mqtt.discovery:
             name = self.device.name or f"earshot {self.device_id}"
             for topic, payload in discovery_messages(
-                self.topics, name=name, room=self.device.room, version=self._version, transcripts=self.mqtt.transcripts
+                self.topics, name=name, room=self.device.room, version=self._version
             ):
                 self.outbox.put(topic, payload, retain=True)
         self._last_state = None  # a broker that lost its retained state gets it again
@@ -270,32 +271,22 @@ class MqttBridge:
             self._last_problem = text
 
     def _password(self) -> str | None:
-        candidates: list[Path] = []
+        """The broker password: ``$CREDENTIALS_DIRECTORY/mqtt-password``, else ``mqtt.password_file``."""
         creds = self._environ.get("CREDENTIALS_DIRECTORY")
-        if creds:
-            candidates.append(Path(creds) / CREDENTIAL_NAME)
-        if self.mqtt.password_file is not None:
-            candidates.append(self.mqtt.password_file)
+        candidates = [Path(creds) / CREDENTIAL_NAME] if creds else []
+        candidates += [self.mqtt.password_file] if self.mqtt.password_file is not None else []
         for path in candidates:
             try:
-                with path.open("rb") as f:
-                    data = f.read(4097)
+                return read_secret_file(path).reveal()
             except FileNotFoundError:
                 continue
-            except OSError as exc:
-                self._problem(f"cannot read the broker password {path}: {exc.strerror}")
-                continue
-            text = data[:4096].decode("utf-8", "replace").strip("\r\n")
-            if text:
-                return text
+            except (OSError, ValueError) as exc:  # the text never quotes the content
+                self._problem(f"the broker password file {path} is unusable: {exc}")
         return None
 
     def _tls(self) -> ssl.SSLContext:
         mqtt = self.mqtt
-        context = ssl.create_default_context(cafile=str(mqtt.ca_file) if mqtt.ca_file else None)
-        if mqtt.client_cert_file is not None:
-            context.load_cert_chain(str(mqtt.client_cert_file), str(mqtt.client_key_file or mqtt.client_cert_file))
-        return context
+        return client_tls(mqtt.ca_file, mqtt.client_cert_file, mqtt.client_key_file)
 
 
 def _still_connected(client: Any) -> bool:

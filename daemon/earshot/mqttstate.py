@@ -120,10 +120,12 @@ def _entity(
     return f"{topics.discovery_prefix}/{component}/{topics.node_id}/{key}/config", payload
 
 
-def discovery_messages(
-    topics: Topics, *, name: str, room: str | None, version: str, transcripts: bool
-) -> list[tuple[str, str]]:
-    """Home Assistant MQTT discovery: ``(topic, JSON payload)`` of every entity, retained."""
+def discovery_messages(topics: Topics, *, name: str, room: str | None, version: str) -> list[tuple[str, str]]:
+    """Home Assistant MQTT discovery: ``(topic, JSON payload)`` of every entity, retained.
+
+    The last-transcript entity is offered always, disabled by default: it shows something only once
+    both Home Assistant's user enables it and ``mqtt.transcripts`` publishes.
+    """
     device: dict[str, Any] = {
         "identifiers": [f"earshot_{topics.node_id}"],
         "name": name,
@@ -167,7 +169,6 @@ def discovery_messages(
                 state_topic=topics.transcript, value_template="{{ value_json.text[:255] }}",
                 json_attributes_topic=topics.transcript, enabled_by_default=False, icon="mdi:text"),
     ]  # fmt: skip
-    del transcripts  # the entity is offered either way; it is off by default and silent unless enabled here
     return [(topic, json.dumps(payload, separators=(",", ":"))) for topic, payload in entities]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ def test_the_state_of_a_daemon_still_starting_is_still_a_state() -> None:
 
 
 def test_every_discovery_message_is_one_home_assistant_takes() -> None:
-    messages = discovery_messages(TOPICS, name="Kitchen speaker", room="kitchen", version="0.1.0", transcripts=False)
+    messages = discovery_messages(TOPICS, name="Kitchen speaker", room="kitchen", version="0.1.0")
     components = sorted(topic.split("/")[1] for topic, _ in messages)
     assert components == sorted(["sensor"] * 6 + ["binary_sensor", "switch", "number", "button", "button", "text"])
     ids = set()
@@ -83,7 +84,7 @@ def test_every_discovery_message_is_one_home_assistant_takes() -> None:
 
 
 def test_the_schema_check_can_fail() -> None:
-    topic, payload = discovery_messages(TOPICS, name="x", room=None, version="1", transcripts=False)[0]
+    topic, payload = discovery_messages(TOPICS, name="x", room=None, version="1")[0]
     doc = json.loads(payload)
     assert problems(topic, {**doc, "colour": "red"}) == [f"{topic}: unknown option 'colour'"]
     assert problems(topic.replace("sensor", "switch"), doc)  # a switch needs a command topic
@@ -94,7 +95,7 @@ def test_a_dotted_device_id_makes_a_node_id_home_assistant_takes() -> None:
     topics = Topics.of("fleet/site-a", "kiosk.7", "homeassistant")
     assert topics.base == "fleet/site-a/kiosk.7"
     assert topics.node_id == "kiosk_7"
-    for topic, payload in discovery_messages(topics, name="k", room=None, version="1", transcripts=True):
+    for topic, payload in discovery_messages(topics, name="k", room=None, version="1"):
         assert problems(topic, json.loads(payload)) == []
 
 
@@ -162,3 +163,33 @@ def test_the_outbox_keeps_the_newest_state_and_its_bound() -> None:
     assert all(k.startswith("result") for k in [box.peek()[0]])  # type: ignore[index]
     box.put("a/huge", b"y" * 500, retain=True)
     assert box.size <= 200
+
+
+def test_mqtt_takes_the_control_sockets_commands_but_follow() -> None:
+    from earshot.control import COMMANDS
+    from earshot.mqttstate import CONTROL_COMMANDS
+
+    assert set(CONTROL_COMMANDS) == set(COMMANDS) - {"follow"}
+
+
+def test_the_broker_password_comes_from_the_credential_then_the_file(tmp_path: Path) -> None:
+    from earshot.config import parse_config
+    from earshot.mqttlink import MqttBridge
+
+    (tmp_path / "file").write_text("from-the-file\n")
+    cfg = parse_config(f"mqtt: {{url: 'mqtt://broker', password_file: '{tmp_path / 'file'}'}}\n")
+
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def password(environ: dict[str, str]) -> str | None:
+        return MqttBridge(cfg, status=dict, answer=answer, environ=environ, version="t")._password()
+
+    assert password({}) == "from-the-file"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("from-systemd")
+    assert password({"CREDENTIALS_DIRECTORY": str(creds)}) == "from-systemd"
+    # One token: a file holding two words is refused (said without its content), and the next is tried.
+    (creds / "mqtt-password").write_text("two words")
+    assert password({"CREDENTIALS_DIRECTORY": str(creds)}) == "from-the-file"

@@ -43,6 +43,7 @@ __all__ = [
     "CREDENTIAL_NAME",
     "Secret",
     "TokenEndpointError",
+    "client_tls",
     "connection_secret",
     "credential_mtime",
     "fingerprint",
@@ -478,10 +479,21 @@ def token_tls(auth: AuthConfig) -> ssl.SSLContext | None:
     if auth.ca_file is None and auth.client_cert_file is None:
         return None
     try:
-        context = ssl.create_default_context(cafile=str(auth.ca_file) if auth.ca_file else None)
-        if auth.client_cert_file is not None:
-            key_file = auth.client_key_file or auth.client_cert_file
-            context.load_cert_chain(str(auth.client_cert_file), str(key_file))
+        return client_tls(auth.ca_file, auth.client_cert_file, auth.client_key_file)
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise AuthenticationError(f"realtime.auth: cannot load the token service's TLS files: {exc}") from None
+
+
+def client_tls(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
+    """A client's TLS context (the token service's, the MQTT broker's).
+
+    The server is verified against ``ca_file`` (None: the system's CAs); ``cert_file`` is this
+    client's certificate, its key in ``key_file`` or else in the same file.
+
+    Raises:
+        OSError, ssl.SSLError, ValueError: a file cannot be loaded.
+    """
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if cert_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file or cert_file))
     return context
