@@ -14,6 +14,11 @@ Unconfined, CPU comes from ``/proc/PID/stat`` (the whole process) and ``/proc/PI
 
 Before them, the rig's floor (``details.pi.floor``): a Python process that only reads the same ``mic``
 PCM at 100 and 250 ms periods, the part of the idle figure no daemon on this capture path can avoid.
+The idle and talk runs (and that floor) run with the room's echo relay stopped: nothing sounds from
+the speaker in them, and the relay's 10 ms streams make the room's null sink deliver every recording
+in 10 ms blocks whatever its period (a bare reader at 250 ms periods: about 0.35 % of a core with the
+relay, 0.10 % without), which no sound card does. ``details.pi.floor_with_echo_relay`` keeps the
+other figure.
 
 Then the same exchange with the daemon's CPU confined to one Pi core: a CPU cgroup with a quota of
 1/12 of a core here (cgroup v1 ``cpu.cfs_quota_us`` 1000 per ``cpu.cfs_period_us`` 12000, or v2
@@ -248,14 +253,16 @@ while time.monotonic() < end:
 """
 
 
-def reader_floor(room: pulse.PulseRoom, seconds: float, log: Callable[[str], None]) -> dict[str, float | None]:
+def reader_floor(
+    room: pulse.PulseRoom, seconds: float, log: Callable[[str], None], periods_ms: tuple[int, ...] = (100, 250)
+) -> dict[str, float | None]:
     """The rig's floor: the CPU of a Python process that only reads the room's ``mic`` PCM, per period.
 
     What no daemon on this capture path can go under (alsa-lib's pulse plugin and libpulse's client
     thread do most of it), measured on the same room each run: the idle goal is read against it.
     """
     out: dict[str, float | None] = {}
-    for period_ms in (100, 250):
+    for period_ms in periods_ms:
         proc = subprocess.Popen(
             [sys.executable, "-c", _READER, str(period_ms), str(seconds + 4)], env=room.env, stderr=subprocess.DEVNULL
         )
@@ -344,16 +351,31 @@ def _measure(
             "threads_sys_pct": split_pct(run, pcm.size / audio.RATE_HZ, kernel_only=True),
         }
 
-    details["floor"] = reader_floor(room, seconds, log)
-    report.attempt(
-        ("idle_cpu_pct",), "pi idle run", lambda: listening("pi_idle", audio.room_noise(seconds), "idle_cpu_pct"), log
-    )
-    report.attempt(
-        ("talk_cpu_pct",),
-        "pi talk run",
-        lambda: listening("pi_talk", audio.with_noise(audio.continuous_speech(seconds)), "talk_cpu_pct"),
-        log,
-    )
+    # The listening runs play nothing from the speaker, so they run without the echo relay: its 10 ms
+    # streams drive the room's null sink in 10 ms blocks, and every recording of that sink (the
+    # daemon's capture among them) then wakes 100 times a second whatever period it asked for, which
+    # no sound card does. Both floors are measured, so the difference stays on record.
+    details["floor_with_echo_relay"] = reader_floor(room, seconds, log, periods_ms=(250,))
+    relay = room.relay
+    if relay is not None:
+        relay.close()
+    try:
+        details["floor"] = reader_floor(room, seconds, log)
+        report.attempt(
+            ("idle_cpu_pct",),
+            "pi idle run",
+            lambda: listening("pi_idle", audio.room_noise(seconds), "idle_cpu_pct"),
+            log,
+        )
+        report.attempt(
+            ("talk_cpu_pct",),
+            "pi talk run",
+            lambda: listening("pi_talk", audio.with_noise(audio.continuous_speech(seconds)), "talk_cpu_pct"),
+            log,
+        )
+    finally:
+        if relay is not None:
+            relay.start()
 
     story = daemon.reply_audio(audio.LONG_REPLY)
     reply_s = story.size / daemon.REPLY_RATE_HZ
