@@ -28,10 +28,13 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES
+
 __all__ = ["BURST_MAX_CHUNKS", "CaptureFeed"]
 
 BURST_MAX_CHUNKS = 25
-"""At most this many capture chunks (250 ms) go to the conversation in one call."""
+"""At most this many capture chunks' worth (250 ms) go to the conversation in one call (a chunk the
+source yields may hold several 10 ms frames: an idle period whole)."""
 
 
 class _Conversation(Protocol):
@@ -57,6 +60,7 @@ class CaptureFeed:
         self._conv = conversation
         self._sink = sink
         self._burst: list[NDArray[np.int16]] = []
+        self._burst_samples = 0
         self._position = 0
         self._end = 0
         self._period_start = True
@@ -70,14 +74,16 @@ class CaptureFeed:
         if not self._burst:
             self._position = position
         self._burst.append(pcm)
+        self._burst_samples += len(pcm)
         self._end = position + len(pcm)
         self._period_start = backlog == 0
-        if self._period_start or len(self._burst) >= BURST_MAX_CHUNKS:
+        if self._period_start or self._burst_samples >= BURST_MAX_CHUNKS * CAPTURE_CHUNK_SAMPLES:
             self.flush(now)
 
     def flush(self, now: float) -> None:
         """Hand over the chunks held (the input ended, or a gap)."""
         burst, self._burst = self._burst, []
+        self._burst_samples = 0
         if burst:
             pcm = burst[0] if len(burst) == 1 else np.concatenate(burst)
             echo = self._conv.echo

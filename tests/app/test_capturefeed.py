@@ -113,3 +113,17 @@ def test_an_idle_canceller_costs_no_extra_device_calls() -> None:
     for i in range(3 * BURST_MAX_CHUNKS):
         feed.chunk(_chunk(i % 100), i * 160, 0.0, backlog=5)
     assert sink.pops == 1
+
+
+def test_chunks_of_several_frames_count_as_their_frames() -> None:
+    """An idle period comes from the source as one chunk of its frames: the run bound counts samples."""
+    conv, sink = Conv(Echo()), Sink()
+    feed = CaptureFeed(conv, sink)
+    period = np.full(BURST_MAX_CHUNKS * 160, 7, dtype=np.int16)
+    for k in range(3):  # a loop behind: the backlog never empties, yet each 250 ms period goes alone
+        feed.chunk(period, k * len(period), 0.0, backlog=4)
+    assert [(p, s) for p, s, _ in conv.calls] == [(k * len(period), len(period)) for k in range(3)]
+    half = np.full(10 * 160, 8, dtype=np.int16)
+    feed.chunk(half, 3 * len(period), 1.0, backlog=1)
+    feed.chunk(half, 3 * len(period) + len(half), 1.0, backlog=0)  # the period ends: both go together
+    assert conv.calls[-1] == (3 * len(period), 2 * len(half), 1.0)

@@ -226,3 +226,15 @@ def test_the_default_daemon_keeps_unused_numpy_parts_out_of_memory() -> None:
 
     r = subprocess.run([sys.executable, "-c", _NO_MASKED_ARRAYS], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_framer_take_is_push_joined() -> None:
+    rng = np.random.default_rng(4)
+    data = rng.integers(-2000, 2000, 1234).astype(np.int16)
+    pushed, taken = dsp.Framer(160), dsp.Framer(160)
+    for piece in np.array_split(data, 7):
+        frames = pushed.push(piece)
+        whole = taken.take(piece)
+        assert np.array_equal(whole, np.concatenate(frames) if frames else np.zeros(0, np.int16))
+        assert len(whole) % 160 == 0
+        assert taken.pending == pushed.pending

@@ -179,6 +179,13 @@ class Framer:
         self._rest = data[n * self.size :].copy()
         return out
 
+    def take(self, pcm: NDArray[np.int16]) -> NDArray[np.int16]:
+        """Add samples; return the whole frames now available as one array (``push`` joined, no copies)."""
+        data = np.concatenate((self._rest, np.asarray(pcm, dtype=np.int16)))
+        n = data.size // self.size * self.size
+        self._rest = data[n:].copy()
+        return data[:n]
+
     def reset(self) -> None:
         """Forget the held-back remainder."""
         self._rest = np.zeros(0, dtype=np.int16)

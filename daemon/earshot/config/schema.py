@@ -76,7 +76,11 @@ class InputConfig:
         max=100,
     )
     idle_period_ms: int = _f(
-        100, "capture period in ms while nobody is engaged (fewer wake-ups: an idle Pi stays cool)", min=5, max=250
+        250,
+        "capture period in ms while nobody is engaged (fewer wake-ups: an idle Pi stays cool); a quiet room's "
+        "periods wake the daemon once a second, speech at once",
+        min=5,
+        max=250,
     )
     buffer_ms: int = _f(
         1000,

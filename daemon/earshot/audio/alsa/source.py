@@ -25,6 +25,7 @@ import numpy as np
 from earshot.audio.alsa.common import PERIODS, AlsaDevice, Granted, backoff, granted_by, open_pcm, post
 from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CAPTURE_RATE_HZ, CaptureChunk
 from earshot.audio.dsp import Framer, apply_gain_db, downmix
+from earshot.audio.quiet import QuietHold
 from earshot.audio.resample import StreamResampler
 from earshot.config import InputConfig
 from earshot.errors import AudioDeviceError
@@ -37,8 +38,13 @@ _FIRST_DATA_GRACE_S = 5.0
 _LATE_WARN_S = 0.1
 """The loop took captured audio this late: worth a warning (at most every ``_LATE_WARN_EVERY_S``)."""
 _LATE_WARN_EVERY_S = 10.0
-_YIELD_EVERY = 3
-"""While catching up, the chunk iterator gives other tasks a turn every this many chunks."""
+_IDLE_CHUNK = 25 * CAPTURE_CHUNK_SAMPLES
+"""Idle, audio is yielded in chunks of whole 10 ms frames, at most this long (250 ms): a period, or a
+catch-up's audio cut to the size the conversation takes in one call."""
+_TURN_EVERY_S = 0.005
+"""The chunk iterator gives the other tasks a turn once it (and what its consumer did with the chunks)
+has held the loop this long: a catch-up never starves playback or the link, and a normal period,
+however many chunks, costs one pass of the loop, not one per few chunks."""
 
 
 class AlsaSource(AlsaDevice):
@@ -74,6 +80,8 @@ class AlsaSource(AlsaDevice):
         self._conv: tuple[int, Granted, StreamResampler, Framer] | None = None
         self._got_data = False
         self._period_ms = config.period_ms
+        self._idle = False  # long periods, and quiet ones held in the inbox (:class:`QuietHold`)
+        self._posted_at = 0.0  # when the thread last asked the loop to drain (monotonic)
         """The period the thread opens the device with (read by the thread; set on the loop)."""
 
     @property
@@ -95,6 +103,11 @@ class AlsaSource(AlsaDevice):
         capture's own count), and no reopen is counted.
         """
         self._period_ms = self._config.period_ms if low else self._config.idle_period_ms
+        self._idle = not low
+        if low and self._loop is not None:
+            with self._lock:
+                self._posted_at = time.monotonic()  # what was held was not waiting for the loop
+            self._drain()  # the quiet audio the thread held: the engagement wants it now
 
     def _starting(self) -> None:
         self._t0 = self._last_data = time.monotonic()
@@ -102,30 +115,35 @@ class AlsaSource(AlsaDevice):
     async def chunks(self) -> AsyncIterator[CaptureChunk]:
         """Yield 10 ms chunks forever; a device fault never ends the iteration (see ``status``).
 
-        A backlog (the loop was late) is yielded at once, with a turn for the other tasks every
-        few chunks so a catch-up never starves the uplink.
+        A backlog (the loop was late, or the thread held a quiet room's periods) is yielded at once,
+        with a turn for the other tasks every :data:`_TURN_EVERY_S` of loop time, so a catch-up never
+        starves playback or the uplink.
         """
         self.start()
-        run = 0  # chunks handed over since this task last gave the others a turn
+        turn_at: float | None = None  # when this run of chunks must give the others a turn
         while True:
             if not self._queue:
                 self._drain()  # what waited in the inbox for room (no turn for the others: not a reset)
                 if not self._queue:
-                    run = 0
+                    turn_at = None
                     while not self._queue:
                         self._ready.clear()
                         await self._ready.wait()
-            if run >= _YIELD_EVERY:
-                run = 0
+            now = time.monotonic()
+            if turn_at is None:
+                turn_at = now + _TURN_EVERY_S
+            elif now >= turn_at:
                 await asyncio.sleep(0)
-                continue
-            run += 1
+                turn_at = time.monotonic() + _TURN_EVERY_S
             yield self._queue.popleft()
 
     # -------------------------------------------------------------- the thread: open, read, nothing else
 
-    def _put(self, item: tuple[Any, ...], nbytes: int = 0) -> None:
+    def _put(self, item: tuple[Any, ...], nbytes: int = 0, *, wake: bool = True) -> None:
         """Thread side: append to the inbox and wake the loop once for all that piles up.
+
+        ``wake`` false (a quiet idle period, :class:`QuietHold`): the item waits in the inbox, without
+        waking the loop, until an item that does wake it.
 
         Past the bound the newest audio is dropped (what was kept is the start of what the user
         said); the next audio that fits is preceded by a ``gap`` marker, so positions keep time.
@@ -141,8 +159,10 @@ class AlsaSource(AlsaDevice):
                     self._gap_bytes = 0
                 self._inbox.append(item)
                 self._inbox_bytes += nbytes
-            wake = not self._woken
-            self._woken = True
+            wake = wake and not self._woken
+            if wake:
+                self._woken = True
+                self._posted_at = time.monotonic()
         if wake:
             post(loop, self._drain)
 
@@ -174,13 +194,15 @@ class AlsaSource(AlsaDevice):
                 self._inbox_bound = max(1, cfg.queue_ms * granted.rate_hz // 1000) * granted.channels * 2
             self._put(("open", gen, granted, switching))
             switching = False
+            quiet = QuietHold()
             try:
                 while not self._stop.is_set() and gen == self._generation and period_ms == self._period_ms:
                     n, data = pcm.read()
                     if n < 0:
                         self._put(("xrun", gen, n))
                     elif n:
-                        self._put(("data", gen, data, time.monotonic()), len(data))
+                        wake = not self._idle or quiet.period(np.frombuffer(data, "<i2"), n / granted.rate_hz)
+                        self._put(("data", gen, data, time.monotonic()), len(data), wake=wake)
                 switching = True
             except alsaaudio.ALSAAudioError as exc:
                 self._put(("missing", gen, str(exc), True))
@@ -202,6 +224,7 @@ class AlsaSource(AlsaDevice):
         per_chunk = conv[1].rate_hz // 100 * conv[1].channels * 2 if conv is not None else 320
         items: list[tuple[Any, ...]] = []
         with self._lock:
+            posted_at = self._posted_at
             while self._inbox and room > 0:
                 item = self._inbox.popleft()
                 items.append(item)
@@ -219,7 +242,9 @@ class AlsaSource(AlsaDevice):
                     self._on_data(batch_gen, b"".join(batch))
                     batch = []
                 if not batch:
-                    self._note_lateness(now - item[3], now)
+                    # Late from when the loop was asked, not from the read: audio the thread held
+                    # while the room was quiet was not waiting for the loop.
+                    self._note_lateness(now - max(item[3], posted_at), now)
                 batch_gen = item[1]
                 batch.append(item[2])
                 continue
@@ -318,12 +343,22 @@ class AlsaSource(AlsaDevice):
         mono = downmix(raw, granted.channels, self._config.channel)
         if self._config.gain_db:
             mono = apply_gain_db(mono, self._config.gain_db)
-        for frame in framer.push(resampler.process(mono)):
+        pcm = resampler.process(mono)
+        if self._idle:
+            # Idle: the period whole, as one chunk of several 10 ms frames (the conversation takes an
+            # idle period in one call anyway; a chunk object and a hand-over per 10 ms were most of
+            # an idle loop's cost).
+            whole = framer.take(pcm)
+            frames = [whole[i : i + _IDLE_CHUNK] for i in range(0, len(whole), _IDLE_CHUNK)]
+        else:
+            frames = framer.push(pcm)
+        for frame in frames:
             if len(self._queue) >= self._max_chunks + 32:  # slack: one period past the room _drain saw
-                self._queue.popleft()
-                self._status = replace(self._status, overruns=self._status.overruns + 1)
+                dropped = self._queue.popleft()
+                lost = len(dropped.pcm) // CAPTURE_CHUNK_SAMPLES
+                self._status = replace(self._status, overruns=self._status.overruns + lost)
             self._queue.append(CaptureChunk(frame, self._position))
-            self._position += CAPTURE_CHUNK_SAMPLES
+            self._position += len(frame)
         self._ready.set()
 
     def _stall_reason(self) -> str | None:
