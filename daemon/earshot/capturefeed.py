@@ -9,10 +9,12 @@ product's objects, not a copy of them):
   runs ahead of the device pointer by the device buffer and each call asks the device where it is
   (a locked round trip through the pulse plugin's thread);
 - and again before chunks go over whose reference the canceller does not hold yet, while something
-  plays: a loop that fell behind takes its backlog chunk after chunk with no period start in between,
-  and a canceller left without reference for them passed their echo through uncancelled (found by the
-  bench's engaged run on a busy loop: the FIFO empty for seconds of a reply, echo 1-2 dB under the
-  microphone level, a false barge-in in half the runs);
+  plays or the canceller still cancels the end of a sound: a loop that fell behind takes its backlog
+  chunk after chunk with no period start in between, and a canceller left without reference for them
+  passed their echo through uncancelled (found by the bench's engaged run on a busy loop: the FIFO
+  empty for seconds of a reply, echo 1-2 dB under the microphone level, a false barge-in in half the
+  runs). A sound that starts during such a catch-up counts too: the canceller is still bypassing then
+  (found by the Pi tier inside one Pi Zero core: no reference at all 0.7 s into a reply);
 - the chunks of one period go to the conversation together (one call while idle; the conversation
   splits them again when it must decide chunk by chunk), at most :data:`BURST_MAX_CHUNKS` at once;
 - a gap in the positions (capture lost to an overrun or a reopened device) ends a run: the chunks on
@@ -40,6 +42,9 @@ source yields may hold several 10 ms frames: an idle period whole)."""
 class _Conversation(Protocol):
     @property
     def echo(self) -> Any | None: ...
+
+    @property
+    def sounding(self) -> bool: ...
 
     def on_capture(self, pcm: NDArray[np.int16], position: int, now: float) -> None: ...
 
@@ -87,7 +92,11 @@ class CaptureFeed:
         if burst:
             pcm = burst[0] if len(burst) == 1 else np.concatenate(burst)
             echo = self._conv.echo
-            if echo is not None and not echo.bypassing and echo.reference_queued < len(pcm):
+            # While idle and silent the canceller bypasses and the device is closed: no call. But a
+            # sound that starts while the loop is behind must reach the canceller before its echo
+            # does, or the canceller stays in bypass and the echo goes through whole (one Pi core: a
+            # reply's echo at -22 dBFS with no reference, taken for the user 0.7 s into the reply).
+            if echo is not None and (self._conv.sounding or not echo.bypassing) and echo.reference_queued < len(pcm):
                 self._take_reference()  # the reference of these chunks, if the speaker has played it by now
             self._conv.on_capture(pcm, self._position, now)
 

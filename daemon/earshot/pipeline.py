@@ -113,6 +113,11 @@ class Conversation:
         return self.core.echo
 
     @property
+    def sounding(self) -> bool:
+        """The device is playing something (a reply, an earcon, a ring)."""
+        return bool(self.playback.active)
+
+    @property
     def bargein(self) -> Any | None:
         """The barge-in detector, or None."""
         return self.core.bargein

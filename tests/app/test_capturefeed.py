@@ -24,8 +24,9 @@ class Echo:
 
 
 class Conv:
-    def __init__(self, echo: Echo | None) -> None:
+    def __init__(self, echo: Echo | None, *, sounding: bool = False) -> None:
         self.echo: Any = echo
+        self.sounding = sounding
         self.calls: list[tuple[int, int, float]] = []  # (position, samples, now)
         self.first: list[int] = []
         self.short: list[int] = []  # samples of reference the canceller lacked, per call
@@ -97,7 +98,7 @@ def test_a_long_backlog_goes_over_in_bounded_runs_and_flush_hands_the_rest() -> 
 def test_a_loop_behind_while_something_plays_takes_the_reference_its_chunks_need() -> None:
     """The backlog never empties (the loop fell behind during a reply): no period starts, yet every chunk's
     reference reaches the canceller before the chunk does, as far as the speaker has played it."""
-    conv, sink = Conv(Echo(bypassing=False)), Sink(per_pop=0)
+    conv, sink = Conv(Echo(bypassing=False), sounding=True), Sink(per_pop=0)
     feed = CaptureFeed(conv, sink)
     for i in range(3 * BURST_MAX_CHUNKS):
         sink.played = (i + 1) * 160  # a device with no lead: the reference of chunk i exists once it is captured
@@ -127,3 +128,17 @@ def test_chunks_of_several_frames_count_as_their_frames() -> None:
     feed.chunk(half, 3 * len(period), 1.0, backlog=1)
     feed.chunk(half, 3 * len(period) + len(half), 1.0, backlog=0)  # the period ends: both go together
     assert conv.calls[-1] == (3 * len(period), 2 * len(half), 1.0)
+
+
+def test_a_sound_that_starts_while_the_loop_is_behind_reaches_the_canceller_before_its_echo() -> None:
+    """The canceller is bypassing (nothing played for a while) when a reply starts during a catch-up: the
+    reference is still taken for the chunks that need it, though no period starts (inside one Pi core
+    the reply's echo otherwise went through uncancelled and was taken for the user)."""
+    conv, sink = Conv(Echo(bypassing=True), sounding=True), Sink(per_pop=0)
+    feed = CaptureFeed(conv, sink)
+    for i in range(3 * BURST_MAX_CHUNKS):
+        sink.played = (i + 1) * 160
+        feed.chunk(_chunk(i % 100), i * 160, 0.0, backlog=5)
+    feed.flush(0.0)
+    assert sum(conv.short) == 0
+    assert sink.pops == 1 + 3
