@@ -107,13 +107,7 @@ class OutputConfig:
     sample_rate_hz: int = _f(24000, "requested playback rate; the granted rate is resampled to", min=8000, max=192000)
     channels: int = _f(1, "playback channels (the mono reply is copied to each)", min=1, max=8)
     period_ms: int = _f(10, "playback period in ms", min=5, max=100)
-    buffer_ms: int = _f(
-        120,
-        "device buffer in ms: what a process starved of CPU for a moment (a Pi Zero core) plays on from "
-        "without a gap; a barge-in discards it at once, so it does not delay the stop",
-        min=10,
-        max=500,
-    )
+    buffer_ms: int = _f(40, "device buffer in ms; small keeps barge-in fast", min=10, max=500)
     prebuffer_ms: int = _f(40, "jitter prebuffer before a reply starts playing", min=0, max=1000)
     volume_db: float = _f(0.0, "digital gain applied to the reply", min=-60.0, max=20.0)
     volume_control: Literal["software", "mixer"] = _f(
