@@ -35,10 +35,10 @@ PLAYBACK_RATE_HZ = 24000
 
 @dataclass(frozen=True, slots=True)
 class CaptureChunk:
-    """10 ms of microphone audio.
+    """Microphone audio: 10 ms, or (an idle ALSA source's period) several whole 10 ms frames.
 
     Attributes:
-        pcm: 160 samples, 16 kHz mono int16.
+        pcm: 160 samples (or a multiple of 160), 16 kHz mono int16.
         position: 16 kHz sample index of ``pcm[0]`` since the source opened; gaps (overruns, a lost
             device) advance it, so positions always measure real time.
     """
@@ -93,7 +93,7 @@ class AudioSource(Protocol):
     """The microphone."""
 
     def chunks(self) -> AsyncIterator[CaptureChunk]:
-        """Yield 10 ms chunks as they are captured.
+        """Yield chunks as they are captured: 10 ms each (an idle ALSA source: whole periods of them).
 
         ALSA: never ends on a device fault (the device is reopened with backoff). File backend: ends
         when the input WAV ends.

@@ -76,7 +76,3 @@ class QuietHold:
             return False
         self._held_s = 0.0
         return True
-
-    def release(self) -> None:
-        """The loop was woken for another reason (it took what was held): start counting again."""
-        self._held_s = 0.0

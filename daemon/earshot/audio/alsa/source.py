@@ -80,9 +80,9 @@ class AlsaSource(AlsaDevice):
         self._conv: tuple[int, Granted, StreamResampler, Framer] | None = None
         self._got_data = False
         self._period_ms = config.period_ms
+        """The period the thread opens the device with (read by the thread; set on the loop)."""
         self._idle = False  # long periods, and quiet ones held in the inbox (:class:`QuietHold`)
         self._posted_at = 0.0  # when the thread last asked the loop to drain (monotonic)
-        """The period the thread opens the device with (read by the thread; set on the loop)."""
 
     @property
     def late_max_ms(self) -> float:
@@ -113,7 +113,9 @@ class AlsaSource(AlsaDevice):
         self._t0 = self._last_data = time.monotonic()
 
     async def chunks(self) -> AsyncIterator[CaptureChunk]:
-        """Yield 10 ms chunks forever; a device fault never ends the iteration (see ``status``).
+        """Yield capture chunks forever; a device fault never ends the iteration (see ``status``).
+
+        Engaged, each chunk is 10 ms. Idle, it is a period's whole 10 ms frames (at most 250 ms).
 
         A backlog (the loop was late, or the thread held a quiet room's periods) is yielded at once,
         with a turn for the other tasks every :data:`_TURN_EVERY_S` of loop time, so a catch-up never
