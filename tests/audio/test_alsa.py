@@ -359,6 +359,35 @@ async def test_a_catch_up_gives_the_other_tasks_a_turn_every_few_ms(alsa_conf: A
     assert max(runs[10:]) < 4, f"{max(runs[10:]) + 1} chunks in a row without a turn for the other tasks"
 
 
+async def test_an_idle_catch_up_is_bounded_in_audio_not_in_chunks(alsa_conf: AlsaConf, tmp_path: Path) -> None:
+    """Idle chunks hold a period each: the queue and inbox bound (``queue_ms``) still counts audio, so a
+    late loop holds at most about ``queue_ms`` whatever the chunk size (it held 25 times that before)."""
+    data = _ramp(16000 * 3)
+    fd = _fifo_mic(alsa_conf, tmp_path)
+    source = AlsaSource(
+        InputConfig(device="live", sample_rate_hz=16000, period_ms=10, idle_period_ms=100, queue_ms=200)
+    )
+    source.set_low_latency(False)
+    try:
+        async with asyncio.timeout(20):
+            it = source.chunks()
+            os.write(fd, data[:1600].astype("<i2").tobytes())
+            first = await anext(it)
+            rest = memoryview(data[1600:].astype("<i2").tobytes())
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+            time.sleep(0.5)  # noqa: ASYNC251 - the point: a loop that is busy while the device delivers
+            second = await anext(it)  # the loop takes what was kept
+            held = sum(len(c.pcm) for c in source._queue) + len(second.pcm) + source._inbox_bytes // 2
+    finally:
+        status = source.status
+        source.close()
+        os.close(fd)
+    assert first.position == 0
+    assert status.state is DeviceState.OK
+    assert held <= (200 + 320 + 100) * 16  # queue_ms, the drop's slack, a period in flight: not 3 s
+
+
 async def test_the_capture_inbox_is_bounded_and_counts_the_gap(alsa_conf: AlsaConf, tmp_path: Path) -> None:
     """Past ``queue_ms`` the newest audio goes (the start is kept); positions skip the gap, so they keep time."""
     data = _ramp(16000 * 3)

@@ -63,6 +63,7 @@ class AlsaSource(AlsaDevice):
         self._config = config
         self._max_chunks = max(1, config.queue_ms // 10)
         self._queue: collections.deque[CaptureChunk] = collections.deque()
+        self._queued_frames = 0  # 10 ms frames in the queue (an idle chunk holds several): its bound
         # The thread → loop inbox: ("open", gen, granted, switching) | ("missing", gen, message, was_open)
         # | ("xrun", gen, code) | ("data", gen, bytes, monotonic time read), in the order they happened.
         self._lock = threading.Lock()
@@ -137,7 +138,9 @@ class AlsaSource(AlsaDevice):
             elif now >= turn_at:
                 await asyncio.sleep(0)
                 turn_at = time.monotonic() + _TURN_EVERY_S
-            yield self._queue.popleft()
+            chunk = self._queue.popleft()
+            self._queued_frames -= len(chunk.pcm) // CAPTURE_CHUNK_SAMPLES
+            yield chunk
 
     # -------------------------------------------------------------- the thread: open, read, nothing else
 
@@ -221,7 +224,7 @@ class AlsaSource(AlsaDevice):
         Audio converts in batches. What does not fit stays in the inbox (the thread is not asked to
         wake the loop again) until the chunk iterator has room and drains again.
         """
-        room = self._max_chunks - len(self._queue)
+        room = self._max_chunks - self._queued_frames
         conv = self._conv
         per_chunk = conv[1].rate_hz // 100 * conv[1].channels * 2 if conv is not None else 320
         items: list[tuple[Any, ...]] = []
@@ -355,11 +358,13 @@ class AlsaSource(AlsaDevice):
         else:
             frames = framer.push(pcm)
         for frame in frames:
-            if len(self._queue) >= self._max_chunks + 32:  # slack: one period past the room _drain saw
+            if self._queued_frames >= self._max_chunks + 32:  # slack: one period past the room _drain saw
                 dropped = self._queue.popleft()
                 lost = len(dropped.pcm) // CAPTURE_CHUNK_SAMPLES
+                self._queued_frames -= lost
                 self._status = replace(self._status, overruns=self._status.overruns + lost)
             self._queue.append(CaptureChunk(frame, self._position))
+            self._queued_frames += len(frame) // CAPTURE_CHUNK_SAMPLES
             self._position += len(frame)
         self._ready.set()
 
