@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 from earshot.audio.delay import estimate_delay
 from earshot.audio.earcons import earcon
 from earshot.audio.echo import EchoCanceller
-from tests.echo.scenes import CHUNK, RATE_HZ, Room, mix, place, reply, speech
+from tests.echo.scenes import CHUNK, RATE_HZ, Room, mix, place, reply, speech, speech_onset
 
 
 def energy_db(x: NDArray[np.float64]) -> float:
@@ -169,3 +169,88 @@ def test_a_reply_that_follows_its_cue_quietly_is_still_aligned() -> None:
     assert held == list(range(held[0], held[0] + len(held)))  # ...once
     erle = first_words_erle(mic[start:], cleaned[start:], words, words_settling)
     assert erle >= 10.0, erle  # 11.9 dB; -2.8 dB (nothing cancelled) when the pairing stayed unaligned
+
+
+def _gap_scene(
+    gap_ms: int, *, user: NDArray[np.int16] | None = None
+) -> tuple[NDArray[np.int16], NDArray[np.int16], int]:
+    """A 16 s reply whose output underran 8 s in: ``gap_ms`` of silence went out, then the rest, later by as much.
+
+    The reference is what the device was handed (no gap: the count pairing goes on), the microphone hears
+    the output through a plain delay (the PulseAudio room's echo path), with the user's ``user`` over it
+    1.5 s after the gap if given. Returns (microphone, reference, the gap's position).
+    """
+    reference = reply(16.0)
+    at = 8 * RATE_HZ
+    gap = np.zeros(gap_ms * RATE_HZ // 1000, np.int16)
+    played = np.concatenate((reference[:at], gap, reference[at:]))[: reference.size]
+    near = None if user is None else place(user, at=at + 3 * RATE_HZ // 2, n=reference.size, gain_db=-3.0)
+    mic = mix(reference=played, room=Room(reverberant=False, delay_ms=35.0), near=near)
+    return mic, reference, at
+
+
+@pytest.mark.parametrize("gap_ms", [10, 24])
+def test_an_underrun_gap_within_a_reply_is_followed_and_never_barges_in(
+    gap_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PulseAudio room on a loaded machine: a 24 ms gap in the output 0.5 s into a reply, the echo that
+    much later behind its reference for the rest of it, and a barge-in 0.4 s later. The canceller finds the
+    echo's new place in the residual and moves the reference there; without that the device interrupts
+    itself on the same scene."""
+    from earshot.audio import align
+    from earshot.config import BargeInConfig
+    from tests.echo.scenes import run_scene
+
+    mic, reference, at = _gap_scene(gap_ms)
+    monkeypatch.setattr(align, "FOLLOW_MOVES", False)
+    unfollowed = run_scene(mic, reference, BargeInConfig(), rearm=True)
+    assert unfollowed.barge_ins, "the scene must show the failure it guards against"
+    monkeypatch.setattr(align, "FOLLOW_MOVES", True)
+    run = run_scene(mic, reference, BargeInConfig(), rearm=True)
+    assert run.barge_ins == []
+    moved = [i for i, f in enumerate(run.frames) if getattr(f, "settling", False) and i * CHUNK > RATE_HZ]
+    echo_gap = at + 35 * RATE_HZ // 1000  # where the gap reaches the microphone
+    assert moved
+    assert echo_gap <= moved[0] * CHUNK <= echo_gap + 10 * CHUNK  # found within 10 chunks of it
+    after = slice(at + RATE_HZ // 2, reference.size)
+    cleaned = run.cleaned[after].astype(np.float64)
+    assert energy_db(mic[after].astype(np.float64)) - energy_db(cleaned) >= 25.0  # cancelled as before the gap
+
+
+def test_a_user_over_the_reply_is_not_taken_for_a_moved_echo() -> None:
+    """Poorly cancelled chunks that are the user, not the echo: nothing moves, and the barge-in comes as it did."""
+    from earshot.audio import align
+    from earshot.config import BargeInConfig
+    from tests.echo.scenes import run_scene
+
+    user = speech("no, that is not what I asked", "rms")
+    mic, reference, at = _gap_scene(0, user=user)
+    run = run_scene(mic, reference, BargeInConfig())
+    assert not any(getattr(f, "settling", False) for f in run.frames[RATE_HZ // CHUNK :])
+    onset = at + 3 * RATE_HZ // 2 + speech_onset(user)
+    assert len(run.barge_ins) == 1
+    assert onset - 2 * CHUNK <= run.barge_ins[0] <= onset + RATE_HZ // 10
+    align.FOLLOW_MOVES = False
+    try:
+        assert run_scene(mic, reference, BargeInConfig()).barge_ins == run.barge_ins
+    finally:
+        align.FOLLOW_MOVES = True
+
+
+def test_the_canceller_output_lags_its_input_by_a_chunk_with_residual_suppression() -> None:
+    """What the move's measure assumes: speexdsp's preprocessor hands each chunk out one chunk late, so
+    the residual echo lies a chunk further behind the reference than the echo in the microphone."""
+    rng = np.random.default_rng(1)
+    near = (rng.standard_normal(300 * CHUNK) * 1000).astype(np.int16)
+    reference = (rng.standard_normal(300 * CHUNK) * 3000).astype(np.int16)
+    mic = np.clip(near + np.concatenate((np.zeros(320), reference[:-320] * 0.5)), -32768, 32767).astype(np.int16)
+    for suppression, lag in ((True, CHUNK), (False, 0)):
+        ec = EchoCanceller(residual_suppression=suppression, align_target_ms=None)
+        out = []
+        for k in range(0, mic.size, CHUNK):
+            ec.add_reference(reference[k : k + CHUNK])
+            out.append(ec.process(mic[k : k + CHUNK]))
+        est = estimate_delay(np.concatenate(out)[-RATE_HZ:], near[-RATE_HZ:], -800, 800)
+        assert est is not None
+        assert est.lag == lag
+        ec.close()

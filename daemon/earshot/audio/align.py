@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from earshot.audio.delay import estimate_delay
+from earshot.audio.delay import estimate_delay, whitened_correlation
 from earshot.audio.echometer import FULL_SCALE_POWER, power
 from earshot.audio.reffifo import ReferenceFifo
 
@@ -58,6 +58,32 @@ _ALIGN_PREROLL_FRAMES = 3  # the estimate looks from this many chunks before the
 # put cancelled 10-15 dB less of its first second.
 _TRACK_FRAMES = 50
 _TRACK_MIN_LOUD = 40
+# Within a pairing the echo can jump behind its reference: an underrun's gap in the output (the sound
+# server plays silence, then the rest of the reply, later by the gap, while the count pairing goes on)
+# or a device that re-buffers. The filter, converged where the echo was, then cancels little, and the
+# residual, 8-12 dB under the microphone, passed for the user (the PulseAudio room on a loaded machine:
+# a 24 ms gap 0.5 s into a reply, a barge-in 0.4 s later). So from the second loud chunk in a row
+# cancelled by less than _SHIFT_POOR_DB, where the residual's echo lies is measured (GCC-PHAT of the
+# cleaned signal against the reference over the last _SHIFT_WINDOW chunks): what a converged filter
+# leaves of the echo it knows is small, so the residual's correlation is the moved echo's, at its new
+# lag, a few chunks after the move, where the microphone's own correlation still has the old echo in
+# most of the window. A user talking over the reply does not correlate with the reference, and an echo
+# the filter has not learned yet lies where it was. A lag at least _SHIFT_MIN samples later than where
+# the pairing puts the echo, confident in both the residual and the microphone, moves the reference
+# there at once: the barge-in detector confirms speech after 8 chunks, and the move's settling starts
+# its count afresh. Only later: an output gap delays the echo, and an earlier find was only ever false
+# (one of the 20 reverberant replies of tests/echo/test_coherence.py). Measured (a 16 s reply, the gap
+# 8 s in): on a plain delay (the PulseAudio room's path) gaps of 3, 10 and 24 ms no longer barge in,
+# while 5, 40 and 80 ms still do (found too late, or not at all: the residual of a long gap correlates
+# where the echo was); the loaded PulseAudio room's 24 ms gap is found in 4 chunks. In the reverberant
+# test rooms the residual spreads (confidence 4-6) and nothing moves.
+_SHIFT_WINDOW = 8
+_SHIFT_POOR_DB = 12.0
+_SHIFT_MIN_SUSPECT = 2
+_SHIFT_MIN = 8
+_SHIFT_CALM = 5  # well-cancelled loud chunks after which the suspicion is dropped
+FOLLOW_MOVES = True
+"""Follow the echo's moves within a pairing (see above); tests switch it off to show what it changes."""
 
 Chunk = tuple[NDArray[np.int16], NDArray[np.int16], bool]
 """A capture chunk, its paired reference, and whether the user was believed to speak."""
@@ -92,10 +118,19 @@ class PairingAligner:
         rate_hz: the sample rate.
         filter_samples: the adaptive filter's length (the longest delay looked for).
         target: where the echo is put behind its reference, in samples (None: no alignment).
+        output_lag: how many samples the canceller's output comes after its input (:meth:`watch` measures
+            the echo left in it).
     """
 
     def __init__(
-        self, fifo: ReferenceFifo, *, frame_samples: int, rate_hz: int, filter_samples: int, target: int | None
+        self,
+        fifo: ReferenceFifo,
+        *,
+        frame_samples: int,
+        rate_hz: int,
+        filter_samples: int,
+        target: int | None,
+        output_lag: int = 0,
     ) -> None:
         self._fifo = fifo
         self._n = frame_samples
@@ -103,7 +138,9 @@ class PairingAligner:
         self._filter_samples = filter_samples
         self._span_frames = max(1, -(-filter_samples // frame_samples))
         self._target = target
+        self._output_lag = max(0, output_lag)
         self._loud_power = FULL_SCALE_POWER * 10.0 ** (_ALIGN_LOUD_DBFS / 10.0)
+        self._poor_ratio = 10.0 ** (_SHIFT_POOR_DB / 10.0)
         self.aligning = False
         """A pairing is being aligned: its chunks go through :meth:`take`."""
         # Chunks of the new pairing from just before its first loud reference: (mic, paired reference,
@@ -119,6 +156,16 @@ class PairingAligner:
         self._track_lag: int | None = None
         # A filter working outside these lags (drifted far) is not followed: the next pairing goes to the target.
         self._track_bounds = (target or 0) // 2, filter_samples // 2
+        self._watch_out = np.zeros(_SHIFT_WINDOW * frame_samples, dtype=np.int16)
+        self._watch_ref = np.zeros(_SHIFT_WINDOW * frame_samples, dtype=np.int16)
+        self._watch_mic = np.zeros(_SHIFT_WINDOW * frame_samples, dtype=np.int16)
+        self._watch_at = 0
+        self._watch_filled = 0
+        self._suspect = 0  # poorly cancelled loud chunks since the last calm stretch
+        self._calm = 0
+        self._settle_left = 0
+        self.shifts = 0
+        """Moves of the echo within a pairing found and followed (see :meth:`watch`)."""
         self.delay_samples: int | None = None
         """The echo's delay behind its reference as last measured on a new pairing (before the move)."""
         self.alignments = 0
@@ -136,6 +183,8 @@ class PairingAligner:
         not learn from them (see :meth:`take`).
         """
         self.aligning = self._target is not None
+        self._watch_filled = 0  # the watch window holds the old pairing
+        self._suspect = 0
         self._align_frames.clear()
         self._align_loud = 0
         self._align_quiet = 0
@@ -277,6 +326,98 @@ class PairingAligner:
         est = estimate_delay(self._track_mic, self._track_ref, -n, self._filter_samples)
         if est is not None and est.confidence >= _ALIGN_CONFIDENCE:
             self._track_lag = est.lag
+
+    @property
+    def settling(self) -> bool:
+        """The reference was just moved after the echo jumped: the filter's output is not to be trusted yet."""
+        return self._settle_left > 0
+
+    def watch(
+        self,
+        mic: NDArray[np.int16],
+        out: NDArray[np.int16],
+        ref: NDArray[np.int16],
+        ref_power: float,
+        mic_power: float,
+        out_power: float,
+        *,
+        converged: bool,
+    ) -> None:
+        """A chunk the filter ran on: follow the echo if it jumped behind its reference.
+
+        Args:
+            mic: the microphone chunk.
+            out: the cleaned chunk.
+            ref: the reference paired with it.
+            ref_power: ``ref``'s mean square.
+            mic_power: the microphone chunk's mean square.
+            out_power: ``out``'s mean square.
+            converged: the filter has run long enough to have converged (a fresh one cancels little anywhere).
+        """
+        if self._settle_left:
+            self._settle_left -= 1
+        if self._target is None or not converged or not FOLLOW_MOVES:
+            return
+        n = self._n
+        at = self._watch_at
+        self._watch_out[at * n : (at + 1) * n] = out
+        self._watch_mic[at * n : (at + 1) * n] = mic
+        self._watch_ref[at * n : (at + 1) * n] = ref
+        self._watch_at = (at + 1) % _SHIFT_WINDOW
+        self._watch_filled = min(_SHIFT_WINDOW, self._watch_filled + 1)
+        if ref_power < self._loud_power:
+            return
+        if out_power * self._poor_ratio < mic_power:
+            self._calm += 1
+            if self._calm >= _SHIFT_CALM:
+                self._suspect = 0
+            return
+        self._calm = 0
+        self._suspect += 1
+        if self._suspect < _SHIFT_MIN_SUSPECT or self._watch_filled < _SHIFT_WINDOW:
+            return
+        order = np.r_[self._watch_at * n : _SHIFT_WINDOW * n, 0 : self._watch_at * n]
+        lag = self.echo_lag
+        if lag is None:
+            return
+        est = self._moved_to(self._watch_out[order], self._watch_mic[order], self._watch_ref[order], lag)
+        if est is None:
+            return
+        shift = est - lag  # the echo now comes this much later: so does the reference, from the next chunk on
+        self._fifo.unread(np.zeros(shift, dtype=np.int16))
+        # Until the filter's span has passed the move, its input holds the old pairing: not to be trusted.
+        self._settle_left = -(-(est + n) // n)
+        self._suspect = 0
+        self._watch_filled = 0  # the window holds the old pairing
+        self._track_at = 0
+        self._track_loud = 0
+        self.shifts += 1
+        log = logger.info if self.shifts == 1 else logger.debug  # once at INFO: an underrunning device repeats it
+        log(
+            "echo moved %.1f ms later behind its reference within a sound (an output gap): reference moved (%d)",
+            1000 * shift / self._rate_hz,
+            self.shifts,
+        )
+
+    def _moved_to(self, out: NDArray[np.int16], mic: NDArray[np.int16], ref: NDArray[np.int16], lag: int) -> int | None:
+        """Where the echo of a poorly cancelled window moved to, away from ``lag``, if both measures say so."""
+        n = self._n
+        # The canceller's output may come after its input (a chunk: the residual suppressor's frame), and
+        # so does the echo left in it.
+        residual = estimate_delay(out, ref, 0, self._filter_samples + self._output_lag)
+        if residual is None or residual.confidence < _ALIGN_CONFIDENCE:
+            return None
+        moved = residual.lag - self._output_lag
+        if moved < lag + _SHIFT_MIN:
+            # Where it was: echo the filter has not learned yet. Earlier: not what an output gap does, and
+            # in the reverberant test rooms only ever a false find.
+            return None
+        # The microphone must hold the echo there too: the residual alone also correlates with the reference
+        # where the filter's own prediction lies (a lag of 0 in speexdsp's output, found in the test rooms).
+        direct = whitened_correlation(mic, ref, -n, self._filter_samples)
+        if direct is None or not -n <= moved < self._filter_samples or direct[moved + n] < _ALIGN_CONFIDENCE:
+            return None
+        return moved
 
     def abandon(self) -> tuple[Chunk, ...]:
         """Stop aligning (the reference was dropped); the held chunks, to be filtered in order."""

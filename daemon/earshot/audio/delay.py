@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DelayEstimate", "estimate_delay"]
+__all__ = ["DelayEstimate", "estimate_delay", "whitened_correlation"]
 
 # Bins weaker than this fraction of the strongest cross-spectrum bin are not whitened all the way up:
 # with a quiet or band-limited reference they hold only noise, and full whitening let them place the
@@ -44,23 +44,17 @@ class DelayEstimate:
     confidence: float
 
 
-def estimate_delay(
+def whitened_correlation(
     mic: NDArray[np.floating] | NDArray[np.integer],
     ref: NDArray[np.floating] | NDArray[np.integer],
     min_lag: int,
     max_lag: int,
-) -> DelayEstimate | None:
-    """Estimate by GCC-PHAT how many samples the echo of ``ref`` follows it in ``mic``.
-
-    Args:
-        mic: the microphone over the same span as ``ref`` (same start; any length).
-        ref: the reference paired with it.
-        min_lag: the smallest lag searched (may be negative).
-        max_lag: one past the largest lag searched.
+) -> NDArray[np.float64] | None:
+    """GCC-PHAT of ``mic`` against ``ref`` at lags ``min_lag`` to ``max_lag - 1``, over its root mean square.
 
     Returns:
-        The lag with the highest whitened correlation and its confidence, or None when either signal
-        is silent or the lag range is empty.
+        One value per lag (index 0 is ``min_lag``), or None when either signal is silent or the lag
+        range is empty.
     """
     if max_lag <= min_lag or mic.size == 0 or ref.size == 0:
         return None
@@ -79,6 +73,31 @@ def estimate_delay(
     rms = float(np.sqrt(np.mean(values**2)))
     if rms <= 0.0:
         return None
+    out: NDArray[np.float64] = values / rms
+    return out
+
+
+def estimate_delay(
+    mic: NDArray[np.floating] | NDArray[np.integer],
+    ref: NDArray[np.floating] | NDArray[np.integer],
+    min_lag: int,
+    max_lag: int,
+) -> DelayEstimate | None:
+    """Estimate by GCC-PHAT how many samples the echo of ``ref`` follows it in ``mic``.
+
+    Args:
+        mic: the microphone over the same span as ``ref`` (same start; any length).
+        ref: the reference paired with it.
+        min_lag: the smallest lag searched (may be negative).
+        max_lag: one past the largest lag searched.
+
+    Returns:
+        The lag with the highest whitened correlation and its confidence, or None when either signal
+        is silent or the lag range is empty.
+    """
+    values = whitened_correlation(mic, ref, min_lag, max_lag)
+    if values is None:
+        return None
     # The direct path: the earliest peak nearly as strong as the strongest. In a reverberant room a
     # reflection's whitened peak can outgrow it by a little, and which one won changed from one
     # stretch of speech to the next, moving each reply's reference by the reflection's delay.
@@ -86,4 +105,4 @@ def estimate_delay(
     best = int(np.flatnonzero(values >= _DIRECT_PATH_SHARE * strongest)[0])
     while best + 1 < values.size and values[best + 1] > values[best]:
         best += 1  # up to the top of that peak
-    return DelayEstimate(lag=min_lag + best, confidence=float(values[best]) / rms)
+    return DelayEstimate(lag=min_lag + best, confidence=float(values[best]))

@@ -18,7 +18,10 @@ it starts depends on capture bursts and device buffering, so each new pairing (t
 after the FIFO ran dry, or after :meth:`EchoCanceller.reset`) is aligned by
 :class:`~earshot.audio.align.PairingAligner`: the echo's delay is measured and the reference moved so
 that the echo always follows it where the filter has converged. Until then
-:attr:`EchoFrame.settling` tells the barge-in detector not to trust the cleaned signal.
+:attr:`EchoFrame.settling` tells the barge-in detector not to trust the cleaned signal. Within a
+pairing the echo can still jump later (an output underrun's gap): the aligner watches poorly cancelled
+chunks for it and moves the reference after it (:meth:`~earshot.audio.align.PairingAligner.watch`),
+settling again until the filter's span has passed the move.
 
 Besides the cleaned signal, the canceller measures at run time how well it works: the echo return
 loss (ERL, reference power to microphone power) and the echo return loss enhancement (ERLE, microphone
@@ -188,6 +191,8 @@ class EchoCanceller:
             rate_hz=rate_hz,
             filter_samples=self.filter_samples,
             target=None if align_target_ms is None else round(align_target_ms * rate_hz / 1000),
+            # speexdsp's preprocessor hands each chunk out a chunk late (tests/echo/test_align.py measures it)
+            output_lag=frame_samples if residual_suppression else 0,
         )
         self._coherence = EchoCoherence(self.filter_samples // 2)
 
@@ -365,6 +370,8 @@ class EchoCanceller:
                 out_power = self._diverged(out, src, mic_power, out_power)
             else:
                 self._diverged_recent.append(False)
+            converged = self.processed_frames > self._converge_frames
+            self._aligner.watch(src, out, ref, ref_power, mic_power, out_power, converged=converged)
         self._coherence.push(ref, out)
         active = span_power >= self._ref_floor_power
         converged = self.processed_frames > self._converge_frames
@@ -407,6 +414,7 @@ class EchoCanceller:
             residual_peak_dbfs=self._residual_peak(active, peak_dbfs),
             echo_possible=self._echo_possible(),
             residual_coherence=coherence,
+            settling=self._aligner.settling,
         )
         return out
 
