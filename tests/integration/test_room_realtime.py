@@ -62,20 +62,13 @@ async def test_engagements_in_a_row_in_the_pulseaudio_room_play_every_reply_whol
     truncations = [t for s in run.sessions for t in s.truncations]
     responses = [r for s in run.sessions for r in s.responses]
     marks = [m for _, m in run.log if "barge-in" in m or "dropped" in m or "cancelled" in m or "engaged" in m]
-    # The rule is none. (Two in twenty were tolerated while the room itself moved: the bench's echo
-    # relay tapped the speaker sink's monitor, which gained 4.6 ms at each new playback stream, so the
-    # echo jumped 5 ms as each reply started and the canceller met it 0.3 s in. Checked below.)
-    assert run.barge_ins() == [], marks
-    assert cancels == [], marks
-    assert truncations == [], marks
-    assert [r.status for r in responses] == ["completed"] * ENGAGEMENTS, marks
     # The replies really played, and their echo really reached the microphone (so the test could fail).
     speaker = run.recording[:, pulse.SPEAKER].astype(np.float64)
     mic = run.recording[:, pulse.MIC].astype(np.float64)
     user = run.recording[:, pulse.USER].astype(np.float64)
     n = speaker.size // pulse.BLOCK
     loud = np.sqrt(np.mean(speaker[: n * pulse.BLOCK].reshape(n, -1) ** 2, axis=1)) >= pulse.QUIET_RMS
-    assert loud.sum() * pulse.BLOCK / pulse.RATE_HZ >= 0.9 * ENGAGEMENTS * reply_s
+    assert loud.sum() * pulse.BLOCK / pulse.RATE_HZ >= 0.9 * ENGAGEMENTS * reply_s, marks
     echo_only = loud & (np.sqrt(np.mean(user[: n * pulse.BLOCK].reshape(n, -1) ** 2, axis=1)) < pulse.QUIET_RMS)
     mic_blocks = mic[: n * pulse.BLOCK].reshape(n, -1)
     assert np.sqrt(np.mean(mic_blocks[echo_only] ** 2)) > 300  # the room's echo, -6 dB and then some
@@ -86,5 +79,14 @@ async def test_engagements_in_a_row_in_the_pulseaudio_room_play_every_reply_whol
         for a, b in zip(edges[::2], edges[1::2], strict=True)
         if b - a >= 100
     ]
+    # The rule is none. (Two in twenty were tolerated while the room itself moved: the bench's echo
+    # relay tapped the speaker sink's monitor, which gained 4.6 ms at each new playback stream, so the
+    # echo jumped 5 ms as each reply started and the canceller met it 0.3 s in.) The echo's delays go
+    # with the marks: a room that moved under a loaded machine is then told from a device that heard itself.
+    why = {"marks": marks, "echo_delays_ms": delays}
+    assert run.barge_ins() == [], why
+    assert cancels == [], why
+    assert truncations == [], why
+    assert [r.status for r in responses] == ["completed"] * ENGAGEMENTS, why
     assert len(delays) >= ENGAGEMENTS, delays
     assert max(delays) - min(delays) <= 1.0, delays
