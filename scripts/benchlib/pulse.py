@@ -18,9 +18,9 @@ PulseAudio server (no sound card needed) and the same in-process emulator with s
   it reaches the microphone and, alone, the reference channel.
 - ``mic``: a remap source of ``rec.monitor`` aux1, the daemon's capture device (ALSA PCM ``mic``).
 
-The echo relay's three processes run at a real-time priority where the machine allows it
-(:func:`room_priority`; the sound server raises its own sink thread): a room does not stutter when the
-CPU is busy. At normal priority, with the machine loaded, the relay's playback underran mid-reply and
+The sound server, the echo relay's three processes and the room's recorder run at a real-time
+priority where the machine allows it (:func:`room_priority`, :func:`raise_threads`): a room does not
+stutter when the CPU is busy. At normal priority, with the machine loaded, the relay's playback underran mid-reply and
 the echo came 15 ms later from then on, for the rest of the run: a room that moved, which no room
 does. The daemon is never raised: its underruns are its own (and the canceller follows the gap they
 leave).
@@ -69,6 +69,15 @@ def room_priority() -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(ROOM_PRIORITY))
+
+
+def raise_threads(pid: int) -> None:
+    """:func:`room_priority` for every thread of a running process (the sound server, which lowers its
+    main thread at start: the thread that takes in the relay's stream, late under load, underran it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(int(task.name), os.SCHED_RR, os.sched_param(ROOM_PRIORITY))
 
 
 RATE_HZ = 48000
@@ -151,6 +160,7 @@ class PulseRoom:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise PulseUnavailable(f"pulseaudio did not start (see {self.root / 'pulseaudio.log'})")
             time.sleep(0.05)
+        raise_threads(self.proc.pid)
         self.relay = EchoRelay(self, gain_db=self.echo_gain_db)
         self.relay.start()
         self.alsa_conf.write_text(
@@ -171,6 +181,7 @@ class PulseRoom:
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=room_priority,
         )
 
     def play_command(self, path: Path) -> list[str]:
