@@ -13,6 +13,14 @@ So ``--prefill-ms`` of silence is written before the first block: it waits in th
 drains the pipe instead of the stream. After a stall the relay catches up from the record pipe, and
 the delay is what it was.
 
+A longer stall underruns the playback stream: the server plays silence, then the rest, later by the
+stall, and the pipe holds that much more. Left there, the echo came later from then on (35 -> 50 ms
+and more in steps on a loaded machine: a room that moved under the daemon, which no room does). So
+the relay learns what the pipe holds in its first second (the median, measured with FIONREAD: pacat
+holds most of the prefill itself), and once the pipe holds :data:`SLACK_MS` more than that, the
+excess is cut from the next blocks: the echo loses what the stall cost, and its delay is back within
+a few milliseconds of where it was.
+
 It prints ``ready`` on stderr once it has relayed its first blocks, and ends when stdin ends.
 """
 
@@ -20,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
+import struct
 import sys
+import termios
 
 import numpy as np
 
@@ -29,6 +40,18 @@ from earshot.audio.room import EchoPath
 
 BLOCK_MS = 10
 READY_BLOCKS = 10
+SLACK_MS = 10
+"""What the pipe to the playback stream may hold over its learned level before the excess is cut (pacat
+takes what its stream asks for in bursts of a few milliseconds)."""
+LEARN_BLOCKS = 100
+
+
+def queued_bytes(fd: int) -> int | None:
+    """Bytes waiting in the pipe ``fd`` (either end), or None where FIONREAD does not tell."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,11 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     dst.write(bytes(2 * args.rate * args.prefill_ms // 1000))
     dst.flush()
     blocks = 0
+    levels: list[int] = []
+    level: int | None = None  # bytes the pipe holds in the steady state, once learned
+    slack = 2 * args.rate * SLACK_MS // 1000
     try:
         while len(data := src.read(2 * block)) == 2 * block:
             echo = path.process(np.frombuffer(data, dtype="<i2"))
-            dst.write(np.clip(np.round(echo), -32768, 32767).astype("<i2").tobytes())
-            dst.flush()
+            out = np.clip(np.round(echo), -32768, 32767).astype("<i2").tobytes()
+            queued = queued_bytes(dst.fileno())
+            if queued is not None and blocks >= READY_BLOCKS:
+                if level is None:
+                    levels.append(queued)
+                    if len(levels) == LEARN_BLOCKS:
+                        level = sorted(levels)[len(levels) // 2]
+                elif queued > level + slack:
+                    out = out[min(len(out), (queued - level) // 2 * 2) :]  # cut the excess, whole samples
+            if out:
+                dst.write(out)
+                dst.flush()
             blocks += 1
             if blocks == READY_BLOCKS:
                 print("ready", file=sys.stderr, flush=True)

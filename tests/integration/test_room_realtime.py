@@ -83,7 +83,7 @@ async def test_engagements_in_a_row_in_the_pulseaudio_room_play_every_reply_whol
     # relay tapped the speaker sink's monitor, which gained 4.6 ms at each new playback stream, so the
     # echo jumped 5 ms as each reply started and the canceller met it 0.3 s in.) The echo's delays go
     # with the marks: a room that moved under a loaded machine is then told from a device that heard itself.
-    why = {"marks": marks, "echo_delays_ms": delays}
+    why = {"marks": marks, "echo_delays_ms": delays, "loadavg": os.getloadavg()}
     assert run.barge_ins() == [], why
     assert cancels == [], why
     assert truncations == [], why
