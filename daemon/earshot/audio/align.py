@@ -80,9 +80,20 @@ _TRACK_MIN_LOUD = 40
 # alignment put a few samples off (the loaded room: a reply's echo aligned 6 samples early, cancelled
 # by 3-5 dB, a barge-in 0.1 s in), hence a _SHIFT_MIN of 3 samples: 2 is what the alignment's estimates
 # agree within.
+# A move is measured from where the pairing put the echo (its alignment, then each move), and the echo
+# must not already have been at the new lag in the microphone half a second earlier (the first half of
+# the last _SHIFT_RING chunks): in the file backend's clipping room a pairing put "at -9 samples" had
+# its echo at 320 all along, and "moving" it there cost a barge-in in 4 of 20 replies.
 _SHIFT_WINDOW = 8
+_SHIFT_RING = 48
+"""Chunks kept: the window, and before it the stretch where a moved echo must not already have been."""
 _SHIFT_POOR_DB = 12.0
 _SHIFT_MIN_SUSPECT = 2
+_SHIFT_EAGER = 8
+"""Suspect chunks in a row measured each; after that every _SHIFT_EVERY-th: a room the canceller never
+cancels well (every loud chunk suspect) costs a quarter of the measures, not one per chunk (0.2-0.4 ms each
+here, so some 3-5 ms on a Pi Zero 2 W core)."""
+_SHIFT_EVERY = 4
 _SHIFT_MIN = 3
 _SHIFT_CALM = 5  # well-cancelled loud chunks after which the suspicion is dropped
 FOLLOW_MOVES = True
@@ -159,14 +170,18 @@ class PairingAligner:
         self._track_lag: int | None = None
         # A filter working outside these lags (drifted far) is not followed: the next pairing goes to the target.
         self._track_bounds = (target or 0) // 2, filter_samples // 2
-        self._watch_out = np.zeros(_SHIFT_WINDOW * frame_samples, dtype=np.int16)
-        self._watch_ref = np.zeros(_SHIFT_WINDOW * frame_samples, dtype=np.int16)
-        self._watch_mic = np.zeros(_SHIFT_WINDOW * frame_samples, dtype=np.int16)
+        self._watch_out = np.zeros(_SHIFT_RING * frame_samples, dtype=np.int16)
+        self._watch_ref = np.zeros(_SHIFT_RING * frame_samples, dtype=np.int16)
+        self._watch_mic = np.zeros(_SHIFT_RING * frame_samples, dtype=np.int16)
         self._watch_at = 0
         self._watch_filled = 0
         self._suspect = 0  # poorly cancelled loud chunks since the last calm stretch
         self._calm = 0
         self._settle_left = 0
+        # Where this pairing put the echo (its alignment, then each move): what watch() measures a move
+        # from. Not the periodic measure of where the filter works: in the file backend's clipping room
+        # that read -9 samples once, with the echo at 320, and the echo "moved" by 20.6 ms from there.
+        self._watch_lag: int | None = None
         self.shifts = 0
         """Moves of the echo within a pairing found and followed (see :meth:`watch`)."""
         self.delay_samples: int | None = None
@@ -187,7 +202,9 @@ class PairingAligner:
         """
         self.aligning = self._target is not None
         self._watch_filled = 0  # the watch window holds the old pairing
+        self._watch_lag = None  # until this one is aligned
         self._suspect = 0
+        self._settle_left = 0  # a move of the old pairing says nothing of this one
         self._align_frames.clear()
         self._align_loud = 0
         self._align_quiet = 0
@@ -308,6 +325,7 @@ class PairingAligner:
         )
         self.delay_samples = lag
         self._track_lag = lag - shift  # the pairing is where the filter is, until measured again
+        self._watch_lag = self._track_lag
         self._track_loud = 0
         self.alignments += 1
 
@@ -366,8 +384,8 @@ class PairingAligner:
         self._watch_out[at * n : (at + 1) * n] = out
         self._watch_mic[at * n : (at + 1) * n] = mic
         self._watch_ref[at * n : (at + 1) * n] = ref
-        self._watch_at = (at + 1) % _SHIFT_WINDOW
-        self._watch_filled = min(_SHIFT_WINDOW, self._watch_filled + 1)
+        self._watch_at = (at + 1) % _SHIFT_RING
+        self._watch_filled = min(_SHIFT_RING, self._watch_filled + 1)
         if ref_power < self._loud_power:
             return
         if out_power * self._poor_ratio < mic_power:
@@ -379,18 +397,29 @@ class PairingAligner:
         self._suspect += 1
         if self._suspect < _SHIFT_MIN_SUSPECT or self._watch_filled < _SHIFT_WINDOW:
             return
-        order = np.r_[self._watch_at * n : _SHIFT_WINDOW * n, 0 : self._watch_at * n]
-        lag = self.echo_lag
+        if self._suspect > _SHIFT_EAGER and self._suspect % _SHIFT_EVERY:
+            return
+        ring = np.r_[self._watch_at * n : _SHIFT_RING * n, 0 : self._watch_at * n]
+        order = ring[-_SHIFT_WINDOW * n :]
+        lag = self._watch_lag
         if lag is None:
             return
         est = self._moved_to(self._watch_out[order], self._watch_mic[order], self._watch_ref[order], lag)
         if est is None:
             return
+        if self._watch_filled == _SHIFT_RING:
+            # Where the echo was before the window: a move that finds it already there moved nothing (the
+            # pairing's lag was off, and the filter had long found the echo where it is).
+            before = ring[: (_SHIFT_RING // 2) * n]
+            prior = estimate_delay(self._watch_mic[before], self._watch_ref[before], -n, self._filter_samples)
+            if prior is not None and prior.confidence >= _ALIGN_CONFIDENCE and abs(prior.lag - est) < _SHIFT_MIN:
+                return
         shift = est - lag  # the echo now comes this much later: so does the reference, from the next chunk on
         self._fifo.unread(np.zeros(shift, dtype=np.int16))
         # Until the filter's span has passed the move, its input holds the old pairing: not to be trusted.
         self._settle_left = -(-(est + n) // n)
         self._suspect = 0
+        self._watch_lag = est
         self._watch_filled = 0  # the window holds the old pairing
         self._track_at = 0
         self._track_loud = 0
@@ -419,6 +448,11 @@ class PairingAligner:
         # where the filter's own prediction lies (a lag of 0 in speexdsp's output, found in the test rooms).
         direct = whitened_correlation(mic, ref, -n, self._filter_samples)
         if direct is None or not -n <= moved < self._filter_samples or direct[moved + n] < _ALIGN_CONFIDENCE:
+            return None
+        # ... and more than where it was: the echo moved, it did not just grow a second path the filter has
+        # not learned (the file backend's clipping, reverberant room: a residual 20.6 ms past the echo,
+        # followed four times in twenty replies, each a barge-in).
+        if -n <= lag < self._filter_samples and direct[moved + n] <= direct[lag + n]:
             return None
         return moved
 
