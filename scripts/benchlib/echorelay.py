@@ -16,10 +16,11 @@ the delay is what it was.
 A longer stall underruns the playback stream: the server plays silence, then the rest, later by the
 stall, and the pipe holds that much more. Left there, the echo came later from then on (35 -> 50 ms
 and more in steps on a loaded machine: a room that moved under the daemon, which no room does). So
-the relay learns what the pipe holds in its first second (the median, measured with FIONREAD: pacat
-holds most of the prefill itself), and once the pipe holds :data:`SLACK_MS` more than that, the
-excess is cut from the next blocks: the echo loses what the stall cost, and its delay is back within
-a few milliseconds of where it was.
+the relay learns the least its pipe holds (FIONREAD, over its first second: pacat holds most of the
+prefill itself), and when the least over the last half second stands more than :data:`SLACK_MS`
+above that, the excess is cut: the echo loses what the stall cost, and its delay is back within a
+couple of milliseconds of where it was. (A median level with 10 ms of slack, tried first, left a
+5.75 ms stall in place on an idle machine, and the daemon met a moved room.)
 
 It prints ``ready`` on stderr once it has relayed its first blocks, and ends when stdin ends.
 """
@@ -27,6 +28,7 @@ It prints ``ready`` on stderr once it has relayed its first blocks, and ends whe
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import fcntl
 import os
@@ -40,9 +42,10 @@ from earshot.audio.room import EchoPath
 
 BLOCK_MS = 10
 READY_BLOCKS = 10
-SLACK_MS = 10
-"""What the pipe to the playback stream may hold over its learned level before the excess is cut (pacat
-takes what its stream asks for in bursts of a few milliseconds)."""
+SLACK_MS = 2
+"""How much fuller than its learned floor the pipe may stay (its least over half a second: pacat takes
+what its stream asks for in bursts of a few milliseconds, 9-14 ms in the pipe here) before the excess
+is cut."""
 LEARN_BLOCKS = 100
 
 
@@ -70,21 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     dst.write(bytes(2 * args.rate * args.prefill_ms // 1000))
     dst.flush()
     blocks = 0
-    levels: list[int] = []
-    level: int | None = None  # bytes the pipe holds in the steady state, once learned
+    floor: int | None = None  # the least the pipe holds over a stretch, in the steady state, once learned
+    recent: collections.deque[int] = collections.deque(maxlen=LEARN_BLOCKS // 2)
     slack = 2 * args.rate * SLACK_MS // 1000
+    owed = 0  # bytes still to cut after a stall
     try:
         while len(data := src.read(2 * block)) == 2 * block:
             echo = path.process(np.frombuffer(data, dtype="<i2"))
             out = np.clip(np.round(echo), -32768, 32767).astype("<i2").tobytes()
             queued = queued_bytes(dst.fileno())
             if queued is not None and blocks >= READY_BLOCKS:
-                if level is None:
-                    levels.append(queued)
-                    if len(levels) == LEARN_BLOCKS:
-                        level = sorted(levels)[len(levels) // 2]
-                elif queued > level + slack:
-                    out = out[min(len(out), (queued - level) // 2 * 2) :]  # cut the excess, whole samples
+                recent.append(queued)
+                if floor is None:
+                    if blocks >= READY_BLOCKS + LEARN_BLOCKS:
+                        floor = min(recent)
+                elif len(recent) == recent.maxlen and min(recent) > floor + slack:
+                    # A stall left the pipe fuller for half a second: cut the excess, whole samples.
+                    owed = (min(recent) - floor) // 2 * 2
+                    recent.clear()
+            if owed:
+                cut = min(len(out), owed)
+                out, owed = out[cut:], owed - cut
             if out:
                 dst.write(out)
                 dst.flush()
