@@ -450,8 +450,8 @@ class PairingAligner:
         if direct is None or not -n <= moved < self._filter_samples or direct[moved + n] < _ALIGN_CONFIDENCE:
             return None
         # ... and more than where it was: the echo moved, it did not just grow a second path the filter has
-        # not learned (the file backend's clipping, reverberant room: a residual 20.6 ms past the echo,
-        # followed four times in twenty replies, each a barge-in).
+        # not learned. (Alone this did not stop the file backend room's false moves: the lag watch() gives
+        # is where the pairing put the echo, and the check of half a second earlier there does.)
         if -n <= lag < self._filter_samples and direct[moved + n] <= direct[lag + n]:
             return None
         return moved
