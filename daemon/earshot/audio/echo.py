@@ -370,8 +370,9 @@ class EchoCanceller:
                 out_power = self._diverged(out, src, mic_power, out_power)
             else:
                 self._diverged_recent.append(False)
-            converged = self.processed_frames > self._converge_frames
-            self._aligner.watch(src, out, ref, ref_power, mic_power, out_power, converged=converged)
+            self._aligner.watch(
+                src, out, ref, ref_power, mic_power, out_power, converged=self.processed_frames > self._converge_frames
+            )
         self._coherence.push(ref, out)
         active = span_power >= self._ref_floor_power
         converged = self.processed_frames > self._converge_frames
