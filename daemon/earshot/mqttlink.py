@@ -190,8 +190,10 @@ class MqttBridge:
         logger.info("MQTT: connected to %s as %s", self._where(), self.topics.base)
         async with asyncio.timeout(TIMEOUT_S):
             await client.publish(self.topics.availability, b"online", qos=1, retain=True)
+            _still_running()
             for topic in self.topics.subscriptions:
                 await client.subscribe(topic, qos=1)
+                _still_running()
         if self.mqtt.discovery:
             name = self.device.name or f"earshot {self.device_id}"
             for topic, payload in discovery_messages(
@@ -214,6 +216,7 @@ class MqttBridge:
                 key, topic, payload, retain = item
                 async with asyncio.timeout(TIMEOUT_S):
                     await client.publish(topic, payload, qos=1, retain=retain)
+                _still_running()
                 self.outbox.done(key, payload)
                 self.published += 1
 
@@ -293,6 +296,19 @@ def _still_connected(client: Any) -> bool:
     """The session is still up (``offline`` can be said before leaving)."""
     inner = getattr(client, "_client", None)
     return bool(inner is not None and inner.is_connected())
+
+
+def _still_running() -> None:
+    """Raise the cancel that aiomqtt may have swallowed.
+
+    aiomqtt waits for the broker's answer with ``asyncio.wait_for``. In Python 3.11, a cancel that lands in
+    the tick the answer arrives is swallowed (CPython gh-86296): the call returns as if nothing happened,
+    and the task goes on while its task group waits for it, forever (the daemon's stop hung there).
+    Called after every such wait in a task that loops.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _why(exc: BaseException) -> str:
