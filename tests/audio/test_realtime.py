@@ -144,7 +144,9 @@ async def _until_heard(sink: AlsaSink) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_playback_underrun_mid_stream_is_recovered_in_place_and_counted(pulse: Pulse) -> None:
+async def test_playback_underrun_mid_stream_is_recovered_in_place_and_counted(
+    pulse: Pulse, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = AlsaSink(OutputConfig(device="strict", sample_rate_hz=24000, period_ms=10, buffer_ms=80), stall_s=5.0)
     block = np.full(240, 1000, np.int16)
     written = 0
@@ -173,6 +175,7 @@ async def test_playback_underrun_mid_stream_is_recovered_in_place_and_counted(pu
     status = sink.status
     sink.close()
     assert xruns >= 1
+    assert "playback underrun on strict" in caplog.text  # an operator hears of it, not only the counter
     assert status.state is DeviceState.OK
     assert status.reopens == 0  # recovered with prepare on the open device, not by reopening it
     assert sink.queued_samples() == 0

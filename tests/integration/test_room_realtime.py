@@ -83,7 +83,16 @@ async def test_engagements_in_a_row_in_the_pulseaudio_room_play_every_reply_whol
     # relay tapped the speaker sink's monitor, which gained 4.6 ms at each new playback stream, so the
     # echo jumped 5 ms as each reply started and the canceller met it 0.3 s in.) The echo's delays go
     # with the marks: a room that moved under a loaded machine is then told from a device that heard itself.
-    why = {"marks": marks, "echo_delays_ms": delays, "loadavg": os.getloadavg()}
+    # A string, so pytest prints it whole: the daemon's own words on what went wrong (underruns, echo moves,
+    # the loop's lateness) next to each barge-in.
+    notable = ("barge-in", "dropped", "cancelled", "underrun", "xrun", "moved", "late", "duplex", "reply started")
+    why = "\n".join(
+        [
+            f"echo delays (ms): {delays}",
+            f"load average: {os.getloadavg()}",
+            *(f"{t:.3f} {m}" for t, m in run.log if any(w in m for w in notable)),
+        ]
+    )
     assert run.barge_ins() == [], why
     assert cancels == [], why
     assert truncations == [], why

@@ -375,8 +375,17 @@ class AlsaSink(AlsaDevice):
         self._settled.set()
 
     def _on_xrun(self, gen: int) -> None:
-        if gen == self._generation:
-            self._status = replace(self._status, xruns=self._status.xruns + 1)
+        if gen != self._generation:
+            return
+        xruns = self._status.xruns + 1
+        self._status = replace(self._status, xruns=xruns)
+        if xruns & (xruns - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a device that keeps underrunning, boundedly
+            logger.warning(
+                "playback underrun on %s: the device played silence mid-sound (%d so far; the loop or the sink "
+                "thread was late)",
+                self._config.device,
+                xruns,
+            )
 
     def _stall_reason(self) -> str | None:
         busy = self._busy_since
