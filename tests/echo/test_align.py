@@ -176,14 +176,17 @@ def _gap_scene(
 ) -> tuple[NDArray[np.int16], NDArray[np.int16], int]:
     """A 16 s reply whose output underran 8 s in: ``gap_ms`` of silence went out, then the rest, later by as much.
 
-    The reference is what the device was handed (no gap: the count pairing goes on), the microphone hears
-    the output through a plain delay (the PulseAudio room's echo path), with the user's ``user`` over it
-    1.5 s after the gap if given. Returns (microphone, reference, the gap's position).
+    A negative ``gap_ms`` is a skip: a sound server that underran drops what was written behind its read
+    index, and the rest comes that much early. The reference is what the device was handed (the count
+    pairing goes on), the microphone hears the output through a plain delay (the PulseAudio room's echo
+    path), with the user's ``user`` over it 1.5 s after the gap if given. Returns (microphone, reference,
+    the gap's position).
     """
     reference = reply(16.0)
     at = 8 * RATE_HZ
-    gap = np.zeros(gap_ms * RATE_HZ // 1000, np.int16)
-    played = np.concatenate((reference[:at], gap, reference[at:]))[: reference.size]
+    gap = np.zeros(max(0, gap_ms) * RATE_HZ // 1000, np.int16)
+    skip = max(0, -gap_ms) * RATE_HZ // 1000
+    played = np.concatenate((reference[:at], gap, reference[at + skip :], np.zeros(skip, np.int16)))[: reference.size]
     near = None if user is None else place(user, at=at + 3 * RATE_HZ // 2, n=reference.size, gain_db=-3.0)
     mic = mix(reference=played, room=Room(reverberant=False, delay_ms=35.0), near=near)
     return mic, reference, at
@@ -215,6 +218,52 @@ def test_an_underrun_gap_within_a_reply_is_followed_and_never_barges_in(
     after = slice(at + RATE_HZ // 2, reference.size)
     cleaned = run.cleaned[after].astype(np.float64)
     assert energy_db(mic[after].astype(np.float64)) - energy_db(cleaned) >= 25.0  # cancelled as before the gap
+
+
+@pytest.mark.parametrize("skip_ms", [10, 20])
+def test_a_skip_within_a_reply_is_followed_and_never_barges_in(skip_ms: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PulseAudio room on an idle machine, and CI: the sound server's stream underran and dropped what
+    was written behind its read index, so the rest of the reply came early and its echo with it (3.6 ms,
+    1.3 s into a reply, then a barge-in). The reference skips as much; not followed, the device interrupts
+    itself on the same scene."""
+    from earshot.audio import align
+    from earshot.config import BargeInConfig
+    from tests.echo.scenes import run_scene
+
+    mic, reference, at = _gap_scene(-skip_ms)
+    monkeypatch.setattr(align, "FOLLOW_EARLIER", False)
+    unfollowed = run_scene(mic, reference, BargeInConfig(), rearm=True)
+    assert unfollowed.barge_ins, "the scene must show the failure it guards against"
+    monkeypatch.setattr(align, "FOLLOW_EARLIER", True)
+    run = run_scene(mic, reference, BargeInConfig(), rearm=True)
+    assert run.barge_ins == []
+    moved = [i for i, f in enumerate(run.frames) if getattr(f, "settling", False) and i * CHUNK > RATE_HZ]
+    echo_skip = at + 35 * RATE_HZ // 1000 - skip_ms * RATE_HZ // 1000  # where the skip reaches the microphone
+    assert moved
+    assert echo_skip <= moved[0] * CHUNK <= echo_skip + 10 * CHUNK  # found within 10 chunks of it
+    after = slice(at + RATE_HZ // 2, reference.size - RATE_HZ // 10)
+    cleaned = run.cleaned[after].astype(np.float64)
+    assert energy_db(mic[after].astype(np.float64)) - energy_db(cleaned) >= 25.0  # cancelled as before the skip
+
+
+@pytest.mark.parametrize("gap_ms", [10, 24])
+def test_a_second_gap_in_the_same_reply_is_followed_too(gap_ms: int) -> None:
+    """After a move the echo lies where it was behind the moved reference, and the next move is measured
+    from there: a device that underruns twice in a reply is followed twice. (Measured from the first
+    move's new place instead, the second gap was taken for an echo not yet learned, and barged in.)"""
+    from earshot.config import BargeInConfig
+    from tests.echo.scenes import run_scene
+
+    reference = reply(16.0)
+    gap = np.zeros(gap_ms * RATE_HZ // 1000, np.int16)
+    first, second = 8 * RATE_HZ, 12 * RATE_HZ
+    played = np.concatenate((reference[:first], gap, reference[first:second], gap, reference[second:]))
+    mic = mix(reference=played[: reference.size], room=Room(reverberant=False, delay_ms=35.0))
+    run = run_scene(mic, reference, BargeInConfig(), rearm=True)
+    assert run.barge_ins == []
+    after = slice(second + RATE_HZ // 2, reference.size)
+    cleaned = run.cleaned[after].astype(np.float64)
+    assert energy_db(mic[after].astype(np.float64)) - energy_db(cleaned) >= 25.0  # cancelled after the second
 
 
 def test_a_user_over_the_reply_is_not_taken_for_a_moved_echo() -> None:

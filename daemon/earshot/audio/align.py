@@ -68,18 +68,21 @@ _TRACK_MIN_LOUD = 40
 # leaves of the echo it knows is small, so the residual's correlation is the moved echo's, at its new
 # lag, a few chunks after the move, where the microphone's own correlation still has the old echo in
 # most of the window. A user talking over the reply does not correlate with the reference, and an echo
-# the filter has not learned yet lies where it was. A lag at least _SHIFT_MIN samples later than where
+# the filter has not learned yet lies where it was. A lag at least _SHIFT_MIN samples away from where
 # the pairing puts the echo, confident in both the residual and the microphone, moves the reference
 # there at once: the barge-in detector confirms speech after 8 chunks, and the move's settling starts
-# its count afresh. Only later: an output gap delays the echo, and an earlier find was only ever false
-# (one of the 20 reverberant replies of tests/echo/test_coherence.py). Measured (a 16 s reply, the gap
-# 8 s in): on a plain delay (the PulseAudio room's path) gaps of 3, 10 and 24 ms no longer barge in,
-# while 5, 40 and 80 ms still do (found too late, or not at all: the residual of a long gap correlates
-# where the echo was); the loaded PulseAudio room's 24 ms gap is found in 4 chunks. In the reverberant
-# test rooms the residual spreads (confidence 4-6) and nothing moves. It also mends a new pairing the
-# alignment put a few samples off (the loaded room: a reply's echo aligned 6 samples early, cancelled
-# by 3-5 dB, a barge-in 0.1 s in), hence a _SHIFT_MIN of 3 samples: 2 is what the alignment's estimates
-# agree within.
+# its count afresh. Measured (a 16 s reply, the gap 8 s in): on a plain delay (the PulseAudio room's
+# path) gaps of 3, 10 and 24 ms no longer barge in, while 5, 40 and 80 ms still do (found too late, or
+# not at all: the residual of a long gap correlates where the echo was); the loaded PulseAudio room's
+# 24 ms gap is found in 4 chunks. In the reverberant test rooms the residual spreads (confidence 4-6) and
+# nothing moves. It also mends a new pairing the alignment put a few samples off (the loaded room: a
+# reply's echo aligned 6 samples early, cancelled by 3-5 dB, a barge-in 0.1 s in), hence a _SHIFT_MIN of
+# 3 samples: 2 is what the alignment's estimates agree within.
+# The echo can also come earlier: a sound server whose stream underran drops what was written behind its
+# read index, and the rest plays early (the PulseAudio room on an idle machine, and CI: the echo 3.6 ms
+# earlier 1.3 s into a reply, a barge-in at 1.72 s). The reference then skips as much. Earlier finds are
+# held to more (_plainly_earlier): a voiced reply's correlation has side peaks a pitch period or two from
+# the echo, and in clean room runs the residual found them (0 and 464 for an echo at 320).
 # A move is measured from where the pairing put the echo (its alignment, then each move), and the echo
 # must not already have been at the new lag in the microphone half a second earlier (the first half of
 # the last _SHIFT_RING chunks): in the file backend's clipping room a pairing put "at -9 samples" had
@@ -95,9 +98,12 @@ cancels well (every loud chunk suspect) costs a quarter of the measures, not one
 here, so some 3-5 ms on a Pi Zero 2 W core)."""
 _SHIFT_EVERY = 4
 _SHIFT_MIN = 3
+_EARLIER_CONFIDENCE = 2 * _ALIGN_CONFIDENCE
 _SHIFT_CALM = 5  # well-cancelled loud chunks after which the suspicion is dropped
 FOLLOW_MOVES = True
 """Follow the echo's moves within a pairing (see above); tests switch it off to show what it changes."""
+FOLLOW_EARLIER = True
+"""Follow moves to an earlier echo too; tests switch it off to show what that changes."""
 
 Chunk = tuple[NDArray[np.int16], NDArray[np.int16], bool]
 """A capture chunk, its paired reference, and whether the user was believed to speak."""
@@ -414,20 +420,27 @@ class PairingAligner:
             prior = estimate_delay(self._watch_mic[before], self._watch_ref[before], -n, self._filter_samples)
             if prior is not None and prior.confidence >= _ALIGN_CONFIDENCE and abs(prior.lag - est) < _SHIFT_MIN:
                 return
-        shift = est - lag  # the echo now comes this much later: so does the reference, from the next chunk on
-        self._fifo.unread(np.zeros(shift, dtype=np.int16))
+        shift = est - lag  # the echo comes this much later (or earlier): so does the reference, from the next chunk
+        if shift > 0:
+            self._fifo.unread(np.zeros(shift, dtype=np.int16))
+        else:
+            self._fifo.skip(-shift)
         # Until the filter's span has passed the move, its input holds the old pairing: not to be trusted.
-        self._settle_left = -(-(est + n) // n)
+        self._settle_left = -(-(max(est, lag) + n) // n)
         self._suspect = 0
-        self._watch_lag = est
+        # The reference moved with the echo: paired anew, the echo lies at ``lag`` again, and the next move is
+        # measured from there (taking ``est`` as the new place read the echo, found back at ``lag``, as a
+        # move the other way).
         self._watch_filled = 0  # the window holds the old pairing
         self._track_at = 0
         self._track_loud = 0
         self.shifts += 1
         log = logger.info if self.shifts == 1 else logger.debug  # once at INFO: an underrunning device repeats it
         log(
-            "echo moved %.1f ms later behind its reference within a sound (an output gap): reference moved (%d)",
-            1000 * shift / self._rate_hz,
+            "echo moved %.1f ms %s behind its reference within a sound (%s): reference moved (%d)",
+            1000 * abs(shift) / self._rate_hz,
+            "later" if shift > 0 else "earlier",
+            "an output gap" if shift > 0 else "the output skipped ahead",
             self.shifts,
         )
 
@@ -440,10 +453,8 @@ class PairingAligner:
         if residual is None or residual.confidence < _ALIGN_CONFIDENCE:
             return None
         moved = residual.lag - self._output_lag
-        if moved < lag + _SHIFT_MIN:
-            # Where it was: echo the filter has not learned yet. Earlier: not what an output gap does, and
-            # in the reverberant test rooms only ever a false find.
-            return None
+        if abs(moved - lag) < _SHIFT_MIN or (moved < lag and not FOLLOW_EARLIER):
+            return None  # where it was: echo the filter has not learned yet
         # The microphone must hold the echo there too: the residual alone also correlates with the reference
         # where the filter's own prediction lies (a lag of 0 in speexdsp's output, found in the test rooms).
         direct = whitened_correlation(mic, ref, -n, self._filter_samples)
@@ -454,7 +465,24 @@ class PairingAligner:
         # is where the pairing put the echo, and the check of half a second earlier there does.)
         if -n <= lag < self._filter_samples and direct[moved + n] <= direct[lag + n]:
             return None
+        if moved < lag and not self._plainly_earlier(direct, moved, lag):
+            return None
         return moved
+
+    def _plainly_earlier(self, direct: NDArray[np.float64], moved: int, lag: int) -> bool:
+        """An earlier echo is followed only when the microphone says so plainly.
+
+        A voiced reply repeats itself every pitch period, so its own correlation has side peaks a period or
+        two either side of the echo, and a filter's residual can sit there as well. Earlier finds in clean
+        test runs were such peaks (at 0 and 464 for an echo at 320), never the strongest in the microphone.
+        A server's skip is: the echo at its new place is the microphone's clear maximum (28 for 0 at the old
+        place, in the run where it happened).
+        """
+        n = self._n
+        at_new = float(direct[moved + n])
+        at_old = float(direct[lag + n]) if -n <= lag < self._filter_samples else 0.0
+        top = int(np.argmax(direct)) - n
+        return abs(top - moved) <= _SHIFT_MIN and at_new >= _EARLIER_CONFIDENCE and at_new >= 2.0 * max(at_old, 1.0)
 
     def abandon(self) -> tuple[Chunk, ...]:
         """Stop aligning (the reference was dropped); the held chunks, to be filtered in order."""
