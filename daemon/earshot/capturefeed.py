@@ -6,8 +6,8 @@ product's objects, not a copy of them):
 
 - at the start of each capture period (the source's backlog was empty before the chunk), the sink's
   echo reference goes to the canceller: once per period, not per 10 ms chunk, because the reference
-  runs ahead of the device pointer by the device buffer and each call asks the device where it is
-  (a locked round trip through the pulse plugin's thread);
+  runs ahead of the device pointer by the device buffer and a slack, and each call asks the device
+  where it is (a locked round trip through the pulse plugin's thread);
 - and again before chunks go over whose reference the canceller does not hold yet, while something
   plays or the canceller still cancels the end of a sound: a loop that fell behind takes its backlog
   chunk after chunk with no period start in between, and a canceller left without reference for them

@@ -287,3 +287,39 @@ async def test_a_playing_reply_wakes_the_loop_a_few_times_a_second_not_every_per
     # 40 ms writes into a 200 ms queue refilled from half full: about 10 wake-ups a second, not 100.
     assert max(writes) == sink.write_samples
     assert posted <= 15 * reply_s, f"{posted} wake-ups for {reply_s} s of reply"
+
+
+async def _reference_lead(slack_ms: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """16 kHz reference handed out beyond what was played, mid-reply (the median over its second half)."""
+    from earshot.audio.alsa import sink as sink_module
+
+    monkeypatch.setattr(sink_module, "_SLACK24", 24 * slack_ms)
+    sink = AlsaSink(OutputConfig(device="speaker", sample_rate_hz=24000, period_ms=10, buffer_ms=40))
+    block = np.full(2400, 1000, np.int16)
+    written = 0
+    handed = 0
+    leads: list[int] = []
+    async with asyncio.timeout(30):
+        while written < 24000 * 2:  # two seconds, the software queue kept full as a reply keeps it
+            await sink.write(block)
+            written += block.size
+            handed += sink.pop_reference().size
+            played = written - sink.queued_samples()
+            if played >= 24000 // 2:  # past the stream's start
+                leads.append(handed - played * 2 // 3)
+    sink.close()
+    return int(np.median(leads))
+
+
+async def test_the_echo_reference_leads_the_device_pointer_by_the_slack_too(
+    pulse: Pulse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What was written is handed to the canceller once the device pointer is within a buffer plus
+    REFERENCE_SLACK_MS of it: the pointer moves in bursts (most at a stream's start), and a reference that
+    reached the canceller after its echo let that echo through whole."""
+    from earshot.audio.alsa.sink import REFERENCE_SLACK_MS
+
+    assert REFERENCE_SLACK_MS >= 20
+    without = await _reference_lead(0, monkeypatch)
+    with_slack = await _reference_lead(REFERENCE_SLACK_MS, monkeypatch)
+    assert abs(with_slack - without - REFERENCE_SLACK_MS * 16) <= 5 * 16, (without, with_slack)

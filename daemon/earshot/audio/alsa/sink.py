@@ -37,6 +37,12 @@ _SINK_QUALITY = "LQ"
 
 _SW_LEAD_MS = 200
 """Reply audio the sink queues ahead of the device buffer (refilled when half of it has played)."""
+REFERENCE_SLACK_MS = 40
+"""The echo reference runs this far ahead of the device buffer's end as well. The device pointer that paces
+it moves in bursts, worst at a new stream's start: a reference only a buffer ahead reached the canceller
+after its echo on some replies (the PulseAudio room: the reference ran dry 0.1 s into a reply, and the echo
+went through whole). The canceller's alignment takes the lead off again."""
+_SLACK24 = PLAYBACK_RATE_HZ * REFERENCE_SLACK_MS // 1000
 
 
 class AlsaSink(AlsaDevice):
@@ -215,15 +221,15 @@ class AlsaSink(AlsaDevice):
         """16 kHz mono of what the device played since the last call (nothing while idle).
 
         It runs ahead of the device pointer by up to the granted buffer (what is in the device now,
-        about to be heard). The pointer moves in bursts (a period, or a whole server transfer with the
-        pulse plugin) and capture chunks come in bursts too: a reference handed over only once played
-        reached the canceller after its echo, which no causal filter can cancel. Early by up to a
-        buffer is within what the adaptive filter absorbs.
+        about to be heard) and :data:`REFERENCE_SLACK_MS` more. The pointer moves in bursts (a period, or a
+        whole server transfer with the pulse plugin) and capture chunks come in bursts too: a reference
+        handed over only once played reached the canceller after its echo, which no causal filter can
+        cancel. The canceller's alignment takes an early reference's lead off.
         """
         played = self._played24()
         granted = self._granted
         if granted is not None:
-            lead = granted.buffer_frames * PLAYBACK_RATE_HZ // granted.rate_hz
+            lead = (granted.buffer_frames * PLAYBACK_RATE_HZ // granted.rate_hz) + _SLACK24
             played = min(self._base24 + self._in24, played + lead)
         out = self._trim_history(played, drop_rest=False)
         ref = self._ref_resampler.process(out) if out.size else np.zeros(0, dtype=np.int16)
