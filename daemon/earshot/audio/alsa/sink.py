@@ -40,7 +40,7 @@ _SW_LEAD_MS = 200
 REFERENCE_SLACK_MS = 40
 """The echo reference runs this far ahead of the device buffer's end as well. The device pointer that paces
 it moves in bursts, worst at a new stream's start: a reference only a buffer ahead reached the canceller
-after its echo on some replies (the PulseAudio room: the reference ran dry 0.1 s into a reply, and the echo
+after its echo on some replies (the PulseAudio room: the reference ran dry 0.4 s into a reply, and the echo
 went through whole). The canceller's alignment takes the lead off again."""
 _SLACK24 = PLAYBACK_RATE_HZ * REFERENCE_SLACK_MS // 1000
 
