@@ -185,15 +185,18 @@ class MqttBridge:
 
     async def _serve(self, client: Any) -> None:
         self.connects += 1
+        # The cancels this task already carries (3.11's TaskGroup leaves one behind when a serving task
+        # failed, and the connection was served again): only one more is a stop.
+        carried = _cancels()
         self.connected = True
         self._last_problem = None
         logger.info("MQTT: connected to %s as %s", self._where(), self.topics.base)
         async with asyncio.timeout(TIMEOUT_S):
             await client.publish(self.topics.availability, b"online", qos=1, retain=True)
-            _still_running()
+            _still_running(carried)
             for topic in self.topics.subscriptions:
                 await client.subscribe(topic, qos=1)
-                _still_running()
+                _still_running(carried)
         if self.mqtt.discovery:
             name = self.device.name or f"earshot {self.device_id}"
             for topic, payload in discovery_messages(
@@ -298,16 +301,21 @@ def _still_connected(client: Any) -> bool:
     return bool(inner is not None and inner.is_connected())
 
 
-def _still_running() -> None:
+def _cancels() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def _still_running(carried: int = 0) -> None:
     """Raise the cancel that aiomqtt may have swallowed.
 
     aiomqtt waits for the broker's answer with ``asyncio.wait_for``. In Python 3.11, a cancel that lands in
     the tick the answer arrives is swallowed (CPython gh-86296): the call returns as if nothing happened,
     and the task goes on while its task group waits for it, forever (the daemon's stop hung there).
-    Called after every such wait in a task that loops.
+    Called after every such wait in a task that loops. ``carried``: the cancels the task had before the
+    wait that were not a stop.
     """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if _cancels() > carried:
         raise asyncio.CancelledError
 
 
