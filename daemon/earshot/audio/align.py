@@ -83,10 +83,11 @@ _TRACK_MIN_LOUD = 40
 # earlier 1.3 s into a reply, a barge-in at 1.72 s). The reference then skips as much. Earlier finds are
 # held to more (_plainly_earlier): a voiced reply's correlation has side peaks a pitch period or two from
 # the echo, and in clean room runs the residual found them (0 and 464 for an echo at 320).
-# A move is measured from where the pairing put the echo (its alignment, then each move), and the echo
-# must not already have been at the new lag in the microphone half a second earlier (the first half of
-# the last _SHIFT_RING chunks): in the file backend's clipping room a pairing put "at -9 samples" had
-# its echo at 320 all along, and "moving" it there cost a barge-in in 4 of 20 replies.
+# A move is measured from where the pairing's alignment put the echo (a move leaves it there: the
+# reference moves with the echo), and the echo must not already have been at the new lag in the microphone
+# half a second earlier (the first half of the last _SHIFT_RING chunks): in the file backend's clipping
+# room a pairing put "at -9 samples" had its echo at 320 all along, and "moving" it there cost a barge-in
+# in 4 of 20 replies.
 _SHIFT_WINDOW = 8
 _SHIFT_RING = 48
 """Chunks kept: the window, and before it the stretch where a moved echo must not already have been."""

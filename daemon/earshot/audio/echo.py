@@ -353,6 +353,7 @@ class EchoCanceller:
             # goes on, and the echo path is still measured, so a speaker moved closer is noticed.
             out = src.copy()
             out_power = mic_power
+            filtered = False
         else:
             self._mic[:] = src
             self._lib.AecCancelEcho(
@@ -370,12 +371,12 @@ class EchoCanceller:
                 out_power = self._diverged(out, src, mic_power, out_power)
             else:
                 self._diverged_recent.append(False)
-            self._aligner.watch(
-                src, out, ref, ref_power, mic_power, out_power, converged=self.processed_frames > self._converge_frames
-            )
+            filtered = True
+        converged = self.processed_frames > self._converge_frames
+        if filtered:
+            self._aligner.watch(src, out, ref, ref_power, mic_power, out_power, converged=converged)
         self._coherence.push(ref, out)
         active = span_power >= self._ref_floor_power
-        converged = self.processed_frames > self._converge_frames
         if active and not near_end and converged:
             # Not the fresh filter's first converge_s: its residual while it converges says nothing
             # about the converged one, and in a smoothed ERLE it held full duplex off for seconds.
