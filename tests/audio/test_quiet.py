@@ -68,3 +68,18 @@ def test_digital_silence_is_quiet() -> None:
     hold = QuietHold(hold_s=1.0)
     zeros = np.zeros(round(PERIOD_S * RATE), dtype=np.int16)
     assert _wakes(hold, [zeros] * 5) == [True, False, False, False, True]
+
+
+def test_the_level_is_the_rms_level_of_the_period() -> None:
+    """The thread's cheap level is :func:`rms_dbfs` (within a hundredth of a dB), silence included."""
+    from earshot.audio.dsp import SILENCE_DBFS, rms_dbfs
+
+    square = np.where(np.arange(4000) % 40 < 20, 32767, -32768).astype(np.int16)
+    for pcm in (_noise(-60.0), _noise(-20.0, seed=3), square, np.zeros(4000, dtype=np.int16)):
+        hold = QuietHold()
+        hold.period(pcm, PERIOD_S)
+        assert hold.floor_dbfs is not None
+        assert abs(hold.floor_dbfs - rms_dbfs(pcm)) < 0.01
+    hold = QuietHold()
+    hold.period(np.zeros(0, dtype=np.int16), PERIOD_S)
+    assert hold.floor_dbfs == SILENCE_DBFS
