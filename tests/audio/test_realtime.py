@@ -17,7 +17,7 @@ import pytest
 from numpy.typing import NDArray
 
 from earshot.audio.alsa import AlsaSink, AlsaSource
-from earshot.audio.backend import DeviceState
+from earshot.audio.backend import DeviceState, DeviceStatus
 from earshot.audio.playback import Playback, PlaybackFinished
 from earshot.config import InputConfig, OutputConfig
 
@@ -136,6 +136,57 @@ async def test_capture_survives_the_sound_server_dying_and_coming_back(pulse: Pu
     assert after[0].position > before[-1].position + 160  # the outage is a gap in positions
     assert all(b.position - a.position == 160 for a, b in itertools.pairwise(after))
     assert chunk.pcm.size == 160
+
+
+async def test_capture_from_a_frozen_sound_server_is_a_stall_found_once_its_limit_runs_out(pulse: Pulse) -> None:
+    """The server stops (SIGSTOP): the capture read blocks and no error comes. The stall watch finds it
+    once the last audio's limit has run out (stall_s, and at most about a period more), and the device
+    is reopened once the server goes on."""
+    source = AlsaSource(InputConfig(device="monitor"), reopen_max_s=0.5, stall_s=1.0)
+    assert pulse.proc is not None
+    pid = pulse.proc.pid
+    found: list[float] = []  # when the stall was found, after how long without audio
+    waker: list[subprocess.Popen[bytes]] = []
+
+    def on_status(status: DeviceStatus) -> None:
+        if status.state is not DeviceState.OK and not found:
+            found[:] = [time.monotonic(), time.monotonic() - source._last_data]
+            # From another process: pyalsaaudio opens a PCM holding the GIL, and the reopen that follows
+            # at once waits for the stopped server, so nothing in this process could send it.
+            waker.append(subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -CONT {pid}"]))
+
+    source.on_status = on_status
+    it = source.chunks()
+    try:
+        async with asyncio.timeout(60):
+            for _ in range(20):
+                await anext(it)
+            pulse.proc.send_signal(signal.SIGSTOP)
+            while not found or source.status.state is not DeviceState.OK:
+                await anext(it)
+    finally:
+        pulse.proc.send_signal(signal.SIGCONT)
+        source.close()
+        for proc in waker:
+            proc.wait(10)
+    assert source.status.reopens >= 1
+    assert 1.0 < found[1] <= 1.0 + 0.3  # the watch looks as the limit runs out, not half a stall on
+
+
+def test_the_capture_stall_watch_looks_when_the_last_audios_limit_runs_out() -> None:
+    """Open and delivering: once, just after last audio + stall_s (the first-data grace, 5 s, before the
+    first audio, looked at every stall_s as audio may begin meanwhile); otherwise every half stall. An idle
+    daemon's loop is woken for the watch about once per stall, not twice."""
+    from dataclasses import replace
+
+    source = AlsaSource(InputConfig(device="monitor"), stall_s=3.0)
+    assert source._stall_due(10.0) == 11.5  # not open yet: the default half stall
+    source._status = replace(source.status, state=DeviceState.OK)
+    source._last_data = 100.0
+    assert source._stall_due(101.0) == 104.0  # opened, no audio yet: the grace, but looked at every stall_s
+    assert 105.0 < source._stall_due(103.0) < 105.1  # ...until it runs out
+    source._got_data = True
+    assert 103.0 < source._stall_due(101.0) < 103.1
 
 
 async def _until_heard(sink: AlsaSink) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -115,6 +116,10 @@ def granted_by(pcm: Any) -> Granted:
     return Granted(int(info["rate"]), int(info["channels"]), int(info["period_size"]), int(info["buffer_size"]))
 
 
+_WATCH_MIN_S = 0.05
+"""The stall watch never looks again sooner than this (a due time just past, or rounding)."""
+
+
 class AlsaDevice:
     """The lifecycle a source and a sink share: one device thread per generation, status, stall watch.
 
@@ -158,6 +163,14 @@ class AlsaDevice:
         self._starting()
         self._spawn()
         self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
+
+    def _stall_due(self, now: float) -> float:
+        """When (monotonic) the stall watch should look next; by default half a stall from ``now``.
+
+        A subclass that knows when its device could first count as stalled (the last audio plus the
+        limit) says so: the watch then wakes the loop once per stall instead of twice, and on time.
+        """
+        return now + self._stall_s / 2
 
     def close(self, timeout_s: float = 0.5) -> None:
         """Stop the thread, which closes the PCM when its blocking call returns (waited for up to ``timeout_s``)."""
@@ -229,4 +242,5 @@ class AlsaDevice:
         if reason is not None:
             self._on_missing(self._generation, reason, True)
             self._spawn()  # the stalled thread sees a new generation when (if) its call returns
-        self._watch = self._loop.call_later(self._stall_s / 2, self._check_stall)
+        now = time.monotonic()
+        self._watch = self._loop.call_later(max(_WATCH_MIN_S, self._stall_due(now) - now), self._check_stall)

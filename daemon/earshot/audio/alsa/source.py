@@ -23,7 +23,7 @@ import alsaaudio
 import numpy as np
 
 from earshot.audio.alsa.common import PERIODS, AlsaDevice, Granted, backoff, granted_by, open_pcm, post
-from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CAPTURE_RATE_HZ, CaptureChunk
+from earshot.audio.backend import CAPTURE_CHUNK_SAMPLES, CAPTURE_RATE_HZ, CaptureChunk, DeviceState
 from earshot.audio.dsp import Framer, apply_gain_db, downmix
 from earshot.audio.quiet import QuietHold
 from earshot.audio.resample import StreamResampler
@@ -35,6 +35,8 @@ __all__ = ["AlsaSource"]
 logger = logging.getLogger("earshot.audio.alsa")
 
 _FIRST_DATA_GRACE_S = 5.0
+_WATCH_LATE_S = 0.02
+"""The stall watch looks this long after a stall would begin (its test is strictly "longer than")."""
 _LATE_WARN_S = 0.1
 """The loop took captured audio this late: worth a warning (at most every ``_LATE_WARN_EVERY_S``)."""
 _LATE_WARN_EVERY_S = 10.0
@@ -368,9 +370,20 @@ class AlsaSource(AlsaDevice):
             self._position += len(frame)
         self._ready.set()
 
-    def _stall_reason(self) -> str | None:
+    def _stall_limit(self) -> float:
         # Some devices (sound servers) take a couple of seconds to deliver the first period after opening.
-        limit = self._stall_s if self._got_data else max(self._stall_s, _FIRST_DATA_GRACE_S)
+        return self._stall_s if self._got_data else max(self._stall_s, _FIRST_DATA_GRACE_S)
+
+    def _stall_reason(self) -> str | None:
+        limit = self._stall_limit()
         if time.monotonic() - self._last_data > limit:
             return f"no audio for {limit:.1f} s"
         return None
+
+    def _stall_due(self, now: float) -> float:
+        # Just after the last audio's limit runs out: while audio keeps coming (a quiet room's held
+        # periods wake the loop once a second), the watch wakes it about once per stall_s, not twice.
+        # At most stall_s on: audio that begins during a first-data grace shortens the limit.
+        if self._status.state is not DeviceState.OK:
+            return super()._stall_due(now)
+        return min(self._last_data + self._stall_limit() + _WATCH_LATE_S, now + self._stall_s)
