@@ -28,6 +28,7 @@ from typing import Any
 
 from earshot import __version__, children, doctor
 from earshot.appcontrol import OperatorSide
+from earshot.audio.backend import DeviceState
 from earshot.audio.ledger import PlaybackFinished
 from earshot.audio.playback import Playback
 from earshot.capturefeed import CaptureFeed
@@ -58,7 +59,13 @@ __all__ = ["Daemon", "serve"]
 
 logger = logging.getLogger(__name__)
 _TIMER_MAX_S = 1.0
-"""Longest sleep of the timer loop (deadlines while no capture runs; the credential file check)."""
+"""Longest sleep of the timer loop while it has work: deadlines while no capture runs, and the credential
+file check while the daemon rests after an authentication failure."""
+_TIMER_QUIET_S = 10.0
+"""Its longest sleep otherwise: while capture delivers (its chunks run the deadlines) and nothing waits for a
+credential. An idle event loop is woken for little else, and each wake-up costs a Pi core more than
+the work it does; what makes the work come back (the microphone lost, a rest begun, the input ended)
+wakes the timer loop at once (:meth:`Daemon._kick_timers`)."""
 
 
 class _Stop(Exception):
@@ -145,6 +152,8 @@ class Daemon(OperatorSide):
         self._playback: Playback | None = None
         self._source: Any = None
         self._sink: Any = None
+        self._timer_kick = asyncio.Event()
+        self._capture_ended = False
         self._health: Health | None = None
         self._device_lost_wall: dict[str, float] = {}
         self._discarded_seen = 0
@@ -323,6 +332,8 @@ class Daemon(OperatorSide):
             health.capture_progress(time.monotonic())  # every chunk: a long catch-up is progress too
             feed.chunk(chunk.pcm, chunk.position, loop.time(), backlog=source.backlog)
         feed.flush(loop.time())
+        self._capture_ended = True
+        self._kick_timers()  # no chunk runs the deadlines any more
         # Only the file backend's input ends: finish the exchange in progress, then stop.
         logger.info("input ended; finishing the exchange in progress", extra={"event": "finishing"})
         await self._finish_exchange()
@@ -345,15 +356,33 @@ class Daemon(OperatorSide):
         conv = self.conversation
         assert conv is not None
         loop = asyncio.get_running_loop()
+        kick = self._timer_kick
         while True:
             # Capture runs the deadlines with every chunk it delivers; this loop only covers a capture
-            # that stopped (a missing device): no 20 Hz polling of an idle daemon.
+            # that stopped (a missing device, the file backend's input ended) and the credential check
+            # while resting: no polling of an idle daemon.
             now = loop.time()
             deadline = conv.engagement.next_deadline()
-            wait = _TIMER_MAX_S if deadline is None else min(_TIMER_MAX_S, max(0.01, deadline - now))
-            await asyncio.sleep(wait)
+            longest = _TIMER_MAX_S if self._timers_have_work() else _TIMER_QUIET_S
+            wait = longest if deadline is None else min(longest, max(0.01, deadline - now))
+            kick.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await kick.wait()
             conv.tick(loop.time())
             self._check_credential()
+
+    def _timers_have_work(self) -> bool:
+        """Whether the timer loop must look every second: capture is not delivering, or the daemon rests."""
+        conv = self.conversation
+        if self._capture_ended or (conv is not None and conv.resting_reason):
+            return True
+        status = getattr(self._source, "status", None)
+        return status is None or status.state is not DeviceState.OK
+
+    def _kick_timers(self) -> None:
+        """Wake the timer loop now: what it covers may have work from now on (see :data:`_TIMER_QUIET_S`)."""
+        self._timer_kick.set()
 
     # ------------------------------------------------------------------ callbacks
 
@@ -367,7 +396,10 @@ class Daemon(OperatorSide):
         """The one task that takes the link's events, in order (the link never calls back)."""
         loop = asyncio.get_running_loop()
         async for ev in link.events():
+            resting = conv.resting_reason
             conv.on_link_event(ev, loop.time())
+            if conv.resting_reason and not resting:
+                self._kick_timers()  # the credential file is watched every second while resting
             if self.mqtt is not None and isinstance(ev, SessionReady | LinkDown | ResponseDone):
                 self.mqtt.poke()  # the connection state and today's usage
 

@@ -62,6 +62,8 @@ class OperatorSide:
 
         def _fire_hook(self, event: str, data: dict[str, Any]) -> None: ...
 
+        def _kick_timers(self) -> None: ...
+
     def _status_text(self) -> str:
         """The STATUS= line: the phase (or muted, or resting), then every device that is not working."""
         conv = self.conversation
@@ -94,6 +96,8 @@ class OperatorSide:
         if role == "input" and self._health is not None:
             # While the microphone is away no frames can come: the watchdog keeps being fed.
             self._health.expecting_gap(status.state in (DeviceState.MISSING, DeviceState.REOPENING), time.monotonic())
+        if role == "input":
+            self._kick_timers()  # no chunks now (or again): the timer loop runs the deadlines meanwhile
         if role == "output" and status.state is DeviceState.OK:
             discarded = getattr(self._sink, "discarded_samples", 0)
             if discarded > self._discarded_seen and self.conversation is not None:
