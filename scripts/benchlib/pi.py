@@ -242,6 +242,10 @@ KEYS = REPORT_KEYS[REPORT_KEYS.index("idle_cpu_pct") :]
 """This tier's figures: the tail of :data:`benchlib.report.KEYS`."""
 
 
+LISTEN_PLAY_LATENCY_MS = 250
+"""What the user's player asks of the room in the listening runs (see :data:`pulse.PLAY_LATENCY_MS`): the
+daemon's idle capture period, as a microphone would deliver it."""
+
 _READER = """
 import sys, time, alsaaudio
 period_ms, seconds = int(sys.argv[1]), float(sys.argv[2])
@@ -254,15 +258,35 @@ while time.monotonic() < end:
 
 
 def reader_floor(
-    room: pulse.PulseRoom, seconds: float, log: Callable[[str], None], periods_ms: tuple[int, ...] = (100, 250)
+    room: pulse.PulseRoom,
+    seconds: float,
+    log: Callable[[str], None],
+    periods_ms: tuple[int, ...] = (100, 250),
+    *,
+    play_latency_ms: int | None = None,
+    workdir: Path | None = None,
 ) -> dict[str, float | None]:
     """The rig's floor: the CPU of a Python process that only reads the room's ``mic`` PCM, per period.
 
     What no daemon on this capture path can go under (alsa-lib's pulse plugin and libpulse's client
     thread do most of it), measured on the same room each run: the idle goal is read against it.
+    ``play_latency_ms``: a quiet room plays into ``user`` meanwhile, as in the listening runs, with the
+    player asking this latency (it sets how often the reader is woken: :data:`pulse.PLAY_LATENCY_MS`).
     """
     out: dict[str, float | None] = {}
     for period_ms in periods_ms:
+        player: subprocess.Popen[bytes] | None = None
+        if play_latency_ms is not None and workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            raw = workdir / "floor-user.raw"
+            noise = audio.room_noise(seconds + 8)
+            np.repeat(noise[:, None], 2, axis=1).astype("<i2").tofile(raw)
+            player = subprocess.Popen(
+                room.play_command(raw, play_latency_ms),
+                env=room.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         proc = subprocess.Popen(
             [sys.executable, "-c", _READER, str(period_ms), str(seconds + 4)], env=room.env, stderr=subprocess.DEVNULL
         )
@@ -273,9 +297,14 @@ def reader_floor(
             c1, t1 = daemon._proc_cpu_s(proc.pid), time.monotonic()
         finally:
             proc.wait(timeout=30)
+            if player is not None:
+                player.kill()
+                player.wait(timeout=10)
         pct = None if c0 is None or c1 is None else round(100.0 * (c1 - c0) / (t1 - t0), 3)
-        out[f"reader_{period_ms}ms_cpu_pct"] = pct
-        log(f"pi floor: a bare reader of the mic PCM at {period_ms} ms periods: {pct} % of a core")
+        suffix = "" if play_latency_ms is None else f"_player_{play_latency_ms}ms"
+        out[f"reader_{period_ms}ms{suffix}_cpu_pct"] = pct
+        with_player = "" if play_latency_ms is None else f", a quiet room playing at {play_latency_ms} ms latency"
+        log(f"pi floor: a bare reader of the mic PCM at {period_ms} ms periods{with_player}: {pct} % of a core")
     return out
 
 
@@ -303,6 +332,7 @@ def _run(
     log: Callable[[str], None],
     *,
     confined: Path | None = None,
+    play_latency_ms: int = pulse.PLAY_LATENCY_MS,
 ) -> pulse.RoomRun:
     where = "inside one Pi core" if confined else "unconfined"
     log(f"pi run '{spec.name}' ({spec.input_pcm.size / audio.RATE_HZ:.0f} s of input, real time, {where})")
@@ -316,6 +346,7 @@ def _run(
             config_writer=write_default_config,
             preexec_fn=join_cgroup(confined) if confined else None,
             start_timeout_s=180.0,
+            play_latency_ms=play_latency_ms,
         )
     )
 
@@ -336,17 +367,23 @@ def _measure(
         if run.vmhwm_kb:
             rss.append(round(run.vmhwm_kb / 1024.0, 1))
 
-    def listening(name: str, pcm: NDArray[np.int16], key: str) -> None:
+    def listening(
+        name: str, pcm: NDArray[np.int16], key: str | None, play_latency_ms: int = LISTEN_PLAY_LATENCY_MS
+    ) -> None:
         spec = daemon.RunSpec(name, pcm, echo=False, timeout_s=pcm.size / audio.RATE_HZ + 30)
-        run = _run(room, spec, root, log)
+        run = _run(room, spec, root, log, play_latency_ms=play_latency_ms)
         keep_rss(run)
         if run.cpu_pct is None:
             raise daemon.DaemonUnavailable(f"{name}: no CPU reading{run.why()}")
         if run.times("engaged"):
             raise daemon.DaemonUnavailable(f"{name}: the daemon engaged on audio without the wake word")
-        report.set(key, round(run.cpu_pct, 3))
+        if key is not None:
+            report.set(key, round(run.cpu_pct, 3))
         details[name] = {
             "seconds": seconds,
+            "player_latency_ms": play_latency_ms,
+            "watchdog_pings": run.watchdog_pings,
+            "cpu_pct": round(run.cpu_pct, 3),
             "threads_cpu_pct": split_pct(run, pcm.size / audio.RATE_HZ),
             "threads_sys_pct": split_pct(run, pcm.size / audio.RATE_HZ, kernel_only=True),
         }
@@ -361,10 +398,22 @@ def _measure(
         relay.close()
     try:
         details["floor"] = reader_floor(room, seconds, log)
+        floor_s = 5.0 if quick else seconds
+        for latency in (pulse.PLAY_LATENCY_MS, LISTEN_PLAY_LATENCY_MS):
+            details["floor"].update(
+                reader_floor(room, floor_s, log, (250,), play_latency_ms=latency, workdir=root / "floor")
+            )
         report.attempt(
             ("idle_cpu_pct",),
             "pi idle run",
             lambda: listening("pi_idle", audio.room_noise(seconds), "idle_cpu_pct"),
+            log,
+        )
+        # The same quiet room with the player at the room's usual latency: what the rig's 10 Hz blocks cost.
+        report.attempt(
+            (),
+            "pi idle run, player at 100 ms",
+            lambda: listening("pi_idle_player_100ms", audio.room_noise(floor_s), None, pulse.PLAY_LATENCY_MS),
             log,
         )
         report.attempt(

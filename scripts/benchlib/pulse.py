@@ -38,9 +38,11 @@ import contextlib
 import os
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -96,6 +98,13 @@ GAP_RESYNC = RATE_HZ // 25  # after an underrun gap the reply is searched for up
 
 class PulseUnavailable(RuntimeError):
     """The private PulseAudio server (or one of its modules) could not be started."""
+
+
+PLAY_LATENCY_MS = 100
+"""The latency the user's player asks of the room. The null sink renders in blocks of the shortest latency
+its streams ask for, and every recording of it (the daemon's capture among them) then gets a block that
+often, whatever period it asked for: no microphone does that. The Pi tier's listening runs ask 250 ms
+(the daemon's idle period), and measure the rig's floor both ways."""
 
 
 class PulseRoom:
@@ -184,10 +193,11 @@ class PulseRoom:
             preexec_fn=room_priority,
         )
 
-    def play_command(self, path: Path) -> list[str]:
-        """The pacat command playing a 2-channel 16 kHz raw file into ``user``."""
+    def play_command(self, path: Path, latency_ms: int = PLAY_LATENCY_MS) -> list[str]:
+        """The pacat command playing a 2-channel 16 kHz raw file into ``user`` (see :data:`PLAY_LATENCY_MS`)."""
         fmt = ["--format=s16le", f"--rate={audio.RATE_HZ}", "--channels=2", "--channel-map=front-left,front-right"]
-        return ["pacat", "--playback", "-d", "user", *fmt, "--no-remix", "--raw", "--latency-msec=100", str(path)]
+        latency = f"--latency-msec={latency_ms}"
+        return ["pacat", "--playback", "-d", "user", *fmt, "--no-remix", "--raw", latency, str(path)]
 
     def close(self) -> None:
         """Stop the echo relay and the server."""
@@ -331,6 +341,8 @@ class RoomRun:
     """(``time.monotonic``, process CPU seconds) every 0.2 s while the input played."""
     vmhwm_kb: int | None = None
     """The daemon's peak RSS (VmHWM) at the end of the input."""
+    watchdog_pings: int = 0
+    """``WATCHDOG=1`` keep-alives the daemon sent (:class:`NotifySocket`)."""
 
     def why(self) -> str:
         """The exit code and last log lines, for error messages."""
@@ -394,6 +406,62 @@ def thread_split(before: dict[int, tuple[str, float]], after: dict[int, tuple[st
 
 ConfigWriter = Callable[[Path, daemon.RunSpec, Path, str], None]
 
+_UNIT = Path(__file__).resolve().parents[2] / "systemd" / "earshot.service"
+
+
+def unit_watchdog_s(unit: Path = _UNIT) -> float:
+    """``WatchdogSec=`` of the shipped unit (seconds): what systemd gives the daemon in a plain install."""
+    for line in unit.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "WatchdogSec":
+            return float(value.strip().rstrip("s"))
+    raise ValueError(f"{unit}: no WatchdogSec=")
+
+
+class NotifySocket:
+    """A bound ``$NOTIFY_SOCKET`` with the shipped unit's watchdog, as systemd runs the daemon.
+
+    The daemon then keeps its watchdog the way it does when installed (a keep-alive every half
+    ``WatchdogSec``) instead of the 1 s loop-lag probe it runs without one. A thread drains what it
+    sends and counts the keep-alives (:attr:`pings`).
+    """
+
+    def __init__(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="es-notify-"))  # short: AF_UNIX paths are limited
+        self.path = self._dir / "notify"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._sock.settimeout(0.2)
+        self.pings = 0
+        self.messages = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="notify-drain", daemon=True)
+        self._thread.start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` as systemd sets them for the unit."""
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(round(unit_watchdog_s() * 1e6))}
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages += 1
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                self.pings += 1
+
+    def close(self) -> None:
+        """Stop draining; remove the socket."""
+        self._stop.set()
+        self._thread.join(2.0)
+        self._sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
 
 async def run_in_room(
     room: PulseRoom,
@@ -404,22 +472,25 @@ async def run_in_room(
     config_writer: ConfigWriter | None = None,
     preexec_fn: Callable[[], None] | None = None,
     start_timeout_s: float = 60.0,
+    play_latency_ms: int = PLAY_LATENCY_MS,
 ) -> RoomRun:
     """Run the daemon on the room's devices while ``workdir/user.raw`` plays into ``user``; record the room.
 
     ``workdir/user.raw`` is ``spec.input_pcm`` as 2-channel s16le (:func:`prepare`). ``config_writer``
     replaces :func:`write_room_config`; ``preexec_fn`` runs in the daemon's process before it starts
-    (the pi tier puts it into its CPU cgroup there, so the start is confined too).
+    (the pi tier puts it into its CPU cgroup there, so the start is confined too). ``play_latency_ms``:
+    what the user's player asks of the room (:data:`PLAY_LATENCY_MS`).
     """
     user_raw = workdir / "user.raw"
     rec_raw = workdir / "room.raw"
     options = EmulatorOptions(reply_rate=spec.reply_rate, script=DefaultScript(replies=spec.replies))
-    async with Emulator(options) as emu:
+    async with Emulator(options) as emu, contextlib.AsyncExitStack() as stack:
+        notify = stack.enter_context(contextlib.closing(NotifySocket()))
         config = workdir / "earshot.yaml"
         (config_writer or write_room_config)(config, spec, workdir, f"ws://127.0.0.1:{emu.port}/v1/realtime")
         recorder = room.record(rec_raw)
         extra: dict[str, Any] = {"preexec_fn": preexec_fn} if preexec_fn is not None else {}
-        proc = await daemon.start_daemon(config, room.env, **extra)
+        proc = await daemon.start_daemon(config, {**room.env, **notify.env}, **extra)
         daemon_log = daemon.DaemonLog()
         started = asyncio.Event()
 
@@ -444,7 +515,7 @@ async def run_in_room(
             if ready not in done:
                 raise daemon.DaemonUnavailable(f"{spec.name}: earshot run did not start on the pulse devices")
             player = await asyncio.create_subprocess_exec(
-                *room.play_command(user_raw),
+                *room.play_command(user_raw, play_latency_ms),
                 env=room.env,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
@@ -500,6 +571,7 @@ async def run_in_room(
         threads_sys_s=sys_split,
         cpu_samples=samples,
         vmhwm_kb=vmhwm,
+        watchdog_pings=notify.pings,
     )
 
 
