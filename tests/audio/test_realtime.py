@@ -17,6 +17,7 @@ import pytest
 from numpy.typing import NDArray
 
 from earshot.audio.alsa import AlsaSink, AlsaSource
+from earshot.audio.alsa.sink import GROW_AFTER_UNDERRUNS, MAX_GROWN_BUFFER_MS
 from earshot.audio.backend import DeviceState, DeviceStatus
 from earshot.audio.playback import Playback, PlaybackFinished
 from earshot.config import InputConfig, OutputConfig
@@ -230,6 +231,53 @@ async def test_playback_underrun_mid_stream_is_recovered_in_place_and_counted(
     assert status.state is DeviceState.OK
     assert status.reopens == 0  # recovered with prepare on the open device, not by reopening it
     assert sink.queued_samples() == 0
+
+
+async def test_a_sound_that_keeps_underrunning_makes_the_next_open_with_a_larger_buffer(
+    pulse: Pulse, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CPU too slow for the buffer: after a sound with GROW_AFTER_UNDERRUNS underruns, the device is opened
+    again between sounds with twice the buffer (up to MAX_GROWN_BUFFER_MS), not counted as a reopen, and the
+    next sound plays whole on it."""
+    sink = AlsaSink(OutputConfig(device="strict", sample_rate_hz=24000, period_ms=10, buffer_ms=40), stall_s=5.0)
+    block = np.full(480, 1000, np.int16)  # 20 ms
+    async with asyncio.timeout(60):
+        # A producer that falls behind again and again (the fault being injected; the loop waits on the counter).
+        while sink.status.xruns < GROW_AFTER_UNDERRUNS:
+            await sink.write(block)
+            await _until_heard(sink)
+            await asyncio.sleep(0.05)
+        await sink.drain()
+        assert sink.buffer_ms == 80
+        written = 0
+        for _ in range(50):  # the next sound, a second long
+            await sink.write(block)
+            written += block.size
+        granted = sink._granted
+        await sink.drain()
+    status = sink.status
+    sink.close()
+    assert "the next sound plays with a 80 ms buffer" in caplog.text
+    assert granted is not None
+    assert granted.buffer_frames == 24000 * 80 // 1000
+    assert status.state is DeviceState.OK
+    assert status.reopens == 0
+    assert sink.queued_samples() == 0
+
+
+def test_the_grown_buffer_doubles_up_to_its_cap_and_only_after_enough_underruns() -> None:
+    sink = AlsaSink(OutputConfig(device="strict", buffer_ms=40))
+    for _ in range(GROW_AFTER_UNDERRUNS - 1):
+        sink._on_xrun(sink._generation)
+    sink._end_of_sound()
+    assert sink.buffer_ms == 40  # a few underruns in a sound: no change
+    grown = []
+    for _ in range(4):
+        for _ in range(GROW_AFTER_UNDERRUNS):
+            sink._on_xrun(sink._generation)
+        sink._end_of_sound()
+        grown.append(sink.buffer_ms)
+    assert grown == [80, MAX_GROWN_BUFFER_MS, MAX_GROWN_BUFFER_MS, MAX_GROWN_BUFFER_MS]
 
 
 async def test_playback_survives_the_sound_server_dying_and_coming_back(pulse: Pulse) -> None:

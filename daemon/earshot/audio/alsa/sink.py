@@ -43,6 +43,13 @@ it moves in bursts, worst at a new stream's start: a reference only a buffer ahe
 after its echo on some replies (the PulseAudio room: the reference ran dry 0.4 s into a reply, and the echo
 went through whole). The canceller's alignment takes the lead off again."""
 _SLACK24 = PLAYBACK_RATE_HZ * REFERENCE_SLACK_MS // 1000
+GROW_AFTER_UNDERRUNS = 3
+"""Underruns within one sound (from its first write to its drain or drop) that make the next sound open the
+device with twice the buffer: a CPU too slow for ``buffer_ms`` (one Pi Zero 2 W core underran a 40 ms buffer
+over a hundred times a reply) plays with gaps, and the canceller loses the echo's timing at each."""
+MAX_GROWN_BUFFER_MS = 120
+"""The most the buffer grows to (from ``buffer_ms``). 120 ms played whole inside one Pi Zero core; the
+reference runs ahead of the device pointer by up to the buffer, which the canceller's filter must span."""
 
 
 class AlsaSink(AlsaDevice):
@@ -90,6 +97,11 @@ class AlsaSink(AlsaDevice):
         self._busy_since: float | None = None
         self._discard_until = 0.0  # while the device is missing: when the audio thrown away would have played
         self._settled = asyncio.Event()
+        self._buffer_ms = config.buffer_ms  # what the next open asks for (grows: GROW_AFTER_UNDERRUNS)
+        self._sound_xruns = 0  # underruns since the current sound's first write
+        self._regrow = False  # the thread reopens with ``_buffer_ms`` (between sounds: nothing queued)
+        self._regrown = asyncio.Event()  # clear while that reopen is pending: the next sound waits for it
+        self._regrown.set()
         self.discarded_samples = 0
         """24 kHz samples thrown away because the device was missing (a reply nobody heard)."""
 
@@ -139,6 +151,7 @@ class AlsaSink(AlsaDevice):
         if arr.size == 0:
             return
         await self._settled.wait()  # the first open attempt has succeeded or failed
+        await self._regrown.wait()  # a larger buffer asked for between sounds: this sound plays on it
         granted = self._granted
         while granted is not None:
             need = min(self._capacity_frames, round(arr.size * granted.rate_hz / PLAYBACK_RATE_HZ))
@@ -190,6 +203,31 @@ class AlsaSink(AlsaDevice):
         self._ref_resampler.reset()
         self._ref_tail = np.zeros(0, dtype=np.int16)
         self._space.set()
+        self._end_of_sound()
+
+    @property
+    def buffer_ms(self) -> int:
+        """The device buffer the device is (or will next be) opened with: ``buffer_ms``, or more after underruns."""
+        return self._buffer_ms
+
+    def _end_of_sound(self) -> None:
+        """A sound ended (drained or dropped): grow the buffer for the next if this one kept underrunning."""
+        xruns, self._sound_xruns = self._sound_xruns, 0
+        if xruns < GROW_AFTER_UNDERRUNS or self._buffer_ms >= MAX_GROWN_BUFFER_MS:
+            return
+        self._buffer_ms = min(MAX_GROWN_BUFFER_MS, 2 * self._buffer_ms)
+        logger.warning(
+            "playback device %s underran %d times in one sound (the CPU is too slow for its buffer): "
+            "the next sound plays with a %d ms buffer",
+            self._config.device,
+            xruns,
+            self._buffer_ms,
+            extra={"event": "playback_buffer", "data": {"buffer_ms": self._buffer_ms, "underruns": xruns}},
+        )
+        self._regrown.clear()
+        with self._cond:
+            self._regrow = True
+            self._cond.notify_all()
 
     async def drain(self) -> None:
         """Wait until everything written has been played (polled at a quarter period), then stop the device.
@@ -264,7 +302,11 @@ class AlsaSink(AlsaDevice):
         loop = self._loop
         assert loop is not None
         delays = backoff(self._reopen_max_s)
+        regrowing = False  # reopening only for a larger buffer, between sounds (not a fault)
         while not self._stop.is_set() and gen == self._generation:
+            with self._cond:
+                self._regrow = False
+                buffer_ms = self._buffer_ms
             try:
                 pcm = open_pcm(
                     cfg.device,
@@ -272,7 +314,7 @@ class AlsaSink(AlsaDevice):
                     cfg.sample_rate_hz,
                     cfg.channels,
                     max(1, cfg.sample_rate_hz * cfg.period_ms // 1000),
-                    max(2, cfg.buffer_ms // cfg.period_ms),
+                    max(2, buffer_ms // cfg.period_ms),
                 )
                 granted = granted_by(pcm)
             except AudioDeviceError as exc:
@@ -281,15 +323,19 @@ class AlsaSink(AlsaDevice):
                 continue
             delays = backoff(self._reopen_max_s)
             opened = threading.Event()
-            post(loop, self._on_open, gen, pcm, granted, opened)
+            post(loop, self._on_open, gen, pcm, granted, opened, regrowing)
             opened.wait(5.0)
+            regrowing = False
             bpf = 2 * granted.channels
             try:
                 while not self._stop.is_set() and gen == self._generation:
                     with self._cond:
-                        while not self._sw and not self._stop.is_set() and gen == self._generation:
+                        while not (self._sw or self._regrow or self._stop.is_set() or gen != self._generation):
                             self._cond.wait(0.5)
                         if not self._sw:
+                            if self._regrow:
+                                regrowing = True
+                                break  # nothing queued: reopen with the larger buffer now, between sounds
                             continue
                         data = self._sw.popleft()
                     self._busy_since = time.monotonic()
@@ -324,10 +370,24 @@ class AlsaSink(AlsaDevice):
                 with contextlib.suppress(alsaaudio.ALSAAudioError):
                     pcm.close()
 
-    def _on_open(self, gen: int, pcm: Any, granted: Granted, opened: threading.Event) -> None:
+    def _on_open(self, gen: int, pcm: Any, granted: Granted, opened: threading.Event, regrown: bool = False) -> None:
         if gen != self._generation:
             opened.set()
             return
+        old = self._granted
+        if regrown and old is not None and (old.rate_hz, old.channels) == (granted.rate_hz, granted.channels):
+            # Only the buffer grew, between sounds: the stream goes on (the same conversion, the positions
+            # kept, no reopen counted). What a write queued meanwhile is in the device format already.
+            logger.info("playback device %s: buffer %d frames", self._config.device, granted.buffer_frames)
+            with self._cond:
+                self._pcm = pcm
+                self._granted = granted
+                lead = granted.rate_hz * _SW_LEAD_MS // 1000
+                self._capacity_frames = max(granted.period_frames, granted.buffer_frames, lead)
+            self._regrown.set()
+            opened.set()
+            return
+        self._regrown.set()
         reopened = self._ever_opened
         self._ever_opened = True
         logger.info(
@@ -379,12 +439,14 @@ class AlsaSink(AlsaDevice):
         self._set_status(status)
         self._space.set()
         self._settled.set()
+        self._regrown.set()  # no device to reopen: writers go on (to the discard path)
 
     def _on_xrun(self, gen: int) -> None:
         if gen != self._generation:
             return
         xruns = self._status.xruns + 1
         self._status = replace(self._status, xruns=xruns)
+        self._sound_xruns += 1
         if xruns & (xruns - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a device that keeps underrunning, boundedly
             logger.warning(
                 "playback underrun on %s: the device played silence mid-sound (%d so far; the loop or the sink "
