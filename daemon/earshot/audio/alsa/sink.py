@@ -46,10 +46,11 @@ _SLACK24 = PLAYBACK_RATE_HZ * REFERENCE_SLACK_MS // 1000
 GROW_AFTER_UNDERRUNS = 3
 """Underruns within one sound (from its first write to its drain or drop) that make the next sound open the
 device with twice the buffer: a CPU too slow for ``buffer_ms`` (one Pi Zero 2 W core underran a 40 ms buffer
-over a hundred times a reply) plays with gaps, and the canceller loses the echo's timing at each."""
+19-32 times in one reply) plays with gaps, and the canceller loses the echo's timing at each."""
 MAX_GROWN_BUFFER_MS = 120
-"""The most the buffer grows to (from ``buffer_ms``). 120 ms played whole inside one Pi Zero core; the
-reference runs ahead of the device pointer by up to the buffer, which the canceller's filter must span."""
+"""The most the buffer grows to (from ``buffer_ms``). On 120 ms one Pi Zero core played replies with at most
+one underrun each; the reference runs ahead of the device pointer by up to the buffer, which the canceller's
+filter must span."""
 
 
 class AlsaSink(AlsaDevice):
