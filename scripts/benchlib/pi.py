@@ -277,10 +277,8 @@ def reader_floor(
     for period_ms in periods_ms:
         player: subprocess.Popen[bytes] | None = None
         if play_latency_ms is not None and workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
             raw = workdir / "floor-user.raw"
-            noise = audio.room_noise(seconds + 8)
-            np.repeat(noise[:, None], 2, axis=1).astype("<i2").tofile(raw)
+            pulse.write_user_raw(audio.room_noise(seconds + 8), raw)
             player = subprocess.Popen(
                 room.play_command(raw, play_latency_ms),
                 env=room.env,

@@ -433,7 +433,6 @@ class NotifySocket:
         self._sock.bind(str(self.path))
         self._sock.settimeout(0.2)
         self.pings = 0
-        self.messages = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="notify-drain", daemon=True)
         self._thread.start()
@@ -451,7 +450,6 @@ class NotifySocket:
                 continue
             except OSError:
                 return
-            self.messages += 1
             if b"WATCHDOG=1" in data.split(b"\n"):
                 self.pings += 1
 
@@ -577,8 +575,13 @@ async def run_in_room(
 
 def prepare(spec: daemon.RunSpec, workdir: Path) -> None:
     """Write the user's input for :func:`run_in_room` (``workdir/user.raw``)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    np.repeat(spec.input_pcm[:, None], 2, axis=1).astype("<i2").tofile(workdir / "user.raw")
+    write_user_raw(spec.input_pcm, workdir / "user.raw")
+
+
+def write_user_raw(pcm: NDArray[np.int16], path: Path) -> None:
+    """16 kHz mono as the 2-channel s16le raw file :meth:`PulseRoom.play_command` plays into ``user``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.repeat(pcm[:, None], 2, axis=1).astype("<i2").tofile(path)
 
 
 # ---------------------------------------------------------------------------------------- analysis
