@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from earshot.audio.echo import EchoFrame
+from earshot.audio.echo import EchoCanceller, EchoFrame
 from earshot.config import BargeInConfig
 from earshot.gate.bargein import BargeInDetector, DuplexMode, choose_duplex
 from tests.echo.scenes import (
@@ -277,3 +277,63 @@ def test_full_duplex_tests_against_the_peak_bound_once_measured() -> None:
 
     assert feed(0.0) is None  # 20 dB over the average, at the bound: the residual's own swing
     assert feed(6.0) is not None
+
+
+def _underrunning_reply(*, sounding: bool) -> tuple[list[float], int]:
+    """A reply the device plays with gaps, its reference handed over as the sink does; the detector judges it.
+
+    The speaker underruns for 60 ms after every 200 ms of the reply from 1 s on (a core too slow for its
+    buffer). The sink hands over what it wrote, up to 80 ms ahead of the device, and nothing for a gap,
+    so the reference falls behind its echo by the gaps once they pass that lead. ``sounding`` is what
+    the canceller is told (``Playback.active``). Returns the barge-in onsets (s) and the chunks marked
+    reference-short.
+    """
+    audio = reply(8.0)
+    first, step, gap, lead = RATE_HZ, RATE_HZ // 5, RATE_HZ * 60 // 1000, RATE_HZ * 80 // 1000
+    pieces: list[np.ndarray] = []
+    starts: list[tuple[int, int, int]] = []  # (played position, reply position, length) of each piece
+    played = taken = 0
+    while taken < audio.size:
+        n = min(first if taken == 0 else step, audio.size - taken)
+        starts.append((played, taken, n))
+        pieces.append(audio[taken : taken + n])
+        played, taken = played + n, taken + n
+        if taken < audio.size:
+            pieces.append(np.zeros(gap, dtype=np.int16))
+            played += gap
+    out = np.concatenate(pieces)
+    mic = mix(reference=out, room=Room(seed=3))
+    det = BargeInDetector(CONFIG)
+    ec = EchoCanceller(filter_ms=CONFIG.echo_filter_ms)
+    det.start(0, erle_db=None)
+    handed = 0
+    onsets: list[float] = []
+    for pos in range(0, mic.size - 160, 160):
+        device = max(r + min(pos - p, n) for p, r, n in starts if p <= pos)  # reply samples played by now
+        upto = min(audio.size, device + lead)
+        if upto > handed:
+            ec.add_reference(audio[handed:upto])
+            handed = upto
+        chunk = mic[pos : pos + 160]
+        cleaned = ec.process(chunk, near_end=det.user_speaking, sounding=sounding and pos < out.size)
+        event = det.process(cleaned, chunk, ec.frame, pos)
+        if event is not None:
+            onsets.append(event.position / RATE_HZ)
+            det.start(pos, erle_db=ec.erle_db)
+    ec.close()
+    return onsets, ec.reference_short_frames
+
+
+def test_an_underrunning_speakers_echo_is_not_the_user() -> None:
+    """Reference that falls behind a sound still playing leaves its echo unknown, not silent.
+
+    Told nothing of the sound, the canceller takes the run-dry reference for silence, passes the echo
+    through, and the reply interrupts itself (inside one Pi Zero core: 3 runs of 3 at the first reply).
+    """
+    blind, blind_short = _underrunning_reply(sounding=False)
+    assert blind, "the scene no longer runs the reference dry: it tests nothing"
+    assert blind_short == 0
+    onsets, short = _underrunning_reply(sounding=True)
+    assert onsets == []
+    assert short > 0
+

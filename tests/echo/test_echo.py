@@ -97,6 +97,33 @@ def test_reference_underflow_is_zero_padded_and_counted() -> None:
     assert ec.underflow_samples == 7 * 160 - 1000
 
 
+def test_reference_short_while_sounding_is_marked_not_taken_for_silence() -> None:
+    """A chunk without reference is marked only while its sound plays and after that sound's reference began."""
+    ec = EchoCanceller(align_target_ms=None)  # the FIFO alone (alignment would hold the loud chunks)
+    silence = np.zeros(160, dtype=np.int16)
+    tone = (np.sin(np.arange(160) * 0.2) * 8000).astype(np.int16)
+    ec.process(silence, sounding=True)  # the sound is queued, nothing of it played yet: no reference owed
+    assert not ec.frame.reference_short
+    for _ in range(3):
+        ec.add_reference(tone)
+        ec.process(silence, sounding=True)
+        assert not ec.frame.reference_short
+    for _ in range(40):  # past bypass_after: still the sound's, never taken for silence
+        ec.process(silence, sounding=True)
+        assert ec.frame.reference_short
+    assert ec.reference_short_frames == 40
+    ec.process(silence, sounding=False)  # the sound ended: a dry reference is silence again
+    assert not ec.frame.reference_short
+    ec.process(silence, sounding=True)  # a new sound, its reference not begun yet
+    assert not ec.frame.reference_short
+    ec.add_reference(tone)
+    ec.process(silence, sounding=True)
+    ec.reset()  # playback dropped: nothing more is owed
+    ec.process(silence, sounding=True)
+    assert not ec.frame.reference_short
+    assert ec.reference_short_frames == 40
+
+
 def test_late_reference_keeps_its_slots_instead_of_shifting_the_rest() -> None:
     """Reference that arrives after its capture chunks went by (zero-padded) is dropped, not queued behind."""
     ec = EchoCanceller(align_target_ms=None)  # the FIFO alone (alignment would hold the loud chunks)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -206,6 +207,10 @@ class EchoCanceller:
         """Filtered chunks that came out far louder than they went in (passed through raw instead)."""
         self.filter_resets = 0
         """Times the filter was started afresh because it diverged."""
+        self.reference_short_frames = 0
+        """Chunks whose reference ran short while their sound still played (echo unknown: :meth:`_reference_short`)."""
+        self._sounded = False  # a sound plays and its reference has begun
+        self._short = False  # the last chunk's reference ran short
         self._diverged_recent: deque[bool] = deque(maxlen=_DIVERGED_WINDOW)
         self._diverged_ratio = 10.0 ** (_DIVERGED_DB / 10.0)
         self._diverged_floor = FULL_SCALE_POWER * 10.0 ** (_DIVERGED_FLOOR_DBFS / 10.0)
@@ -250,6 +255,7 @@ class EchoCanceller:
         chunk = self._ref_chunk
         take = self._fifo.read(chunk, n)
         chunk[take:] = 0
+        self._short = take < n
         if take < n and self._silent_frames < self._bypass_after_frames:
             # Capture ran ahead of the reference while something may still be playing.
             self.underflow_samples += n - take
@@ -283,7 +289,7 @@ class EchoCanceller:
         self._ref_power_sum = 0.0
         self.frame = self._raw_frame(dbfs(power(mic)), SILENCE_DBFS, SILENCE_DBFS, held=False)
 
-    def process(self, mic: NDArray[np.int16], *, near_end: bool = False) -> NDArray[np.int16]:
+    def process(self, mic: NDArray[np.int16], *, near_end: bool = False, sounding: bool = False) -> NDArray[np.int16]:
         """Cancel the echo from one capture chunk and consume one chunk of reference.
 
         Args:
@@ -291,6 +297,9 @@ class EchoCanceller:
                 longer is cut).
             near_end: the caller believes the user is speaking now (e.g. the barge-in detector's
                 VAD on the previous chunks); such chunks are left out of the ERL/ERLE measurement.
+            sounding: the speaker is playing a sound now (``Playback.active``). Once that sound's
+                reference has begun, a chunk the reference runs short for is not taken for silence:
+                its :attr:`frame` says the echo in it is unknown (see :meth:`_reference_short`).
 
         Returns:
             The echo-cancelled chunk (a new array, ``frame_samples`` long). While the reference has
@@ -302,7 +311,32 @@ class EchoCanceller:
             src = np.clip(src[:n], -32768, 32767).astype(np.int16)
             if src.size < n:
                 src = np.concatenate([src, np.zeros(n - src.size, dtype=np.int16)])
-        if self.bypassing:
+        # A sound whose reference has begun: from then on until it ends, reference is owed for every chunk.
+        self._sounded = sounding and (self._sounded or bool(self._fifo))
+        if self._sounded:
+            self._short = False
+            out = self._process(src, near_end)
+            if self._short:
+                self._reference_short()
+            return out
+        return self._process(src, near_end)
+
+    def _reference_short(self) -> None:
+        """This chunk's reference ran short while the sound it belongs to still plays: its echo is unknown.
+
+        The reference stops coming while the speaker still sounds when the output underruns (a slow
+        core: the device plays in bursts, and its pointer, which paces the reference, stalls) or the
+        loop hands it over late. The zero-padded reference says "silence" for audio that echoes, and
+        once the span of it ran silent the canceller passes the echo through as if nothing played
+        (measured inside one Pi Zero core: a reply's echo at -27 dBFS with the reference at
+        -120 dBFS, taken for the user 3 s into the first reply, in three runs of three). The frame
+        says so (:attr:`EchoFrame.reference_short`), and the barge-in detector does not judge it.
+        """
+        self.reference_short_frames += 1
+        self.frame = replace(self.frame, reference_short=True)
+
+    def _process(self, src: NDArray[np.int16], near_end: bool) -> NDArray[np.int16]:
+        if self.bypassing and not self._sounded:
             # Nothing has played for longer than the filter span (an idle device): the same outcome
             # as the full path below (raw chunk, bypassed), without its per-chunk bookkeeping.
             self.pass_through(src)
@@ -534,6 +568,7 @@ class EchoCanceller:
         The next reference starts a new pairing with capture, aligned afresh.
         """
         self._fifo.clear()
+        self._sounded = False
         self._deficit = 0
         self._starved = _NEW_TIMELINE_FRAMES
         self._filter_all(self._aligner.abandon())

@@ -83,6 +83,9 @@ class EchoFrame:
             ``reference_active`` (the span's mean above the floor), which ends while the quiet end of
             a sound is still in the span and the filter still subtracts an echo of it (measured: up
             to 54 LSB, -56 dBFS, out of a digitally silent microphone after an earcon).
+        reference_short: the reference ran short for this chunk while its sound still played (the
+            output underran, or the reference came late): the zero-padded reference said silence,
+            so the echo in the chunk is unknown.
         residual_coherence: the largest normalised correlation of the cleaned chunk with the reference
             around the echo's delay (:mod:`earshot.audio.coherence`): near 1 when what is left is the
             echo itself, low for a voice over it; 0 when not measured (no reference, or a cleaned
@@ -104,6 +107,7 @@ class EchoFrame:
     settling: bool = False
     echo_possible: bool = False
     residual_coherence: float = 0.0
+    reference_short: bool = False
 
 
 IDLE_FRAME = EchoFrame(

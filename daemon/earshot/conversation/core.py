@@ -188,7 +188,7 @@ class ConversationCore(ReplySide, ApplianceSide):
             # the user was already talking when the device began to sound (their own turn)
             or (self.uplink_guard.user_speaking and user_turn)
         )
-        cleaned, frame = self.front.clean(pcm, position, near_end=near_end)
+        cleaned, frame = self.front.clean(pcm, position, near_end=near_end, sounding=playback_active)
         guarded = self.front.guard(
             pcm,
             cleaned,

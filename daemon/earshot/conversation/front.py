@@ -94,12 +94,17 @@ class AudioFront:
 
     # ------------------------------------------------------------------ a chunk
 
-    def clean(self, pcm: NDArray[np.int16], position: int, *, near_end: bool) -> tuple[NDArray[np.int16], Any]:
-        """Cancel the echo from one chunk and keep it in the ring: ``(cleaned, the canceller's frame or None)``."""
+    def clean(
+        self, pcm: NDArray[np.int16], position: int, *, near_end: bool, sounding: bool = False
+    ) -> tuple[NDArray[np.int16], Any]:
+        """Cancel the echo from one chunk and keep it in the ring: ``(cleaned, the canceller's frame or None)``.
+
+        ``sounding``: the device plays a sound now (a chunk whose reference runs short is then echo unknown).
+        """
         frame = None
         cleaned = pcm
         if self.echo is not None:
-            cleaned = self.echo.process(pcm, near_end=near_end)
+            cleaned = self.echo.process(pcm, near_end=near_end, sounding=sounding)
             frame = self.echo.frame
             if self.wake_guard is not None:
                 self.wake_guard.observe(frame, position)

@@ -291,9 +291,12 @@ class BargeInDetector:
         # frames, so fed only the chunks that passed the level test it came to a word cold and
         # took 50 ms longer to call its onset.
         voiced = self._is_speech(signal)
-        if position < self._start_position + self._holdoff_samples or (echo is not None and echo.settling):
-            # The canceller is (re)converging on the start of the reply, or has not yet found where this
-            # reply's echo lies behind its reference (on a device that moves from reply to reply).
+        if position < self._start_position + self._holdoff_samples or (
+            echo is not None and (echo.settling or echo.reference_short)
+        ):
+            # The canceller is (re)converging on the start of the reply, has not yet found where this
+            # reply's echo lies behind its reference (on a device that moves from reply to reply), or
+            # had no reference for this chunk while the reply played (an underrunning output).
             self.user_speaking = False
             self._reset_run()
             return None
