@@ -48,7 +48,9 @@ class EchoCoherence:
         self._ref = np.zeros(self.max_lag + _WINDOW, dtype=np.float64)
         self._out = np.zeros(_WINDOW, dtype=np.float64)
         self._hann = np.hanning(_WINDOW)
+        self._frames_in = np.zeros((2, _WINDOW))  # both windowed frames, one FFT call for the two
         self._alpha = float(np.exp(-1.0 / _MEMORY_FRAMES))
+        self._beta = 1.0 - self._alpha
         bins = _FFT // 2 + 1
         self._sxx = np.zeros(bins)
         self._syy = np.zeros(bins)
@@ -84,22 +86,36 @@ class EchoCoherence:
         """
         lag = min(max(0, lag), self.max_lag)
         end = self._ref.size - lag
-        x = np.fft.rfft(self._ref[end - _WINDOW : end] * self._hann, _FFT)
-        y = np.fft.rfft(self._out * self._hann, _FFT)
-        a = self._alpha
+        frames = self._frames_in
+        np.multiply(self._ref[end - _WINDOW : end], self._hann, out=frames[0])
+        np.multiply(self._out, self._hann, out=frames[1])
+        spectra = np.fft.rfft(frames, _FFT)
+        x, y = spectra[0], spectra[1]
+        a, b = self._alpha, self._beta
+        pxx = x.real * x.real
+        pxx += x.imag * x.imag
+        pxx *= b
         self._sxx *= a
-        self._sxx += (1.0 - a) * (x.real * x.real + x.imag * x.imag)
+        self._sxx += pxx
+        pyy = y.real * y.real
+        pyy += y.imag * y.imag
+        pyy *= b
         self._syy *= a
-        self._syy += (1.0 - a) * (y.real * y.real + y.imag * y.imag)
+        self._syy += pyy
+        pxy = np.conj(x)
+        pxy *= y
+        pxy *= b
         self._sxy *= a
-        self._sxy += (1.0 - a) * (np.conj(x) * y)
+        self._sxy += pxy
         self._frames += 1
         total = float(self._syy.sum())
         if total <= _EPS:
             return 0.0
-        explained = (self._sxy.real**2 + self._sxy.imag**2) / (self._sxx + _EPS)
+        sxy = self._sxy
+        explained = sxy.real * sxy.real
+        explained += sxy.imag * sxy.imag
+        explained /= self._sxx + _EPS
         return float(min(1.0, explained.sum() / total))
-
 
 def _shift_in(line: NDArray[np.float64], chunk: NDArray[np.int16]) -> None:
     x = np.asarray(chunk, dtype=np.float64).reshape(-1)

@@ -163,6 +163,11 @@ class EchoCanceller:
         self._max_deficit = max(frame_samples, rate_hz * filter_ms // 1000)
         self._out = np.zeros(frame_samples, dtype=np.int16)
         self._mic = np.zeros(frame_samples, dtype=np.int16)
+        self._ref = np.zeros(frame_samples, dtype=np.int16)
+        # The C call's buffers stay put: their pointers are made once (data_as costs more than the copies in).
+        self._mic_p = self._mic.ctypes.data_as(C_INT16_P)
+        self._ref_p = self._ref.ctypes.data_as(C_INT16_P)
+        self._out_p = self._out.ctypes.data_as(C_INT16_P)
 
         filter_frames = max(1, -(-self.filter_samples // frame_samples))
         self._ref_powers: deque[float] = deque([0.0] * filter_frames, maxlen=filter_frames)
@@ -390,13 +395,8 @@ class EchoCanceller:
             filtered = False
         else:
             self._mic[:] = src
-            self._lib.AecCancelEcho(
-                self._handle,
-                self._mic.ctypes.data_as(C_INT16_P),
-                ref.ctypes.data_as(C_INT16_P),
-                self._out.ctypes.data_as(C_INT16_P),
-                self.frame_samples,
-            )
+            self._ref[:] = ref
+            self._lib.AecCancelEcho(self._handle, self._mic_p, self._ref_p, self._out_p, self.frame_samples)
             self.processed_frames += 1
             out = self._out.copy()
             self._aligner.track(src, ref, ref_power, near_end)
