@@ -336,4 +336,3 @@ def test_an_underrunning_speakers_echo_is_not_the_user() -> None:
     onsets, short = _underrunning_reply(sounding=True)
     assert onsets == []
     assert short > 0
-

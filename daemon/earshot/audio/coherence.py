@@ -117,6 +117,7 @@ class EchoCoherence:
         explained /= self._sxx + _EPS
         return float(min(1.0, explained.sum() / total))
 
+
 def _shift_in(line: NDArray[np.float64], chunk: NDArray[np.int16]) -> None:
     x = np.asarray(chunk, dtype=np.float64).reshape(-1)
     n = min(x.size, line.size)
