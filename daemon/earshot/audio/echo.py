@@ -334,7 +334,7 @@ class EchoCanceller:
         loop hands it over late. The zero-padded reference says "silence" for audio that echoes, and
         once the span of it ran silent the canceller passes the echo through as if nothing played
         (measured inside one Pi Zero core: a reply's echo at -27 dBFS with the reference at
-        -120 dBFS, taken for the user 3 s into the first reply, in three runs of three). The frame
+        -120 dBFS, taken for the user 4-10 s into the first reply, in three runs of three). The frame
         says so (:attr:`EchoFrame.reference_short`), and the barge-in detector does not judge it.
         """
         self.reference_short_frames += 1
