@@ -108,10 +108,11 @@ def test_reference_short_while_sounding_is_marked_not_taken_for_silence() -> Non
         ec.add_reference(tone)
         ec.process(silence, sounding=True)
         assert not ec.frame.reference_short
-    for _ in range(40):  # past bypass_after: still the sound's, never taken for silence
+    dry = ec._bypass_after_frames + 10  # past bypass_after: still the sound's, never taken for silence
+    for _ in range(dry):
         ec.process(silence, sounding=True)
         assert ec.frame.reference_short
-    assert ec.reference_short_frames == 40
+    assert ec.reference_short_frames == dry
     ec.process(silence, sounding=False)  # the sound ended: a dry reference is silence again
     assert not ec.frame.reference_short
     ec.process(silence, sounding=True)  # a new sound, its reference not begun yet
@@ -121,7 +122,7 @@ def test_reference_short_while_sounding_is_marked_not_taken_for_silence() -> Non
     ec.reset()  # playback dropped: nothing more is owed
     ec.process(silence, sounding=True)
     assert not ec.frame.reference_short
-    assert ec.reference_short_frames == 40
+    assert ec.reference_short_frames == dry
 
 
 def test_late_reference_keeps_its_slots_instead_of_shifting_the_rest() -> None:
