@@ -17,12 +17,10 @@ Pure: levels in, a decision out; the caller gives each period's duration.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.typing import NDArray
 
-from earshot.audio.dsp import SILENCE_DBFS
+from earshot.audio.echometer import dbfs, power
 
 __all__ = ["QuietHold"]
 
@@ -66,7 +64,11 @@ class QuietHold:
 
     def period(self, pcm: NDArray[np.int16], seconds: float) -> bool:
         """One captured period of ``seconds``: True when the loop must be woken for it (and all held)."""
-        level = _level_dbfs(pcm)
+        # The canceller's float32 dot product, not dsp.rms_dbfs: the capture thread runs this on every idle
+        # period, woken after a quarter second asleep, and there the cost is per numpy call (tens of µs with
+        # cold caches), not per sample. Measured on the PulseAudio room, a thread that only reads 250 ms
+        # periods: 0.06 % of a core; reading and taking numpy's mean: 0.13 %; this: 0.10 %.
+        level = dbfs(power(pcm))
         floor = self._floor_dbfs
         quiet = floor is not None and level <= min(floor + self._margin_db, self._ceiling_dbfs)
         if floor is None or level < floor:
@@ -78,25 +80,3 @@ class QuietHold:
             return False
         self._held_s = 0.0
         return True
-
-
-_FULL_SCALE_POWER = 32768.0 * 32768.0
-
-
-def _level_dbfs(pcm: NDArray[np.int16]) -> float:
-    """RMS level in dBFS, as :func:`earshot.audio.dsp.rms_dbfs`, in three numpy calls.
-
-    The capture thread runs this on every idle period, woken after a quarter second asleep, and there
-    the cost is per call, not per sample: each numpy call costs tens of µs with cold caches. Measured on
-    the PulseAudio room, a thread that only reads 250 ms periods: 0.06 % of a core; reading and taking
-    numpy's ``mean`` (a reduction wrapped in Python): 0.13 %; this float32 dot product: 0.10 %. It is
-    exact to far below a dB. (``audioop.rms`` cost nothing measurable, but it rounds to whole LSBs, 0.2
-    dB at a quiet room's -60 dBFS, and Python 3.13 removed it.)
-    """
-    x = np.asarray(pcm).astype(np.float32)
-    if x.size == 0:
-        return SILENCE_DBFS
-    mean_sq = float(np.dot(x, x)) / x.size
-    if mean_sq <= 0.0:
-        return SILENCE_DBFS
-    return max(SILENCE_DBFS, 10.0 * math.log10(mean_sq / _FULL_SCALE_POWER))
