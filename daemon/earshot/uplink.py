@@ -97,6 +97,11 @@ class UplinkGuard:
         return self._held_from is not None
 
     @property
+    def users_stretch(self) -> bool:
+        """The held stretch began while the user's released speech was in progress (theirs while the VAD hears it)."""
+        return self._held_from is not None and self._into
+
+    @property
     def settled(self) -> bool:
         """Nothing held, open, pending or deferred: a run of chunks with no sound changes nothing but the end."""
         return self._held_from is None and not self._open and self._pending is None and self._deferred is None

@@ -18,6 +18,7 @@ from earshot.conversation import effects as fx
 from earshot.conversation.appliance import MAX_ANNOUNCEMENTS
 from earshot.engage import Phase
 from earshot.gate import gate as gt
+from earshot.gate.bargein import DuplexMode
 from earshot.realtime import session as rs
 from earshot.realtime.linkevents import LinkDown
 from earshot.realtime.policy import Verdict
@@ -329,3 +330,38 @@ def test_an_interrupting_announcement_cuts_the_reply_and_the_queue_is_bounded() 
         dev.core.announce(f"note {i}", dev.now)
     with pytest.raises(ValueError, match="waiting"):
         dev.core.announce("one too many", dev.now)
+
+
+@pytest.mark.parametrize("duplex", ["full", "gated"])
+def test_silero_rests_over_a_full_duplex_reply_and_the_user_is_still_heard(duplex: str) -> None:
+    """Over a FULL duplex reply the gate's VAD runs webrtcvad alone (the guard holds its echo anyway).
+
+    In GATED duplex the wake word interrupts, so the VAD's starts wake the engine and Silero stays on.
+    Either way the user talking over the reply interrupts it and their turn goes upstream, with Silero.
+    """
+    dev = Device(config(extra=f"bargein:\n  duplex: {duplex}\n"))
+    vad = dev.core.gate.vad
+    assert vad.silero is not None, "the default config has the Silero stage"
+    drive(dev, Phase.SPEAKING)
+    dev.run(1.0)
+    mode = dev.core.bargein.duplex.mode if dev.core.bargein is not None else None
+    assert mode is DuplexMode(duplex)
+    calls, rested = vad.silero.calls, vad.rested_frames
+    dev.run(1.5)  # the canceller has had a few seconds of the reply
+    assert dev.core.phase is Phase.SPEAKING
+    if mode is DuplexMode.FULL:
+        assert vad.silero.calls == calls, "Silero ran on the reply's echo"
+        assert vad.rested_frames - rested == round(1.5 * 1000 / dev.config.gate.vad.frame_ms)
+    else:
+        assert vad.rested_frames == rested, "Silero rested where the VAD wakes the wake-word engine"
+    words = "stop, stop, tell me something else instead"
+    dev.user, dev.user_at = user(words), dev.position
+    for _ in range(dev.user.size // 160):
+        dev.step()
+        if dev.sent.interrupts or dev.core.phase is not Phase.SPEAKING:
+            break
+    assert dev.core.phase is Phase.LISTENING, "the user's barge-in was not heard"
+    calls = vad.silero.calls
+    dev.run(1.5)
+    assert vad.silero.calls > calls, "the user's turn is judged with Silero again"
+    assert _upstream_peak(dev) > 3000, "the interrupting turn did not go upstream"

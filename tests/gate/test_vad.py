@@ -181,3 +181,38 @@ def test_pysilero_probability_is_high_on_speech_and_low_on_silence() -> None:
     assert silero.calls == 2 * len(probs)
     with pytest.raises(ValueError, match="512"):
         silero.probability(speech[:100])
+
+
+def test_a_rested_second_stage_leaves_webrtcvad_to_decide_and_wakes_afresh() -> None:
+    """Rested, Silero is not called and webrtcvad alone decides; allowed again, Silero decides again."""
+    noise = pink_noise(3.0)
+    vad = Vad(VadConfig(), silero=build_silero(SileroConfig(enabled="on")))
+    assert vad.silero is not None
+    run(vad, noise)
+    assert vad.silero.calls > 0, "awake, webrtcvad's speech-like noise wakes Silero"
+    assert vad.speech_frames <= 0.02 * vad.frames, "...and Silero turns the noise down"
+
+    vad.set_second_stage(False)
+    assert not vad.second_stage
+    calls, frames, speech = vad.silero.calls, vad.frames, vad.speech_frames
+    starts = [e for _, e in run(vad, noise, start=noise.size) if isinstance(e, VadStart)]
+    assert vad.silero.calls == calls, "rested, Silero is not called"
+    assert vad.rested_frames == vad.frames - frames
+    assert starts, "webrtcvad alone calls pink noise speech"
+    assert vad.speech_frames - speech > 0.5 * (vad.frames - frames)
+
+    vad.set_second_stage(True)
+    frames, speech = vad.frames, vad.speech_frames
+    events = [e for _, e in run(vad, noise, start=2 * noise.size)]
+    assert vad.silero.calls > calls, "allowed again, the next voiced frame wakes Silero"
+    assert any(isinstance(e, VadEnd) for e in events), "...and its verdict ends the noise's 'speech'"
+    assert vad.speech_frames - speech < 0.2 * (vad.frames - frames)
+
+
+def test_resting_a_vad_without_silero_changes_nothing() -> None:
+    """webrtcvad only: the rest is a no-op, the events are the same."""
+    pcm = concat(silence(0.7), say("turn on the lights"), silence(1.5))
+    plain, rested = webrtc_only(), webrtc_only()
+    rested.set_second_stage(False)
+    assert not rested.second_stage
+    assert [e for _, e in run(plain, pcm)] == [e for _, e in run(rested, pcm)]

@@ -212,6 +212,7 @@ class ConversationCore(ReplySide, ApplianceSide):
         for onset in guarded.released:
             self._speech_started(onset, now)
         self._hear_user_for_stop(position, over_sound=guarded.over_sound is not None)
+        self.gate.vad.set_second_stage(self._vad_second_stage())
         for ev in self.gate.process(CaptureChunk(cleaned, position)):
             self._on_gate_event(ev, now)
         bargein = self.bargein
@@ -223,6 +224,23 @@ class ConversationCore(ReplySide, ApplianceSide):
                 self._barge_in(now, hit.position, local=True)
         self._pump_uplink(force=False)
         self._tick(now)
+
+    def _vad_second_stage(self) -> bool:
+        """Whether the gate's VAD needs Silero for this chunk (see :meth:`earshot.gate.vad.Vad.set_second_stage`).
+
+        Not over a reply while the uplink guard holds its echo and nothing listens for a word (FULL
+        duplex): the VAD's speech there is held and judged after the sound ends (with Silero again),
+        the barge-in detector judges the user with its own webrtcvad on the cleaned signal, and no
+        VAD event moves a speaking conversation. It stays on for a stretch the user was already
+        talking into (their speech's end there decides what of it goes up), wherever the VAD's start
+        would wake the wake-word or stop engine, and outside replies: in LISTENING the VAD's own end of
+        turn ends the user's turn (local turn detection), and an announcement taken for speech there
+        ended a turn nobody had spoken (tests/conversation/test_core.py).
+        """
+        guard = self.uplink_guard
+        if self.phase is not Phase.SPEAKING or not guard.holding or guard.users_stretch:
+            return True
+        return not self.gate.suppressed or self.gate.stop_listening
 
     def capture_period(self, pcm: NDArray[np.int16], position: int, now: float) -> None:
         """A period of contiguous chunks, taken in one call; only while :meth:`batchable` (the caller asks).
@@ -237,6 +255,7 @@ class ConversationCore(ReplySide, ApplianceSide):
             self._tick(now)
             return
         self.front.pass_period(pcm, position)
+        self.gate.vad.set_second_stage(True)  # nothing is held in a quiet period
         for ev in self.gate.process(CaptureChunk(pcm, position)):
             self._on_gate_event(ev, now)
         self._pump_uplink(force=False)

@@ -7,6 +7,13 @@ through onnxruntime (the ``silero`` extra and its model file, ~40 MB of memory),
 stage and *wakes* Silero: Silero only runs while webrtcvad has heard something speech-like in the
 last ``_SILERO_HOLD_MS``; while it runs its probability decides each frame. A silent room costs only webrtcvad.
 
+Over the device's own sound the caller may rest the second stage (:meth:`Vad.set_second_stage`): the
+canceller's residual is speech-like, so webrtcvad keeps Silero awake through a whole reply (measured
+in the Pi bench's exchange: Silero ran for 17 of 20 s, 0.7 % of a core here, most of it on the reply's
+echo), while what the VAD says there is held by the uplink guard and judged after the sound anyway
+(:mod:`earshot.uplink`). Resting, webrtcvad alone decides; Silero wakes afresh on the next voiced
+frame once it may run again.
+
 Everything here is pure: samples and their 16 kHz positions in, events out.
 """
 
@@ -253,7 +260,29 @@ class Vad:
         """Frames classified so far (for statistics)."""
         self.speech_frames = 0
         """Frames classified as speech so far."""
+        self._second_stage = True
+        self._silero_active = False  # (re)set by reset()
+        self.rested_frames = 0
+        """Frames webrtcvad decided alone because the second stage rested (statistics)."""
         self.reset()
+
+    @property
+    def second_stage(self) -> bool:
+        """Silero may run (True unless rested by :meth:`set_second_stage`; always False without Silero)."""
+        return self._second_stage and self._silero is not None
+
+    def set_second_stage(self, on: bool) -> None:
+        """Let Silero run (True, the default) or rest it: webrtcvad alone decides until it may run again.
+
+        For stretches where the VAD's answer is not the one that decides (the device's own sound, which
+        the uplink guard holds and judges after it ends). Resting forgets Silero's run; it wakes afresh,
+        warmed up on the recent audio, on the next voiced frame after it may run again.
+        """
+        if not on and self._silero_active:
+            self._silero_active = False
+            self._silero_prob = 0.0
+            self._silero_buf = np.zeros(0, dtype=np.int16)
+        self._second_stage = on
 
     @property
     def silero(self) -> SileroRuntime | None:
@@ -334,6 +363,10 @@ class Vad:
     def _classify(self, frame: NDArray[np.int16]) -> bool:
         voiced = bool(self._webrtc.is_speech(frame.tobytes(), RATE_HZ))
         if self._silero is None:
+            return voiced
+        if not self._second_stage:
+            self._history.append(frame)  # the warm-up when it wakes again
+            self.rested_frames += 1
             return voiced
         if voiced:
             self._silero_hold = self._hold_frames
