@@ -183,11 +183,22 @@ def delivery_scores(run: pulse.RoomRun, ex: daemon.Exchange) -> list[float]:
     return [round(delivered(question, received), 3), round(delivered(interruption, received), 3)]
 
 
-def speaker_stop_after_onset_ms(run: pulse.RoomRun, ex: daemon.Exchange) -> float:
-    """The interruption's onset (user channel) → the speaker channel's first 30 ms of silence after it (ms).
+STOPPED_QUIET_S = 1.0
+"""A barge-in stops the reply for good: the speaker stays quiet this long at least (the user is still
+talking, and no new reply comes before their turn ends). A playback gap (an underrun) is shorter."""
 
-    Needs no match with the reply's samples, so it holds when playback was too broken to follow.
+
+def speaker_stop_after_onset_ms(run: pulse.RoomRun, ex: daemon.Exchange) -> float:
+    """The interruption's onset (user channel) → where the speaker went quiet for good after it (ms).
+
+    Needs no match with the reply's samples, so it holds when playback was too broken to follow. Only a
+    run whose daemon barged in has a barge-in time, and the stop is the start of the first silence that
+    lasts :data:`STOPPED_QUIET_S`: an underrunning reply plays in pieces, and at b3b63cc the first 30 ms
+    of silence after the onset (a gap in the reply) stood for a barge-in the daemon never made (20 ms).
     """
+    onset_at = run.play_started + ex.interruption_onset / audio.RATE_HZ
+    if not any(t >= onset_at for t in run.barge_ins()):
+        raise daemon.DaemonUnavailable(f"{run.name}: the daemon did not barge in on the user's interruption")
     rec = run.recording
     user = rec[:, pulse.USER]
     scale = pulse.RATE_HZ // audio.RATE_HZ
@@ -205,7 +216,8 @@ def speaker_stop_after_onset_ms(run: pulse.RoomRun, ex: daemon.Exchange) -> floa
     spk = rec[onset:, pulse.SPEAKER].astype(np.float64)
     n = spk.size // pulse.BLOCK
     quiet = np.sqrt(np.mean(spk[: n * pulse.BLOCK].reshape(n, pulse.BLOCK) ** 2, axis=1)) < pulse.QUIET_RMS
-    runs = np.flatnonzero(np.convolve(quiet.astype(int), np.ones(3, dtype=int), mode="valid") == 3)
+    span = max(1, round(STOPPED_QUIET_S * pulse.RATE_HZ / pulse.BLOCK))
+    runs = np.flatnonzero(np.convolve(quiet.astype(int), np.ones(span, dtype=int), mode="valid") == span)
     if runs.size == 0:
         raise daemon.DaemonUnavailable(f"{run.name}: the speaker never went quiet after the interruption")
     return 1000.0 * int(runs[0]) * pulse.BLOCK / pulse.RATE_HZ
@@ -493,7 +505,7 @@ def _measure(
                 "pi_bargein_ms",
                 round(bargein, 1),
                 note="the reply could not be followed sample by sample: the interruption's onset on the user "
-                "channel to the speaker channel's first 30 ms of silence after it",
+                "channel to the speaker channel's first silence of 1 s after it (the daemon barged in)",
             )
             return
         entry.update(analysed.details)

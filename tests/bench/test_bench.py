@@ -199,3 +199,38 @@ def test_the_bench_reads_the_daemons_events_by_name_from_its_json_lines() -> Non
     assert (name, at, data) == ("bargein", 3.0, {"source": "local", "onset_s": 2.95})
     assert message == "barge-in (local) at 2.950 s"
     assert daemon._parse_line("Traceback (most recent call last):")[1:] == (None, None, {})
+
+
+def test_the_fallback_barge_in_time_is_no_gap_in_a_broken_reply() -> None:
+    """A reply playing in pieces has gaps right after the user's onset: only a silence that lasts is the stop,
+    and only when the daemon barged in (a gap once stood for a barge-in the daemon never made)."""
+    from benchlib import daemon, pi, pulse
+
+    rng = np.random.default_rng(3)
+    rate, scale = 16000, pulse.RATE_HZ // 16000
+
+    def burst(seconds: float, amp: int = 3000) -> np.ndarray:
+        return rng.integers(-amp, amp, round(seconds * rate)).astype(np.int16)
+
+    user = np.concatenate([np.zeros(rate, np.int16), burst(1.0), np.zeros(3 * rate, np.int16), burst(2.0)])
+    user = np.concatenate([user, np.zeros(4 * rate, np.int16)])
+    onset = 5 * rate
+    ex = daemon.Exchange(user, question_end=2 * rate, interruption_onset=onset)
+
+    def run(stop_s: float | None, barged: bool) -> pulse.RoomRun:
+        speaker = np.zeros(user.size, np.int16)
+        speaker[3 * rate :] = burst(user.size / rate - 3)
+        speaker[onset + rate // 50 : onset + rate // 50 + rate // 10] = 0  # an underrun's 100 ms gap
+        if stop_s is not None:
+            speaker[onset + round(stop_s * rate) :] = 0
+        rec = np.zeros((user.size * scale, 3), np.int16)
+        rec[:, pulse.SPEAKER] = np.repeat(speaker, scale)
+        rec[:, pulse.USER] = np.repeat(user, scale)
+        events = [daemon.Event(100.0 + 5.2, "bargein", 5.2, {})] if barged else []
+        return pulse.RoomRun("t", 0, [], events, 100.0, rec, [], None, [])
+
+    assert pi.speaker_stop_after_onset_ms(run(0.25, barged=True), ex) == pytest.approx(250.0, abs=10.0)
+    with pytest.raises(daemon.DaemonUnavailable, match="did not barge in"):
+        pi.speaker_stop_after_onset_ms(run(None, barged=False), ex)
+    with pytest.raises(daemon.DaemonUnavailable, match="never went quiet"):
+        pi.speaker_stop_after_onset_ms(run(None, barged=True), ex)
