@@ -193,7 +193,7 @@ def speaker_stop_after_onset_ms(run: pulse.RoomRun, ex: daemon.Exchange) -> floa
 
     Needs no match with the reply's samples, so it holds when playback was too broken to follow. Only a
     run whose daemon barged in has a barge-in time, and the stop is the start of the first silence that
-    lasts :data:`STOPPED_QUIET_S`: an underrunning reply plays in pieces, and at b3b63cc the first 30 ms
+    lasts :data:`STOPPED_QUIET_S`: an underrunning reply plays in pieces, and at 4217fc7 the first 30 ms
     of silence after the onset (a gap in the reply) stood for a barge-in the daemon never made (20 ms).
     """
     onset_at = run.play_started + ex.interruption_onset / audio.RATE_HZ
