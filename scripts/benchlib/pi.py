@@ -183,6 +183,11 @@ def delivery_scores(run: pulse.RoomRun, ex: daemon.Exchange) -> list[float]:
     return [round(delivered(question, received), 3), round(delivered(interruption, received), 3)]
 
 
+def interruption_at(run: pulse.RoomRun, ex: daemon.Exchange) -> float:
+    """``time.monotonic`` when the user's interruption began playing: barge-ins before it are false ones."""
+    return run.play_started + ex.interruption_onset / audio.RATE_HZ
+
+
 STOPPED_QUIET_S = 1.0
 """A barge-in stops the reply for good: the speaker stays quiet this long at least (the user is still
 talking, and no new reply comes before their turn ends). A playback gap (an underrun) is shorter."""
@@ -196,8 +201,7 @@ def speaker_stop_after_onset_ms(run: pulse.RoomRun, ex: daemon.Exchange) -> floa
     lasts :data:`STOPPED_QUIET_S`: an underrunning reply plays in pieces, and at 4217fc7 the first 30 ms
     of silence after the onset (a gap in the reply) stood for a barge-in the daemon never made (20 ms).
     """
-    onset_at = run.play_started + ex.interruption_onset / audio.RATE_HZ
-    if not any(t >= onset_at for t in run.barge_ins()):
+    if not any(t >= interruption_at(run, ex) for t in run.barge_ins()):
         raise daemon.DaemonUnavailable(f"{run.name}: the daemon did not barge in on the user's interruption")
     rec = run.recording
     user = rec[:, pulse.USER]
@@ -485,7 +489,7 @@ def _measure(
         entry["delivery_scores"] = scores
         entry["drops"] = [m for _, m in run.log if "stalled" in m or "dropped" in m][:5]
         figures.set("pi_turns_delivered", sum(1 for s in scores if s >= 0.8) / len(scores))
-        onset_at = run.play_started + ex.interruption_onset / audio.RATE_HZ
+        onset_at = interruption_at(run, ex)
         false = [round(t - run.play_started, 2) for t in run.barge_ins() if t < onset_at]
         entry["false_barge_ins_at_s"] = false
         figures.set("pi_false_bargeins", len(false))
