@@ -171,6 +171,35 @@ def test_a_reply_that_follows_its_cue_quietly_is_still_aligned() -> None:
     assert erle >= 10.0, erle  # 11.9 dB; -2.8 dB (nothing cancelled) when the pairing stayed unaligned
 
 
+def test_quiet_chunks_after_a_loud_stretch_add_no_evidence_for_a_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sound's loud stretch, then quiet reference while it goes on (the end-of-turn cue, then a reply's
+    breath): a delay is estimated on new loud chunks only. Estimated again on each quiet chunk, the same
+    loud chunks gave the same weak reading three times, and three readings were taken for agreement:
+    a cue aligned on that, 6 ms off the reply's echo, and the reply barged in on itself at its first loud
+    chunks (the PulseAudio room, 1 run in 4)."""
+    from earshot.audio import align
+    from earshot.audio.delay import DelayEstimate
+    from earshot.audio.echometer import FULL_SCALE_POWER, power
+
+    loud_power = FULL_SCALE_POWER * 10.0 ** (-45.0 / 10.0)
+    readings: list[int] = []
+
+    def weak_reading(mic: NDArray[np.int16], ref: NDArray[np.int16], low: int, high: int) -> DelayEstimate:
+        # Weak, and different with every loud chunk read (a tonal cue's scattered peaks).
+        loud = sum(power(ref[k * CHUNK : (k + 1) * CHUNK]) >= loud_power for k in range(ref.size // CHUNK))
+        readings.append(loud)
+        return DelayEstimate(lag=400 + 37 * loud, confidence=6.5)
+
+    monkeypatch.setattr(align, "estimate_delay", weak_reading)
+    rng = np.random.default_rng(7)
+    cue = rng.normal(0, 6000, 14 * CHUNK).astype(np.int16)  # an even count of loud chunks
+    breath = rng.normal(0, 20, 15 * CHUNK).astype(np.int16)  # the sound goes on, under the loud level
+    ec = EchoCanceller()
+    play(ec, np.concatenate([cue, breath]), Room(delay_ms=30.0, reverberant=False))
+    assert readings == [4, 6, 8, 10, 12, 14]  # one reading per second loud chunk, none on the quiet ones
+    assert ec.alignments == 0
+
+
 def _gap_scene(
     gap_ms: int, *, user: NDArray[np.int16] | None = None
 ) -> tuple[NDArray[np.int16], NDArray[np.int16], int]:
