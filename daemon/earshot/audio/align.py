@@ -286,9 +286,9 @@ class PairingAligner:
         # unaligned, so the filter never sees it and keeps what it learned.
         # And only on a new loud chunk: on the quiet ones after an even count the same loud chunks were
         # read again and again, and three such readings of a cue at a weak confidence were "agreement"
-        # (the PulseAudio room: a cue's 49.4 ms twice at 6-7 while the reply's echo lay at 43.2 ms; a
-        # cue aligned there leaves the reply's first words on a pairing 6 ms off, and the device
-        # barged in on itself at the reply's first loud chunks).
+        # (the PulseAudio room: a cue's 49.4 ms twice at 6-7 while the reply's echo lay at 43.2 ms). A
+        # cue aligned so leaves the reply's first words on a pairing 6 ms off; a false barge-in at a
+        # reply's first loud chunks, with nothing cancelled and the room's echo steady, fits that.
         if loud and not near_end and self._align_loud >= _ALIGN_MIN_LOUD and self._align_loud % _ALIGN_EVERY == 0:
             lag = self._estimate()
             if lag is not None:
