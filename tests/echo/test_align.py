@@ -200,6 +200,45 @@ def test_quiet_chunks_after_a_loud_stretch_add_no_evidence_for_a_delay(monkeypat
     assert ec.alignments == 0
 
 
+@pytest.mark.parametrize(("poor_chunks", "moves"), [(5, 0), (14, 1)])
+def test_a_sub_millisecond_move_needs_a_long_poor_stretch(
+    poor_chunks: int, moves: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A converged filter meets a few loud chunks it cancels poorly (here a noise burst over the echo), and the
+    residual seems to say the echo moved by 10 samples: that is no output gap (never that short), and
+    following it broke a filter cancelling 24.7 dB (the engaged bench's file room: the reply interrupted
+    itself). A sub-millisecond move is followed only after more than 8 poor chunks in a row, as a pairing
+    really put a few samples off cancels poorly chunk after chunk."""
+    from earshot.audio.align import PairingAligner
+    from earshot.audio.echometer import dbfs, power
+
+    monkeypatch.setattr(PairingAligner, "_moved_to", lambda self, out, mic, ref, lag: lag + 10)
+    reference = reply(8.0, first=0)
+    mic = mix(reference=reference, room=Room(delay_ms=30.0, seed=1, reverberant=False)).astype(np.float64)
+    loud = [
+        k
+        for k in range(reference.size // CHUNK)
+        if k * CHUNK > 5 * RATE_HZ and dbfs(power(reference[k * CHUNK : (k + 1) * CHUNK])) > -30
+    ]
+    burst = loud[0]
+    # A stretch of loud reference chunks in a row from the burst on, each one swamped by noise.
+    rng = np.random.default_rng(11)
+    for k in range(burst, burst + poor_chunks):
+        mic[k * CHUNK : (k + 1) * CHUNK] += rng.normal(0, 8000, CHUNK)
+    ec = EchoCanceller()
+    n = reference.size // CHUNK
+    ec.add_reference(reference[: 3 * CHUNK])
+    for k in range(n):
+        if k + 3 < n:
+            ec.add_reference(reference[(k + 3) * CHUNK : (k + 4) * CHUNK])
+        ec.process(np.clip(mic[k * CHUNK : (k + 1) * CHUNK], -32768, 32767).astype(np.int16))
+        if k == burst - 1:
+            assert ec._aligner.shifts == 0  # converged, nothing moved before the burst
+        if k == burst + poor_chunks:
+            break
+    assert ec._aligner.shifts == moves
+
+
 def _gap_scene(
     gap_ms: int, *, user: NDArray[np.int16] | None = None
 ) -> tuple[NDArray[np.int16], NDArray[np.int16], int]:
